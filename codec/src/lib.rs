@@ -23,6 +23,7 @@ mod packet;
 mod props;
 mod reason;
 mod str;
+mod wire;
 pub mod topic;
 
 pub use decode::{decode, peek_frame_len};
