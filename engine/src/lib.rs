@@ -1,1 +1,23 @@
-//! placeholder
+//! ringmq: a thread-per-core MQTT 5.0 / 3.1.1 broker.
+//!
+//! What it is for: owning connections, sessions and subscriptions per shard (one pinned thread
+//! each, no locks), routing messages between shards over bounded lock-free queues.
+//! What it must never do: panic on anything a peer or config can influence, block a shard, or
+//! let one slow client stall others. Unsafe code lives only in `sys`.
+//!
+//! `core` (with `route`) is the sans-IO broker logic; `runtime` is the monoio byte pump.
+
+pub mod config;
+pub mod conn;
+pub mod core;
+pub mod mesh;
+pub mod message;
+pub mod retain;
+pub mod route;
+pub mod runtime;
+pub mod session;
+mod sys;
+pub mod trie;
+
+/// Shard bitmasks are `u64`.
+pub const MAX_SHARDS: usize = 64;

@@ -1,1 +1,99 @@
-fn main() {}
+//! The `ringmq` server binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use ringmq::config::{Config, Driver, ListenerConfig, ListenerProtocol};
+use ringmq::runtime::Server;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// ringmq: a thread-per-core MQTT 5.0 and 3.1.1 broker.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration file (see docs/configuration.md). Without it: 127.0.0.1:1883,
+    /// anonymous access, one shard per core.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Address to listen on (repeatable); replaces the listeners of the config file.
+    #[arg(long)]
+    listen: Vec<SocketAddr>,
+    /// Number of shards (threads); 0 = one per core.
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Log level or filter (error, warn, info, debug, trace, or a tracing filter).
+    #[arg(long)]
+    log_level: Option<String>,
+    /// I/O driver.
+    #[arg(long, value_enum)]
+    driver: Option<Driver>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut config = match &cli.config {
+        Some(path) => match Config::from_file(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("ringmq: configuration error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default(),
+    };
+    if !cli.listen.is_empty() {
+        config.listeners = cli
+            .listen
+            .iter()
+            .map(|&bind| ListenerConfig {
+                bind,
+                protocol: ListenerProtocol::Mqtt,
+            })
+            .collect();
+    }
+    if let Some(n) = cli.shards {
+        config.server.shards = n;
+    }
+    if let Some(d) = cli.driver {
+        config.server.driver = d;
+    }
+    if let Some(level) = cli.log_level {
+        config.server.log_level = level;
+    }
+    let source = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("<command line>"));
+    if let Err(e) = config.validate(&source) {
+        eprintln!("ringmq: configuration error: {e}");
+        return ExitCode::from(2);
+    }
+    let filter = match tracing_subscriber::EnvFilter::try_new(&config.server.log_level) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!(
+                "ringmq: configuration error: server.log_level {:?}: {e}",
+                config.server.log_level
+            );
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match Server::start(config) {
+        Ok(server) => {
+            server.join();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringmq: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

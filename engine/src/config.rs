@@ -1,0 +1,320 @@
+//! Configuration: the TOML file, the embedded default and their validation.
+//!
+//! Every limit is a named value with a default. A bad file is a startup error naming the file,
+//! the key and the problem; nothing here panics on file content.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Which io driver the shards run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Driver {
+    /// io_uring when the kernel allows it, epoll otherwise.
+    #[default]
+    Auto,
+    IoUring,
+    Legacy,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Shard threads; 0 = one per available core.
+    pub shards: usize,
+    pub driver: Driver,
+    pub log_level: String,
+    /// Pin each shard thread to a core.
+    pub pin_cores: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            shards: 0,
+            driver: Driver::Auto,
+            log_level: "info".into(),
+            pin_cores: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerProtocol {
+    Mqtt,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub bind: SocketAddr,
+    #[serde(default = "default_protocol")]
+    pub protocol: ListenerProtocol,
+}
+
+fn default_protocol() -> ListenerProtocol {
+    ListenerProtocol::Mqtt
+}
+
+/// Limits, each with the default documented in docs/configuration.md.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest packet the server accepts (bytes, fixed header included).
+    pub max_packet_size: u32,
+    /// The server's Receive Maximum: QoS 1/2 PUBLISHes a client may have unacknowledged.
+    pub receive_maximum: u16,
+    /// Server → client in-flight window (further capped by the client's Receive Maximum).
+    pub max_inflight: u16,
+    /// Messages queued per session while offline or while the in-flight window is full.
+    pub max_queued_messages: usize,
+    /// Payload bytes queued per session.
+    pub max_queued_bytes: usize,
+    /// Topic aliases a client may use towards the server.
+    pub topic_alias_maximum: u16,
+    /// Levels in a topic name or filter.
+    pub max_topic_levels: usize,
+    /// Bytes in a topic name or filter.
+    pub max_topic_length: usize,
+    pub max_subscriptions_per_client: usize,
+    /// A larger client keep alive is lowered to this and sent as Server Keep Alive.
+    pub max_keep_alive_secs: u16,
+    /// A larger requested session expiry is lowered to this.
+    pub max_session_expiry_secs: u32,
+    /// Open connections per shard × shards.
+    pub max_connections: usize,
+    pub max_client_id_len: usize,
+    pub max_retained_messages: usize,
+    /// Messages buffered per destination shard when its queue is full (QoS 0 beyond: dropped).
+    pub shard_queue_capacity: usize,
+    /// Seconds a connection may take to send CONNECT.
+    pub connect_timeout_secs: u16,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_packet_size: 1024 * 1024,
+            receive_maximum: 1024,
+            max_inflight: 1024,
+            max_queued_messages: 10_000,
+            max_queued_bytes: 64 * 1024 * 1024,
+            topic_alias_maximum: 64,
+            max_topic_levels: 32,
+            max_topic_length: 1024,
+            max_subscriptions_per_client: 1000,
+            max_keep_alive_secs: u16::MAX,
+            max_session_expiry_secs: u32::MAX,
+            max_connections: 1_000_000,
+            max_client_id_len: 256,
+            max_retained_messages: 1_000_000,
+            shard_queue_capacity: 65_536,
+            connect_timeout_secs: 10,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default = "default_listeners", rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Whether clients without credentials may connect. True in the embedded default.
+    #[serde(default = "default_true")]
+    pub allow_anonymous: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_listeners() -> Vec<ListenerConfig> {
+    vec![ListenerConfig {
+        bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+        protocol: ListenerProtocol::Mqtt,
+    }]
+}
+
+impl Default for Config {
+    /// The embedded default: 127.0.0.1:1883, anonymous access, one shard per core.
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            listeners: default_listeners(),
+            limits: Limits::default(),
+            allow_anonymous: true,
+        }
+    }
+}
+
+/// A configuration error, naming the file, key and problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: key `{key}`: {problem}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        problem: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Parses and validates TOML text; `path` names it in errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        // toml's error message names the key and line (e.g. "unknown field `foo`").
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Range checks toml cannot express.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                key,
+                problem: problem.to_owned(),
+            })
+        };
+        let l = &self.limits;
+        if l.max_packet_size < 64 {
+            return invalid("limits.max_packet_size", "must be at least 64 bytes");
+        }
+        if l.max_packet_size > ringmq_codec::Limits::PROTOCOL_MAX_PACKET_SIZE {
+            return invalid(
+                "limits.max_packet_size",
+                "exceeds the MQTT maximum of 268435460",
+            );
+        }
+        if l.receive_maximum == 0 {
+            return invalid(
+                "limits.receive_maximum",
+                "must be at least 1 [MQTT-3.2.2.3.3]",
+            );
+        }
+        if l.max_inflight == 0 {
+            return invalid("limits.max_inflight", "must be at least 1");
+        }
+        if l.max_topic_levels == 0 {
+            return invalid("limits.max_topic_levels", "must be at least 1");
+        }
+        if l.max_topic_length == 0 || l.max_topic_length > 65_535 {
+            return invalid("limits.max_topic_length", "must be between 1 and 65535");
+        }
+        if l.max_connections == 0 {
+            return invalid("limits.max_connections", "must be at least 1");
+        }
+        if l.max_client_id_len < 23 {
+            return invalid(
+                "limits.max_client_id_len",
+                "must be at least 23 [MQTT-3.1.3-5]",
+            );
+        }
+        if l.shard_queue_capacity < 16 {
+            return invalid("limits.shard_queue_capacity", "must be at least 16");
+        }
+        if self.server.shards > crate::MAX_SHARDS {
+            return invalid("server.shards", "at most 64 shards are supported");
+        }
+        if self.listeners.is_empty() {
+            return invalid("listener", "at least one [[listener]] is required");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_the_embedded_default() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.listeners[0].bind, "127.0.0.1:1883".parse().unwrap());
+        assert!(c.allow_anonymous);
+        assert_eq!(c.limits.max_packet_size, 1024 * 1024);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse("[limits]\nmax_pakcet_size = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("test.toml"), "{e}");
+        assert!(e.contains("max_pakcet_size"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = parse("[limits]\nreceive_maximum = \"lots\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("receive_maximum"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_value_names_key() {
+        let e = parse("[limits]\nreceive_maximum = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "test.toml: key `limits.receive_maximum`: must be at least 1 [MQTT-3.2.2.3.3]"
+        );
+        let e = parse("[limits]\nmax_packet_size = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.max_packet_size"), "{e}");
+    }
+
+    #[test]
+    fn listeners_and_driver_parse() {
+        let c = parse(
+            "[server]\nshards = 3\ndriver = \"legacy\"\n[[listener]]\nbind = \"0.0.0.0:1999\"\nprotocol = \"mqtt\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.shards, 3);
+        assert_eq!(c.server.driver, Driver::Legacy);
+        assert_eq!(c.listeners[0].bind.port(), 1999);
+    }
+
+    #[test]
+    fn bad_bind_address_is_an_error() {
+        let e = parse("[[listener]]\nbind = \"nonsense\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bind") || e.contains("address"), "{e}");
+    }
+}

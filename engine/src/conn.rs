@@ -1,0 +1,98 @@
+//! Per-connection protocol state: what the shard core keeps for one network connection.
+//! No I/O here: the runtime reads bytes into the core and writes `out` to the socket.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU16;
+use std::task::Waker;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use ringmq_codec::{Connect, ProtocolVersion, Str, Will};
+use rustc_hash::FxHashMap;
+
+#[derive(Debug)]
+pub enum ConnState {
+    /// Waiting for CONNECT since the connection opened.
+    AwaitConnect {
+        since: Instant,
+    },
+    /// CONNECT accepted; waiting for the session (maybe from another shard).
+    Claiming {
+        connect: Box<Connect>,
+        assigned_id: bool,
+        since: Instant,
+    },
+    Connected,
+    /// Closing: nothing more is read; `out` is flushed, then the socket closed.
+    Closing,
+}
+
+#[derive(Debug)]
+pub struct Conn {
+    pub serial: u64,
+    pub peer: SocketAddr,
+    pub state: ConnState,
+    pub version: ProtocolVersion,
+    pub session: Option<usize>,
+    pub client_id: Str,
+    pub keep_alive_secs: u16,
+    pub last_rx: Instant,
+    /// The client's Maximum Packet Size [MQTT-3.1.2-24].
+    pub client_max_packet: u32,
+    /// min(server max_inflight, client Receive Maximum).
+    pub window: u16,
+    /// Topic Alias Maximum the client accepts from us.
+    pub client_alias_max: u16,
+    /// Client → server aliases (index = alias - 1).
+    pub aliases_in: Vec<Option<Str>>,
+    /// Server → client aliases in use.
+    pub aliases_out: FxHashMap<Bytes, NonZeroU16>,
+    pub request_problem_info: bool,
+    pub will: Option<Will>,
+    /// Encoded packets waiting to be written.
+    pub out: BytesMut,
+    /// The writer task, parked until `out` has data or the connection closes.
+    pub writer: Option<Waker>,
+    /// Session expiry set at CONNECT was zero (DISCONNECT may not raise it [MQTT-3.14.2-2]).
+    pub connect_expiry_zero: bool,
+}
+
+impl Conn {
+    pub fn new(serial: u64, peer: SocketAddr, now: Instant) -> Conn {
+        Conn {
+            serial,
+            peer,
+            state: ConnState::AwaitConnect { since: now },
+            version: ProtocolVersion::V5,
+            session: None,
+            client_id: Str::default(),
+            keep_alive_secs: 0,
+            last_rx: now,
+            client_max_packet: ringmq_codec::Limits::PROTOCOL_MAX_PACKET_SIZE,
+            window: 1,
+            client_alias_max: 0,
+            aliases_in: Vec::new(),
+            aliases_out: FxHashMap::default(),
+            request_problem_info: true,
+            will: None,
+            out: BytesMut::new(),
+            writer: None,
+            connect_expiry_zero: false,
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        matches!(self.state, ConnState::Connected)
+    }
+
+    pub fn is_closing(&self) -> bool {
+        matches!(self.state, ConnState::Closing)
+    }
+
+    /// Wakes the writer after `out` changed.
+    pub fn wake_writer(&mut self) {
+        if let Some(waker) = self.writer.take() {
+            waker.wake();
+        }
+    }
+}

@@ -1,0 +1,1100 @@
+//! The shard core: sans-IO broker logic for one shard.
+//!
+//! Inputs: bytes read from a connection ([`ShardCore::on_read`]), a closed connection
+//! ([`ShardCore::on_closed`]), a message from another shard ([`ShardCore::on_mesh`]) and the
+//! clock ([`ShardCore::on_tick`]). Outputs: bytes in each connection's `out` buffer (its writer
+//! is woken), connections marked closing, and messages pushed to other shards
+//! ([`ShardCore::flush_mesh`]). Nothing here touches a socket, so protocol tests drive a core
+//! with bytes and a fake clock.
+//!
+//! Routing and delivery live in `route.rs`; this file holds connections, CONNECT, sessions,
+//! takeover, acknowledgements and timers.
+
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::num::{NonZeroU16, NonZeroU32};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use ringmq_codec::{
+    AckProperties, Auth, ConnAck, ConnAckProperties, Connect, DecodeError, Disconnect,
+    DisconnectProperties, Packet, ProtocolVersion, PubResp, QoS, ReasonCode, Str,
+};
+use rustc_hash::{FxHashMap, FxHasher};
+use slab::Slab;
+use tracing::{debug, info, warn};
+
+use crate::config::Limits;
+use crate::conn::{Conn, ConnState};
+use crate::mesh::{ConnToken, Mesh, ShardMsg};
+use crate::message::Message;
+use crate::retain::MemoryRetainStore;
+use crate::route::{Interest, LocalSubs, Scratch};
+use crate::session::{InflightState, PendingWill, Session};
+use crate::trie::FilterTrie;
+
+/// Counters kept per shard (exported as metrics later).
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub connections_total: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub dropped_qos0_slow: u64,
+    pub dropped_queue_full: u64,
+    pub dropped_too_large: u64,
+    pub dropped_expired: u64,
+    pub mesh_overflow: u64,
+    pub protocol_errors: u64,
+}
+
+/// Everything one shard owns.
+pub struct ShardCore {
+    pub id: usize,
+    pub(crate) shards: usize,
+    pub(crate) limits: Limits,
+    pub(crate) codec_limits: ringmq_codec::Limits,
+    allow_anonymous: bool,
+    pub(crate) conns: Slab<Conn>,
+    next_serial: u64,
+    pub(crate) sessions: Slab<Session>,
+    pub(crate) by_client_id: FxHashMap<Bytes, usize>,
+    pub(crate) subs: FilterTrie<LocalSubs>,
+    pub(crate) interest: FilterTrie<Interest>,
+    pub(crate) retained: MemoryRetainStore<Message>,
+    /// Directory entries for client ids whose hash selects this shard: the owning shard.
+    directory: FxHashMap<Bytes, u16>,
+    mesh: Option<Mesh>,
+    /// Per destination: messages not yet accepted by its inbox.
+    outbox: Vec<VecDeque<ShardMsg>>,
+    wake_mask: u64,
+    /// Messages to this shard itself, handled before the current call returns.
+    local_inbox: VecDeque<ShardMsg>,
+    pub(crate) scratch: Scratch,
+    assigned_ids: u64,
+    pub stats: Stats,
+}
+
+impl std::fmt::Debug for ShardCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardCore")
+            .field("id", &self.id)
+            .field("conns", &self.conns.len())
+            .field("sessions", &self.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a connection is being closed by the server.
+pub(crate) struct Failure {
+    pub reason: ReasonCode,
+    pub message: String,
+}
+
+impl From<DecodeError> for Failure {
+    fn from(e: DecodeError) -> Failure {
+        Failure {
+            reason: e.reason_code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+pub(crate) fn fail(reason: ReasonCode, message: impl Into<String>) -> Failure {
+    Failure {
+        reason,
+        message: message.into(),
+    }
+}
+
+impl ShardCore {
+    pub fn new(id: usize, mesh: Option<Mesh>, limits: Limits, allow_anonymous: bool) -> ShardCore {
+        let shards = mesh.as_ref().map_or(1, Mesh::shards);
+        ShardCore {
+            id,
+            shards,
+            codec_limits: ringmq_codec::Limits {
+                max_packet_size: limits.max_packet_size,
+            },
+            retained: MemoryRetainStore::new(limits.max_retained_messages),
+            limits,
+            allow_anonymous,
+            conns: Slab::new(),
+            next_serial: 0,
+            sessions: Slab::new(),
+            by_client_id: FxHashMap::default(),
+            subs: FilterTrie::new(),
+            interest: FilterTrie::new(),
+            directory: FxHashMap::default(),
+            mesh,
+            outbox: (0..shards).map(|_| VecDeque::new()).collect(),
+            wake_mask: 0,
+            local_inbox: VecDeque::new(),
+            scratch: Scratch::default(),
+            assigned_ids: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    // ---- connection lifecycle -------------------------------------------------------------
+
+    /// A new network connection; `None` when the connection limit is reached.
+    pub fn accept(&mut self, peer: SocketAddr, now: Instant) -> Option<ConnToken> {
+        let per_shard = self.limits.max_connections.div_ceil(self.shards.max(1));
+        if self.conns.len() >= per_shard {
+            warn!(%peer, limit = self.limits.max_connections, "connection refused: max_connections reached");
+            return None;
+        }
+        self.next_serial += 1;
+        self.stats.connections_total += 1;
+        let index = self.conns.insert(Conn::new(self.next_serial, peer, now));
+        Some(ConnToken {
+            index: index as u32,
+            serial: self.next_serial,
+        })
+    }
+
+    fn conn_live(&self, token: ConnToken) -> bool {
+        self.conns
+            .get(token.index as usize)
+            .is_some_and(|c| c.serial == token.serial)
+    }
+
+    pub fn conn(&self, index: usize) -> Option<&Conn> {
+        self.conns.get(index)
+    }
+
+    pub fn conn_mut(&mut self, index: usize) -> Option<&mut Conn> {
+        self.conns.get_mut(index)
+    }
+
+    /// Bytes arrived on a connection: decode and handle every complete packet.
+    pub fn on_read(&mut self, index: usize, buf: &mut BytesMut, now: Instant) {
+        loop {
+            let Some(conn) = self.conns.get_mut(index) else {
+                return;
+            };
+            if conn.is_closing() {
+                buf.clear();
+                break;
+            }
+            let version = conn.version;
+            match ringmq_codec::decode(buf, &self.codec_limits, version) {
+                Ok(Some(packet)) => {
+                    conn.last_rx = now;
+                    if let Err(f) = self.handle_packet(index, packet, now) {
+                        self.fail_conn(index, f, now);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.fail_conn(index, e.into(), now);
+                    buf.clear();
+                    break;
+                }
+            }
+        }
+        self.drain_local(now);
+    }
+
+    /// The peer closed the connection or the socket failed.
+    pub fn on_closed(&mut self, index: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        if !conn.is_closing() {
+            debug!(client_id = %conn.client_id, peer = %conn.peer, "connection lost");
+            self.close_conn(index, true, now);
+        }
+        self.drain_local(now);
+    }
+
+    /// The runtime finished with the connection (socket closed, tasks ended).
+    pub fn release(&mut self, index: usize, now: Instant) {
+        if let Some(conn) = self.conns.get(index) {
+            if !conn.is_closing() {
+                self.close_conn(index, true, now);
+            }
+            self.conns.remove(index);
+        }
+        self.drain_local(now);
+    }
+
+    /// Sends DISCONNECT (v5, when connected) or CONNACK (before CONNACK) with `f.reason` and
+    /// closes the connection; the will is published [MQTT-3.1.2-8].
+    pub(crate) fn fail_conn(&mut self, index: usize, f: Failure, now: Instant) {
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        if conn.is_closing() {
+            return;
+        }
+        self.stats.protocol_errors += 1;
+        warn!(client_id = %conn.client_id, peer = %conn.peer, reason = %f.reason, "closing connection: {}", f.message);
+        match conn.state {
+            ConnState::AwaitConnect { .. } | ConnState::Claiming { .. } => {
+                // Before CONNACK the error goes in CONNACK [MQTT-3.2.2-?]; 3.1.1 has codes only
+                // for a few causes, otherwise the connection is just closed [MQTT-3.1.4-?].
+                let v3_code = f.reason.to_v3_connack();
+                if conn.version.is_v5()
+                    || (v3_code != 0x05 || f.reason == ReasonCode::NOT_AUTHORIZED)
+                {
+                    let ack = ConnAck {
+                        session_present: false,
+                        reason_code: f.reason,
+                        properties: ConnAckProperties {
+                            reason_string: reason_string(&f.message),
+                            ..Default::default()
+                        },
+                    };
+                    if !(conn.version.is_v5() == false
+                        && f.reason.is_error()
+                        && f.reason != ReasonCode::NOT_AUTHORIZED
+                        && v3_code == 0x05)
+                    {
+                        write_packet(conn, &Packet::ConnAck(ack));
+                    }
+                }
+            }
+            ConnState::Connected => {
+                if conn.version.is_v5() {
+                    let d = Disconnect {
+                        reason_code: f.reason,
+                        properties: DisconnectProperties {
+                            reason_string: reason_string(&f.message),
+                            ..Default::default()
+                        },
+                    };
+                    write_packet(conn, &Packet::Disconnect(d));
+                }
+            }
+            ConnState::Closing => {}
+        }
+        self.close_conn(index, true, now);
+    }
+
+    /// Marks the connection closing and detaches its session. `publish_will`: the close was
+    /// not a normal DISCONNECT, so the will is published (after its delay).
+    pub(crate) fn close_conn(&mut self, index: usize, publish_will: bool, now: Instant) {
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        if conn.is_closing() {
+            return;
+        }
+        let was_connected = conn.is_connected();
+        conn.state = ConnState::Closing;
+        conn.wake_writer();
+        let will = if publish_will { conn.will.take() } else { None };
+        conn.will = None;
+        let Some(sidx) = conn.session.take() else {
+            return;
+        };
+        if !was_connected {
+            return;
+        }
+        let Some(session) = self.sessions.get_mut(sidx) else {
+            return;
+        };
+        if session_conn_is(session, &self.conns, index) {
+            // fallthrough: the session is ours
+        }
+        let ends_now = session.expiry_secs == 0;
+        if !ends_now {
+            session.expires_at = Some(now + Duration::from_secs(u64::from(session.expiry_secs)));
+        }
+        if let Some(will) = will {
+            let delay = will.properties.will_delay_secs.unwrap_or(0);
+            if delay == 0 || ends_now {
+                self.publish_will(will, now);
+            } else {
+                let delay = delay.min(session.expiry_secs);
+                session.pending_will = Some(PendingWill {
+                    will,
+                    publish_at: now + Duration::from_secs(u64::from(delay)),
+                });
+            }
+        }
+        self.detach_session(sidx);
+        if ends_now {
+            self.end_session(sidx, now);
+        }
+    }
+
+    fn detach_session(&mut self, sidx: usize) {
+        if let Some(s) = self.sessions.get_mut(sidx) {
+            s.conn = None;
+        }
+    }
+
+    // ---- packets ----------------------------------------------------------------------------
+
+    fn handle_packet(&mut self, index: usize, packet: Packet, now: Instant) -> Result<(), Failure> {
+        let Some(conn) = self.conns.get_mut(index) else {
+            return Ok(());
+        };
+        match (&conn.state, packet) {
+            (ConnState::AwaitConnect { .. }, Packet::Connect(connect)) => {
+                self.on_connect(index, connect, now)
+            }
+            (ConnState::AwaitConnect { .. }, p) => Err(fail(
+                ReasonCode::PROTOCOL_ERROR,
+                format!(
+                    "[MQTT-3.1.0-1] first packet must be CONNECT, got {}",
+                    p.name()
+                ),
+            )),
+            (ConnState::Claiming { .. }, Packet::Connect(_))
+            | (ConnState::Connected, Packet::Connect(_)) => Err(fail(
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-3.1.0-2] second CONNECT",
+            )),
+            (ConnState::Claiming { .. }, p) => {
+                // The client may pipeline packets after CONNECT; we cannot handle them before
+                // the session is ready. Rare (only across a takeover), so refuse clearly.
+                Err(fail(
+                    ReasonCode::SERVER_BUSY,
+                    format!("{} before CONNACK", p.name()),
+                ))
+            }
+            (ConnState::Closing, _) => Ok(()),
+            (ConnState::Connected, p) => self.on_session_packet(index, p, now),
+        }
+    }
+
+    fn on_session_packet(
+        &mut self,
+        index: usize,
+        packet: Packet,
+        now: Instant,
+    ) -> Result<(), Failure> {
+        match packet {
+            Packet::Publish(p) => self.on_publish(index, p, now),
+            Packet::PubAck(a) => {
+                self.on_puback(index, a.packet_id, now);
+                Ok(())
+            }
+            Packet::PubRec(a) => {
+                self.on_pubrec(index, a, now);
+                Ok(())
+            }
+            Packet::PubRel(a) => {
+                self.on_pubrel(index, a.packet_id);
+                Ok(())
+            }
+            Packet::PubComp(a) => {
+                self.on_pubcomp(index, a.packet_id, now);
+                Ok(())
+            }
+            Packet::Subscribe(s) => self.on_subscribe(index, s, now),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(index, u),
+            Packet::PingReq => {
+                if let Some(conn) = self.conns.get_mut(index) {
+                    write_packet(conn, &Packet::PingResp);
+                }
+                Ok(())
+            }
+            Packet::Disconnect(d) => self.on_disconnect(index, d, now),
+            Packet::Auth(_) => Err(fail(
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-4.12.0-1] AUTH without an authentication method in CONNECT",
+            )),
+            p => Err(fail(
+                ReasonCode::PROTOCOL_ERROR,
+                format!("{} is not sent by clients", p.name()),
+            )),
+        }
+    }
+
+    fn on_disconnect(&mut self, index: usize, d: Disconnect, now: Instant) -> Result<(), Failure> {
+        let Some(conn) = self.conns.get_mut(index) else {
+            return Ok(());
+        };
+        if let Some(expiry) = d.properties.session_expiry_secs {
+            if conn.connect_expiry_zero && expiry != 0 {
+                return Err(fail(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "[MQTT-3.14.2-2] session expiry set in DISCONNECT after zero in CONNECT",
+                ));
+            }
+            if let Some(s) = conn.session.and_then(|s| self.sessions.get_mut(s)) {
+                s.expiry_secs = expiry.min(self.limits.max_session_expiry_secs);
+            }
+        }
+        let with_will = d.reason_code == ReasonCode::DISCONNECT_WITH_WILL_MESSAGE;
+        debug!(client_id = %conn.client_id, reason = %d.reason_code, "client disconnected");
+        // [MQTT-3.14.4-3]: a normal DISCONNECT deletes the will.
+        self.close_conn(index, with_will, now);
+        Ok(())
+    }
+
+    // ---- CONNECT ----------------------------------------------------------------------------
+
+    fn on_connect(
+        &mut self,
+        index: usize,
+        connect: Box<Connect>,
+        now: Instant,
+    ) -> Result<(), Failure> {
+        let limits = self.limits.clone();
+        let Some(conn) = self.conns.get_mut(index) else {
+            return Ok(());
+        };
+        conn.version = connect.protocol;
+        let v5 = connect.protocol.is_v5();
+
+        if connect.client_id.len() > limits.max_client_id_len {
+            return Err(fail(
+                ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                "client identifier too long",
+            ));
+        }
+        let mut assigned_id = false;
+        if connect.client_id.is_empty() {
+            if connect.protocol == ProtocolVersion::V3_1 || (!v5 && !connect.clean_start) {
+                // [MQTT-3.1.3-8]: 3.1.1 empty id with CleanSession=0 is rejected with 0x02.
+                return Err(fail(
+                    ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                    "[MQTT-3.1.3-8] empty client identifier requires a clean session",
+                ));
+            }
+            assigned_id = true;
+        }
+        if let Some(method) = &connect.properties.authentication_method {
+            return Err(fail(
+                ReasonCode::BAD_AUTHENTICATION_METHOD,
+                format!("authentication method {method:?} is not supported"),
+            ));
+        }
+        if !self.allow_anonymous {
+            return Err(fail(
+                ReasonCode::NOT_AUTHORIZED,
+                "anonymous access is disabled",
+            ));
+        }
+        let conn = self
+            .conns
+            .get_mut(index)
+            .ok_or_else(|| fail(ReasonCode::UNSPECIFIED_ERROR, "gone"))?;
+        let client_id = if assigned_id {
+            self.assigned_ids += 1;
+            let id = format!("ringmq-{}-{}-{}", self.id, conn.serial, self.assigned_ids);
+            Str::copy_from(&id).map_err(|_| fail(ReasonCode::UNSPECIFIED_ERROR, "id"))?
+        } else {
+            connect.client_id.clone()
+        };
+        conn.client_id = client_id.clone();
+        conn.state = ConnState::Claiming {
+            connect,
+            assigned_id,
+            since: now,
+        };
+        let token = ConnToken {
+            index: index as u32,
+            serial: conn.serial,
+        };
+        let dir = self.directory_shard(client_id.as_bytes());
+        self.send(
+            dir,
+            ShardMsg::Claim {
+                client_id,
+                shard: self.id as u16,
+                token,
+            },
+        );
+        Ok(())
+    }
+
+    fn directory_shard(&self, client_id: &[u8]) -> usize {
+        let mut h = FxHasher::default();
+        client_id.hash(&mut h);
+        (h.finish() % self.shards.max(1) as u64) as usize
+    }
+
+    fn on_claim(&mut self, client_id: Str, shard: u16, token: ConnToken) {
+        let prev = self
+            .directory
+            .insert(client_id.as_bytes_shared().clone(), shard);
+        match prev {
+            None => self.send(
+                usize::from(shard),
+                ShardMsg::SessionMoved {
+                    client_id,
+                    token,
+                    session: None,
+                },
+            ),
+            Some(p) if p == shard => self.send(
+                usize::from(shard),
+                ShardMsg::ClaimedLocal { client_id, token },
+            ),
+            Some(p) => self.send(
+                usize::from(p),
+                ShardMsg::Takeover {
+                    client_id,
+                    to: shard,
+                    token,
+                },
+            ),
+        }
+    }
+
+    fn on_release(&mut self, client_id: Str, shard: u16) {
+        if self.directory.get(client_id.as_bytes()) == Some(&shard) {
+            self.directory.remove(client_id.as_bytes());
+        }
+    }
+
+    /// Takes the session of `client_id` off this shard: closes its connection with 0x8E and
+    /// removes its subscriptions here.
+    fn take_session(&mut self, client_id: &Str, now: Instant) -> Option<Box<Session>> {
+        let sidx = *self.by_client_id.get(client_id.as_bytes())?;
+        self.kick_session_conn(sidx, now);
+        let mut session = self.remove_session(sidx)?;
+        session.expires_at = None;
+        session.conn = None;
+        Some(Box::new(session))
+    }
+
+    /// Session taken over [MQTT-3.1.4-3]: DISCONNECT 0x8E to the old connection (v5).
+    fn kick_session_conn(&mut self, sidx: usize, now: Instant) {
+        let Some(cidx) = self.sessions.get(sidx).and_then(|s| s.conn) else {
+            return;
+        };
+        if let Some(conn) = self.conns.get_mut(cidx) {
+            info!(client_id = %conn.client_id, "session taken over");
+            if conn.version.is_v5() {
+                let d = Disconnect {
+                    reason_code: ReasonCode::SESSION_TAKEN_OVER,
+                    properties: Default::default(),
+                };
+                write_packet(conn, &Packet::Disconnect(d));
+            }
+            // The will of the old connection: published now unless its delay lets the new
+            // connection cancel it [MQTT-3.1.3-9]; close_conn stores a delayed one in the
+            // session, which moves with it and is cancelled (or published) on resume.
+            self.close_conn(cidx, true, now);
+        }
+    }
+
+    /// Removes a session and its subscriptions from this shard (not from the directory).
+    fn remove_session(&mut self, sidx: usize) -> Option<Session> {
+        let filters: Vec<Bytes> = self
+            .sessions
+            .get(sidx)?
+            .subscriptions
+            .keys()
+            .cloned()
+            .collect();
+        for f in filters {
+            self.remove_local_sub(&f, sidx);
+        }
+        let session = self.sessions.try_remove(sidx)?;
+        self.by_client_id.remove(session.client_id.as_bytes());
+        Some(session)
+    }
+
+    /// The session ends: its pending will is published [MQTT-3.1.3-9], state dropped, the
+    /// directory told.
+    pub(crate) fn end_session(&mut self, sidx: usize, now: Instant) {
+        let Some(mut session) = self.remove_session(sidx) else {
+            return;
+        };
+        if let Some(p) = session.pending_will.take() {
+            self.publish_will(p.will, now);
+        }
+        let dir = self.directory_shard(session.client_id.as_bytes());
+        self.send(
+            dir,
+            ShardMsg::Release {
+                client_id: session.client_id,
+                shard: self.id as u16,
+            },
+        );
+    }
+
+    fn on_takeover(&mut self, client_id: Str, to: u16, token: ConnToken, now: Instant) {
+        let session = self.take_session(&client_id, now);
+        self.send(
+            usize::from(to),
+            ShardMsg::SessionMoved {
+                client_id,
+                token,
+                session,
+            },
+        );
+    }
+
+    /// The claim is answered: `moved` is the previous session (from another shard), or the
+    /// session is already here (`local`).
+    fn on_session_ready(
+        &mut self,
+        client_id: Str,
+        token: ConnToken,
+        moved: Option<Box<Session>>,
+        local: bool,
+        now: Instant,
+    ) {
+        if local {
+            if let Some(&sidx) = self.by_client_id.get(client_id.as_bytes()) {
+                self.kick_session_conn(sidx, now);
+            }
+        }
+        let claiming = self.conn_live(token)
+            && matches!(
+                self.conns.get(token.index as usize).map(|c| &c.state),
+                Some(ConnState::Claiming { .. })
+            );
+        if !claiming {
+            // The new connection went away meanwhile: keep a moved session as offline state.
+            if let Some(mut session) = moved {
+                if session.expiry_secs == 0 {
+                    let dir = self.directory_shard(client_id.as_bytes());
+                    self.send(
+                        dir,
+                        ShardMsg::Release {
+                            client_id,
+                            shard: self.id as u16,
+                        },
+                    );
+                } else {
+                    session.expires_at =
+                        Some(now + Duration::from_secs(u64::from(session.expiry_secs)));
+                    self.insert_session(*session);
+                }
+            } else if !local {
+                let dir = self.directory_shard(client_id.as_bytes());
+                self.send(
+                    dir,
+                    ShardMsg::Release {
+                        client_id,
+                        shard: self.id as u16,
+                    },
+                );
+            }
+            return;
+        }
+        let index = token.index as usize;
+        if let Some(session) = moved {
+            self.insert_session(*session);
+        }
+        self.complete_connect(index, now);
+    }
+
+    fn insert_session(&mut self, session: Session) -> usize {
+        let subs: Vec<(Bytes, crate::session::SubRecord)> = session
+            .subscriptions
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let key = session.client_id.as_bytes_shared().clone();
+        let sidx = self.sessions.insert(session);
+        self.by_client_id.insert(key, sidx);
+        for (filter, rec) in subs {
+            self.add_local_sub(&filter, sidx, rec.options, rec.id);
+        }
+        sidx
+    }
+
+    /// Finishes CONNECT once the session is on this shard: CONNACK, then in-flight
+    /// redelivery and queued messages [MQTT-4.4.0-1].
+    fn complete_connect(&mut self, index: usize, now: Instant) {
+        let limits = self.limits.clone();
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        let state = std::mem::replace(&mut conn.state, ConnState::Connected);
+        let ConnState::Claiming {
+            connect,
+            assigned_id,
+            ..
+        } = state
+        else {
+            conn.state = state;
+            return;
+        };
+        let connect = *connect;
+        let v5 = connect.protocol.is_v5();
+        let props = &connect.properties;
+        let requested_expiry = if v5 {
+            props.session_expiry_secs.unwrap_or(0)
+        } else if connect.clean_start {
+            0
+        } else {
+            u32::MAX
+        };
+        let expiry = requested_expiry.min(limits.max_session_expiry_secs);
+        conn.connect_expiry_zero = requested_expiry == 0;
+        conn.keep_alive_secs = connect.keep_alive_secs;
+        let server_keep_alive = (connect.keep_alive_secs > limits.max_keep_alive_secs
+            || (connect.keep_alive_secs == 0 && limits.max_keep_alive_secs < u16::MAX))
+            .then_some(limits.max_keep_alive_secs);
+        if let Some(ka) = server_keep_alive {
+            conn.keep_alive_secs = ka;
+        }
+        conn.client_max_packet = props.maximum_packet_size.map_or(u32::MAX, |m| m.get());
+        let client_rm = props.receive_maximum.map_or(u16::MAX, |m| m.get());
+        conn.window = client_rm.min(limits.max_inflight);
+        conn.client_alias_max = props
+            .topic_alias_maximum
+            .unwrap_or(0)
+            .min(limits.topic_alias_maximum.max(16));
+        conn.aliases_in = vec![None; usize::from(limits.topic_alias_maximum)];
+        conn.request_problem_info = props.request_problem_information.unwrap_or(true);
+        conn.will = connect.will.clone();
+        let client_id = conn.client_id.clone();
+
+        // Resume or create the session.
+        let existing = self.by_client_id.get(client_id.as_bytes()).copied();
+        let mut session_present = false;
+        let sidx = match existing {
+            Some(sidx) if !connect.clean_start => {
+                session_present = true;
+                if let Some(s) = self.sessions.get_mut(sidx) {
+                    // A new connection cancels a will still waiting out its delay.
+                    s.pending_will = None;
+                    s.expires_at = None;
+                    s.expiry_secs = expiry;
+                }
+                sidx
+            }
+            Some(sidx) => {
+                // Clean start: the old session ends (its delayed will is published).
+                if let Some(mut old) = self.remove_session(sidx) {
+                    if let Some(p) = old.pending_will.take() {
+                        self.publish_will(p.will, now);
+                    }
+                }
+                self.insert_session(Session::new(client_id.clone(), expiry))
+            }
+            None => self.insert_session(Session::new(client_id.clone(), expiry)),
+        };
+        if let Some(s) = self.sessions.get_mut(sidx) {
+            s.conn = Some(index);
+        }
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        conn.session = Some(sidx);
+
+        let mut ack = ConnAck {
+            session_present,
+            reason_code: ReasonCode::SUCCESS,
+            properties: ConnAckProperties::default(),
+        };
+        if v5 {
+            let p = &mut ack.properties;
+            p.receive_maximum = NonZeroU16::new(limits.receive_maximum);
+            p.maximum_packet_size = NonZeroU32::new(limits.max_packet_size);
+            p.topic_alias_maximum = Some(limits.topic_alias_maximum);
+            p.retain_available = Some(true);
+            p.wildcard_subscription_available = Some(true);
+            p.subscription_ids_available = Some(true);
+            p.shared_subscription_available = Some(true);
+            if requested_expiry != expiry {
+                p.session_expiry_secs = Some(expiry);
+            }
+            if assigned_id {
+                p.assigned_client_id = Some(client_id.clone());
+            }
+            p.server_keep_alive_secs = server_keep_alive;
+            if props.request_response_information == Some(true) {
+                // Response Information: a topic prefix the client may use for responses.
+                p.response_information = Str::copy_from(&format!("response/{client_id}")).ok();
+            }
+        }
+        write_packet(conn, &Packet::ConnAck(ack));
+        debug!(client_id = %client_id, session_present, version = ?connect.protocol, "client connected");
+        self.resume_delivery(sidx, now);
+    }
+
+    // ---- acknowledgements ------------------------------------------------------------------
+
+    fn on_puback(&mut self, index: usize, id: NonZeroU16, now: Instant) {
+        let Some(sidx) = self.conns.get(index).and_then(|c| c.session) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(sidx) else {
+            return;
+        };
+        match s.inflight_position(id) {
+            Some(pos) if s.inflight[pos].out.qos == QoS::AtLeastOnce => {
+                s.inflight.remove(pos);
+            }
+            _ => debug!(client_id = %s.client_id, id, "PUBACK for unknown packet id"),
+        }
+        self.fill_window(sidx, now);
+    }
+
+    fn on_pubrec(&mut self, index: usize, ack: PubResp, now: Instant) {
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        let Some(sidx) = conn.session else { return };
+        let Some(s) = self.sessions.get_mut(sidx) else {
+            return;
+        };
+        let id = ack.packet_id;
+        match s.inflight_position(id) {
+            Some(pos) if s.inflight[pos].out.qos == QoS::ExactlyOnce => {
+                if ack.reason_code.is_error() {
+                    // [MQTT-4.3.3-?] an error PUBREC ends the exchange.
+                    s.inflight.remove(pos);
+                    self.fill_window(sidx, now);
+                    return;
+                }
+                s.inflight[pos].state = InflightState::Released;
+                write_packet(conn, &Packet::PubRel(PubResp::new(id, ReasonCode::SUCCESS)));
+            }
+            _ => {
+                // [MQTT-4.3.3-?] PUBREL with 0x92 for an unknown id.
+                let rc = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                write_packet(conn, &Packet::PubRel(PubResp::new(id, rc)));
+            }
+        }
+    }
+
+    fn on_pubcomp(&mut self, index: usize, id: NonZeroU16, now: Instant) {
+        let Some(sidx) = self.conns.get(index).and_then(|c| c.session) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(sidx) else {
+            return;
+        };
+        if let Some(pos) = s.inflight_position(id) {
+            if s.inflight[pos].state == InflightState::Released {
+                s.inflight.remove(pos);
+            }
+        }
+        self.fill_window(sidx, now);
+    }
+
+    fn on_pubrel(&mut self, index: usize, id: NonZeroU16) {
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        let Some(s) = conn.session.and_then(|s| self.sessions.get_mut(s)) else {
+            return;
+        };
+        let rc = if s.incoming_qos2.remove(&id.get()) {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        write_packet(conn, &Packet::PubComp(PubResp::new(id, rc)));
+    }
+
+    // ---- timers -----------------------------------------------------------------------------
+
+    /// Keep alive [MQTT-3.1.2-22], CONNECT timeout, session expiry, delayed wills.
+    pub fn on_tick(&mut self, now: Instant) {
+        let connect_timeout = Duration::from_secs(u64::from(self.limits.connect_timeout_secs));
+        let mut expired_conns = Vec::new();
+        for (index, conn) in &self.conns {
+            match &conn.state {
+                ConnState::AwaitConnect { since } | ConnState::Claiming { since, .. } => {
+                    if now.saturating_duration_since(*since) > connect_timeout {
+                        expired_conns.push((index, false));
+                    }
+                }
+                ConnState::Connected if conn.keep_alive_secs > 0 => {
+                    let limit = Duration::from_millis(u64::from(conn.keep_alive_secs) * 1500);
+                    if now.saturating_duration_since(conn.last_rx) > limit {
+                        expired_conns.push((index, true));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (index, keep_alive) in expired_conns {
+            if keep_alive {
+                self.fail_conn(
+                    index,
+                    fail(ReasonCode::KEEP_ALIVE_TIMEOUT, "keep alive timeout"),
+                    now,
+                );
+            } else if let Some(conn) = self.conns.get_mut(index) {
+                warn!(peer = %conn.peer, "no CONNECT within connect_timeout_secs");
+                self.close_conn(index, false, now);
+            }
+        }
+        let mut ended = Vec::new();
+        let mut wills = Vec::new();
+        for (sidx, s) in &mut self.sessions {
+            if s.conn.is_some() {
+                continue;
+            }
+            if s.pending_will.as_ref().is_some_and(|p| p.publish_at <= now) {
+                wills.push(sidx);
+            }
+            if s.expires_at.is_some_and(|at| at <= now) {
+                ended.push(sidx);
+            }
+        }
+        for sidx in wills {
+            if let Some(p) = self
+                .sessions
+                .get_mut(sidx)
+                .and_then(|s| s.pending_will.take())
+            {
+                self.publish_will(p.will, now);
+            }
+        }
+        for sidx in ended {
+            debug!(sidx, "session expired");
+            self.end_session(sidx, now);
+        }
+        self.drain_local(now);
+    }
+
+    // ---- mesh -------------------------------------------------------------------------------
+
+    /// A message from another shard.
+    pub fn on_mesh(&mut self, msg: ShardMsg, now: Instant) {
+        self.handle_mesh(msg, now);
+        self.drain_local(now);
+    }
+
+    fn handle_mesh(&mut self, msg: ShardMsg, now: Instant) {
+        match msg {
+            ShardMsg::Deliver(m) => self.deliver_local(&m, now),
+            ShardMsg::DeliverShared {
+                message,
+                filter,
+                group,
+            } => self.deliver_shared_local(&message, &filter, &group, now),
+            ShardMsg::Retain(m) => self.apply_retain(m),
+            ShardMsg::Interest {
+                filter,
+                group,
+                shard,
+                add,
+            } => self.apply_interest(filter, group, shard, add),
+            ShardMsg::Claim {
+                client_id,
+                shard,
+                token,
+            } => self.on_claim(client_id, shard, token),
+            ShardMsg::Takeover {
+                client_id,
+                to,
+                token,
+            } => self.on_takeover(client_id, to, token, now),
+            ShardMsg::SessionMoved {
+                client_id,
+                token,
+                session,
+            } => self.on_session_ready(client_id, token, session, false, now),
+            ShardMsg::ClaimedLocal { client_id, token } => {
+                self.on_session_ready(client_id, token, None, true, now)
+            }
+            ShardMsg::Release { client_id, shard } => self.on_release(client_id, shard),
+        }
+    }
+
+    /// Sends to a shard (to this one: handled before the current call returns).
+    pub(crate) fn send(&mut self, to: usize, msg: ShardMsg) {
+        if to == self.id || self.mesh.is_none() {
+            self.local_inbox.push_back(msg);
+            return;
+        }
+        let Some(outbox) = self.outbox.get_mut(to) else {
+            return;
+        };
+        outbox.push_back(msg);
+        self.wake_mask |= 1 << to;
+    }
+
+    fn drain_local(&mut self, now: Instant) {
+        // Bounded by the work the messages cause; each handled message can only add a few.
+        while let Some(msg) = self.local_inbox.pop_front() {
+            self.handle_mesh(msg, now);
+        }
+    }
+
+    /// Moves outgoing mesh messages into the destination inboxes and wakes each destination
+    /// once. Messages an inbox cannot take stay queued for the next call.
+    pub fn flush_mesh(&mut self) {
+        let Some(mesh) = &self.mesh else { return };
+        let mut mask = self.wake_mask;
+        self.wake_mask = 0;
+        while mask != 0 {
+            let to = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let Some(outbox) = self.outbox.get_mut(to) else {
+                continue;
+            };
+            let mut pushed = false;
+            while let Some(msg) = outbox.pop_front() {
+                match mesh.push(to, msg) {
+                    Ok(()) => pushed = true,
+                    Err(msg) => {
+                        outbox.push_front(msg);
+                        self.stats.mesh_overflow += 1;
+                        break;
+                    }
+                }
+            }
+            if !outbox.is_empty() {
+                self.wake_mask |= 1 << to;
+            }
+            if pushed {
+                mesh.wake(to);
+            }
+        }
+    }
+
+    /// Whether messages are waiting for a full inbox (the runtime retries soon).
+    pub fn mesh_backlog(&self) -> bool {
+        self.wake_mask != 0
+    }
+
+    pub fn outbox_len(&self, to: usize) -> usize {
+        self.outbox.get(to).map_or(0, VecDeque::len)
+    }
+
+    /// Assigned client ids start with this; exposed for tests.
+    pub fn assigned_prefix(&self) -> String {
+        format!("ringmq-{}-", self.id)
+    }
+
+    /// Session and connection counts, for tests and metrics.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.conns.len(), self.sessions.len())
+    }
+
+    pub(crate) fn ack_properties(&self, index: usize, reason: &str) -> AckProperties {
+        let wants = self
+            .conns
+            .get(index)
+            .is_some_and(|c| c.request_problem_info);
+        AckProperties {
+            reason_string: if wants { reason_string(reason) } else { None },
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn auth_unsupported(_a: Auth) {}
+}
+
+fn session_conn_is(session: &Session, _conns: &Slab<Conn>, index: usize) -> bool {
+    session.conn == Some(index)
+}
+
+/// Encodes a control packet into the connection's output and wakes its writer.
+pub(crate) fn write_packet(conn: &mut Conn, packet: &Packet) {
+    if let Err(e) = ringmq_codec::encode(packet, conn.version, &mut conn.out) {
+        warn!(client_id = %conn.client_id, "cannot encode {}: {e}", packet.name());
+        return;
+    }
+    conn.wake_writer();
+}
+
+pub(crate) fn reason_string(s: &str) -> Option<Str> {
+    let s = if s.len() > 256 {
+        &s[..s.floor_char_boundary(256)]
+    } else {
+        s
+    };
+    Str::copy_from(s).ok()
+}

@@ -1,0 +1,202 @@
+//! The shard mesh: one bounded lock-free inbox per shard, woken once per batch.
+//!
+//! Producers push into the destination's `ArrayQueue`; a shard's own overflow (kept by the
+//! core when an inbox is full) is retried on the next loop turn, so control messages are never
+//! lost. After a loop turn the producer wakes each destination it wrote to once (TigerBeetle's
+//! batch-per-turn), not once per message.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use atomic_waker::AtomicWaker;
+use bytes::Bytes;
+use crossbeam::queue::ArrayQueue;
+use ringmq_codec::Str;
+
+use crate::message::Message;
+use crate::session::Session;
+
+/// Identifies a connection across shards: the connection's slot and its serial number, so a
+/// reply for a connection that has since closed (and whose slot was reused) is recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnToken {
+    pub index: u32,
+    pub serial: u64,
+}
+
+/// What shards tell each other.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// Deliver to this shard's matching (non-shared) subscriptions.
+    Deliver(Message),
+    /// Deliver to one member of the shared subscription `$share/{group}/{filter}`.
+    DeliverShared {
+        message: Message,
+        filter: Bytes,
+        group: Bytes,
+    },
+    /// Update this shard's replica of the retained store.
+    Retain(Message),
+    /// `shard` gained its first (`add`) or lost its last subscriber to `filter` (in `group`).
+    Interest {
+        filter: Bytes,
+        group: Option<Bytes>,
+        shard: u16,
+        add: bool,
+    },
+    /// Sent to the client id's directory shard: `shard` wants the session of `client_id`.
+    Claim {
+        client_id: Str,
+        shard: u16,
+        token: ConnToken,
+    },
+    /// Directory → previous owner: hand the session to `to`.
+    Takeover {
+        client_id: Str,
+        to: u16,
+        token: ConnToken,
+    },
+    /// The answer to a claim: the session moved from its previous owner (or none existed).
+    SessionMoved {
+        client_id: Str,
+        token: ConnToken,
+        session: Option<Box<Session>>,
+    },
+    /// Directory → claimant: the session is already on the claimant's own shard.
+    ClaimedLocal { client_id: Str, token: ConnToken },
+    /// Owner → directory: the session ended; forget the owner if it is still `shard`.
+    Release { client_id: Str, shard: u16 },
+}
+
+/// One shard's inbox.
+#[derive(Debug)]
+pub struct Inbox {
+    queue: ArrayQueue<ShardMsg>,
+    waker: AtomicWaker,
+    /// Messages that arrived, for metrics and tests.
+    pub received: AtomicU64,
+}
+
+/// All inboxes, shared by every shard.
+#[derive(Debug, Clone)]
+pub struct Mesh {
+    inboxes: Arc<[Inbox]>,
+}
+
+impl Mesh {
+    pub fn new(shards: usize, capacity: usize) -> Mesh {
+        let inboxes = (0..shards)
+            .map(|_| Inbox {
+                queue: ArrayQueue::new(capacity),
+                waker: AtomicWaker::new(),
+                received: AtomicU64::new(0),
+            })
+            .collect();
+        Mesh { inboxes }
+    }
+
+    pub fn shards(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    /// Pushes to `to`'s inbox; gives the message back when the inbox is full.
+    pub fn push(&self, to: usize, msg: ShardMsg) -> Result<(), ShardMsg> {
+        match self.inboxes.get(to) {
+            Some(inbox) => inbox.queue.push(msg),
+            None => Err(msg),
+        }
+    }
+
+    /// Wakes `to` after a batch of pushes.
+    pub fn wake(&self, to: usize) {
+        if let Some(inbox) = self.inboxes.get(to) {
+            inbox.waker.wake();
+        }
+    }
+
+    pub fn pop(&self, me: usize) -> Option<ShardMsg> {
+        let inbox = self.inboxes.get(me)?;
+        let msg = inbox.queue.pop()?;
+        inbox.received.fetch_add(1, Ordering::Relaxed);
+        Some(msg)
+    }
+
+    pub fn len(&self, shard: usize) -> usize {
+        self.inboxes.get(shard).map_or(0, |i| i.queue.len())
+    }
+
+    /// Resolves when `me`'s inbox is non-empty.
+    pub fn readable(&self, me: usize) -> Readable<'_> {
+        Readable { mesh: self, me }
+    }
+}
+
+/// Future returned by [`Mesh::readable`].
+#[derive(Debug)]
+pub struct Readable<'a> {
+    mesh: &'a Mesh,
+    me: usize,
+}
+
+impl Future for Readable<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(inbox) = self.mesh.inboxes.get(self.me) else {
+            return Poll::Pending;
+        };
+        if !inbox.queue.is_empty() {
+            return Poll::Ready(());
+        }
+        inbox.waker.register(cx.waker());
+        // A push between the check and the registration would otherwise be missed.
+        if inbox.queue.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_inbox_returns_the_message() {
+        let mesh = Mesh::new(2, 1);
+        assert!(
+            mesh.push(
+                1,
+                ShardMsg::Release {
+                    client_id: Str::from_static("a"),
+                    shard: 0
+                }
+            )
+            .is_ok()
+        );
+        let back = mesh.push(
+            1,
+            ShardMsg::Release {
+                client_id: Str::from_static("b"),
+                shard: 0,
+            },
+        );
+        assert!(matches!(back, Err(ShardMsg::Release { .. })));
+        assert!(mesh.pop(1).is_some());
+        assert!(mesh.pop(1).is_none());
+        assert!(
+            mesh.push(
+                5,
+                ShardMsg::Release {
+                    client_id: Str::from_static("c"),
+                    shard: 0
+                }
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,968 @@
+//! Publish → route → deliver, and SUBSCRIBE/UNSUBSCRIBE.
+//!
+//! Each shard keeps two tries:
+//! - `subs`: its own sessions' subscriptions (filter → sessions, and shared groups → members);
+//! - `interest`: for every filter any shard subscribes to, which shards have subscribers
+//!   (a bit per shard), per shared group too. Kept in step by `ShardMsg::Interest`, sent when a
+//!   shard's first subscriber to a filter arrives or its last one leaves.
+//!
+//! A PUBLISH is matched against `interest` once; every shard with a matching subscriber gets
+//! the message once (the payload `Bytes` shared by reference count) and matches its own
+//! `subs`. For each matching shared group the publishing shard picks one shard round-robin,
+//! and that shard picks one of its members.
+
+use std::cell::Cell;
+use std::num::{NonZeroU16, NonZeroU32};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ringmq_codec::{
+    Packet, PubResp, Publish, PublishHeader, QoS, QosPid, ReasonCode, RetainHandling, Str, SubAck,
+    Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, Will, topic,
+};
+use tracing::{debug, warn};
+
+use crate::core::{Failure, ShardCore, fail, write_packet};
+use crate::mesh::ShardMsg;
+use crate::message::Message;
+use crate::retain::RetainStore;
+use crate::session::{Inflight, InflightState, Outgoing, SubIds};
+
+/// A subscription of a local session, as stored in the trie.
+#[derive(Debug, Clone)]
+pub struct LocalSub {
+    pub session: usize,
+    pub options: SubscriptionOptions,
+    pub id: Option<NonZeroU32>,
+}
+
+#[derive(Debug)]
+pub struct SharedGroup {
+    pub group: Bytes,
+    pub members: Vec<LocalSub>,
+    next: usize,
+}
+
+/// Local subscribers of one filter.
+#[derive(Debug, Default)]
+pub struct LocalSubs {
+    pub normal: Vec<LocalSub>,
+    pub shared: Vec<SharedGroup>,
+}
+
+impl LocalSubs {
+    fn is_empty(&self) -> bool {
+        self.normal.is_empty() && self.shared.is_empty()
+    }
+}
+
+#[derive(Debug)]
+pub struct SharedInterest {
+    pub group: Bytes,
+    pub shards: u64,
+    next: Cell<u32>,
+}
+
+/// Which shards have subscribers to one filter.
+#[derive(Debug, Default)]
+pub struct Interest {
+    /// Full filter bytes, kept to name the filter in `DeliverShared`.
+    pub filter: Bytes,
+    pub shards: u64,
+    pub shared: Vec<SharedInterest>,
+}
+
+/// One matching subscription while a message is delivered on a shard.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Match {
+    session: usize,
+    qos: QoS,
+    retain_as_published: bool,
+    id: Option<NonZeroU32>,
+}
+
+/// Buffers reused for every message, so routing allocates nothing in steady state.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    matches: Vec<Match>,
+    picks: Vec<(Bytes, Bytes, usize)>,
+}
+
+fn qos_min(a: QoS, b: QoS) -> QoS {
+    a.min(b)
+}
+
+impl ShardCore {
+    // ---- subscriptions in the tries --------------------------------------------------------
+
+    /// Adds (or updates) `sidx`'s subscription to `full_filter` (maybe `$share/g/f`).
+    pub(crate) fn add_local_sub(
+        &mut self,
+        full_filter: &Bytes,
+        sidx: usize,
+        options: SubscriptionOptions,
+        id: Option<NonZeroU32>,
+    ) {
+        let (group, filter) = split_shared(full_filter);
+        let entry = self.subs.get_or_insert_with(&filter, LocalSubs::default);
+        let sub = LocalSub {
+            session: sidx,
+            options,
+            id,
+        };
+        let first = match &group {
+            None => match entry.normal.iter_mut().find(|s| s.session == sidx) {
+                Some(existing) => {
+                    *existing = sub;
+                    false
+                }
+                None => {
+                    entry.normal.push(sub);
+                    entry.normal.len() == 1
+                }
+            },
+            Some(g) => {
+                let pos = match entry.shared.iter().position(|x| &x.group == g) {
+                    Some(p) => p,
+                    None => {
+                        entry.shared.push(SharedGroup {
+                            group: g.clone(),
+                            members: Vec::new(),
+                            next: 0,
+                        });
+                        entry.shared.len() - 1
+                    }
+                };
+                let members = &mut entry.shared[pos].members;
+                match members.iter_mut().find(|s| s.session == sidx) {
+                    Some(existing) => {
+                        *existing = sub;
+                        false
+                    }
+                    None => {
+                        members.push(sub);
+                        members.len() == 1
+                    }
+                }
+            }
+        };
+        if first {
+            self.broadcast_interest(filter, group, true);
+        }
+    }
+
+    pub(crate) fn remove_local_sub(&mut self, full_filter: &Bytes, sidx: usize) {
+        let (group, filter) = split_shared(full_filter);
+        let Some(entry) = self.subs.get_mut(&filter) else {
+            return;
+        };
+        let last = match &group {
+            None => {
+                let before = entry.normal.len();
+                entry.normal.retain(|s| s.session != sidx);
+                before != entry.normal.len() && entry.normal.is_empty()
+            }
+            Some(g) => match entry.shared.iter().position(|x| &x.group == g) {
+                Some(pos) => {
+                    let members = &mut entry.shared[pos].members;
+                    let before = members.len();
+                    members.retain(|s| s.session != sidx);
+                    let emptied = before != members.len() && members.is_empty();
+                    if members.is_empty() {
+                        entry.shared.remove(pos);
+                    }
+                    emptied
+                }
+                None => false,
+            },
+        };
+        if entry.is_empty() {
+            self.subs.remove(&filter);
+        }
+        if last {
+            self.broadcast_interest(filter, group, false);
+        }
+    }
+
+    fn broadcast_interest(&mut self, filter: Bytes, group: Option<Bytes>, add: bool) {
+        let me = self.id as u16;
+        for to in 0..self.shards {
+            self.send(
+                to,
+                ShardMsg::Interest {
+                    filter: filter.clone(),
+                    group: group.clone(),
+                    shard: me,
+                    add,
+                },
+            );
+        }
+    }
+
+    pub(crate) fn apply_interest(
+        &mut self,
+        filter: Bytes,
+        group: Option<Bytes>,
+        shard: u16,
+        add: bool,
+    ) {
+        let bit = 1u64 << shard;
+        let entry = self.interest.get_or_insert_with(&filter, || Interest {
+            filter: filter.clone(),
+            ..Default::default()
+        });
+        match group {
+            None if add => entry.shards |= bit,
+            None => entry.shards &= !bit,
+            Some(g) => {
+                let pos = entry.shared.iter().position(|s| s.group == g);
+                match (pos, add) {
+                    (Some(p), true) => entry.shared[p].shards |= bit,
+                    (None, true) => entry.shared.push(SharedInterest {
+                        group: g,
+                        shards: bit,
+                        next: Cell::new(0),
+                    }),
+                    (Some(p), false) => {
+                        entry.shared[p].shards &= !bit;
+                        if entry.shared[p].shards == 0 {
+                            entry.shared.remove(p);
+                        }
+                    }
+                    (None, false) => {}
+                }
+            }
+        }
+        if entry.shards == 0 && entry.shared.is_empty() {
+            self.interest.remove(&filter);
+        }
+    }
+
+    // ---- PUBLISH from a client -------------------------------------------------------------
+
+    pub(crate) fn on_publish(
+        &mut self,
+        index: usize,
+        p: Publish,
+        now: Instant,
+    ) -> Result<(), Failure> {
+        let max_levels = self.limits.max_topic_levels;
+        let max_len = self.limits.max_topic_length;
+        let receive_maximum = self.limits.receive_maximum;
+        let Some(conn) = self.conns.get_mut(index) else {
+            return Ok(());
+        };
+        if !p.properties.subscription_ids.is_empty() {
+            return Err(fail(
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-3.3.4-6] PUBLISH from a client carries a Subscription Identifier",
+            ));
+        }
+        // Topic alias [MQTT-3.3.2-7..12].
+        let topic = match p.properties.topic_alias {
+            Some(alias) => {
+                let slot = usize::from(alias.get()) - 1;
+                if slot >= conn.aliases_in.len() {
+                    return Err(fail(
+                        ReasonCode::TOPIC_ALIAS_INVALID,
+                        "[MQTT-3.3.2-9] topic alias above Topic Alias Maximum",
+                    ));
+                }
+                if p.topic.is_empty() {
+                    match &conn.aliases_in[slot] {
+                        Some(t) => t.clone(),
+                        None => {
+                            return Err(fail(
+                                ReasonCode::PROTOCOL_ERROR,
+                                "[MQTT-3.3.4-?] unknown topic alias with empty topic",
+                            ));
+                        }
+                    }
+                } else {
+                    conn.aliases_in[slot] = Some(p.topic.clone());
+                    p.topic.clone()
+                }
+            }
+            None => p.topic.clone(),
+        };
+        let qos = p.qos_pid.qos();
+        let client_id = conn.client_id.clone();
+        let Some(sidx) = conn.session else {
+            return Ok(());
+        };
+
+        let refusal =
+            if topic.len() > max_len || topic::levels(topic.as_bytes()).count() > max_levels {
+                Some((
+                    ReasonCode::TOPIC_NAME_INVALID,
+                    "topic exceeds max_topic_length or max_topic_levels",
+                ))
+            } else if topic.as_bytes().starts_with(b"$SYS") {
+                Some((
+                    ReasonCode::NOT_AUTHORIZED,
+                    "clients may not publish to $SYS topics",
+                ))
+            } else if p.properties.payload_format_utf8 == Some(true)
+                && std::str::from_utf8(&p.payload).is_err()
+            {
+                Some((
+                    ReasonCode::PAYLOAD_FORMAT_INVALID,
+                    "[MQTT-3.3.2-4] payload is not UTF-8",
+                ))
+            } else {
+                None
+            };
+
+        if let QosPid::ExactlyOnce(id) = p.qos_pid {
+            let Some(s) = self.sessions.get_mut(sidx) else {
+                return Ok(());
+            };
+            if s.incoming_qos2.contains(&id.get()) {
+                // A resend of a message already received [MQTT-4.3.3-?]: acknowledge only.
+                let conn = self
+                    .conns
+                    .get_mut(index)
+                    .ok_or_else(|| fail(ReasonCode::UNSPECIFIED_ERROR, "gone"))?;
+                write_packet(conn, &Packet::PubRec(PubResp::new(id, ReasonCode::SUCCESS)));
+                return Ok(());
+            }
+            if refusal.is_none() && s.incoming_qos2.len() >= usize::from(receive_maximum) {
+                return Err(fail(
+                    ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                    "[MQTT-3.3.4-9] more QoS 2 PUBLISH in flight than Receive Maximum",
+                ));
+            }
+        }
+
+        if let Some((reason, why)) = refusal {
+            debug!(client_id = %client_id, topic = %topic, reason = %reason, "publish refused: {why}");
+            let props = self.ack_properties(index, why);
+            let conn = self
+                .conns
+                .get_mut(index)
+                .ok_or_else(|| fail(ReasonCode::UNSPECIFIED_ERROR, "gone"))?;
+            let ack = |id| PubResp {
+                packet_id: id,
+                reason_code: reason,
+                properties: props.clone(),
+            };
+            match p.qos_pid {
+                QosPid::AtMostOnce => {}
+                QosPid::AtLeastOnce(id) if conn.version.is_v5() => {
+                    write_packet(conn, &Packet::PubAck(ack(id)))
+                }
+                QosPid::ExactlyOnce(id) if conn.version.is_v5() => {
+                    write_packet(conn, &Packet::PubRec(ack(id)))
+                }
+                // 3.1.1 has no negative acknowledgement: close [MQTT-3.3.5-2].
+                _ => return Err(fail(reason, why)),
+            }
+            return Ok(());
+        }
+
+        let mut properties = p.properties;
+        properties.topic_alias = None;
+        let expires_at = properties
+            .message_expiry_secs
+            .map(|s| now + Duration::from_secs(u64::from(s)));
+        let message = Message {
+            topic,
+            payload: p.payload,
+            qos,
+            retain: p.retain,
+            properties,
+            expires_at,
+            origin: client_id.into_bytes(),
+        };
+        self.stats.messages_in += 1;
+        if message.retain {
+            self.retain_everywhere(&message);
+        }
+        self.route(message, now);
+
+        let conn = self
+            .conns
+            .get_mut(index)
+            .ok_or_else(|| fail(ReasonCode::UNSPECIFIED_ERROR, "gone"))?;
+        match p.qos_pid {
+            QosPid::AtMostOnce => {}
+            QosPid::AtLeastOnce(id) => {
+                write_packet(conn, &Packet::PubAck(PubResp::new(id, ReasonCode::SUCCESS)))
+            }
+            QosPid::ExactlyOnce(id) => {
+                if let Some(s) = self.sessions.get_mut(sidx) {
+                    s.incoming_qos2.insert(id.get());
+                }
+                write_packet(conn, &Packet::PubRec(PubResp::new(id, ReasonCode::SUCCESS)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores (or clears, for an empty payload [MQTT-3.3.1-6]) the retained message on every
+    /// shard's replica.
+    fn retain_everywhere(&mut self, message: &Message) {
+        for to in 0..self.shards {
+            if to != self.id {
+                self.send(to, ShardMsg::Retain(message.clone()));
+            }
+        }
+        self.apply_retain(message.clone());
+    }
+
+    pub(crate) fn apply_retain(&mut self, message: Message) {
+        let topic = message.topic.clone();
+        if message.payload.is_empty() {
+            self.retained.remove(topic.as_bytes());
+        } else if self.retained.set(topic.as_bytes(), message).is_err() {
+            warn!(topic = %topic, limit = self.limits.max_retained_messages, "retained message dropped: max_retained_messages reached");
+        }
+    }
+
+    /// Publishes a will message [MQTT-3.1.2-8].
+    pub(crate) fn publish_will(&mut self, will: Will, now: Instant) {
+        let expires_at = will
+            .properties
+            .message_expiry_secs
+            .map(|s| now + Duration::from_secs(u64::from(s)));
+        let props = ringmq_codec::PublishProperties {
+            payload_format_utf8: will.properties.payload_format_utf8,
+            message_expiry_secs: will.properties.message_expiry_secs,
+            content_type: will.properties.content_type,
+            response_topic: will.properties.response_topic,
+            correlation_data: will.properties.correlation_data,
+            user_properties: will.properties.user_properties,
+            ..Default::default()
+        };
+        let message = Message {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            properties: props,
+            expires_at,
+            origin: Bytes::new(),
+        };
+        debug!(topic = %message.topic, "publishing will");
+        if message.retain {
+            self.retain_everywhere(&message);
+        }
+        self.route(message, now);
+    }
+
+    // ---- routing ----------------------------------------------------------------------------
+
+    /// Hands `message` to every shard with a matching subscriber (itself included).
+    pub(crate) fn route(&mut self, message: Message, now: Instant) {
+        let mut targets = 0u64;
+        let mut picks = std::mem::take(&mut self.scratch.picks);
+        picks.clear();
+        self.interest
+            .for_each_match(message.topic.as_bytes(), |interest: &Interest| {
+                targets |= interest.shards;
+                for g in &interest.shared {
+                    let count = g.shards.count_ones();
+                    if count == 0 {
+                        continue;
+                    }
+                    let n = g.next.get();
+                    g.next.set(n.wrapping_add(1));
+                    let shard = nth_bit(g.shards, n % count);
+                    picks.push((interest.filter.clone(), g.group.clone(), shard));
+                }
+            });
+        let me = self.id;
+        while targets != 0 {
+            let to = targets.trailing_zeros() as usize;
+            targets &= targets - 1;
+            if to == me {
+                self.deliver_local(&message, now);
+            } else {
+                self.send(to, ShardMsg::Deliver(message.clone()));
+            }
+        }
+        for (filter, group, shard) in picks.drain(..) {
+            if shard == me {
+                self.deliver_shared_local(&message, &filter, &group, now);
+            } else {
+                self.send(
+                    shard,
+                    ShardMsg::DeliverShared {
+                        message: message.clone(),
+                        filter,
+                        group,
+                    },
+                );
+            }
+        }
+        self.scratch.picks = picks;
+    }
+
+    /// Delivers to this shard's non-shared subscriptions: once per session, at the highest
+    /// granted QoS, with every matching subscription id [MQTT-3.3.4-2..5].
+    pub(crate) fn deliver_local(&mut self, message: &Message, now: Instant) {
+        let mut matches = std::mem::take(&mut self.scratch.matches);
+        matches.clear();
+        let sessions = &self.sessions;
+        self.subs
+            .for_each_match(message.topic.as_bytes(), |subs: &LocalSubs| {
+                for s in &subs.normal {
+                    if s.options.no_local
+                        && !message.origin.is_empty()
+                        && sessions
+                            .get(s.session)
+                            .is_some_and(|x| x.client_id.as_bytes() == &message.origin[..])
+                    {
+                        continue; // [MQTT-3.8.3-3]
+                    }
+                    matches.push(Match {
+                        session: s.session,
+                        qos: qos_min(s.options.qos, message.qos),
+                        retain_as_published: s.options.retain_as_published,
+                        id: s.id,
+                    });
+                }
+            });
+        matches.sort_unstable_by_key(|m| m.session);
+        let mut i = 0;
+        while i < matches.len() {
+            let session = matches[i].session;
+            let mut qos = QoS::AtMostOnce;
+            let mut retain = false;
+            let mut ids = SubIds::new();
+            while i < matches.len() && matches[i].session == session {
+                let m = matches[i];
+                qos = qos.max(m.qos);
+                retain |= m.retain_as_published && message.retain;
+                if let Some(id) = m.id {
+                    ids.push(id);
+                }
+                i += 1;
+            }
+            let out = Outgoing {
+                message: message.clone(),
+                qos,
+                retain,
+                sub_ids: ids,
+            };
+            self.deliver_to_session(session, out, now);
+        }
+        matches.clear();
+        self.scratch.matches = matches;
+    }
+
+    /// Delivers to one member of a local shared group, preferring connected members.
+    pub(crate) fn deliver_shared_local(
+        &mut self,
+        message: &Message,
+        filter: &Bytes,
+        group: &Bytes,
+        now: Instant,
+    ) {
+        let sessions = &self.sessions;
+        let Some(entry) = self.subs.get_mut(filter) else {
+            return;
+        };
+        let Some(g) = entry.shared.iter_mut().find(|g| &g.group == group) else {
+            return;
+        };
+        let n = g.members.len();
+        if n == 0 {
+            return;
+        }
+        let mut chosen = g.next % n;
+        for k in 0..n {
+            let idx = (g.next + k) % n;
+            if sessions
+                .get(g.members[idx].session)
+                .is_some_and(|s| s.conn.is_some())
+            {
+                chosen = idx;
+                break;
+            }
+        }
+        g.next = chosen + 1;
+        let member = g.members[chosen].clone();
+        let mut ids = SubIds::new();
+        if let Some(id) = member.id {
+            ids.push(id);
+        }
+        let out = Outgoing {
+            message: message.clone(),
+            qos: qos_min(member.options.qos, message.qos),
+            retain: member.options.retain_as_published && message.retain,
+            sub_ids: ids,
+        };
+        self.deliver_to_session(member.session, out, now);
+    }
+
+    /// Sends now if the session is connected and its window allows, else queues (QoS 1/2)
+    /// or drops (QoS 0 to an offline session, as Mosquitto does by default).
+    pub(crate) fn deliver_to_session(&mut self, sidx: usize, out: Outgoing, now: Instant) {
+        if out.message.is_expired(now) {
+            self.stats.dropped_expired += 1;
+            return;
+        }
+        let (max_msgs, max_bytes) = (
+            self.limits.max_queued_messages,
+            self.limits.max_queued_bytes,
+        );
+        let Some(session) = self.sessions.get_mut(sidx) else {
+            return;
+        };
+        let conn = session
+            .conn
+            .and_then(|c| self.conns.get_mut(c))
+            .filter(|c| c.is_connected());
+        let Some(conn) = conn else {
+            if out.qos != QoS::AtMostOnce && !session.enqueue(out, max_msgs, max_bytes) {
+                self.stats.dropped_queue_full += 1;
+            }
+            return;
+        };
+        if out.qos == QoS::AtMostOnce {
+            // A slow reader's QoS 0 backlog is bounded by max_queued_bytes.
+            if conn.out.len() > max_bytes {
+                self.stats.dropped_qos0_slow += 1;
+                return;
+            }
+            if write_publish(conn, &out, QosPid::AtMostOnce, false, now, &mut self.stats) {
+                self.stats.messages_out += 1;
+            }
+            return;
+        }
+        if session.inflight.len() >= usize::from(conn.window) || !session.queue.is_empty() {
+            if !session.enqueue(out, max_msgs, max_bytes) {
+                self.stats.dropped_queue_full += 1;
+            }
+            return;
+        }
+        let id = session.next_packet_id();
+        if write_publish(
+            conn,
+            &out,
+            QosPid::new(out.qos, id),
+            false,
+            now,
+            &mut self.stats,
+        ) {
+            self.stats.messages_out += 1;
+            session.inflight.push_back(Inflight {
+                packet_id: id,
+                out,
+                state: InflightState::Published,
+            });
+        }
+    }
+
+    /// Moves queued messages into the in-flight window.
+    pub(crate) fn fill_window(&mut self, sidx: usize, now: Instant) {
+        let Some(session) = self.sessions.get_mut(sidx) else {
+            return;
+        };
+        let Some(conn) = session
+            .conn
+            .and_then(|c| self.conns.get_mut(c))
+            .filter(|c| c.is_connected())
+        else {
+            return;
+        };
+        while session.inflight.len() < usize::from(conn.window) {
+            let Some(out) = session.dequeue() else { break };
+            if out.message.is_expired(now) {
+                self.stats.dropped_expired += 1;
+                continue;
+            }
+            if out.qos == QoS::AtMostOnce {
+                write_publish(conn, &out, QosPid::AtMostOnce, false, now, &mut self.stats);
+                continue;
+            }
+            let id = session.next_packet_id();
+            if write_publish(
+                conn,
+                &out,
+                QosPid::new(out.qos, id),
+                false,
+                now,
+                &mut self.stats,
+            ) {
+                self.stats.messages_out += 1;
+                session.inflight.push_back(Inflight {
+                    packet_id: id,
+                    out,
+                    state: InflightState::Published,
+                });
+            }
+        }
+    }
+
+    /// After CONNACK on a resumed session: resend unacknowledged PUBLISH with DUP and
+    /// PUBREL [MQTT-4.4.0-1], then queued messages.
+    pub(crate) fn resume_delivery(&mut self, sidx: usize, now: Instant) {
+        let Some(session) = self.sessions.get_mut(sidx) else {
+            return;
+        };
+        let Some(conn) = session.conn.and_then(|c| self.conns.get_mut(c)) else {
+            return;
+        };
+        // Aliases do not survive the connection [MQTT-3.3.2-?]; the map was made new.
+        for f in &session.inflight {
+            match f.state {
+                InflightState::Published => {
+                    write_publish(
+                        conn,
+                        &f.out,
+                        QosPid::new(f.out.qos, f.packet_id),
+                        true,
+                        now,
+                        &mut self.stats,
+                    );
+                }
+                InflightState::Released => {
+                    write_packet(
+                        conn,
+                        &Packet::PubRel(PubResp::new(f.packet_id, ReasonCode::SUCCESS)),
+                    );
+                }
+            }
+        }
+        self.fill_window(sidx, now);
+    }
+
+    // ---- SUBSCRIBE / UNSUBSCRIBE -----------------------------------------------------------
+
+    pub(crate) fn on_subscribe(
+        &mut self,
+        index: usize,
+        s: Subscribe,
+        now: Instant,
+    ) -> Result<(), Failure> {
+        let Some(conn) = self.conns.get(index) else {
+            return Ok(());
+        };
+        let v5 = conn.version.is_v5();
+        let Some(sidx) = conn.session else {
+            return Ok(());
+        };
+        let mut codes = Vec::with_capacity(s.filters.len());
+        let mut retained_for: Vec<(Bytes, SubscriptionOptions)> = Vec::new();
+        for f in &s.filters {
+            let full = f.filter.as_bytes_shared().clone();
+            let shared = topic::parse_shared(&full).map_err(Failure::from)?;
+            if shared.is_some() && f.options.no_local {
+                return Err(fail(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "[MQTT-3.8.3-4] No Local on a shared subscription",
+                ));
+            }
+            let inner = shared.map_or(&full[..], |s| s.filter);
+            if full.len() > self.limits.max_topic_length
+                || topic::levels(inner).count() > self.limits.max_topic_levels
+            {
+                codes.push(if v5 {
+                    ReasonCode::TOPIC_FILTER_INVALID
+                } else {
+                    ReasonCode(0x80)
+                });
+                continue;
+            }
+            let Some(session) = self.sessions.get_mut(sidx) else {
+                return Ok(());
+            };
+            let existed = session.subscriptions.contains_key(&full);
+            if !existed && session.subscriptions.len() >= self.limits.max_subscriptions_per_client {
+                codes.push(if v5 {
+                    ReasonCode::QUOTA_EXCEEDED
+                } else {
+                    ReasonCode(0x80)
+                });
+                continue;
+            }
+            session.subscriptions.insert(
+                full.clone(),
+                crate::session::SubRecord {
+                    options: f.options,
+                    id: s.subscription_id,
+                },
+            );
+            self.add_local_sub(&full, sidx, f.options, s.subscription_id);
+            codes.push(ReasonCode(f.options.qos as u8));
+            // Retained messages are not sent for shared subscriptions [MQTT-4.8.2-?].
+            let send_retained = shared.is_none()
+                && match f.options.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendAtSubscribeIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+            if send_retained {
+                retained_for.push((full.clone(), f.options));
+            }
+        }
+        let conn = self
+            .conns
+            .get_mut(index)
+            .ok_or_else(|| fail(ReasonCode::UNSPECIFIED_ERROR, "gone"))?;
+        let ack = SubAck {
+            packet_id: s.packet_id,
+            properties: Default::default(),
+            reason_codes: codes,
+        };
+        write_packet(conn, &Packet::SubAck(ack));
+        for (filter, options) in retained_for {
+            self.send_retained(sidx, &filter, options, s.subscription_id, now);
+        }
+        Ok(())
+    }
+
+    /// Retained messages matching `filter`, with RETAIN set [MQTT-3.3.1-9].
+    fn send_retained(
+        &mut self,
+        sidx: usize,
+        filter: &[u8],
+        options: SubscriptionOptions,
+        id: Option<NonZeroU32>,
+        now: Instant,
+    ) {
+        let mut found = Vec::new();
+        self.retained
+            .for_each_matching(filter, &mut |_, m: &Message| found.push(m.clone()));
+        for message in found {
+            let mut ids = SubIds::new();
+            if let Some(id) = id {
+                ids.push(id);
+            }
+            let qos = qos_min(options.qos, message.qos);
+            self.deliver_to_session(
+                sidx,
+                Outgoing {
+                    message,
+                    qos,
+                    retain: true,
+                    sub_ids: ids,
+                },
+                now,
+            );
+        }
+    }
+
+    pub(crate) fn on_unsubscribe(&mut self, index: usize, u: Unsubscribe) -> Result<(), Failure> {
+        let Some(conn) = self.conns.get(index) else {
+            return Ok(());
+        };
+        let v5 = conn.version.is_v5();
+        let Some(sidx) = conn.session else {
+            return Ok(());
+        };
+        let mut codes = Vec::with_capacity(u.filters.len());
+        for f in &u.filters {
+            let full = f.as_bytes_shared().clone();
+            let existed = self
+                .sessions
+                .get_mut(sidx)
+                .is_some_and(|s| s.subscriptions.remove(&full).is_some());
+            if existed {
+                self.remove_local_sub(&full, sidx);
+                codes.push(ReasonCode::SUCCESS);
+            } else {
+                codes.push(ReasonCode::NO_SUBSCRIPTION_EXISTED);
+            }
+        }
+        if !v5 {
+            codes.clear();
+        }
+        let conn = self
+            .conns
+            .get_mut(index)
+            .ok_or_else(|| fail(ReasonCode::UNSPECIFIED_ERROR, "gone"))?;
+        write_packet(
+            conn,
+            &Packet::UnsubAck(UnsubAck {
+                packet_id: u.packet_id,
+                properties: Default::default(),
+                reason_codes: codes,
+            }),
+        );
+        Ok(())
+    }
+}
+
+/// Splits `$share/{group}/{filter}` into (group, filter); an ordinary filter has no group.
+fn split_shared(full: &Bytes) -> (Option<Bytes>, Bytes) {
+    match topic::parse_shared(full) {
+        Ok(Some(s)) => {
+            let group = full.slice_ref(s.group);
+            let filter = full.slice_ref(s.filter);
+            (Some(group), filter)
+        }
+        _ => (None, full.clone()),
+    }
+}
+
+/// The index of the `n`-th set bit of `mask` (n < popcount).
+fn nth_bit(mut mask: u64, n: u32) -> usize {
+    for _ in 0..n {
+        mask &= mask - 1;
+    }
+    mask.trailing_zeros() as usize
+}
+
+/// Encodes one PUBLISH to `conn`: the header (topic or alias, expiry, subscription ids) and
+/// the payload. A packet larger than the client's Maximum Packet Size is not sent
+/// [MQTT-3.1.2-25]. Returns whether it was written.
+pub(crate) fn write_publish(
+    conn: &mut crate::conn::Conn,
+    out: &Outgoing,
+    qos_pid: QosPid,
+    dup: bool,
+    now: Instant,
+    stats: &mut crate::core::Stats,
+) -> bool {
+    let m = &out.message;
+    let topic = m.topic.as_bytes();
+    // Server → client topic alias: reuse one, or assign one while the client allows more.
+    let existing = conn.aliases_out.get(topic).copied();
+    let new_alias = match existing {
+        None if usize::from(conn.client_alias_max) > conn.aliases_out.len() => {
+            NonZeroU16::new(conn.aliases_out.len() as u16 + 1)
+        }
+        _ => None,
+    };
+    let header = PublishHeader {
+        dup,
+        qos_pid,
+        retain: out.retain,
+        topic: if existing.is_some() { &[] } else { topic },
+        topic_alias: existing.or(new_alias),
+        message_expiry_secs: m.remaining_expiry_secs(now),
+        subscription_ids: &out.sub_ids,
+        forwarded: Some(&m.properties),
+    };
+    let version = conn.version;
+    let len = match header.packet_len(version, m.payload.len()) {
+        Ok(len) => len,
+        Err(e) => {
+            warn!(client_id = %conn.client_id, "cannot encode PUBLISH: {e}");
+            return false;
+        }
+    };
+    if len > conn.client_max_packet as usize {
+        stats.dropped_too_large += 1;
+        debug!(client_id = %conn.client_id, len, max = conn.client_max_packet, "message larger than the client's Maximum Packet Size dropped");
+        return false;
+    }
+    conn.out.reserve(len);
+    if let Err(e) = header.encode(version, m.payload.len(), &mut conn.out) {
+        warn!(client_id = %conn.client_id, "cannot encode PUBLISH: {e}");
+        return false;
+    }
+    conn.out.extend_from_slice(&m.payload);
+    if let Some(alias) = new_alias {
+        conn.aliases_out
+            .insert(m.topic.as_bytes_shared().clone(), alias);
+    }
+    conn.wake_writer();
+    true
+}
+
+#[allow(dead_code)]
+fn unused(_: Str) {}

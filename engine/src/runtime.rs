@@ -1,0 +1,338 @@
+//! The I/O around the sans-IO core: shard threads, each a monoio runtime pinned to a core,
+//! with its own SO_REUSEPORT listener per configured address, a reader and a writer task per
+//! connection, an inbox task for the mesh, and a tick task for timers.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
+use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+use tracing::{debug, error, info, warn};
+
+use crate::config::{Config, Driver};
+use crate::core::ShardCore;
+use crate::mesh::Mesh;
+
+type Core = Rc<RefCell<ShardCore>>;
+
+/// Read buffer size of an idle connection; grows to fit a large packet, so idle
+/// connections stay cheap.
+const READ_CHUNK: usize = 1024;
+/// Mesh messages handled per loop turn before yielding to connections.
+const MESH_BATCH: usize = 1024;
+const TICK: Duration = Duration::from_millis(250);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("shard {shard}: cannot listen on {addr}: {source}")]
+    Bind {
+        shard: usize,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("shard {shard}: cannot start the {driver:?} runtime: {source}")]
+    Runtime {
+        shard: usize,
+        driver: Driver,
+        source: std::io::Error,
+    },
+    #[error("cannot spawn shard thread: {0}")]
+    Thread(std::io::Error),
+    #[error("shard {0} stopped during startup")]
+    Lost(usize),
+}
+
+/// A running server: its shard threads.
+#[derive(Debug)]
+pub struct Server {
+    threads: Vec<std::thread::JoinHandle<()>>,
+    pub shards: usize,
+    pub driver: Driver,
+}
+
+impl Server {
+    /// Starts every shard and returns once all are listening (or the first failure).
+    pub fn start(config: Config) -> Result<Server, StartError> {
+        let shards = if config.server.shards == 0 {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(crate::MAX_SHARDS)
+        } else {
+            config.server.shards
+        };
+        let driver = match config.server.driver {
+            Driver::Auto if monoio::utils::detect_uring() => Driver::IoUring,
+            Driver::Auto => Driver::Legacy,
+            d => d,
+        };
+        let mesh = Mesh::new(shards, config.limits.shard_queue_capacity);
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut threads = Vec::with_capacity(shards);
+        for shard in 0..shards {
+            let config = config.clone();
+            let mesh = mesh.clone();
+            let ready = ready_tx.clone();
+            let core_id = if config.server.pin_cores && !cores.is_empty() {
+                cores.get(shard % cores.len()).copied()
+            } else {
+                None
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("ringmq-shard-{shard}"))
+                .spawn(move || {
+                    if let Some(id) = core_id {
+                        core_affinity::set_for_current(id);
+                    }
+                    run_shard(shard, driver, config, mesh, ready);
+                })
+                .map_err(StartError::Thread)?;
+            threads.push(handle);
+        }
+        drop(ready_tx);
+        for _ in 0..shards {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(StartError::Lost(0)),
+            }
+        }
+        info!(shards, ?driver, listeners = ?config.listeners.iter().map(|l| l.bind).collect::<Vec<_>>(), "ringmq listening");
+        Ok(Server {
+            threads,
+            shards,
+            driver,
+        })
+    }
+
+    /// Blocks until every shard thread ends.
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+type Ready = mpsc::Sender<Result<(), StartError>>;
+
+fn run_shard(shard: usize, driver: Driver, config: Config, mesh: Mesh, ready: Ready) {
+    let result = match driver {
+        Driver::Legacy => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .map(|mut rt| rt.block_on(shard_main(shard, config, mesh, ready.clone()))),
+        _ => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(4096)
+            .enable_timer()
+            .build()
+            .map(|mut rt| rt.block_on(shard_main(shard, config, mesh, ready.clone()))),
+    };
+    if let Err(source) = result {
+        let _ = ready.send(Err(StartError::Runtime {
+            shard,
+            driver,
+            source,
+        }));
+    }
+}
+
+async fn shard_main(shard: usize, config: Config, mesh: Mesh, ready: Ready) {
+    let mut listeners = Vec::new();
+    for l in &config.listeners {
+        let opts = ListenerOpts::new()
+            .reuse_port(true)
+            .reuse_addr(true)
+            .backlog(4096);
+        match TcpListener::bind_with_config(l.bind, &opts) {
+            Ok(listener) => listeners.push(listener),
+            Err(source) => {
+                let _ = ready.send(Err(StartError::Bind {
+                    shard,
+                    addr: l.bind,
+                    source,
+                }));
+                return;
+            }
+        }
+    }
+    let core: Core = Rc::new(RefCell::new(ShardCore::new(
+        shard,
+        Some(mesh.clone()),
+        config.limits.clone(),
+        config.allow_anonymous,
+    )));
+    for listener in listeners {
+        monoio::spawn(accept_loop(listener, core.clone()));
+    }
+    monoio::spawn(tick_loop(core.clone()));
+    let _ = ready.send(Ok(()));
+    drop(ready);
+    inbox_loop(shard, mesh, core).await;
+}
+
+async fn inbox_loop(shard: usize, mesh: Mesh, core: Core) {
+    loop {
+        mesh.readable(shard).await;
+        let now = Instant::now();
+        let mut c = core.borrow_mut();
+        for _ in 0..MESH_BATCH {
+            let Some(msg) = mesh.pop(shard) else { break };
+            c.on_mesh(msg, now);
+        }
+        c.flush_mesh();
+        drop(c);
+        // Let connection tasks run between batches.
+        yield_once().await;
+    }
+}
+
+async fn tick_loop(core: Core) {
+    loop {
+        monoio::time::sleep(TICK).await;
+        let mut c = core.borrow_mut();
+        c.on_tick(Instant::now());
+        c.flush_mesh();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, core: Core) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!("accept failed: {e}");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let token = core.borrow_mut().accept(peer, Instant::now());
+        let Some(token) = token else { continue };
+        monoio::spawn(connection(stream, token.index as usize, core.clone()));
+    }
+}
+
+/// Reader and writer of one connection. The reader feeds the core; the writer drains the
+/// connection's `out` whenever the core wakes it.
+async fn connection(stream: TcpStream, index: usize, core: Core) {
+    let fd = stream.as_raw_fd();
+    let (mut reader, mut writer) = stream.into_split();
+    let write_core = core.clone();
+    let write_task = monoio::spawn(async move {
+        let mut spare = BytesMut::new();
+        loop {
+            let (buf, closing) = match next_output(&write_core, index, &mut spare).await {
+                Some(x) => x,
+                None => break,
+            };
+            let (res, mut buf) = writer.write_all(buf).await;
+            buf.clear();
+            spare = buf;
+            if let Err(e) = res {
+                debug!(index, "write failed: {e}");
+                break;
+            }
+            if closing
+                && write_core
+                    .borrow()
+                    .conn(index)
+                    .is_some_and(|c| c.out.is_empty())
+            {
+                break;
+            }
+        }
+        // Ends the reader's pending read too.
+        crate::sys::shutdown_socket(fd);
+    });
+
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        // Reserve what the next frame needs (bounded by max_packet_size in peek_frame_len).
+        let want = {
+            let c = core.borrow();
+            match ringmq_codec::peek_frame_len(&buf, &c.codec_limits) {
+                Ok(Some(len)) => len.saturating_sub(buf.len()).max(READ_CHUNK / 2),
+                _ => READ_CHUNK / 2,
+            }
+        };
+        if buf.capacity() - buf.len() < want {
+            buf.reserve(want);
+        }
+        let (res, b) = reader.read(buf).await;
+        buf = b;
+        let now = Instant::now();
+        match res {
+            Ok(0) | Err(_) => {
+                let mut c = core.borrow_mut();
+                c.on_closed(index, now);
+                c.flush_mesh();
+                break;
+            }
+            Ok(_) => {
+                let mut c = core.borrow_mut();
+                c.on_read(index, &mut buf, now);
+                c.flush_mesh();
+                if c.conn(index).is_none_or(|conn| conn.is_closing()) {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = write_task.await;
+    let mut c = core.borrow_mut();
+    c.release(index, Instant::now());
+    c.flush_mesh();
+}
+
+/// Waits until the connection has bytes to write (swapping its buffer with `spare`, so no
+/// allocation happens in steady state) or has closed with nothing left (`None`).
+fn next_output<'a>(
+    core: &'a Core,
+    index: usize,
+    spare: &'a mut BytesMut,
+) -> impl Future<Output = Option<(BytesMut, bool)>> + 'a {
+    std::future::poll_fn(move |cx| {
+        let mut c = core.borrow_mut();
+        let Some(conn) = c.conn_mut(index) else {
+            return Poll::Ready(None);
+        };
+        let closing = conn.is_closing();
+        if !conn.out.is_empty() {
+            let buf = std::mem::replace(&mut conn.out, std::mem::take(spare));
+            return Poll::Ready(Some((buf, closing)));
+        }
+        if closing {
+            return Poll::Ready(None);
+        }
+        conn.writer = Some(cx.waker().clone());
+        Poll::Pending
+    })
+}
+
+#[allow(dead_code)]
+fn log_error(e: &dyn std::error::Error) {
+    error!("{e}");
+}
+
+/// Yields to the other tasks of the shard once.
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
