@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use ringmq_codec::{
-    AckProperties, Auth, ConnAck, ConnAckProperties, Connect, DecodeError, Disconnect,
+    AckProperties, ConnAck, ConnAckProperties, Connect, DecodeError, Disconnect,
     DisconnectProperties, Packet, ProtocolVersion, PubResp, QoS, ReasonCode, Str,
 };
 use rustc_hash::{FxHashMap, FxHasher};
@@ -232,30 +232,25 @@ impl ShardCore {
         self.stats.protocol_errors += 1;
         warn!(client_id = %conn.client_id, peer = %conn.peer, reason = %f.reason, "closing connection: {}", f.message);
         match conn.state {
-            ConnState::AwaitConnect { .. } | ConnState::Claiming { .. } => {
-                // Before CONNACK the error goes in CONNACK [MQTT-3.2.2-?]; 3.1.1 has codes only
-                // for a few causes, otherwise the connection is just closed [MQTT-3.1.4-?].
-                let v3_code = f.reason.to_v3_connack();
-                if conn.version.is_v5()
-                    || (v3_code != 0x05 || f.reason == ReasonCode::NOT_AUTHORIZED)
-                {
-                    let ack = ConnAck {
-                        session_present: false,
+            ConnState::AwaitConnect { .. }
+                if f.reason == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION =>
+            {
+                // The client's version is unknown: answer in the 3.1.1 format, return code
+                // 0x01 [MQTT-3.1.2-2], which every client version can read.
+                conn.version = ProtocolVersion::V3_1_1;
+                write_packet(
+                    conn,
+                    &Packet::ConnAck(ConnAck {
                         reason_code: f.reason,
-                        properties: ConnAckProperties {
-                            reason_string: reason_string(&f.message),
-                            ..Default::default()
-                        },
-                    };
-                    if !(conn.version.is_v5() == false
-                        && f.reason.is_error()
-                        && f.reason != ReasonCode::NOT_AUTHORIZED
-                        && v3_code == 0x05)
-                    {
-                        write_packet(conn, &Packet::ConnAck(ack));
-                    }
-                }
+                        ..Default::default()
+                    }),
+                );
             }
+            ConnState::AwaitConnect { .. } => {
+                // A CONNECT that did not decode: close without CONNACK [MQTT-3.1.4-1], since
+                // the client's protocol version is not known.
+            }
+            ConnState::Claiming { .. } => write_connack_refusal(conn, &f),
             ConnState::Connected => {
                 if conn.version.is_v5() {
                     let d = Disconnect {
@@ -296,9 +291,6 @@ impl ShardCore {
         let Some(session) = self.sessions.get_mut(sidx) else {
             return;
         };
-        if session_conn_is(session, &self.conns, index) {
-            // fallthrough: the session is ours
-        }
         let ends_now = session.expiry_secs == 0;
         if !ends_now {
             session.expires_at = Some(now + Duration::from_secs(u64::from(session.expiry_secs)));
@@ -431,6 +423,23 @@ impl ShardCore {
     // ---- CONNECT ----------------------------------------------------------------------------
 
     fn on_connect(
+        &mut self,
+        index: usize,
+        connect: Box<Connect>,
+        now: Instant,
+    ) -> Result<(), Failure> {
+        if let Err(f) = self.accept_connect(index, connect, now) {
+            let Some(conn) = self.conns.get_mut(index) else {
+                return Ok(());
+            };
+            warn!(client_id = %conn.client_id, peer = %conn.peer, reason = %f.reason, "CONNECT refused: {}", f.message);
+            write_connack_refusal(conn, &f);
+            self.close_conn(index, false, now);
+        }
+        Ok(())
+    }
+
+    fn accept_connect(
         &mut self,
         index: usize,
         connect: Box<Connect>,
@@ -1073,12 +1082,6 @@ impl ShardCore {
             ..Default::default()
         }
     }
-
-    pub(crate) fn auth_unsupported(_a: Auth) {}
-}
-
-fn session_conn_is(session: &Session, _conns: &Slab<Conn>, index: usize) -> bool {
-    session.conn == Some(index)
 }
 
 /// Encodes a control packet into the connection's output and wakes its writer.
@@ -1088,6 +1091,24 @@ pub(crate) fn write_packet(conn: &mut Conn, packet: &Packet) {
         return;
     }
     conn.wake_writer();
+}
+
+/// CONNECT was understood: the refusal goes in CONNACK [MQTT-3.2.2-6]. 3.1.1 has return codes
+/// for only a few causes [MQTT-3.2.2-5]; for the rest the connection is just closed.
+fn write_connack_refusal(conn: &mut Conn, f: &Failure) {
+    let v3_code = f.reason.to_v3_connack();
+    if conn.version.is_v5() || v3_code != 0x05 || f.reason == ReasonCode::NOT_AUTHORIZED {
+        let properties = ConnAckProperties {
+            reason_string: reason_string(&f.message),
+            ..Default::default()
+        };
+        let ack = ConnAck {
+            session_present: false,
+            reason_code: f.reason,
+            properties,
+        };
+        write_packet(conn, &Packet::ConnAck(ack));
+    }
 }
 
 pub(crate) fn reason_string(s: &str) -> Option<Str> {
