@@ -454,6 +454,24 @@ impl Client {
         }
     }
 
+    /// Asserts the broker ends the connection within `timeout`, with or without a DISCONNECT
+    /// first; returns the DISCONNECT if there was one.
+    pub fn expect_disconnect_or_close(&mut self, timeout: Duration) -> Option<Disconnect> {
+        match self.try_recv(timeout) {
+            Err(RecvError::Closed) => None,
+            Ok(Some(Packet::Disconnect(d))) => {
+                match self.try_recv(timeout) {
+                    Err(RecvError::Closed) => {}
+                    other => panic!("[{}] after DISCONNECT {d:?} expected a close, got {other:?}", self.name),
+                }
+                Some(d)
+            }
+            Ok(Some(p)) => panic!("[{}] expected the connection to end, got {p:?}", self.name),
+            Ok(None) => panic!("[{}] connection still open after {timeout:?}", self.name),
+            Err(e) => panic!("[{}] expected the connection to end cleanly, got {e:?}", self.name),
+        }
+    }
+
     /// Asserts a DISCONNECT with `reason` (v5) or a close (3.1.1), skipping PUBLISH packets
     /// that may have been sent before.
     pub fn expect_disconnect_reason(&mut self, reason: ReasonCode, timeout: Duration) {
@@ -581,6 +599,28 @@ impl Client {
                 Err(_) => return,
                 Ok(Some(Packet::Publish(_))) | Ok(None) => {}
                 Ok(Some(p)) => panic!("[{}] unexpected {p:?} after DISCONNECT", self.name),
+            }
+        }
+    }
+
+    /// Reads raw bytes until the peer closes or `timeout` passes; returns the bytes (packets
+    /// already decoded are lost, use on a connection whose answer is checked byte by byte) and
+    /// whether the connection was closed.
+    pub fn read_raw_until_close(&mut self, timeout: Duration) -> (Vec<u8>, bool) {
+        let mut bytes = self.rbuf.split().to_vec();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return (bytes, false);
+            }
+            let _ = self.stream.set_read_timeout(Some(left));
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return (bytes, true),
+                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+                Err(_) => return (bytes, true),
             }
         }
     }
