@@ -1,0 +1,220 @@
+//! A deterministic harness for the sans-IO shard core: several cores joined by a real mesh,
+//! pumped by hand, fake clients that speak bytes, and a clock that only moves when told.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::num::{NonZeroU16, NonZeroU32};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use ringmq::config::Limits;
+use ringmq::core::ShardCore;
+use ringmq::mesh::Mesh;
+use ringmq_codec::*;
+
+pub struct Cluster {
+    pub cores: Vec<ShardCore>,
+    pub mesh: Mesh,
+    pub now: Instant,
+}
+
+impl Cluster {
+    pub fn new(shards: usize) -> Cluster {
+        Cluster::with_limits(shards, Limits::default())
+    }
+
+    pub fn with_limits(shards: usize, limits: Limits) -> Cluster {
+        let mesh = Mesh::new(shards, 1024);
+        let cores = (0..shards)
+            .map(|i| ShardCore::new(i, Some(mesh.clone()), limits.clone(), true))
+            .collect();
+        Cluster {
+            cores,
+            mesh,
+            now: Instant::now(),
+        }
+    }
+
+    /// Delivers mesh messages until every inbox and outbox is empty.
+    pub fn pump(&mut self) {
+        for _ in 0..1000 {
+            let mut moved = false;
+            for i in 0..self.cores.len() {
+                self.cores[i].flush_mesh();
+            }
+            for i in 0..self.cores.len() {
+                while let Some(msg) = self.mesh.pop(i) {
+                    self.cores[i].on_mesh(msg, self.now);
+                    moved = true;
+                }
+            }
+            if !moved && (0..self.cores.len()).all(|i| !self.cores[i].mesh_backlog()) {
+                return;
+            }
+        }
+        panic!("mesh did not settle");
+    }
+
+    pub fn advance(&mut self, d: Duration) {
+        self.now += d;
+        for c in &mut self.cores {
+            c.on_tick(self.now);
+        }
+        self.pump();
+    }
+
+    pub fn open(&mut self, shard: usize) -> Client {
+        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let token = self.cores[shard].accept(peer, self.now).expect("accept");
+        Client {
+            shard,
+            index: token.index as usize,
+            version: ProtocolVersion::V5,
+            rx: BytesMut::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, c: &Client, p: &Packet) {
+        let mut buf = BytesMut::new();
+        encode(p, c.version, &mut buf).unwrap();
+        self.send_bytes(c, &buf);
+    }
+
+    pub fn send_bytes(&mut self, c: &Client, bytes: &[u8]) {
+        let mut buf = BytesMut::from(bytes);
+        self.cores[c.shard].on_read(c.index, &mut buf, self.now);
+        self.pump();
+    }
+
+    /// Packets the core has written to `c` so far.
+    pub fn recv(&mut self, c: &mut Client) -> Vec<Packet> {
+        let out = match self.cores[c.shard].conn_mut(c.index) {
+            Some(conn) => conn.out.split(),
+            None => BytesMut::new(),
+        };
+        c.rx.extend_from_slice(&out);
+        let mut packets: Vec<Packet> = c.pending.drain(..).collect();
+        let limits = ringmq_codec::Limits {
+            max_packet_size: Limits::PROTOCOL_MAX,
+        };
+        while let Some(p) = decode(&mut c.rx, &limits, c.version).unwrap() {
+            packets.push(p);
+        }
+        packets
+    }
+
+    pub fn recv_one(&mut self, c: &mut Client) -> Packet {
+        let mut p = self.recv(c);
+        assert_eq!(p.len(), 1, "expected one packet, got {p:?}");
+        p.remove(0)
+    }
+
+    pub fn is_closing(&self, c: &Client) -> bool {
+        self.cores[c.shard]
+            .conn(c.index)
+            .is_none_or(|conn| conn.is_closing())
+    }
+
+    /// The socket closed (the runtime's release after the peer went away).
+    pub fn drop_conn(&mut self, c: &Client) {
+        self.cores[c.shard].on_closed(c.index, self.now);
+        self.cores[c.shard].release(c.index, self.now);
+        self.pump();
+    }
+
+    pub fn connect(
+        &mut self,
+        shard: usize,
+        id: &str,
+        clean: bool,
+        expiry: u32,
+    ) -> (Client, ConnAck) {
+        let mut c = self.open(shard);
+        let mut connect = connect_packet(id, ProtocolVersion::V5);
+        connect.clean_start = clean;
+        connect.properties.session_expiry_secs = Some(expiry);
+        self.send(&c, &Packet::Connect(Box::new(connect)));
+        let mut packets = self.recv(&mut c);
+        assert!(!packets.is_empty(), "no CONNACK");
+        let first = packets.remove(0);
+        c.pending = packets;
+        match first {
+            Packet::ConnAck(a) => (c, a),
+            p => panic!("expected CONNACK, got {p:?}"),
+        }
+    }
+
+    pub fn subscribe(&mut self, c: &mut Client, filter: &'static str, qos: QoS) -> SubAck {
+        let s = Subscribe {
+            packet_id: pid(1),
+            subscription_id: None,
+            user_properties: UserProperties::new(),
+            filters: vec![SubscribeFilter {
+                filter: Str::from_static(filter),
+                options: SubscriptionOptions {
+                    qos,
+                    ..Default::default()
+                },
+            }],
+        };
+        self.send(c, &Packet::Subscribe(s));
+        let mut packets = self.recv(c);
+        assert!(!packets.is_empty(), "no SUBACK");
+        let first = packets.remove(0);
+        c.pending = packets;
+        match first {
+            Packet::SubAck(a) => a,
+            p => panic!("expected SUBACK, got {p:?}"),
+        }
+    }
+}
+
+pub struct Client {
+    pub shard: usize,
+    pub index: usize,
+    pub version: ProtocolVersion,
+    pub rx: BytesMut,
+    /// Packets received after CONNACK by `connect`, returned by the next `recv`.
+    pub pending: Vec<Packet>,
+}
+
+pub fn pid(n: u16) -> NonZeroU16 {
+    NonZeroU16::new(n).unwrap()
+}
+
+pub fn subid(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap()
+}
+
+pub fn connect_packet(id: &str, version: ProtocolVersion) -> Connect {
+    Connect {
+        protocol: version,
+        clean_start: true,
+        keep_alive_secs: 60,
+        properties: ConnectProperties::default(),
+        client_id: Str::copy_from(id).unwrap(),
+        will: None,
+        username: None,
+        password: None,
+    }
+}
+
+pub fn publish(topic: &'static str, payload: &'static [u8], qos_pid: QosPid) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos_pid,
+        retain: false,
+        topic: Str::from_static(topic),
+        properties: PublishProperties::default(),
+        payload: Bytes::from_static(payload),
+    })
+}
+
+pub trait LimitsExt {
+    const PROTOCOL_MAX: u32;
+}
+
+impl LimitsExt for Limits {
+    const PROTOCOL_MAX: u32 = ringmq_codec::Limits::PROTOCOL_MAX_PACKET_SIZE;
+}

@@ -1,0 +1,433 @@
+//! Protocol tests of the sans-IO shard core: no sockets, no threads, a fake clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use ringmq_codec::*;
+
+fn payloads(packets: &[Packet]) -> Vec<Bytes> {
+    packets
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p.payload.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// [MQTT-3.2.2-?] CONNACK advertises the server's limits and capabilities.
+#[test]
+fn connack_advertises_limits() {
+    let mut cl = Cluster::new(1);
+    let (_, ack) = cl.connect(0, "c1", true, 0);
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    assert!(!ack.session_present);
+    let p = ack.properties;
+    assert_eq!(p.receive_maximum.map(|r| r.get()), Some(1024));
+    assert_eq!(p.maximum_packet_size.map(|r| r.get()), Some(1024 * 1024));
+    assert_eq!(p.retain_available, Some(true));
+    assert_eq!(p.shared_subscription_available, Some(true));
+    assert_eq!(p.topic_alias_maximum, Some(64));
+}
+
+/// [MQTT-3.1.0-1] the first packet must be CONNECT.
+#[test]
+fn first_packet_not_connect_closes() {
+    let mut cl = Cluster::new(1);
+    let mut c = cl.open(0);
+    cl.send(&c, &Packet::PingReq);
+    assert!(cl.is_closing(&c));
+    assert!(
+        cl.recv(&mut c).is_empty(),
+        "no CONNACK for a non-CONNECT first packet"
+    );
+}
+
+/// [MQTT-3.1.0-2] a second CONNECT is a protocol error.
+#[test]
+fn second_connect_is_protocol_error() {
+    let mut cl = Cluster::new(1);
+    let (mut c, _) = cl.connect(0, "c1", true, 0);
+    cl.send(
+        &c,
+        &Packet::Connect(Box::new(connect_packet("c1", ProtocolVersion::V5))),
+    );
+    match cl.recv_one(&mut c) {
+        Packet::Disconnect(d) => assert_eq!(d.reason_code, ReasonCode::PROTOCOL_ERROR),
+        p => panic!("{p:?}"),
+    }
+    assert!(cl.is_closing(&c));
+}
+
+/// [MQTT-3.1.3-6] an empty client id gets an assigned one (v5).
+#[test]
+fn empty_client_id_is_assigned() {
+    let mut cl = Cluster::new(2);
+    let (_, ack) = cl.connect(1, "", true, 0);
+    let id = ack.properties.assigned_client_id.expect("assigned id");
+    assert!(id.as_str().starts_with("ringmq-"), "{id}");
+}
+
+/// [MQTT-3.1.3-8] 3.1.1: an empty client id with CleanSession=0 is refused with 0x02.
+#[test]
+fn v311_empty_client_id_without_clean_session_refused() {
+    let mut cl = Cluster::new(1);
+    let mut c = cl.open(0);
+    c.version = ProtocolVersion::V3_1_1;
+    let mut connect = connect_packet("", ProtocolVersion::V3_1_1);
+    connect.clean_start = false;
+    cl.send(&c, &Packet::Connect(Box::new(connect)));
+    match cl.recv_one(&mut c) {
+        Packet::ConnAck(a) => assert_eq!(a.reason_code.to_v3_connack(), 0x02),
+        p => panic!("{p:?}"),
+    }
+    assert!(cl.is_closing(&c));
+}
+
+/// QoS 0, 1 and 2 from a publisher on one shard to a subscriber on another.
+#[test]
+fn cross_shard_delivery_all_qos() {
+    let mut cl = Cluster::new(3);
+    let (mut sub, _) = cl.connect(2, "sub", true, 0);
+    let ack = cl.subscribe(&mut sub, "a/+", QoS::ExactlyOnce);
+    assert_eq!(ack.reason_codes, vec![ReasonCode::GRANTED_QOS_2]);
+    let (mut publ, _) = cl.connect(0, "pub", true, 0);
+
+    cl.send(&publ, &publish("a/b", b"zero", QosPid::AtMostOnce));
+    cl.send(&publ, &publish("a/b", b"one", QosPid::AtLeastOnce(pid(7))));
+    assert!(matches!(cl.recv_one(&mut publ), Packet::PubAck(a) if a.packet_id == pid(7)));
+    cl.send(&publ, &publish("a/b", b"two", QosPid::ExactlyOnce(pid(8))));
+    assert!(matches!(cl.recv_one(&mut publ), Packet::PubRec(a) if a.packet_id == pid(8)));
+    cl.send(
+        &publ,
+        &Packet::PubRel(PubResp::new(pid(8), ReasonCode::SUCCESS)),
+    );
+    assert!(matches!(cl.recv_one(&mut publ), Packet::PubComp(a) if a.packet_id == pid(8)));
+
+    let got = cl.recv(&mut sub);
+    assert_eq!(
+        payloads(&got),
+        vec![
+            Bytes::from_static(b"zero"),
+            Bytes::from_static(b"one"),
+            Bytes::from_static(b"two")
+        ]
+    );
+    let Packet::Publish(p1) = &got[1] else {
+        panic!()
+    };
+    assert_eq!(p1.qos_pid.qos(), QoS::AtLeastOnce);
+    let Packet::Publish(p2) = &got[2] else {
+        panic!()
+    };
+    let QosPid::ExactlyOnce(id2) = p2.qos_pid else {
+        panic!("{p2:?}")
+    };
+    // Complete the outbound QoS 2 exchange: PUBREC → PUBREL → PUBCOMP.
+    cl.send(
+        &sub,
+        &Packet::PubRec(PubResp::new(id2, ReasonCode::SUCCESS)),
+    );
+    assert!(matches!(cl.recv_one(&mut sub), Packet::PubRel(a) if a.packet_id == id2));
+    cl.send(
+        &sub,
+        &Packet::PubComp(PubResp::new(id2, ReasonCode::SUCCESS)),
+    );
+    assert!(cl.recv(&mut sub).is_empty());
+}
+
+/// [MQTT-4.3.3-?] a resent QoS 2 PUBLISH (same packet id, before PUBREL) is not delivered twice.
+#[test]
+fn qos2_duplicate_not_delivered_twice() {
+    let mut cl = Cluster::new(1);
+    let (mut sub, _) = cl.connect(0, "sub", true, 0);
+    cl.subscribe(&mut sub, "t", QoS::AtMostOnce);
+    let (mut publ, _) = cl.connect(0, "pub", true, 0);
+    cl.send(&publ, &publish("t", b"x", QosPid::ExactlyOnce(pid(3))));
+    cl.send(&publ, &publish("t", b"x", QosPid::ExactlyOnce(pid(3))));
+    assert_eq!(cl.recv(&mut publ).len(), 2, "two PUBRECs");
+    assert_eq!(payloads(&cl.recv(&mut sub)).len(), 1);
+}
+
+/// [MQTT-3.3.4-2..5] overlapping subscriptions: one delivery, highest QoS, all identifiers.
+#[test]
+fn overlapping_subscriptions_deliver_once_with_all_ids() {
+    let mut cl = Cluster::new(2);
+    let (mut sub, _) = cl.connect(1, "sub", true, 0);
+    for (i, (f, q)) in [("a/#", QoS::AtMostOnce), ("a/+", QoS::AtLeastOnce)]
+        .into_iter()
+        .enumerate()
+    {
+        let s = Subscribe {
+            packet_id: pid(1),
+            subscription_id: Some(subid(10 + i as u32)),
+            user_properties: UserProperties::new(),
+            filters: vec![SubscribeFilter {
+                filter: Str::from_static(f),
+                options: SubscriptionOptions {
+                    qos: q,
+                    ..Default::default()
+                },
+            }],
+        };
+        cl.send(&sub, &Packet::Subscribe(s));
+        cl.recv(&mut sub);
+    }
+    let (publ, _) = cl.connect(0, "pub", true, 0);
+    cl.send(&publ, &publish("a/b", b"p", QosPid::ExactlyOnce(pid(1))));
+    let got = cl.recv(&mut sub);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let Packet::Publish(p) = &got[0] else {
+        panic!()
+    };
+    assert_eq!(p.qos_pid.qos(), QoS::AtLeastOnce);
+    let mut ids: Vec<u32> = p
+        .properties
+        .subscription_ids
+        .iter()
+        .map(|i| i.get())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec![10, 11]);
+}
+
+/// [MQTT-3.8.3-3] No Local: not delivered back to the publisher.
+#[test]
+fn no_local_is_honoured() {
+    let mut cl = Cluster::new(1);
+    let (mut c, _) = cl.connect(0, "me", true, 0);
+    let s = Subscribe {
+        packet_id: pid(1),
+        subscription_id: None,
+        user_properties: UserProperties::new(),
+        filters: vec![SubscribeFilter {
+            filter: Str::from_static("t"),
+            options: SubscriptionOptions {
+                no_local: true,
+                ..Default::default()
+            },
+        }],
+    };
+    cl.send(&c, &Packet::Subscribe(s));
+    cl.recv(&mut c);
+    cl.send(&c, &publish("t", b"x", QosPid::AtMostOnce));
+    assert!(cl.recv(&mut c).is_empty());
+}
+
+/// [MQTT-3.1.4-3] takeover across shards: the old connection gets 0x8E; the session and its
+/// subscriptions move to the new shard.
+#[test]
+fn takeover_across_shards_moves_session() {
+    let mut cl = Cluster::new(3);
+    let (mut old, _) = cl.connect(0, "dev", false, 3600);
+    cl.subscribe(&mut old, "cmd/dev", QoS::AtLeastOnce);
+    let (mut new, ack) = cl.connect(2, "dev", false, 3600);
+    assert!(ack.session_present);
+    match cl.recv_one(&mut old) {
+        Packet::Disconnect(d) => assert_eq!(d.reason_code, ReasonCode::SESSION_TAKEN_OVER),
+        p => panic!("{p:?}"),
+    }
+    assert!(cl.is_closing(&old));
+    cl.drop_conn(&old);
+    let (publ, _) = cl.connect(1, "pub", true, 0);
+    cl.send(
+        &publ,
+        &publish("cmd/dev", b"go", QosPid::AtLeastOnce(pid(1))),
+    );
+    assert_eq!(
+        payloads(&cl.recv(&mut new)),
+        vec![Bytes::from_static(b"go")]
+    );
+    assert_eq!(
+        cl.cores[0].counts().1,
+        0,
+        "no session left on the old shard"
+    );
+}
+
+/// Offline QoS 1 messages are queued and delivered on resume; unacknowledged ones are resent
+/// with DUP [MQTT-4.4.0-1].
+#[test]
+fn offline_queue_and_dup_redelivery() {
+    let mut cl = Cluster::new(2);
+    let (mut sub, _) = cl.connect(1, "s", false, 600);
+    cl.subscribe(&mut sub, "q", QoS::AtLeastOnce);
+    let (publ, _) = cl.connect(0, "p", true, 0);
+    cl.send(&publ, &publish("q", b"m1", QosPid::AtLeastOnce(pid(1))));
+    let got = cl.recv(&mut sub);
+    assert_eq!(payloads(&got), vec![Bytes::from_static(b"m1")]);
+    // Not acknowledged; connection lost; m2 arrives while offline.
+    cl.drop_conn(&sub);
+    cl.send(&publ, &publish("q", b"m2", QosPid::AtLeastOnce(pid(2))));
+    let (mut sub2, ack) = cl.connect(0, "s", false, 600);
+    assert!(ack.session_present);
+    let got = cl.recv(&mut sub2);
+    assert_eq!(
+        payloads(&got),
+        vec![Bytes::from_static(b"m1"), Bytes::from_static(b"m2")]
+    );
+    let Packet::Publish(first) = &got[0] else {
+        panic!()
+    };
+    assert!(first.dup, "resent PUBLISH carries DUP");
+}
+
+/// Session expiry: an offline session disappears after its interval.
+#[test]
+fn session_expires() {
+    let mut cl = Cluster::new(1);
+    let (c, _) = cl.connect(0, "s", false, 5);
+    cl.drop_conn(&c);
+    assert_eq!(cl.cores[0].counts().1, 1);
+    cl.advance(Duration::from_secs(6));
+    assert_eq!(cl.cores[0].counts().1, 0);
+    let (_, ack) = cl.connect(0, "s", false, 5);
+    assert!(!ack.session_present);
+}
+
+/// [MQTT-3.1.2-22] keep alive: no packet for 1.5 × keep alive closes with 0x8D and the will is
+/// published.
+#[test]
+fn keep_alive_timeout_publishes_will() {
+    let mut cl = Cluster::new(2);
+    let (mut watcher, _) = cl.connect(1, "w", true, 0);
+    cl.subscribe(&mut watcher, "wills/#", QoS::AtMostOnce);
+    let mut c = cl.open(0);
+    let mut connect = connect_packet("dying", ProtocolVersion::V5);
+    connect.keep_alive_secs = 2;
+    connect.will = Some(Will {
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: Str::from_static("wills/dying"),
+        payload: Bytes::from_static(b"gone"),
+        properties: WillProperties::default(),
+    });
+    cl.send(&c, &Packet::Connect(Box::new(connect)));
+    cl.recv(&mut c);
+    cl.advance(Duration::from_secs(2));
+    assert!(!cl.is_closing(&c));
+    cl.advance(Duration::from_millis(1100));
+    match cl.recv_one(&mut c) {
+        Packet::Disconnect(d) => assert_eq!(d.reason_code, ReasonCode::KEEP_ALIVE_TIMEOUT),
+        p => panic!("{p:?}"),
+    }
+    assert_eq!(
+        payloads(&cl.recv(&mut watcher)),
+        vec![Bytes::from_static(b"gone")]
+    );
+}
+
+/// [MQTT-3.1.3-9] a delayed will is cancelled by a reconnect within the delay.
+#[test]
+fn will_delay_cancelled_by_reconnect() {
+    let mut cl = Cluster::new(1);
+    let (mut watcher, _) = cl.connect(0, "w", true, 0);
+    cl.subscribe(&mut watcher, "wills/#", QoS::AtMostOnce);
+    let mut c = cl.open(0);
+    let mut connect = connect_packet("d", ProtocolVersion::V5);
+    connect.clean_start = false;
+    connect.properties.session_expiry_secs = Some(100);
+    connect.will = Some(Will {
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: Str::from_static("wills/d"),
+        payload: Bytes::from_static(b"gone"),
+        properties: WillProperties {
+            will_delay_secs: Some(10),
+            ..Default::default()
+        },
+    });
+    cl.send(&c, &Packet::Connect(Box::new(connect)));
+    cl.recv(&mut c);
+    cl.drop_conn(&c);
+    cl.advance(Duration::from_secs(5));
+    cl.connect(0, "d", false, 100);
+    cl.advance(Duration::from_secs(10));
+    assert!(cl.recv(&mut watcher).is_empty(), "will cancelled");
+}
+
+/// Shared subscription with members on different shards: each message to exactly one member.
+#[test]
+fn shared_subscription_across_shards() {
+    let mut cl = Cluster::new(3);
+    let (mut a, _) = cl.connect(1, "a", true, 0);
+    cl.subscribe(&mut a, "$share/g/jobs/#", QoS::AtLeastOnce);
+    let (mut b, _) = cl.connect(2, "b", true, 0);
+    cl.subscribe(&mut b, "$share/g/jobs/#", QoS::AtLeastOnce);
+    let (publ, _) = cl.connect(0, "p", true, 0);
+    for i in 1..=10u16 {
+        cl.send(&publ, &publish("jobs/x", b"j", QosPid::AtLeastOnce(pid(i))));
+    }
+    let na = payloads(&cl.recv(&mut a)).len();
+    let nb = payloads(&cl.recv(&mut b)).len();
+    assert_eq!(na + nb, 10);
+    assert!(na >= 3 && nb >= 3, "balanced: {na} / {nb}");
+}
+
+/// Retained: delivered on subscribe with RETAIN=1 on every shard, cleared by an empty payload.
+#[test]
+fn retained_messages_replicated_and_cleared() {
+    let mut cl = Cluster::new(2);
+    let (publ, _) = cl.connect(0, "p", true, 0);
+    let mut p = publish("r/1", b"keep", QosPid::AtMostOnce);
+    if let Packet::Publish(x) = &mut p {
+        x.retain = true;
+    }
+    cl.send(&publ, &p);
+    let (mut s, _) = cl.connect(1, "s", true, 0);
+    cl.subscribe(&mut s, "r/#", QoS::AtMostOnce);
+    let got = cl.recv(&mut s);
+    let Packet::Publish(r) = &got[0] else {
+        panic!("{got:?}")
+    };
+    assert!(r.retain);
+    assert_eq!(r.payload, Bytes::from_static(b"keep"));
+    let mut clear = publish("r/1", b"", QosPid::AtMostOnce);
+    if let Packet::Publish(x) = &mut clear {
+        x.retain = true;
+    }
+    cl.send(&publ, &clear);
+    cl.recv(&mut s);
+    let (mut s2, _) = cl.connect(1, "s2", true, 0);
+    cl.subscribe(&mut s2, "r/#", QoS::AtMostOnce);
+    assert!(cl.recv(&mut s2).is_empty());
+}
+
+/// [MQTT-3.3.2-9] a topic alias above the maximum is a protocol error with 0x94.
+#[test]
+fn invalid_topic_alias_disconnects() {
+    let mut cl = Cluster::new(1);
+    let (mut c, _) = cl.connect(0, "c", true, 0);
+    let mut p = publish("t", b"x", QosPid::AtMostOnce);
+    if let Packet::Publish(x) = &mut p {
+        x.properties.topic_alias = Some(pid(65));
+    }
+    cl.send(&c, &p);
+    match cl.recv_one(&mut c) {
+        Packet::Disconnect(d) => assert_eq!(d.reason_code, ReasonCode::TOPIC_ALIAS_INVALID),
+        p => panic!("{p:?}"),
+    }
+}
+
+/// [MQTT-3.1.2-25] a message larger than the client's Maximum Packet Size is not sent to it.
+#[test]
+fn message_over_client_max_packet_size_is_dropped() {
+    let mut cl = Cluster::new(1);
+    let mut s = cl.open(0);
+    let mut connect = connect_packet("small", ProtocolVersion::V5);
+    connect.properties.maximum_packet_size = std::num::NonZeroU32::new(64);
+    cl.send(&s, &Packet::Connect(Box::new(connect)));
+    cl.recv(&mut s);
+    cl.subscribe(&mut s, "t", QoS::AtMostOnce);
+    let (publ, _) = cl.connect(0, "p", true, 0);
+    cl.send(&publ, &publish("t", &[b'x'; 100], QosPid::AtMostOnce));
+    cl.send(&publ, &publish("t", b"fits", QosPid::AtMostOnce));
+    assert_eq!(
+        payloads(&cl.recv(&mut s)),
+        vec![Bytes::from_static(b"fits")]
+    );
+}
