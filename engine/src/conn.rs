@@ -53,6 +53,8 @@ pub struct Conn {
     pub out: BytesMut,
     /// The writer task, parked until `out` has data or the connection closes.
     pub writer: Option<Waker>,
+    /// Bytes received after CONNECT while the session was being claimed.
+    pub held_input: BytesMut,
     /// Session expiry set at CONNECT was zero (DISCONNECT may not raise it [MQTT-3.14.2-2]).
     pub connect_expiry_zero: bool,
 }
@@ -77,6 +79,7 @@ impl Conn {
             will: None,
             out: BytesMut::new(),
             writer: None,
+            held_input: BytesMut::new(),
             connect_expiry_zero: false,
         }
     }

@@ -178,6 +178,22 @@ impl ShardCore {
                 buf.clear();
                 break;
             }
+            if matches!(conn.state, ConnState::Claiming { .. }) {
+                // Packets pipelined after CONNECT wait until the session is ready (it may be
+                // coming from another shard); complete_connect processes them.
+                if conn.held_input.len() + buf.len() > self.codec_limits.max_packet_size as usize {
+                    let f = fail(
+                        ReasonCode::QUOTA_EXCEEDED,
+                        "too much data sent before CONNACK",
+                    );
+                    self.fail_conn(index, f, now);
+                    buf.clear();
+                    break;
+                }
+                conn.held_input.extend_from_slice(buf);
+                buf.clear();
+                break;
+            }
             let version = conn.version;
             match ringmq_codec::decode(buf, &self.codec_limits, version) {
                 Ok(Some(packet)) => {
@@ -341,14 +357,8 @@ impl ShardCore {
                 ReasonCode::PROTOCOL_ERROR,
                 "[MQTT-3.1.0-2] second CONNECT",
             )),
-            (ConnState::Claiming { .. }, p) => {
-                // The client may pipeline packets after CONNECT; we cannot handle them before
-                // the session is ready. Rare (only across a takeover), so refuse clearly.
-                Err(fail(
-                    ReasonCode::SERVER_BUSY,
-                    format!("{} before CONNACK", p.name()),
-                ))
-            }
+            // on_read holds input back while claiming; nothing is decoded in this state.
+            (ConnState::Claiming { .. }, _) => Ok(()),
             (ConnState::Closing, _) => Ok(()),
             (ConnState::Connected, p) => self.on_session_packet(index, p, now),
         }
@@ -813,8 +823,12 @@ impl ShardCore {
             }
         }
         write_packet(conn, &Packet::ConnAck(ack));
+        let mut held = std::mem::take(&mut conn.held_input);
         debug!(client_id = %client_id, session_present, version = ?connect.protocol, "client connected");
         self.resume_delivery(sidx, now);
+        if !held.is_empty() {
+            self.on_read(index, &mut held, now);
+        }
     }
 
     // ---- acknowledgements ------------------------------------------------------------------
@@ -1051,6 +1065,17 @@ impl ShardCore {
                 mesh.wake(to);
             }
         }
+    }
+
+    /// Whether some destination's outbox holds more than `shard_queue_capacity` messages: the
+    /// runtime then stops reading from clients until it drains, so a publisher faster than
+    /// the shards it feeds is slowed by TCP flow control instead of growing memory.
+    pub fn mesh_congested(&self) -> bool {
+        self.wake_mask != 0
+            && self
+                .outbox
+                .iter()
+                .any(|o| o.len() > self.limits.shard_queue_capacity)
     }
 
     /// Whether messages are waiting for a full inbox (the runtime retries soon).

@@ -194,10 +194,23 @@ async fn inbox_loop(shard: usize, mesh: Mesh, core: Core) {
 }
 
 async fn tick_loop(core: Core) {
+    let mut last_tick = Instant::now();
     loop {
-        monoio::time::sleep(TICK).await;
+        // A destination inbox that was full is retried every millisecond until it drains;
+        // otherwise the shard wakes once per tick.
+        let backlog = core.borrow().mesh_backlog();
+        monoio::time::sleep(if backlog {
+            Duration::from_millis(1)
+        } else {
+            TICK
+        })
+        .await;
+        let now = Instant::now();
         let mut c = core.borrow_mut();
-        c.on_tick(Instant::now());
+        if now.duration_since(last_tick) >= TICK {
+            last_tick = now;
+            c.on_tick(now);
+        }
         c.flush_mesh();
     }
 }
@@ -255,6 +268,11 @@ async fn connection(stream: TcpStream, index: usize, core: Core) {
 
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
+        // Backpressure: while another shard cannot keep up, read nothing more.
+        while core.borrow().mesh_congested() {
+            core.borrow_mut().flush_mesh();
+            monoio::time::sleep(Duration::from_millis(1)).await;
+        }
         // Reserve what the next frame needs (bounded by max_packet_size in peek_frame_len).
         let want = {
             let c = core.borrow();

@@ -431,3 +431,41 @@ fn message_over_client_max_packet_size_is_dropped() {
         vec![Bytes::from_static(b"fits")]
     );
 }
+
+/// Packets sent right behind CONNECT (before CONNACK) are processed once the session is
+/// ready, even when the session's directory lives on another shard.
+#[test]
+fn packets_pipelined_after_connect_are_processed() {
+    let mut cl = Cluster::new(3);
+    for n in 0..6 {
+        let id = format!("pipelined-{n}");
+        let mut c = cl.open(1);
+        let mut bytes = bytes::BytesMut::new();
+        encode(
+            &Packet::Connect(Box::new(connect_packet(&id, ProtocolVersion::V5))),
+            ProtocolVersion::V5,
+            &mut bytes,
+        )
+        .unwrap();
+        let sub = Subscribe {
+            packet_id: pid(9),
+            subscription_id: None,
+            user_properties: UserProperties::new(),
+            filters: vec![SubscribeFilter {
+                filter: Str::from_static("pipe"),
+                options: Default::default(),
+            }],
+        };
+        encode(&Packet::Subscribe(sub), ProtocolVersion::V5, &mut bytes).unwrap();
+        encode(&Packet::PingReq, ProtocolVersion::V5, &mut bytes).unwrap();
+        cl.send_bytes(&c, &bytes);
+        let got = cl.recv(&mut c);
+        assert!(
+            matches!(
+                got.as_slice(),
+                [Packet::ConnAck(_), Packet::SubAck(_), Packet::PingResp]
+            ),
+            "{id}: {got:?}"
+        );
+    }
+}
