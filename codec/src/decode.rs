@@ -62,101 +62,62 @@ fn frame_header(buf: &[u8], limits: &Limits) -> Result<Option<(usize, usize)>, D
     Ok(Some((pos, total)))
 }
 
-fn flags_error(statement: &'static str) -> DecodeError {
-    DecodeError::malformed(
-        statement,
-        "reserved fixed header flags have the wrong value",
-    )
-}
-
 fn decode_packet(
     first: u8,
     r: &mut Reader<'_>,
     version: ProtocolVersion,
 ) -> Result<Option<Packet>, DecodeError> {
-    let flags = first & 0x0F;
+    let (packet_type, flags) = (first >> 4, first & 0x0F);
+    let v5 = version.is_v5();
     // Every type except PUBLISH has fixed flags: 0b0010 for PUBREL, SUBSCRIBE, UNSUBSCRIBE
     // ([MQTT-3.6.1-1], [MQTT-3.8.1-1], [MQTT-3.10.1-1]), 0 elsewhere [MQTT-2.1.3-1].
-    let expect = |want: u8, statement: &'static str| {
-        if flags == want {
-            Ok(())
-        } else {
-            Err(flags_error(statement))
-        }
-    };
-    let v5 = version.is_v5();
-    let packet = match first >> 4 {
-        1 => {
-            expect(0, "MQTT-2.1.3-1")?;
-            Packet::Connect(Box::new(connect(r)?))
-        }
-        2 => {
-            expect(0, "MQTT-2.1.3-1")?;
-            Packet::ConnAck(connack(r, v5)?)
-        }
-        3 => Packet::Publish(publish(flags, r, v5)?),
-        4 => {
-            expect(0, "MQTT-2.1.3-1")?;
-            Packet::PubAck(pub_resp(r, v5)?)
-        }
-        5 => {
-            expect(0, "MQTT-2.1.3-1")?;
-            Packet::PubRec(pub_resp(r, v5)?)
-        }
-        6 => {
-            expect(0b0010, "MQTT-3.6.1-1")?;
-            Packet::PubRel(pub_resp(r, v5)?)
-        }
-        7 => {
-            expect(0, "MQTT-2.1.3-1")?;
-            Packet::PubComp(pub_resp(r, v5)?)
-        }
-        8 => {
-            expect(0b0010, "MQTT-3.8.1-1")?;
-            Packet::Subscribe(subscribe(r, v5)?)
-        }
-        9 => {
-            expect(0, "MQTT-2.1.3-1")?;
-            Packet::SubAck(suback(r, v5)?)
-        }
-        10 => {
-            expect(0b0010, "MQTT-3.10.1-1")?;
-            Packet::Unsubscribe(unsubscribe(r, v5)?)
-        }
-        11 => {
-            expect(0, "MQTT-2.1.3-1")?;
-            Packet::UnsubAck(unsuback(r, v5)?)
-        }
-        12 => {
-            expect(0, "MQTT-2.1.3-1")?;
-            r.finish()?;
-            Packet::PingReq
-        }
-        13 => {
-            expect(0, "MQTT-2.1.3-1")?;
-            r.finish()?;
-            Packet::PingResp
-        }
-        14 => {
-            expect(0, "MQTT-2.1.3-1")?;
-            Packet::Disconnect(disconnect(r, v5)?)
-        }
-        15 if v5 => {
-            expect(0, "MQTT-2.1.3-1")?;
-            Packet::Auth(auth(r)?)
-        }
-        15 => {
-            return Err(DecodeError::malformed(
-                "MQTT-2.1.2",
-                "AUTH does not exist before MQTT 5",
-            ));
-        }
-        _ => {
+    let (want, statement) = match packet_type {
+        0 => {
             return Err(DecodeError::malformed(
                 "MQTT-2.1.2",
                 "reserved packet type 0",
             ));
         }
+        15 if !v5 => {
+            return Err(DecodeError::malformed(
+                "MQTT-2.1.2",
+                "AUTH does not exist before MQTT 5",
+            ));
+        }
+        3 => (flags, ""),
+        6 => (0b0010, "MQTT-3.6.1-1"),
+        8 => (0b0010, "MQTT-3.8.1-1"),
+        10 => (0b0010, "MQTT-3.10.1-1"),
+        _ => (0, "MQTT-2.1.3-1"),
+    };
+    if flags != want {
+        return Err(DecodeError::malformed(
+            statement,
+            "reserved fixed header flags have the wrong value",
+        ));
+    }
+    let packet = match packet_type {
+        1 => Packet::Connect(Box::new(connect(r)?)),
+        2 => Packet::ConnAck(connack(r, v5)?),
+        3 => Packet::Publish(publish(flags, r, v5)?),
+        4 => Packet::PubAck(pub_resp(r, v5)?),
+        5 => Packet::PubRec(pub_resp(r, v5)?),
+        6 => Packet::PubRel(pub_resp(r, v5)?),
+        7 => Packet::PubComp(pub_resp(r, v5)?),
+        8 => Packet::Subscribe(subscribe(r, v5)?),
+        9 => Packet::SubAck(suback(r, v5)?),
+        10 => Packet::Unsubscribe(unsubscribe(r, v5)?),
+        11 => Packet::UnsubAck(unsuback(r, v5)?),
+        12 => {
+            r.finish()?;
+            Packet::PingReq
+        }
+        13 => {
+            r.finish()?;
+            Packet::PingResp
+        }
+        14 => Packet::Disconnect(disconnect(r, v5)?),
+        _ => Packet::Auth(auth(r)?),
     };
     Ok(Some(packet))
 }

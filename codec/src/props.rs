@@ -586,3 +586,100 @@ impl fmt::Debug for SubscriptionIds {
         f.debug_list().entries(self.iter()).finish()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_allowed_identifier_parses_with_its_type() {
+        let all = [
+            CONNECT,
+            WILL,
+            CONNACK,
+            PUBLISH,
+            ACK,
+            SUBSCRIBE,
+            UNSUBSCRIBE,
+            DISCONNECT,
+            AUTH,
+        ];
+        let union = all.iter().fold(0u64, |m, a| m | a.ids);
+        // Table 2-4 has 27 identifiers, each allowed somewhere.
+        assert_eq!(union.count_ones(), 27);
+        for ident in 0..64u8 {
+            // Enough zero bytes for any value type (zero-length strings, a one-byte varint 0).
+            let block = [ident, 0, 0, 0, 0];
+            let mut pos = 0;
+            let parsed = parse_entry(&block, &mut pos);
+            assert_eq!(
+                parsed.is_ok(),
+                union & (1 << ident) != 0,
+                "identifier 0x{ident:02X}"
+            );
+            if let Ok((got, _)) = parsed {
+                assert_eq!(got, ident);
+                assert!(pos >= 2);
+            }
+        }
+        for a in all {
+            assert_eq!(a.multi & !a.ids, 0, "a repeatable property is allowed");
+        }
+    }
+
+    #[test]
+    fn entries_of_each_type() {
+        let block = [
+            0x01, 0x01, // payload format
+            0x23, 0x00, 0x05, // topic alias
+            0x02, 0, 0, 1, 0, // message expiry
+            0x0B, 0x80, 0x01, // subscription id 128
+            0x03, 0x00, 0x01, b'x', // content type
+            0x09, 0x00, 0x00, // empty correlation data
+            0x26, 0x00, 0x01, b'k', 0x00, 0x01, b'v', // user property
+        ];
+        let mut pos = 0;
+        let mut got = Vec::new();
+        while pos < block.len() {
+            got.push(parse_entry(&block, &mut pos).unwrap());
+        }
+        assert_eq!(
+            got,
+            vec![
+                (0x01, RawValue::Byte(1)),
+                (0x23, RawValue::U16(5)),
+                (0x02, RawValue::U32(256)),
+                (0x0B, RawValue::VarInt(128)),
+                (0x03, RawValue::Str(16..17)),
+                (0x09, RawValue::Bin(20..20)),
+                (0x26, RawValue::Pair(23..24, 26..27)),
+            ]
+        );
+        let user = UserProperties {
+            raw: Bytes::copy_from_slice(&block),
+        };
+        assert_eq!(user.iter().collect::<Vec<_>>(), vec![("k", "v")]);
+        let ids = SubscriptionIds {
+            raw: Bytes::copy_from_slice(&block),
+        };
+        assert_eq!(
+            ids.iter().map(NonZeroU32::get).collect::<Vec<_>>(),
+            vec![128]
+        );
+        assert_eq!(format!("{user:?} {ids:?}"), r#"[("k", "v")] [128]"#);
+    }
+
+    #[test]
+    fn truncated_entries_fail() {
+        for block in [
+            &[0x02, 0, 0][..],
+            &[0x26, 0, 1, b'k', 0],
+            &[0x0B, 0x80],
+            &[0x03, 0, 2, b'x'],
+        ] {
+            let e = parse_entry(block, &mut 0).unwrap_err();
+            assert_eq!(e.reason_code(), crate::ReasonCode::MALFORMED_PACKET);
+        }
+    }
+}
