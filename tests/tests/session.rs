@@ -1,0 +1,184 @@
+//! Sessions: clean start, session present, persistence, offline queueing, expiry.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use ringmq_codec::*;
+use ringmq_tests::*;
+
+/// [MQTT-3.1.2-4] [MQTT-3.2.2-2] Clean Start = 1 discards an existing session: session present
+/// is 0 and the old subscriptions are gone.
+#[test]
+fn clean_start_discards_existing_session() {
+    let b = Broker::default_start();
+    let mut c = b.connect(Opts::v5("cs").clean(false).session_expiry(60));
+    c.subscribe_ok("cs/t", QoS::AtLeastOnce);
+    c.disconnect();
+    let mut c = b.connect(Opts::v5("cs").clean(true).session_expiry(60));
+    assert!(!c.session_present(), "{:?}", c.connack);
+    let mut p = b.v5("cs-pub");
+    p.publish(msg("cs/t", "x").qos(QoS::AtLeastOnce));
+    c.expect_nothing(QUIET);
+}
+
+/// [MQTT-3.1.2-5] [MQTT-3.2.2-3] Clean Start = 0 with an existing session resumes it: session
+/// present = 1 and its subscriptions still deliver.
+#[test]
+fn persistent_session_resumed_with_subscriptions() {
+    let b = Broker::start(BrokerOpts::new().shards(4));
+    let mut c = b.connect(Opts::v5("ps").clean(false).session_expiry(60));
+    assert!(!c.session_present());
+    c.subscribe_ok("ps/t", QoS::AtLeastOnce);
+    c.disconnect();
+    for round in 0..4 {
+        let mut c = b.connect(Opts::v5("ps").clean(false).session_expiry(60));
+        assert!(c.session_present(), "round {round}: {:?}", c.connack);
+        let mut p = b.v5(&format!("ps-pub-{round}"));
+        p.publish(msg("ps/t", format!("r{round}")).qos(QoS::AtLeastOnce));
+        assert_eq!(text(&c.expect_publish_acked()), format!("r{round}"));
+        c.disconnect();
+    }
+}
+
+/// [MQTT-3.1.2-5] [MQTT-4.1.0-1] QoS 1 and 2 messages published while a persistent-session
+/// client is offline are queued and delivered, in order, when it reconnects; on four shards so
+/// publisher and subscriber likely differ in shard.
+#[test]
+fn offline_messages_queued_and_delivered_on_reconnect() {
+    let b = Broker::start(BrokerOpts::new().shards(4));
+    let mut c = b.connect(Opts::v5("off").clean(false).session_expiry(60));
+    c.subscribe_ok("off/t", QoS::ExactlyOnce);
+    c.disconnect();
+    let mut p = b.v5("off-pub");
+    for i in 0..10 {
+        let qos = if i % 2 == 0 { QoS::AtLeastOnce } else { QoS::ExactlyOnce };
+        p.publish(msg("off/t", format!("m{i}")).qos(qos));
+    }
+    let mut c = b.connect(Opts::v5("off").clean(false).session_expiry(60));
+    assert!(c.session_present());
+    let got: Vec<String> = c.expect_publishes(10).iter().map(text).collect();
+    let want: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, want);
+    c.expect_nothing(QUIET);
+}
+
+/// 3.1.1 Clean Session = 0: messages are queued while offline and the session is present.
+#[test]
+fn offline_messages_queued_v311() {
+    let b = Broker::default_start();
+    let mut c = b.connect(Opts::v3("off3").clean(false));
+    c.subscribe_ok("off3/t", QoS::AtLeastOnce);
+    c.disconnect();
+    let mut p = b.v3("off3-pub");
+    p.publish(msg("off3/t", "while-away").qos(QoS::AtLeastOnce));
+    let mut c = b.connect(Opts::v3("off3").clean(false));
+    assert!(c.session_present());
+    assert_eq!(text(&c.expect_publish_acked()), "while-away");
+}
+
+/// [MQTT-3.1.2-23] Session Expiry Interval 0 (or absent): the session ends when the connection
+/// closes; a reconnection with Clean Start = 0 finds no session and no queued messages.
+#[test]
+fn session_expiry_zero_drops_state() {
+    let b = Broker::default_start();
+    let mut c = b.connect(Opts::v5("se0").clean(false));
+    c.subscribe_ok("se0/t", QoS::AtLeastOnce);
+    c.disconnect();
+    let mut p = b.v5("se0-pub");
+    p.publish(msg("se0/t", "lost").qos(QoS::AtLeastOnce));
+    let mut c = b.connect(Opts::v5("se0").clean(false));
+    assert!(!c.session_present(), "{:?}", c.connack);
+    c.expect_nothing(QUIET);
+}
+
+/// [MQTT-3.1.2-23] A session expires once its Session Expiry Interval passes after the
+/// connection closed.
+#[test]
+fn session_expires_after_interval() {
+    let b = Broker::default_start();
+    let mut c = b.connect(Opts::v5("se1").clean(false).session_expiry(1));
+    c.subscribe_ok("se1/t", QoS::AtLeastOnce);
+    c.disconnect();
+    std::thread::sleep(Duration::from_millis(2500));
+    let c = b.connect(Opts::v5("se1").clean(false).session_expiry(1));
+    assert!(!c.session_present(), "expired session must be gone: {:?}", c.connack);
+}
+
+/// (3.14.2.2.2) The client can change the Session Expiry Interval in DISCONNECT: set to 0, the
+/// session ends at disconnect.
+#[test]
+fn disconnect_can_set_session_expiry_to_zero() {
+    let b = Broker::default_start();
+    let mut c = b.connect(Opts::v5("sed").clean(false).session_expiry(60));
+    c.subscribe_ok("sed/t", QoS::AtLeastOnce);
+    c.disconnect_with(
+        ReasonCode::NORMAL_DISCONNECTION,
+        DisconnectProperties { session_expiry_secs: Some(0), ..DisconnectProperties::default() },
+    );
+    let c = b.connect(Opts::v5("sed").clean(false).session_expiry(60));
+    assert!(!c.session_present(), "{:?}", c.connack);
+}
+
+/// (3.14.2.2.2) Setting a non-zero Session Expiry Interval in DISCONNECT when CONNECT had 0 is
+/// a Protocol Error: the session must not be kept (the server may answer DISCONNECT 0x82).
+#[test]
+fn disconnect_cannot_raise_session_expiry_from_zero() {
+    let b = Broker::default_start();
+    let mut c = b.connect(Opts::v5("sez").clean(false));
+    c.subscribe_ok("sez/t", QoS::AtLeastOnce);
+    c.send(&Packet::Disconnect(Disconnect {
+        reason_code: ReasonCode::NORMAL_DISCONNECTION,
+        properties: DisconnectProperties { session_expiry_secs: Some(60), ..DisconnectProperties::default() },
+    }));
+    if let Some(d) = c.expect_disconnect_or_close(WAIT) {
+        assert_eq!(d.reason_code, ReasonCode::PROTOCOL_ERROR);
+    }
+    let c = b.connect(Opts::v5("sez").clean(false));
+    assert!(!c.session_present(), "{:?}", c.connack);
+}
+
+/// ringmq limit (STYLE.md: a limit on everything): the per-session queue is bounded (max_queued_messages = 5): of 20
+/// messages published while offline, at most 5 are delivered, and the broker stays healthy.
+#[test]
+fn offline_queue_bounded_by_max_queued_messages() {
+    let b = Broker::start(BrokerOpts::new().limits("max_queued_messages = 5"));
+    let mut c = b.connect(Opts::v5("qlim").clean(false).session_expiry(60));
+    c.subscribe_ok("qlim/t", QoS::AtLeastOnce);
+    c.disconnect();
+    let mut p = b.v5("qlim-pub");
+    for i in 0..20 {
+        p.publish(msg("qlim/t", format!("{i}")).qos(QoS::AtLeastOnce));
+    }
+    let mut c = b.connect(Opts::v5("qlim").clean(false).session_expiry(60));
+    let mut n = 0;
+    while let Some(packet) = c.recv(QUIET) {
+        let Packet::Publish(m) = packet else { panic!("unexpected {packet:?}") };
+        c.ack(&m);
+        n += 1;
+    }
+    assert!((1..=5).contains(&n), "delivered {n} queued messages, limit 5");
+    p.publish(msg("qlim/t", "after").qos(QoS::AtLeastOnce));
+    assert_eq!(text(&c.expect_publish_acked()), "after");
+}
+
+/// [MQTT-4.1.0-1] A resumed session restores every subscription of a multi-filter SUBSCRIBE
+/// with its own granted QoS.
+#[test]
+fn session_restores_multiple_subscriptions() {
+    let b = Broker::default_start();
+    let mut c = b.connect(Opts::v5("multi").clean(false).session_expiry(60));
+    c.subscribe_with(
+        &[("multi/a", sub_opts(QoS::AtMostOnce)), ("multi/b/#", sub_opts(QoS::AtLeastOnce))],
+        None,
+    );
+    c.disconnect();
+    let mut c = b.connect(Opts::v5("multi").clean(false).session_expiry(60));
+    assert!(c.session_present());
+    let mut p = b.v5("multi-pub");
+    p.publish(msg("multi/a", "a").qos(QoS::AtLeastOnce));
+    assert_eq!(text(&c.expect_publish_acked()), "a");
+    p.publish(msg("multi/b/c", "bc").qos(QoS::AtLeastOnce));
+    let m = c.expect_publish_acked();
+    assert_eq!((text(&m).as_str(), m.qos_pid.qos()), ("bc", QoS::AtLeastOnce));
+}
