@@ -63,7 +63,9 @@ pub struct ShardCore {
     pub(crate) interest: FilterTrie<Interest>,
     pub(crate) retained: MemoryRetainStore<Message>,
     /// Directory entries for client ids whose hash selects this shard: the owning shard.
-    directory: FxHashMap<Bytes, u16>,
+    /// The owning shard and the claim (connection token) that made it the owner, so a late
+    /// release from an earlier owner cannot erase a newer claim.
+    directory: FxHashMap<Bytes, (u16, ConnToken)>,
     mesh: Option<Mesh>,
     /// Per destination: messages not yet accepted by its inbox.
     outbox: Vec<VecDeque<ShardMsg>>,
@@ -533,7 +535,8 @@ impl ShardCore {
     fn on_claim(&mut self, client_id: Str, shard: u16, token: ConnToken) {
         let prev = self
             .directory
-            .insert(client_id.as_bytes_shared().clone(), shard);
+            .insert(client_id.as_bytes_shared().clone(), (shard, token))
+            .map(|(owner, _)| owner);
         match prev {
             None => self.send(
                 usize::from(shard),
@@ -558,8 +561,8 @@ impl ShardCore {
         }
     }
 
-    fn on_release(&mut self, client_id: Str, shard: u16) {
-        if self.directory.get(client_id.as_bytes()) == Some(&shard) {
+    fn on_release(&mut self, client_id: Str, shard: u16, claim: ConnToken) {
+        if self.directory.get(client_id.as_bytes()) == Some(&(shard, claim)) {
             self.directory.remove(client_id.as_bytes());
         }
     }
@@ -580,19 +583,37 @@ impl ShardCore {
         let Some(cidx) = self.sessions.get(sidx).and_then(|s| s.conn) else {
             return;
         };
-        if let Some(conn) = self.conns.get_mut(cidx) {
-            info!(client_id = %conn.client_id, "session taken over");
-            if conn.version.is_v5() {
-                let d = Disconnect {
-                    reason_code: ReasonCode::SESSION_TAKEN_OVER,
-                    properties: Default::default(),
-                };
-                write_packet(conn, &Packet::Disconnect(d));
+        let Some(conn) = self.conns.get_mut(cidx) else {
+            return;
+        };
+        info!(client_id = %conn.client_id, "session taken over");
+        if conn.version.is_v5() {
+            let d = Disconnect {
+                reason_code: ReasonCode::SESSION_TAKEN_OVER,
+                properties: Default::default(),
+            };
+            write_packet(conn, &Packet::Disconnect(d));
+        }
+        // The session does not end: it passes to the new connection. Detach it first so
+        // closing the old connection neither expires nor releases it.
+        conn.session = None;
+        let will = conn.will.take();
+        self.close_conn(cidx, false, now);
+        let Some(session) = self.sessions.get_mut(sidx) else {
+            return;
+        };
+        session.conn = None;
+        // The old connection's will: published now, or after its delay unless the new
+        // connection cancels it [MQTT-3.1.3-9]; a clean start ends the session and publishes
+        // it (complete_connect).
+        if let Some(will) = will {
+            match will.properties.will_delay_secs.unwrap_or(0) {
+                0 => self.publish_will(will, now),
+                delay => {
+                    let publish_at = now + Duration::from_secs(u64::from(delay));
+                    session.pending_will = Some(PendingWill { will, publish_at });
+                }
             }
-            // The will of the old connection: published now unless its delay lets the new
-            // connection cancel it [MQTT-3.1.3-9]; close_conn stores a delayed one in the
-            // session, which moves with it and is cancelled (or published) on resume.
-            self.close_conn(cidx, true, now);
         }
     }
 
@@ -622,12 +643,19 @@ impl ShardCore {
         if let Some(p) = session.pending_will.take() {
             self.publish_will(p.will, now);
         }
-        let dir = self.directory_shard(session.client_id.as_bytes());
+        let claim = session.claim;
+        self.release_ownership(session.client_id, claim);
+    }
+
+    /// Tells the directory this shard no longer owns `client_id` (as of `claim`).
+    fn release_ownership(&mut self, client_id: Str, claim: ConnToken) {
+        let dir = self.directory_shard(client_id.as_bytes());
         self.send(
             dir,
             ShardMsg::Release {
-                client_id: session.client_id,
+                client_id,
                 shard: self.id as u16,
+                claim,
             },
         );
     }
@@ -668,28 +696,29 @@ impl ShardCore {
             // The new connection went away meanwhile: keep a moved session as offline state.
             if let Some(mut session) = moved {
                 if session.expiry_secs == 0 {
-                    let dir = self.directory_shard(client_id.as_bytes());
-                    self.send(
-                        dir,
-                        ShardMsg::Release {
-                            client_id,
-                            shard: self.id as u16,
-                        },
-                    );
+                    self.release_ownership(client_id, token);
                 } else {
                     session.expires_at =
                         Some(now + Duration::from_secs(u64::from(session.expiry_secs)));
+                    session.claim = token;
                     self.insert_session(*session);
                 }
-            } else if !local {
-                let dir = self.directory_shard(client_id.as_bytes());
-                self.send(
-                    dir,
-                    ShardMsg::Release {
-                        client_id,
-                        shard: self.id as u16,
-                    },
-                );
+            } else if local {
+                // The directory now names this claim; the session stays here, offline.
+                match self.by_client_id.get(client_id.as_bytes()).copied() {
+                    Some(sidx) => {
+                        if let Some(s) = self.sessions.get_mut(sidx) {
+                            s.claim = token;
+                            if s.conn.is_none() && s.expires_at.is_none() {
+                                s.expires_at =
+                                    Some(now + Duration::from_secs(u64::from(s.expiry_secs)));
+                            }
+                        }
+                    }
+                    None => self.release_ownership(client_id, token),
+                }
+            } else {
+                self.release_ownership(client_id, token);
             }
             return;
         }
@@ -788,8 +817,13 @@ impl ShardCore {
             }
             None => self.insert_session(Session::new(client_id.clone(), expiry)),
         };
+        let claim = ConnToken {
+            index: index as u32,
+            serial: self.conns.get(index).map_or(0, |c| c.serial),
+        };
         if let Some(s) = self.sessions.get_mut(sidx) {
             s.conn = Some(index);
+            s.claim = claim;
         }
         let Some(conn) = self.conns.get_mut(index) else {
             return;
@@ -972,6 +1006,24 @@ impl ShardCore {
 
     // ---- mesh -------------------------------------------------------------------------------
 
+    /// Handles what other shards have sent so far. Called before client bytes are processed:
+    /// whatever another shard enqueued before a client could observe its effect (an interest
+    /// update pushed before the SUBACK or CONNACK went out) is applied before that client's
+    /// next packets — shards stay causally consistent from the clients' point of view.
+    pub fn poll_mesh(&mut self, now: Instant, max: usize) -> usize {
+        let Some(mesh) = self.mesh.clone() else {
+            return 0;
+        };
+        let mut n = 0;
+        while n < max {
+            let Some(msg) = mesh.pop(self.id) else { break };
+            self.handle_mesh(msg, now);
+            n += 1;
+        }
+        self.drain_local(now);
+        n
+    }
+
     /// A message from another shard.
     pub fn on_mesh(&mut self, msg: ShardMsg, now: Instant) {
         self.handle_mesh(msg, now);
@@ -1011,7 +1063,11 @@ impl ShardCore {
             ShardMsg::ClaimedLocal { client_id, token } => {
                 self.on_session_ready(client_id, token, None, true, now)
             }
-            ShardMsg::Release { client_id, shard } => self.on_release(client_id, shard),
+            ShardMsg::Release {
+                client_id,
+                shard,
+                claim,
+            } => self.on_release(client_id, shard, claim),
         }
     }
 

@@ -21,7 +21,7 @@ use crate::session::Session;
 
 /// Identifies a connection across shards: the connection's slot and its serial number, so a
 /// reply for a connection that has since closed (and whose slot was reused) is recognised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ConnToken {
     pub index: u32,
     pub serial: u64,
@@ -67,8 +67,13 @@ pub enum ShardMsg {
     },
     /// Directory → claimant: the session is already on the claimant's own shard.
     ClaimedLocal { client_id: Str, token: ConnToken },
-    /// Owner → directory: the session ended; forget the owner if it is still `shard`.
-    Release { client_id: Str, shard: u16 },
+    /// Owner → directory: the session ended; forget the owner if it is still `shard` by the
+    /// same `claim`.
+    Release {
+        client_id: Str,
+        shard: u16,
+        claim: ConnToken,
+    },
 }
 
 /// One shard's inbox.
@@ -173,7 +178,11 @@ mod tests {
                 1,
                 ShardMsg::Release {
                     client_id: Str::from_static("a"),
-                    shard: 0
+                    shard: 0,
+                    claim: ConnToken {
+                        index: 0,
+                        serial: 0
+                    }
                 }
             )
             .is_ok()
@@ -183,6 +192,10 @@ mod tests {
             ShardMsg::Release {
                 client_id: Str::from_static("b"),
                 shard: 0,
+                claim: ConnToken {
+                    index: 0,
+                    serial: 0,
+                },
             },
         );
         assert!(matches!(back, Err(ShardMsg::Release { .. })));
@@ -193,7 +206,11 @@ mod tests {
                 5,
                 ShardMsg::Release {
                     client_id: Str::from_static("c"),
-                    shard: 0
+                    shard: 0,
+                    claim: ConnToken {
+                        index: 0,
+                        serial: 0
+                    }
                 }
             )
             .is_err()

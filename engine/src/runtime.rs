@@ -182,10 +182,7 @@ async fn inbox_loop(shard: usize, mesh: Mesh, core: Core) {
         mesh.readable(shard).await;
         let now = Instant::now();
         let mut c = core.borrow_mut();
-        for _ in 0..MESH_BATCH {
-            let Some(msg) = mesh.pop(shard) else { break };
-            c.on_mesh(msg, now);
-        }
+        c.poll_mesh(now, MESH_BATCH);
         c.flush_mesh();
         drop(c);
         // Let connection tasks run between batches.
@@ -296,6 +293,7 @@ async fn connection(stream: TcpStream, index: usize, core: Core) {
             }
             Ok(_) => {
                 let mut c = core.borrow_mut();
+                c.poll_mesh(now, usize::MAX);
                 c.on_read(index, &mut buf, now);
                 c.flush_mesh();
                 if c.conn(index).is_none_or(|conn| conn.is_closing()) {

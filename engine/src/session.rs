@@ -13,6 +13,7 @@ use ringmq_codec::{QoS, Str, SubscriptionOptions, Will};
 use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 
+use crate::mesh::ConnToken;
 use crate::message::Message;
 
 pub type SubIds = SmallVec<[NonZeroU32; 2]>;
@@ -64,6 +65,8 @@ pub struct Session {
     /// The connection (slot on the owning shard) while connected. Shard-local: cleared when
     /// the session moves to another shard.
     pub conn: Option<usize>,
+    /// The claim under which the directory shard records this shard as the owner.
+    pub claim: ConnToken,
     /// Session Expiry Interval in force (already capped by the server limit).
     pub expiry_secs: u32,
     /// When an offline session ends; `None` while connected.
@@ -86,6 +89,7 @@ impl Session {
         Session {
             client_id,
             conn: None,
+            claim: ConnToken::default(),
             expiry_secs,
             expires_at: None,
             subscriptions: FxHashMap::default(),

@@ -469,3 +469,28 @@ fn packets_pipelined_after_connect_are_processed() {
         );
     }
 }
+
+/// Regression: repeated takeovers with session expiry 0, landing on the same shard and on
+/// others. A takeover transfers the session; it must not release the directory entry the new
+/// claim just made (a late release used to erase it, and the next takeover then missed the
+/// live connection).
+#[test]
+fn repeated_takeover_same_and_other_shards() {
+    let mut cl = Cluster::new(3);
+    let (mut current, _) = cl.connect(0, "taken", true, 0);
+    for (round, shard) in [0, 0, 1, 1, 2, 0, 2, 2].into_iter().enumerate() {
+        let (next, _) = cl.connect(shard, "taken", true, 0);
+        match cl.recv(&mut current).as_slice() {
+            [Packet::Disconnect(d)] => assert_eq!(
+                d.reason_code,
+                ReasonCode::SESSION_TAKEN_OVER,
+                "round {round}"
+            ),
+            other => panic!("round {round}: {other:?}"),
+        }
+        cl.drop_conn(&current);
+        current = next;
+    }
+    let total: usize = cl.cores.iter().map(|c| c.counts().1).sum();
+    assert_eq!(total, 1, "exactly one session remains");
+}
