@@ -11,7 +11,7 @@ use bytes::{BufMut, BytesMut};
 
 use crate::props::{
     WriteProps, id, prop_bin, prop_bool, prop_str, prop_sub_ids, prop_u8, prop_u16, prop_u32,
-    prop_user, put_props,
+    prop_user, props_len, put_props,
 };
 use crate::wire::{Counter, Sink, checked_varint, put_binary, put_varint, varint_len};
 use crate::{
@@ -207,23 +207,36 @@ impl PublishHeader<'_> {
         }
     }
 
-    /// Remaining length of the PUBLISH, payload included.
-    fn remaining_len(
+    /// The remaining length of the PUBLISH (payload included) and, in v5, the length of its
+    /// property block: computed once so that encoding walks the properties only twice (size,
+    /// write).
+    fn layout(
         &self,
         version: ProtocolVersion,
         payload_len: usize,
-    ) -> Result<usize, EncodeError> {
-        let mut counter = Counter::default();
-        let props = self.props();
-        publish_head(
-            &mut counter,
-            self.topic,
-            self.qos_pid,
-            version.is_v5().then_some(&props),
-        )?;
-        let remaining = counter.0.saturating_add(payload_len);
+    ) -> Result<(usize, Option<usize>), EncodeError> {
+        let topic_len = self.topic.len();
+        if topic_len > usize::from(u16::MAX) {
+            return Err(EncodeError::FieldTooLong {
+                field: "topic name",
+                len: topic_len,
+            });
+        }
+        let props_len = if version.is_v5() {
+            Some(props_len(&self.props())?)
+        } else {
+            None
+        };
+        let packet_id_len = if self.qos_pid.packet_id().is_some() {
+            2
+        } else {
+            0
+        };
+        let head_len =
+            2 + topic_len + packet_id_len + props_len.map_or(0, |len| varint_len(len) + len);
+        let remaining = head_len.saturating_add(payload_len);
         checked_varint(remaining)?;
-        Ok(remaining)
+        Ok((remaining, props_len))
     }
 
     /// Total encoded length of the PUBLISH (fixed header + variable header + properties +
@@ -234,33 +247,46 @@ impl PublishHeader<'_> {
         version: ProtocolVersion,
         payload_len: usize,
     ) -> Result<usize, EncodeError> {
-        let remaining = self.remaining_len(version, payload_len)?;
+        let (remaining, _) = self.layout(version, payload_len)?;
         Ok(1 + varint_len(remaining) + remaining)
     }
 
     /// Appends the PUBLISH's fixed header, variable header and properties to `out`, sized for
     /// a payload of `payload_len` bytes that the caller sends right after. Allocates nothing
-    /// when `out` has room.
+    /// when `out` has room. Nothing is appended when an error is returned.
     pub fn encode(
         &self,
         version: ProtocolVersion,
         payload_len: usize,
         out: &mut BytesMut,
     ) -> Result<(), EncodeError> {
-        let remaining = self.remaining_len(version, payload_len)?;
+        let (remaining, props_len) = self.layout(version, payload_len)?;
         let head_len = remaining - payload_len;
-        let first = publish_first_byte(self.dup, self.qos_pid, self.retain);
-        let remaining_varint = checked_varint(remaining)?;
         out.reserve(1 + varint_len(remaining) + head_len);
-        out.put_u8(first);
-        put_varint(out, remaining_varint);
-        let props = self.props();
-        publish_head(
-            out,
-            self.topic,
-            self.qos_pid,
-            version.is_v5().then_some(&props),
-        )
+        let start = out.len();
+        out.put_u8(publish_first_byte(self.dup, self.qos_pid, self.retain));
+        put_varint(out, checked_varint(remaining)?);
+        let written = self.write_head(out, props_len);
+        // `layout` ran the same checks, so this cannot fail; never leave half a header.
+        if written.is_err() {
+            out.truncate(start);
+        }
+        debug_assert!(
+            written.is_err() || out.len() - start == 1 + varint_len(remaining) + head_len
+        );
+        written
+    }
+
+    fn write_head(&self, out: &mut BytesMut, props_len: Option<usize>) -> Result<(), EncodeError> {
+        put_binary(out, "topic name", self.topic)?;
+        if let Some(packet_id) = self.qos_pid.packet_id() {
+            out.push_u16(packet_id.get());
+        }
+        if let Some(len) = props_len {
+            put_varint(out, checked_varint(len)?);
+            self.props().write(out)?;
+        }
+        Ok(())
     }
 }
 

@@ -393,12 +393,17 @@ pub(crate) trait WriteProps {
     fn write<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError>;
 }
 
-/// Writes Property Length and the properties (sizing them first with a counter).
+/// Writes Property Length and the properties (see [`Sink::props`]).
 pub(crate) fn put_props<S: Sink, P: WriteProps>(s: &mut S, props: &P) -> Result<(), EncodeError> {
+    s.props(props)
+}
+
+/// The length of a property block's content (without its Property Length).
+pub(crate) fn props_len<P: WriteProps>(props: &P) -> Result<usize, EncodeError> {
     let mut counter = crate::wire::Counter::default();
     props.write(&mut counter)?;
-    put_varint(s, checked_varint(counter.0)?);
-    props.write(s)
+    checked_varint(counter.0)?;
+    Ok(counter.0)
 }
 
 pub(crate) fn prop_u8<S: Sink>(s: &mut S, ident: u8, v: Option<u8>) {
@@ -444,11 +449,12 @@ pub(crate) fn prop_bin<S: Sink>(
 }
 
 /// Copies the User Property entries of `user` (only those, whatever else its block holds).
+/// The block was validated when it was built (decoded or [`UserProperties::from_pairs`]), so
+/// its entries are copied as they are, without re-checking lengths or UTF-8.
 pub(crate) fn prop_user<S: Sink>(s: &mut S, user: &UserProperties) -> Result<(), EncodeError> {
-    for (name, value) in user.iter() {
-        s.push_u8(USER_PROPERTY);
-        put_binary(s, "user property name", name.as_bytes())?;
-        put_binary(s, "user property value", value.as_bytes())?;
+    let raw: &[u8] = &user.raw;
+    for (span, _) in entries(raw, USER_PROPERTY) {
+        s.push_slice(raw.get(span).unwrap_or_default());
     }
     Ok(())
 }
@@ -474,16 +480,18 @@ pub(crate) fn prop_sub_ids<S: Sink>(
 
 // ---- UserProperties / SubscriptionIds ----------------------------------------------------------
 
-/// Iterates the entries of a (validated) block with identifier `want`.
-fn entries(raw: &[u8], want: u8) -> impl Iterator<Item = RawValue> + Clone + '_ {
+/// Iterates the entries of a (validated) block with identifier `want`, with the span of the
+/// whole entry (identifier included).
+fn entries(raw: &[u8], want: u8) -> impl Iterator<Item = (Range<usize>, RawValue)> + Clone + '_ {
     let mut pos = 0;
     core::iter::from_fn(move || {
         while pos < raw.len() {
+            let start = pos;
             // The block was validated when it was built, so an error cannot happen; stopping
             // is the safe answer if it somehow did.
             let (ident, value) = parse_entry(raw, &mut pos).ok()?;
             if ident == want {
-                return Some(value);
+                return Some((start..pos, value));
             }
         }
         None
@@ -518,7 +526,7 @@ impl UserProperties {
     /// The (name, value) pairs in wire order. Allocates nothing.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + Clone + '_ {
         let raw: &[u8] = &self.raw;
-        entries(raw, USER_PROPERTY).filter_map(move |v| match v {
+        entries(raw, USER_PROPERTY).filter_map(move |(_, v)| match v {
             RawValue::Pair(k, v) => Some((as_str(raw, k), as_str(raw, v))),
             _ => None,
         })
@@ -550,7 +558,7 @@ impl SubscriptionIds {
 
     /// The identifiers in wire order. Allocates nothing.
     pub fn iter(&self) -> impl Iterator<Item = NonZeroU32> + Clone + '_ {
-        entries(&self.raw, SUBSCRIPTION_IDENTIFIER).filter_map(|v| match v {
+        entries(&self.raw, SUBSCRIPTION_IDENTIFIER).filter_map(|(_, v)| match v {
             RawValue::VarInt(v) => NonZeroU32::new(v),
             _ => None,
         })

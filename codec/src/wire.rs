@@ -6,6 +6,7 @@ use core::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::props::{WriteProps, props_len};
 use crate::str::StrError;
 use crate::{DecodeError, EncodeError, Str};
 
@@ -176,6 +177,9 @@ pub(crate) trait Sink {
     fn push_u16(&mut self, v: u16);
     fn push_u32(&mut self, v: u32);
     fn push_slice(&mut self, s: &[u8]);
+    /// A property block: Property Length, then the properties. The counter sizes the block
+    /// once; the buffer sizes it, then writes it.
+    fn props<P: WriteProps>(&mut self, props: &P) -> Result<(), EncodeError>;
 }
 
 /// Counts the bytes a body would take.
@@ -195,6 +199,11 @@ impl Sink for Counter {
     fn push_slice(&mut self, s: &[u8]) {
         self.0 += s.len();
     }
+    fn props<P: WriteProps>(&mut self, props: &P) -> Result<(), EncodeError> {
+        let len = props_len(props)?;
+        self.0 += varint_len(len) + len;
+        Ok(())
+    }
 }
 
 impl Sink for BytesMut {
@@ -209,6 +218,10 @@ impl Sink for BytesMut {
     }
     fn push_slice(&mut self, s: &[u8]) {
         BufMut::put_slice(self, s);
+    }
+    fn props<P: WriteProps>(&mut self, props: &P) -> Result<(), EncodeError> {
+        put_varint(self, checked_varint(props_len(props)?)?);
+        props.write(self)
     }
 }
 
