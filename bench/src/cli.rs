@@ -1,0 +1,311 @@
+//! Command-line interface, in the spirit of emqtt-bench: `-h host -p port -c clients ...`.
+//!
+//! `-h` is the host (as in emqtt-bench and mosquitto_pub), so help is `--help` only.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ringmq-bench",
+    version,
+    about = "Load generator and comparison harness for MQTT brokers"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Connect N clients, hold them idle, report the connect rate and (with --broker-pid) the
+    /// broker's memory per idle connection.
+    Conn(LoadArgs),
+    /// N publisher/subscriber pairs, one topic per pair.
+    P2p(LoadArgs),
+    /// N publishers to one subscriber (or a shared-subscription group of --shared G).
+    FanIn(LoadArgs),
+    /// One publisher to N subscribers of the same topic.
+    FanOut(LoadArgs),
+    /// Publisher/subscriber pairs at a fixed rate; reports the latency distribution.
+    Latency(LoadArgs),
+    /// Start each broker in turn, run the same scenarios, write a markdown report and SVG chart.
+    Compare(CompareArgs),
+}
+
+/// Options shared by all load scenarios.
+#[derive(Debug, Clone, Args)]
+#[command(disable_help_flag = true)]
+pub struct LoadArgs {
+    /// Print help.
+    #[arg(long, action = ArgAction::Help)]
+    pub help: Option<bool>,
+    /// Broker host.
+    #[arg(short = 'h', long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Broker port.
+    #[arg(short = 'p', long, default_value_t = 1883)]
+    pub port: u16,
+    /// Clients: connections (conn), pairs (p2p, latency), publishers (fan-in), subscribers (fan-out).
+    #[arg(short = 'c', long, default_value_t = 10)]
+    pub clients: u32,
+    /// Interval between two connection attempts, in milliseconds (0: as fast as
+    /// --connect-concurrency allows).
+    #[arg(short = 'i', long = "interval", default_value_t = 0)]
+    pub interval_ms: u64,
+    /// Topic template; `%i` is replaced by the client index. Default depends on the scenario.
+    #[arg(short = 't', long)]
+    pub topic: Option<String>,
+    /// Subscription filter template (fan-in default: the topic with every `%i` level as `+`).
+    #[arg(long)]
+    pub sub_topic: Option<String>,
+    /// QoS of publishes and subscriptions (0 or 1).
+    #[arg(short = 'q', long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub qos: u8,
+    /// Payload size in bytes (at least 8 to carry the send timestamp used for latency).
+    #[arg(short = 's', long = "size", default_value_t = 64)]
+    pub payload_size: usize,
+    /// Total messages to publish, spread evenly over the publishers (0: no limit).
+    #[arg(short = 'L', long = "limit", default_value_t = 0)]
+    pub limit: u64,
+    /// Messages per second per publisher (0: as fast as possible; QoS 1 bounded by --inflight).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// QoS 1 in-flight window per publisher (also capped by the broker's Receive Maximum).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=30000))]
+    pub inflight: u16,
+    /// At maximum rate (--rate 0): at most this many messages published but not yet delivered,
+    /// over all publishers, so the run measures what the broker sustains instead of how much
+    /// the socket buffers hold (0: no bound, open loop). Stalls of 50 ms without a delivery
+    /// write the outstanding messages off as lost.
+    #[arg(long, default_value_t = 1000)]
+    pub window: u64,
+    /// Seconds to publish (conn: seconds to hold the connections).
+    #[arg(long = "duration", default_value_t = 10.0)]
+    pub duration_secs: f64,
+    /// Milliseconds to wait for outstanding deliveries after publishing stops.
+    #[arg(long = "drain-ms", default_value_t = 2000)]
+    pub drain_ms: u64,
+    /// Protocol level: 3 (MQTT 3.1), 4 (3.1.1), 5 (5.0).
+    #[arg(short = 'V', long = "protocol-version", default_value_t = 5, value_parser = clap::value_parser!(u8).range(3..=5))]
+    pub protocol_version: u8,
+    /// Keep alive sent in CONNECT, in seconds (subscribers do not ping: keep runs shorter).
+    #[arg(short = 'k', long = "keepalive", default_value_t = 300)]
+    pub keep_alive_secs: u16,
+    /// Load-generator threads, each a monoio runtime owning a slice of the clients
+    /// (default: the number of cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Pin each load-generator thread to a core.
+    #[arg(long)]
+    pub pin: bool,
+    /// Connection attempts in flight per thread.
+    #[arg(long, default_value_t = 64)]
+    pub connect_concurrency: u32,
+    /// Fan-in: subscribe through a shared subscription group of this many subscribers.
+    #[arg(long)]
+    pub shared: Option<u32>,
+    /// Broker process id: its RSS (VmRSS) and CPU time are read from /proc before and after.
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
+    /// Client identifier prefix (default: `rb<pid>`).
+    #[arg(long)]
+    pub client_id_prefix: Option<String>,
+    #[arg(short = 'u', long)]
+    pub username: Option<String>,
+    #[arg(short = 'P', long)]
+    pub password: Option<String>,
+    /// MQTT 5 Authentication Method property of CONNECT.
+    #[arg(long)]
+    pub auth_method: Option<String>,
+    /// MQTT 5 Authentication Data property of CONNECT (as UTF-8 text).
+    #[arg(long)]
+    pub auth_data: Option<String>,
+    /// Broker name shown in the report.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// `name=command`, the command containing `{port}` (and `{config}` for mosquitto and
+    /// rumqttd, whose config file is generated). Repeat for each broker.
+    #[arg(long = "broker", required = true)]
+    pub brokers: Vec<String>,
+    /// `default`, `quick` (seconds-long smoke run), or a comma-separated list of scenario names.
+    #[arg(long, default_value = "default")]
+    pub scenarios: String,
+    /// The broker the others are compared with (ratio = other / baseline).
+    #[arg(long, default_value = "mosquitto")]
+    pub baseline: String,
+    /// Markdown file whose broker-level section is (re)written.
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    pub out: PathBuf,
+    /// SVG chart (default: next to --out, `benchmarks.svg`).
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// Also write every scenario's raw report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Load-generator threads (default: the number of cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// The command line shown in the report as the way to reproduce it.
+    #[arg(long)]
+    pub reproduce: Option<String>,
+    /// Directory for generated broker configs and logs (default: a new temp directory).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[cfg(test)]
+#[allow(clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        match Cli::try_parse_from(args) {
+            Ok(cli) => cli,
+            Err(err) => panic!("{args:?} should parse: {err}"),
+        }
+    }
+
+    #[test]
+    fn emqtt_bench_style_short_flags() {
+        let cli = parse(&[
+            "ringmq-bench",
+            "p2p",
+            "-h",
+            "10.0.0.1",
+            "-p",
+            "1884",
+            "-c",
+            "50",
+            "-i",
+            "5",
+            "-t",
+            "t/%i",
+            "-q",
+            "1",
+            "-s",
+            "256",
+            "-L",
+            "1000",
+            "-V",
+            "4",
+        ]);
+        let Command::P2p(args) = cli.command else {
+            panic!("expected p2p")
+        };
+        assert_eq!(args.host, "10.0.0.1");
+        assert_eq!(args.port, 1884);
+        assert_eq!(args.clients, 50);
+        assert_eq!(args.interval_ms, 5);
+        assert_eq!(args.topic.as_deref(), Some("t/%i"));
+        assert_eq!(args.qos, 1);
+        assert_eq!(args.payload_size, 256);
+        assert_eq!(args.limit, 1000);
+        assert_eq!(args.protocol_version, 4);
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = parse(&["ringmq-bench", "fan-in"]);
+        let Command::FanIn(args) = cli.command else {
+            panic!("expected fan-in")
+        };
+        assert_eq!(args.host, "127.0.0.1");
+        assert_eq!(args.port, 1883);
+        assert_eq!(args.qos, 0);
+        assert_eq!(args.protocol_version, 5);
+        assert_eq!(args.rate, 0.0);
+        assert_eq!(args.inflight, 64);
+        assert_eq!(args.window, 1000);
+        assert!(args.threads.is_none());
+        assert!(args.shared.is_none());
+    }
+
+    #[test]
+    fn long_flags_and_auth() {
+        let cli = parse(&[
+            "ringmq-bench",
+            "conn",
+            "--broker-pid",
+            "42",
+            "--duration",
+            "2.5",
+            "--rate",
+            "100",
+            "--username",
+            "u",
+            "--password",
+            "p",
+            "--auth-method",
+            "JWT",
+            "--auth-data",
+            "tok",
+            "--json",
+            "/tmp/x.json",
+            "--threads",
+            "3",
+            "--shared",
+            "4",
+        ]);
+        let Command::Conn(args) = cli.command else {
+            panic!("expected conn")
+        };
+        assert_eq!(args.broker_pid, Some(42));
+        assert_eq!(args.duration_secs, 2.5);
+        assert_eq!(args.rate, 100.0);
+        assert_eq!(args.username.as_deref(), Some("u"));
+        assert_eq!(args.password.as_deref(), Some("p"));
+        assert_eq!(args.auth_method.as_deref(), Some("JWT"));
+        assert_eq!(args.auth_data.as_deref(), Some("tok"));
+        assert_eq!(args.json, Some(PathBuf::from("/tmp/x.json")));
+        assert_eq!(args.threads, Some(3));
+        assert_eq!(args.shared, Some(4));
+    }
+
+    #[test]
+    fn rejects_out_of_range_values() {
+        assert!(Cli::try_parse_from(["ringmq-bench", "p2p", "-q", "2"]).is_err());
+        assert!(Cli::try_parse_from(["ringmq-bench", "p2p", "-V", "6"]).is_err());
+        assert!(Cli::try_parse_from(["ringmq-bench", "p2p", "--inflight", "0"]).is_err());
+        assert!(Cli::try_parse_from(["ringmq-bench", "p2p", "-c", "many"]).is_err());
+    }
+
+    #[test]
+    fn compare_takes_several_brokers() {
+        let cli = parse(&[
+            "ringmq-bench",
+            "compare",
+            "--broker",
+            "ringmq=ringmq --listen 127.0.0.1:{port}",
+            "--broker",
+            "mosquitto=mosquitto -c {config}",
+            "--scenarios",
+            "quick",
+        ]);
+        let Command::Compare(args) = cli.command else {
+            panic!("expected compare")
+        };
+        assert_eq!(args.brokers.len(), 2);
+        assert_eq!(args.scenarios, "quick");
+        assert_eq!(args.baseline, "mosquitto");
+        assert_eq!(args.out, PathBuf::from("docs/benchmarks.md"));
+    }
+
+    #[test]
+    fn compare_requires_a_broker() {
+        assert!(Cli::try_parse_from(["ringmq-bench", "compare"]).is_err());
+    }
+}

@@ -1,0 +1,571 @@
+//! One MQTT client connection on a monoio runtime: connect, subscribe, and the tasks that
+//! publish and receive.
+//!
+//! Reads land in the connection's `BytesMut` and are decoded in place by ringmq-codec; nothing
+//! a broker sends can panic these tasks: a bad frame or a closed socket ends the connection and
+//! is counted.
+
+use core::cell::{Cell, RefCell};
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll, Waker};
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use hdrhistogram::Histogram;
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
+use monoio::net::TcpStream;
+use ringmq_codec::{DecodeError, Limits, Packet, ProtocolVersion, QoS, QosPid, ReasonCode, decode};
+
+use crate::clock;
+use crate::config::{LoadConfig, PubSpec};
+use crate::stats::{Shared, phase};
+use crate::wire::{self, PacketIds, WireError};
+
+/// Bytes reserved before each read.
+const READ_CHUNK: usize = 64 * 1024;
+/// PUBLISH packets written per write when publishing as fast as possible.
+const PUBLISH_BATCH: u64 = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("undecodable frame from the broker: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("broker refused: {0}")]
+    Refused(ReasonCode),
+    #[error("broker closed the connection")]
+    Closed,
+    #[error("expected {expected}, got {got}")]
+    Unexpected {
+        expected: &'static str,
+        got: &'static str,
+    },
+    #[error("timed out")]
+    Timeout,
+}
+
+/// An established MQTT connection.
+#[derive(Debug)]
+pub struct Conn {
+    pub stream: TcpStream,
+    /// Bytes read but not yet decoded.
+    pub rbuf: BytesMut,
+    /// The broker's Receive Maximum (65 535 when it sent none, or in 3.1.1).
+    pub receive_maximum: u16,
+}
+
+/// Decode limits for frames from the broker: room for our payloads plus headers.
+pub fn limits(cfg: &LoadConfig) -> Limits {
+    let max = (cfg.payload_size as u64 + 64 * 1024).max(1024 * 1024);
+    Limits {
+        max_packet_size: u32::try_from(max).unwrap_or(Limits::PROTOCOL_MAX_PACKET_SIZE),
+    }
+}
+
+/// Reads more bytes into `buf`; `Ok(0)` is end of stream.
+async fn read_more<R: AsyncReadRent>(stream: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
+    buf.reserve(READ_CHUNK);
+    // Trap: monoio's `IoBufMut for BytesMut` reads to the *start* of the buffer (write_ptr is
+    // `as_mut_ptr()`), overwriting bytes not yet decoded. Reading into the spare capacity
+    // needs a `SliceMut` starting at `len`.
+    let len = buf.len();
+    let spare = std::mem::take(buf).slice_mut(len..);
+    let (res, spare) = stream.read(spare).await;
+    *buf = spare.into_inner();
+    res
+}
+
+async fn write_buf<W: AsyncWriteRentExt>(stream: &mut W, buf: &mut BytesMut) -> io::Result<()> {
+    let owned = std::mem::take(buf);
+    let (res, mut owned) = stream.write_all(owned).await;
+    owned.clear();
+    *buf = owned;
+    res.map(|_| ())
+}
+
+/// Reads until one whole packet is decoded.
+async fn read_packet(
+    conn: &mut Conn,
+    limits: &Limits,
+    version: ProtocolVersion,
+) -> Result<Packet, ClientError> {
+    loop {
+        if let Some(packet) = decode(&mut conn.rbuf, limits, version)? {
+            return Ok(packet);
+        }
+        if read_more(&mut conn.stream, &mut conn.rbuf).await? == 0 {
+            return Err(ClientError::Closed);
+        }
+    }
+}
+
+/// Opens TCP, sends CONNECT and waits for a successful CONNACK.
+pub async fn connect(
+    cfg: &LoadConfig,
+    client_id: &str,
+    timeout: Duration,
+) -> Result<Conn, ClientError> {
+    let attempt = async {
+        let stream = TcpStream::connect_addr(cfg.addr).await?;
+        stream.set_nodelay(true)?;
+        let mut conn = Conn {
+            stream,
+            rbuf: BytesMut::new(),
+            receive_maximum: u16::MAX,
+        };
+        let mut out = BytesMut::with_capacity(256);
+        wire::connect(cfg, client_id, &mut out)?;
+        write_buf(&mut conn.stream, &mut out).await?;
+        match read_packet(&mut conn, &limits(cfg), cfg.protocol).await? {
+            Packet::ConnAck(ack) if ack.reason_code.is_error() => {
+                Err(ClientError::Refused(ack.reason_code))
+            }
+            Packet::ConnAck(ack) => {
+                if let Some(max) = ack.properties.receive_maximum {
+                    conn.receive_maximum = max.get();
+                }
+                Ok(conn)
+            }
+            other => Err(ClientError::Unexpected {
+                expected: "CONNACK",
+                got: other.name(),
+            }),
+        }
+    };
+    monoio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| ClientError::Timeout)?
+}
+
+/// Subscribes to `filter` and waits for a SUBACK that grants it.
+pub async fn subscribe(cfg: &LoadConfig, conn: &mut Conn, filter: &str) -> Result<(), ClientError> {
+    let mut out = BytesMut::with_capacity(128);
+    wire::subscribe(
+        cfg.protocol,
+        PacketIds::default().next_id(),
+        filter,
+        cfg.qos,
+        &mut out,
+    )?;
+    write_buf(&mut conn.stream, &mut out).await?;
+    loop {
+        match read_packet(conn, &limits(cfg), cfg.protocol).await? {
+            Packet::SubAck(ack) => {
+                return match ack.reason_codes.first() {
+                    Some(code) if !code.is_error() => Ok(()),
+                    Some(code) => Err(ClientError::Refused(*code)),
+                    None => Err(ClientError::Refused(ReasonCode::UNSPECIFIED_ERROR)),
+                };
+            }
+            // A retained message may arrive before the SUBACK; it is not part of the run.
+            Packet::Publish(_) => continue,
+            other => {
+                return Err(ClientError::Unexpected {
+                    expected: "SUBACK",
+                    got: other.name(),
+                });
+            }
+        }
+    }
+}
+
+/// Receives PUBLISHes until the connection ends: counts them, records the latency of the
+/// stamped ones, and acknowledges QoS 1.
+pub async fn run_subscriber(
+    mut conn: Conn,
+    cfg: Rc<LoadConfig>,
+    shared: Arc<Shared>,
+    latencies: Rc<RefCell<Histogram<u64>>>,
+) {
+    let limits = limits(&cfg);
+    let mut acks = BytesMut::with_capacity(4096);
+    loop {
+        match read_more(&mut conn.stream, &mut conn.rbuf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let now = clock::monotonic_ns();
+        let start_ns = shared.start_ns.load(Ordering::Acquire);
+        let mut delivered = 0u64;
+        let mut stale = 0u64;
+        let end = {
+            let mut hist = latencies.borrow_mut();
+            loop {
+                match decode(&mut conn.rbuf, &limits, cfg.protocol) {
+                    Ok(Some(Packet::Publish(publish))) => {
+                        match clock::read_stamp(&publish.payload) {
+                            // Sent before this run started: left in the broker by an earlier run.
+                            Some(sent) if start_ns == 0 || sent < start_ns => stale += 1,
+                            Some(sent) => {
+                                delivered += 1;
+                                hist.saturating_record(now.saturating_sub(sent).max(1));
+                            }
+                            None => delivered += 1,
+                        }
+                        if let QosPid::AtLeastOnce(id) = publish.qos_pid
+                            && wire::puback(cfg.protocol, id, &mut acks).is_err()
+                        {
+                            break Some(&shared.decode_errors);
+                        }
+                    }
+                    Ok(Some(Packet::Disconnect(_))) => break Some(&shared.disconnected),
+                    Ok(Some(_)) => {}
+                    Ok(None) => break None,
+                    Err(err) => break Some(decode_failed(&shared, "subscriber", &err, &conn.rbuf)),
+                }
+            }
+        };
+        Shared::add(&shared.stale, stale);
+        if delivered > 0 {
+            Shared::add(&shared.delivered, delivered);
+            shared
+                .last_delivery_ns
+                .fetch_max(now, Ordering::Relaxed);
+        }
+        if let Some(counter) = end {
+            Shared::add(counter, 1);
+            return;
+        }
+        if !acks.is_empty() && write_buf(&mut conn.stream, &mut acks).await.is_err() {
+            break;
+        }
+    }
+    if shared.phase() < phase::DONE {
+        Shared::add(&shared.disconnected, 1);
+    }
+}
+
+/// The QoS 1 in-flight window of one publisher, shared by its writer and reader tasks.
+struct Window {
+    inflight: Cell<u32>,
+    limit: u32,
+    closed: Cell<bool>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl core::fmt::Debug for Window {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Window")
+            .field("inflight", &self.inflight.get())
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+impl Window {
+    fn room(&self) -> u32 {
+        self.limit.saturating_sub(self.inflight.get())
+    }
+
+    fn acquire(&self, n: u32) {
+        debug_assert!(n <= self.room());
+        self.inflight.set(self.inflight.get() + n);
+    }
+
+    fn release(&self, n: u32) {
+        // A broker acking more than was sent must not underflow the window.
+        self.inflight.set(self.inflight.get().saturating_sub(n));
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    fn close(&self) {
+        self.closed.set(true);
+        self.release(0);
+    }
+
+    /// Resolves when there is room in the window or the connection closed.
+    fn wait_room(&self) -> impl Future<Output = ()> + '_ {
+        core::future::poll_fn(move |cx: &mut Context<'_>| {
+            if self.room() > 0 || self.closed.get() {
+                Poll::Ready(())
+            } else {
+                self.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+    }
+}
+
+/// What a publisher needs to know about the whole run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunShape {
+    pub publishers: u32,
+    /// Deliveries per published message.
+    pub fanout: u64,
+}
+
+/// Starts a publisher's writer and reader tasks on the current runtime.
+pub fn spawn_publisher(
+    conn: Conn,
+    spec: PubSpec,
+    cfg: Rc<LoadConfig>,
+    shared: Arc<Shared>,
+    shape: RunShape,
+) {
+    let limit = match cfg.qos {
+        QoS::AtMostOnce => u32::MAX,
+        _ => u32::from(cfg.inflight.min(conn.receive_maximum)),
+    };
+    let window = Rc::new(Window {
+        inflight: Cell::new(0),
+        limit,
+        closed: Cell::new(false),
+        waker: Cell::new(None),
+    });
+    let Conn { stream, rbuf, .. } = conn;
+    let (reader, writer) = stream.into_split();
+    monoio::spawn(read_acks(
+        reader,
+        rbuf,
+        cfg.clone(),
+        shared.clone(),
+        window.clone(),
+    ));
+    monoio::spawn(publish(writer, spec, cfg, shared, window, shape));
+}
+
+async fn read_acks<R: AsyncReadRent>(
+    mut reader: R,
+    mut rbuf: BytesMut,
+    cfg: Rc<LoadConfig>,
+    shared: Arc<Shared>,
+    window: Rc<Window>,
+) {
+    let limits = limits(&cfg);
+    loop {
+        let mut acked = 0u32;
+        let end = loop {
+            match decode(&mut rbuf, &limits, cfg.protocol) {
+                Ok(Some(Packet::PubAck(ack))) => {
+                    acked += 1;
+                    if ack.reason_code.is_error() {
+                        Shared::add(&shared.refused, 1);
+                    }
+                }
+                Ok(Some(Packet::Disconnect(_))) => break Some(&shared.disconnected),
+                Ok(Some(_)) => {}
+                Ok(None) => break None,
+                Err(err) => break Some(decode_failed(&shared, "publisher", &err, &rbuf)),
+            }
+        };
+        if acked > 0 {
+            Shared::add(&shared.acked, u64::from(acked));
+            window.release(acked);
+        }
+        if let Some(counter) = end {
+            Shared::add(counter, 1);
+            break;
+        }
+        match read_more(&mut reader, &mut rbuf).await {
+            Ok(n) if n > 0 => {}
+            _ => {
+                if shared.phase() < phase::DONE {
+                    Shared::add(&shared.disconnected, 1);
+                }
+                break;
+            }
+        }
+    }
+    window.close();
+}
+
+/// Waits (polling once a millisecond) until the run reaches `target`.
+pub async fn wait_phase(shared: &Shared, target: u8) {
+    while shared.phase() < target {
+        monoio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn publish<W: AsyncWriteRentExt>(
+    mut writer: W,
+    spec: PubSpec,
+    cfg: Rc<LoadConfig>,
+    shared: Arc<Shared>,
+    window: Rc<Window>,
+    shape: RunShape,
+) {
+    let publishers = shape.publishers;
+    wait_phase(&shared, phase::RUN).await;
+    let start_ns = shared.start_ns.load(Ordering::Acquire);
+    // Spread the publishers' send instants over one period instead of sending in lockstep.
+    let offset_ns = if cfg.rate > 0.0 {
+        (f64::from(spec.index % publishers.max(1)) / f64::from(publishers.max(1)) / cfg.rate * 1e9)
+            as u64
+    } else {
+        0
+    };
+    let mut payload = vec![0x5A_u8; cfg.payload_size];
+    let mut ids = PacketIds::default();
+    let mut out = BytesMut::with_capacity(
+        (cfg.payload_size + spec.topic.len() + 16) * PUBLISH_BATCH as usize,
+    );
+    let mut sent = 0u64;
+    loop {
+        if shared.phase() >= phase::DRAIN || window.closed.get() {
+            break;
+        }
+        if spec.limit.is_some_and(|limit| sent >= limit) {
+            Shared::add(&shared.publishers_done, 1);
+            break;
+        }
+        let mut n = PUBLISH_BATCH;
+        if cfg.rate > 0.0 {
+            let elapsed_ns = clock::monotonic_ns().saturating_sub(start_ns + offset_ns);
+            let due = (elapsed_ns as f64 * cfg.rate / 1e9) as u64 + 1;
+            if due <= sent {
+                let next_ns = start_ns + offset_ns + (sent as f64 / cfg.rate * 1e9) as u64;
+                let wait = next_ns.saturating_sub(clock::monotonic_ns());
+                monoio::time::sleep(Duration::from_nanos(wait.max(1000))).await;
+                continue;
+            }
+            n = n.min(due - sent);
+        }
+        if cfg.window > 0 {
+            let room = e2e_room(&shared, cfg.window, shape.fanout);
+            if room == 0 {
+                wait_e2e_room(&shared, cfg.window, shape.fanout).await;
+                continue;
+            }
+            n = n.min(room);
+        }
+        if cfg.qos != QoS::AtMostOnce {
+            let room = window.room();
+            if room == 0 {
+                window.wait_room().await;
+                continue;
+            }
+            n = n.min(u64::from(room));
+        }
+        if let Some(limit) = spec.limit {
+            n = n.min(limit - sent);
+        }
+        for _ in 0..n {
+            clock::stamp(&mut payload, clock::monotonic_ns());
+            let qos_pid = QosPid::new(cfg.qos, ids.next_id());
+            if wire::publish(cfg.protocol, &spec.topic, qos_pid, &payload, &mut out).is_err() {
+                Shared::add(&shared.decode_errors, 1);
+                return;
+            }
+        }
+        if cfg.qos != QoS::AtMostOnce {
+            window.acquire(n as u32);
+        }
+        if write_buf(&mut writer, &mut out).await.is_err() {
+            if shared.phase() < phase::DONE {
+                Shared::add(&shared.disconnected, 1);
+            }
+            break;
+        }
+        sent += n;
+        Shared::add(&shared.published, n);
+        shared.last_publish_ns.fetch_max(clock::monotonic_ns(), Ordering::Relaxed);
+        // The legacy driver can complete a write without suspending: let the other
+        // connections of this thread run.
+        yield_now().await;
+    }
+    // Dropping the write half shuts the socket down; keep the connection open until the end
+    // so the broker does not see a publisher leave before its messages are delivered.
+    wait_phase(&shared, phase::DONE).await;
+    drop(writer);
+}
+
+/// Counts an undecodable frame and prints the first few, with the bytes that follow, so a
+/// broker (or codec) bug can be reproduced. Returns the counter the caller bumps.
+fn decode_failed<'a>(shared: &'a Shared, role: &str, err: &DecodeError, rest: &[u8]) -> &'a AtomicU64 {
+    const SHOWN: u64 = 3;
+    if Shared::get(&shared.decode_errors) < SHOWN {
+        let head: Vec<String> = rest.iter().take(32).map(|b| format!("{b:02x}")).collect();
+        eprintln!("{role}: undecodable frame from the broker: {err}; next bytes: {}", head.join(" "));
+    }
+    &shared.decode_errors
+}
+
+/// Messages published but neither delivered nor written off, over the whole run.
+fn e2e_outstanding(shared: &Shared, fanout: u64) -> u64 {
+    let published = Shared::get(&shared.published);
+    let delivered = Shared::get(&shared.delivered) / fanout.max(1);
+    published.saturating_sub(delivered + Shared::get(&shared.written_off))
+}
+
+/// How many more messages the end-to-end window allows.
+fn e2e_room(shared: &Shared, window: u64, fanout: u64) -> u64 {
+    window.saturating_sub(e2e_outstanding(shared, fanout))
+}
+
+/// How long the end-to-end window waits for a delivery before it writes the outstanding
+/// messages off as lost (a broker may drop QoS 0 messages; the window must not deadlock).
+const E2E_STALL_NS: u64 = 50_000_000;
+
+/// Waits until the end-to-end window has room, the run stops publishing, or deliveries stall.
+async fn wait_e2e_room(shared: &Shared, window: u64, fanout: u64) {
+    let mut last = (Shared::get(&shared.delivered), clock::monotonic_ns());
+    while e2e_room(shared, window, fanout) == 0 && shared.phase() < phase::DRAIN {
+        monoio::time::sleep(Duration::from_millis(1)).await;
+        let delivered = Shared::get(&shared.delivered);
+        let now = clock::monotonic_ns();
+        if delivered != last.0 {
+            last = (delivered, now);
+        } else if now - last.1 > E2E_STALL_NS {
+            let target = Shared::get(&shared.published).saturating_sub(delivered / fanout.max(1));
+            shared.written_off.fetch_max(target, Ordering::Relaxed);
+            last.1 = now;
+        }
+    }
+}
+
+/// Gives the other tasks of this runtime a turn.
+pub fn yield_now() -> impl Future<Output = ()> {
+    struct YieldNow(bool);
+    impl Future for YieldNow {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            if self.0 {
+                Poll::Ready(())
+            } else {
+                self.0 = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+    }
+    YieldNow(false)
+}
+
+#[cfg(test)]
+#[allow(clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn window(limit: u32) -> Window {
+        Window {
+            inflight: Cell::new(0),
+            limit,
+            closed: Cell::new(false),
+            waker: Cell::new(None),
+        }
+    }
+
+    #[test]
+    fn window_accounts_inflight() {
+        let w = window(4);
+        assert_eq!(w.room(), 4);
+        w.acquire(3);
+        assert_eq!(w.room(), 1);
+        w.release(2);
+        assert_eq!(w.room(), 3);
+        // More acks than sent (a broker bug) cannot open the window beyond its limit.
+        w.release(10);
+        assert_eq!(w.room(), 4);
+    }
+}

@@ -1,0 +1,460 @@
+//! A validated load configuration and the plan of clients it implies.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use ringmq_codec::{ProtocolVersion, QoS};
+use serde::Serialize;
+
+use crate::cli::LoadArgs;
+use crate::template;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    Conn,
+    P2p,
+    FanIn,
+    FanOut,
+    Latency,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Conn => "conn",
+            Scenario::P2p => "p2p",
+            Scenario::FanIn => "fan-in",
+            Scenario::FanOut => "fan-out",
+            Scenario::Latency => "latency",
+        }
+    }
+
+    fn default_topic(self) -> &'static str {
+        match self {
+            Scenario::Conn => "bench/conn/%i",
+            Scenario::P2p => "bench/p2p/%i",
+            Scenario::FanIn => "bench/fanin/%i",
+            Scenario::FanOut => "bench/fanout",
+            Scenario::Latency => "bench/lat/%i",
+        }
+    }
+}
+
+/// Publishing rate per publisher when `latency` is run without `--rate`.
+pub const DEFAULT_LATENCY_RATE: f64 = 100.0;
+/// Group name of fan-in's shared subscription.
+pub const SHARE_GROUP: &str = "bench";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot resolve {host}:{port}: {reason}")]
+    Resolve {
+        host: String,
+        port: u16,
+        reason: String,
+    },
+    #[error("--clients must be at least 1")]
+    NoClients,
+    #[error("--shared must be at least 1")]
+    EmptyShareGroup,
+    #[error("--rate must be a finite number ≥ 0, got {0}")]
+    BadRate(f64),
+    #[error("--duration must be a finite number > 0, got {0}")]
+    BadDuration(f64),
+    #[error("--threads must be at least 1")]
+    NoThreads,
+    #[error("--auth-method and --auth-data need MQTT 5 (-V 5)")]
+    AuthNeedsV5,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    pub scenario: Scenario,
+    pub addr: SocketAddr,
+    pub clients: u32,
+    pub interval_ms: u64,
+    pub topic: String,
+    pub sub_topic: Option<String>,
+    pub qos: QoS,
+    pub payload_size: usize,
+    pub limit: u64,
+    pub rate: f64,
+    pub inflight: u16,
+    /// End-to-end window at maximum rate; 0 = open loop.
+    pub window: u64,
+    pub duration: Duration,
+    pub drain: Duration,
+    pub protocol: ProtocolVersion,
+    pub keep_alive_secs: u16,
+    pub threads: usize,
+    pub pin: bool,
+    pub connect_concurrency: u32,
+    pub shared: Option<u32>,
+    pub broker_pid: Option<u32>,
+    pub client_id_prefix: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub auth_method: Option<String>,
+    pub auth_data: Option<String>,
+    pub label: Option<String>,
+    pub quiet: bool,
+}
+
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl LoadConfig {
+    pub fn from_args(scenario: Scenario, args: &LoadArgs) -> Result<LoadConfig, ConfigError> {
+        let addr = (args.host.as_str(), args.port)
+            .to_socket_addrs()
+            .map_err(|e| e.to_string())
+            .and_then(|mut addrs| addrs.next().ok_or_else(|| "no address".to_string()))
+            .map_err(|reason| ConfigError::Resolve {
+                host: args.host.clone(),
+                port: args.port,
+                reason,
+            })?;
+        if args.clients == 0 {
+            return Err(ConfigError::NoClients);
+        }
+        if args.shared == Some(0) {
+            return Err(ConfigError::EmptyShareGroup);
+        }
+        if !args.rate.is_finite() || args.rate < 0.0 {
+            return Err(ConfigError::BadRate(args.rate));
+        }
+        if !args.duration_secs.is_finite() || args.duration_secs <= 0.0 {
+            return Err(ConfigError::BadDuration(args.duration_secs));
+        }
+        let threads = args.threads.unwrap_or_else(default_threads);
+        if threads == 0 {
+            return Err(ConfigError::NoThreads);
+        }
+        let protocol = match args.protocol_version {
+            3 => ProtocolVersion::V3_1,
+            4 => ProtocolVersion::V3_1_1,
+            _ => ProtocolVersion::V5,
+        };
+        if !protocol.is_v5() && (args.auth_method.is_some() || args.auth_data.is_some()) {
+            return Err(ConfigError::AuthNeedsV5);
+        }
+        let rate = if scenario == Scenario::Latency && args.rate == 0.0 {
+            DEFAULT_LATENCY_RATE
+        } else {
+            args.rate
+        };
+        Ok(LoadConfig {
+            scenario,
+            addr,
+            clients: args.clients,
+            interval_ms: args.interval_ms,
+            topic: args
+                .topic
+                .clone()
+                .unwrap_or_else(|| scenario.default_topic().to_string()),
+            sub_topic: args.sub_topic.clone(),
+            qos: if args.qos == 1 {
+                QoS::AtLeastOnce
+            } else {
+                QoS::AtMostOnce
+            },
+            payload_size: args.payload_size,
+            limit: args.limit,
+            rate,
+            inflight: args.inflight,
+            window: if rate > 0.0 { 0 } else { args.window },
+            duration: Duration::from_secs_f64(args.duration_secs),
+            drain: Duration::from_millis(args.drain_ms),
+            protocol,
+            keep_alive_secs: args.keep_alive_secs,
+            threads,
+            pin: args.pin,
+            connect_concurrency: args.connect_concurrency.max(1),
+            shared: args.shared,
+            broker_pid: args.broker_pid,
+            client_id_prefix: args
+                .client_id_prefix
+                .clone()
+                .unwrap_or_else(|| format!("rb{}", std::process::id())),
+            username: args.username.clone(),
+            password: args.password.clone(),
+            auth_method: args.auth_method.clone(),
+            auth_data: args.auth_data.clone(),
+            label: args.label.clone(),
+            quiet: args.quiet,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubSpec {
+    pub index: u32,
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PubSpec {
+    pub index: u32,
+    pub topic: String,
+    /// Messages this publisher sends; `None`: until the run ends.
+    pub limit: Option<u64>,
+}
+
+/// Which clients a run opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub subscribers: Vec<SubSpec>,
+    pub publishers: Vec<PubSpec>,
+    /// Clients that connect and stay idle (`conn`).
+    pub idle: u32,
+    /// Deliveries expected per published message.
+    pub fanout: u64,
+}
+
+impl Plan {
+    pub fn new(cfg: &LoadConfig) -> Plan {
+        let n = cfg.clients;
+        let topic = |i| template::expand(&cfg.topic, i);
+        let filter = |i| template::expand(cfg.sub_topic.as_deref().unwrap_or(&cfg.topic), i);
+        let (subscribers, publishers, idle, fanout) = match cfg.scenario {
+            Scenario::Conn => (vec![], vec![], n, 0),
+            Scenario::P2p | Scenario::Latency => {
+                let subs = (0..n)
+                    .map(|i| SubSpec {
+                        index: i,
+                        filter: filter(i),
+                    })
+                    .collect();
+                let pubs = (0..n)
+                    .map(|i| PubSpec {
+                        index: i,
+                        topic: topic(i),
+                        limit: None,
+                    })
+                    .collect();
+                (subs, pubs, 0, 1)
+            }
+            Scenario::FanIn => {
+                let base = match &cfg.sub_topic {
+                    Some(sub) => template::expand(sub, 0),
+                    None => template::wildcard_filter(&cfg.topic),
+                };
+                let subs = match cfg.shared {
+                    Some(group) => {
+                        let shared = template::shared_filter(SHARE_GROUP, &base);
+                        (0..group)
+                            .map(|i| SubSpec {
+                                index: i,
+                                filter: shared.clone(),
+                            })
+                            .collect()
+                    }
+                    None => vec![SubSpec {
+                        index: 0,
+                        filter: base,
+                    }],
+                };
+                let pubs = (0..n)
+                    .map(|i| PubSpec {
+                        index: i,
+                        topic: topic(i),
+                        limit: None,
+                    })
+                    .collect();
+                (subs, pubs, 0, 1)
+            }
+            Scenario::FanOut => {
+                let subs = (0..n)
+                    .map(|i| SubSpec {
+                        index: i,
+                        filter: filter(0),
+                    })
+                    .collect();
+                (
+                    subs,
+                    vec![PubSpec {
+                        index: 0,
+                        topic: topic(0),
+                        limit: None,
+                    }],
+                    0,
+                    u64::from(n),
+                )
+            }
+        };
+        let mut plan = Plan {
+            subscribers,
+            publishers,
+            idle,
+            fanout,
+        };
+        plan.split_limit(cfg.limit);
+        plan
+    }
+
+    /// Spreads a total message limit over the publishers (the first ones get the remainder).
+    fn split_limit(&mut self, total: u64) {
+        if total == 0 || self.publishers.is_empty() {
+            return;
+        }
+        let n = self.publishers.len() as u64;
+        for (i, p) in self.publishers.iter_mut().enumerate() {
+            p.limit = Some(total / n + u64::from((i as u64) < total % n));
+        }
+    }
+
+    /// The part of the plan thread `thread` of `threads` runs: every `threads`-th client.
+    pub fn slice(&self, thread: usize, threads: usize) -> Plan {
+        let pick = |i: usize| i % threads == thread;
+        Plan {
+            subscribers: self
+                .subscribers
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| pick(*i))
+                .map(|(_, s)| s.clone())
+                .collect(),
+            publishers: self
+                .publishers
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| pick(*i))
+                .map(|(_, p)| p.clone())
+                .collect(),
+            idle: (0..self.idle as usize).filter(|i| pick(*i)).count() as u32,
+            fanout: self.fanout,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn config(argv: &[&str]) -> LoadConfig {
+        let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
+        let (scenario, args) = match cli.command {
+            Command::Conn(a) => (Scenario::Conn, a),
+            Command::P2p(a) => (Scenario::P2p, a),
+            Command::FanIn(a) => (Scenario::FanIn, a),
+            Command::FanOut(a) => (Scenario::FanOut, a),
+            Command::Latency(a) => (Scenario::Latency, a),
+            Command::Compare(_) => panic!("not a load command"),
+        };
+        LoadConfig::from_args(scenario, &args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn p2p_pairs_have_their_own_topic() {
+        let plan = Plan::new(&config(&["b", "p2p", "-c", "3", "-t", "t/%i"]));
+        let filters: Vec<_> = plan.subscribers.iter().map(|s| s.filter.as_str()).collect();
+        let topics: Vec<_> = plan.publishers.iter().map(|p| p.topic.as_str()).collect();
+        assert_eq!(filters, ["t/0", "t/1", "t/2"]);
+        assert_eq!(topics, ["t/0", "t/1", "t/2"]);
+        assert_eq!(plan.fanout, 1);
+    }
+
+    #[test]
+    fn fan_in_subscribes_with_a_wildcard_or_a_share_group() {
+        let plan = Plan::new(&config(&["b", "fan-in", "-c", "4"]));
+        assert_eq!(
+            plan.subscribers,
+            [SubSpec {
+                index: 0,
+                filter: "bench/fanin/+".into()
+            }]
+        );
+        assert_eq!(plan.publishers.len(), 4);
+        assert_eq!(plan.publishers[3].topic, "bench/fanin/3");
+
+        let plan = Plan::new(&config(&["b", "fan-in", "-c", "4", "--shared", "2"]));
+        assert_eq!(plan.subscribers.len(), 2);
+        assert!(
+            plan.subscribers
+                .iter()
+                .all(|s| s.filter == "$share/bench/bench/fanin/+")
+        );
+    }
+
+    #[test]
+    fn fan_out_expects_one_delivery_per_subscriber() {
+        let plan = Plan::new(&config(&["b", "fan-out", "-c", "5"]));
+        assert_eq!(plan.publishers.len(), 1);
+        assert_eq!(plan.subscribers.len(), 5);
+        assert!(plan.subscribers.iter().all(|s| s.filter == "bench/fanout"));
+        assert_eq!(plan.fanout, 5);
+    }
+
+    #[test]
+    fn limit_is_spread_over_publishers() {
+        let plan = Plan::new(&config(&["b", "p2p", "-c", "3", "-L", "100"]));
+        let limits: Vec<_> = plan.publishers.iter().map(|p| p.limit).collect();
+        assert_eq!(limits, [Some(34), Some(33), Some(33)]);
+        let plan = Plan::new(&config(&["b", "p2p", "-c", "3"]));
+        assert!(plan.publishers.iter().all(|p| p.limit.is_none()));
+    }
+
+    #[test]
+    fn slices_partition_the_clients() {
+        let plan = Plan::new(&config(&["b", "p2p", "-c", "5"]));
+        let a = plan.slice(0, 2);
+        let b = plan.slice(1, 2);
+        assert_eq!(a.subscribers.len() + b.subscribers.len(), 5);
+        assert_eq!(
+            a.publishers.iter().map(|p| p.index).collect::<Vec<_>>(),
+            [0, 2, 4]
+        );
+        assert_eq!(
+            b.publishers.iter().map(|p| p.index).collect::<Vec<_>>(),
+            [1, 3]
+        );
+        let conn = Plan::new(&config(&["b", "conn", "-c", "5"]));
+        assert_eq!(conn.slice(0, 2).idle + conn.slice(1, 2).idle, 5);
+    }
+
+    #[test]
+    fn latency_without_rate_uses_the_default_rate() {
+        assert_eq!(config(&["b", "latency"]).rate, DEFAULT_LATENCY_RATE);
+        assert_eq!(config(&["b", "latency", "--rate", "7"]).rate, 7.0);
+        assert_eq!(config(&["b", "p2p"]).rate, 0.0);
+    }
+
+    #[test]
+    fn protocol_levels() {
+        assert_eq!(
+            config(&["b", "p2p", "-V", "3"]).protocol,
+            ProtocolVersion::V3_1
+        );
+        assert_eq!(
+            config(&["b", "p2p", "-V", "4"]).protocol,
+            ProtocolVersion::V3_1_1
+        );
+        assert_eq!(config(&["b", "p2p"]).protocol, ProtocolVersion::V5);
+    }
+
+    #[test]
+    fn invalid_values_are_errors() {
+        let cli = Cli::try_parse_from(["b", "p2p", "-V", "4", "--auth-method", "x"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Command::P2p(args) = cli.command else {
+            panic!()
+        };
+        assert!(matches!(
+            LoadConfig::from_args(Scenario::P2p, &args),
+            Err(ConfigError::AuthNeedsV5)
+        ));
+        let cli = Cli::try_parse_from(["b", "p2p", "-c", "0"]).unwrap_or_else(|e| panic!("{e}"));
+        let Command::P2p(args) = cli.command else {
+            panic!()
+        };
+        assert!(matches!(
+            LoadConfig::from_args(Scenario::P2p, &args),
+            Err(ConfigError::NoClients)
+        ));
+    }
+}
