@@ -11,6 +11,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 use tracing::{debug, error, info, warn};
@@ -281,8 +282,11 @@ async fn connection(stream: TcpStream, index: usize, core: Core) {
         if buf.capacity() - buf.len() < want {
             buf.reserve(want);
         }
-        let (res, b) = reader.read(buf).await;
-        buf = b;
+        // Trap: monoio's `IoBufMut for BytesMut` reads from offset 0, over bytes already
+        // buffered; read into the spare capacity after them instead.
+        let filled = buf.len();
+        let (res, slice) = reader.read(buf.slice_mut(filled..)).await;
+        buf = slice.into_inner();
         let now = Instant::now();
         match res {
             Ok(0) | Err(_) => {
