@@ -318,3 +318,21 @@ mod tests {
         assert!(e.contains("bind") || e.contains("address"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// docs/ringmq.example.toml must stay a valid file with the documented defaults.
+    #[test]
+    fn example_file_parses_with_defaults() {
+        let text = include_str!("../../docs/ringmq.example.toml");
+        let c = Config::from_toml(text, Path::new("ringmq.example.toml")).unwrap();
+        let d = Limits::default();
+        assert_eq!(c.limits.max_packet_size, d.max_packet_size);
+        assert_eq!(c.limits.max_queued_bytes, d.max_queued_bytes);
+        assert_eq!(c.limits.shard_queue_capacity, d.shard_queue_capacity);
+        assert_eq!(c.limits.connect_timeout_secs, d.connect_timeout_secs);
+        assert_eq!(c.listeners[0].bind.port(), 1883);
+    }
+}
