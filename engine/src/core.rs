@@ -787,7 +787,6 @@ impl ShardCore {
             .topic_alias_maximum
             .unwrap_or(0)
             .min(limits.topic_alias_maximum.max(16));
-        conn.aliases_in = vec![None; usize::from(limits.topic_alias_maximum)];
         conn.request_problem_info = props.request_problem_information.unwrap_or(true);
         conn.will = connect.will.clone();
         let client_id = conn.client_id.clone();
@@ -895,7 +894,7 @@ impl ShardCore {
         match s.inflight_position(id) {
             Some(pos) if s.inflight[pos].out.qos == QoS::ExactlyOnce => {
                 if ack.reason_code.is_error() {
-                    // [MQTT-4.3.3-?] an error PUBREC ends the exchange.
+                    // A PUBREC with an error code ends the exchange: no PUBREL [MQTT-4.3.3-4].
                     s.inflight.remove(pos);
                     self.fill_window(sidx, now);
                     return;
@@ -904,7 +903,7 @@ impl ShardCore {
                 write_packet(conn, &Packet::PubRel(PubResp::new(id, ReasonCode::SUCCESS)));
             }
             _ => {
-                // [MQTT-4.3.3-?] PUBREL with 0x92 for an unknown id.
+                // Unknown id: PUBREL with 0x92 (MQTT 5.0 section 3.6.2.1).
                 let rc = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
                 write_packet(conn, &Packet::PubRel(PubResp::new(id, rc)));
             }

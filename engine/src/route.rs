@@ -249,6 +249,7 @@ impl ShardCore {
         let max_levels = self.limits.max_topic_levels;
         let max_len = self.limits.max_topic_length;
         let receive_maximum = self.limits.receive_maximum;
+        let max_alias = self.limits.topic_alias_maximum;
         let Some(conn) = self.conns.get_mut(index) else {
             return Ok(());
         };
@@ -262,23 +263,27 @@ impl ShardCore {
         let topic = match p.properties.topic_alias {
             Some(alias) => {
                 let slot = usize::from(alias.get()) - 1;
-                if slot >= conn.aliases_in.len() {
+                if slot >= usize::from(max_alias) {
                     return Err(fail(
                         ReasonCode::TOPIC_ALIAS_INVALID,
                         "[MQTT-3.3.2-9] topic alias above Topic Alias Maximum",
                     ));
                 }
                 if p.topic.is_empty() {
-                    match &conn.aliases_in[slot] {
+                    match conn.aliases_in.get(slot).and_then(Option::as_ref) {
                         Some(t) => t.clone(),
                         None => {
                             return Err(fail(
                                 ReasonCode::PROTOCOL_ERROR,
-                                "[MQTT-3.3.4-?] unknown topic alias with empty topic",
+                                "[MQTT-3.3.4] topic alias not mapped and topic name empty",
                             ));
                         }
                     }
                 } else {
+                    // The table grows on first use: idle connections carry none.
+                    if conn.aliases_in.len() <= slot {
+                        conn.aliases_in.resize(slot + 1, None);
+                    }
                     conn.aliases_in[slot] = Some(p.topic.clone());
                     p.topic.clone()
                 }
@@ -318,7 +323,7 @@ impl ShardCore {
                 return Ok(());
             };
             if s.incoming_qos2.contains(&id.get()) {
-                // A resend of a message already received [MQTT-4.3.3-?]: acknowledge only.
+                // A resend of a message already received: acknowledge only [MQTT-4.3.3-10].
                 let conn = self
                     .conns
                     .get_mut(index)
@@ -705,7 +710,7 @@ impl ShardCore {
         let Some(conn) = session.conn.and_then(|c| self.conns.get_mut(c)) else {
             return;
         };
-        // Aliases do not survive the connection [MQTT-3.3.2-?]; the map was made new.
+        // Aliases do not survive the connection [MQTT-3.3.2-7]; the map was made new.
         for f in &session.inflight {
             match f.state {
                 InflightState::Published => {
@@ -787,7 +792,7 @@ impl ShardCore {
             );
             self.add_local_sub(&full, sidx, f.options, s.subscription_id);
             codes.push(ReasonCode(f.options.qos as u8));
-            // Retained messages are not sent for shared subscriptions [MQTT-4.8.2-?].
+            // Retained messages are not sent for shared subscriptions (MQTT 5.0 section 4.8.2).
             let send_retained = shared.is_none()
                 && match f.options.retain_handling {
                     RetainHandling::SendAtSubscribe => true,

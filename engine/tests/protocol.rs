@@ -19,7 +19,7 @@ fn payloads(packets: &[Packet]) -> Vec<Bytes> {
         .collect()
 }
 
-/// [MQTT-3.2.2-?] CONNACK advertises the server's limits and capabilities.
+/// CONNACK advertises (MQTT 5.0 section 3.2.2.3) the server's limits and capabilities.
 #[test]
 fn connack_advertises_limits() {
     let mut cl = Cluster::new(1);
@@ -140,7 +140,7 @@ fn cross_shard_delivery_all_qos() {
     assert!(cl.recv(&mut sub).is_empty());
 }
 
-/// [MQTT-4.3.3-?] a resent QoS 2 PUBLISH (same packet id, before PUBREL) is not delivered twice.
+/// [MQTT-4.3.3-10] a resent QoS 2 PUBLISH (same packet id, before PUBREL) is not delivered twice.
 #[test]
 fn qos2_duplicate_not_delivered_twice() {
     let mut cl = Cluster::new(1);
