@@ -8,7 +8,7 @@ use core::num::{NonZeroU16, NonZeroU32};
 
 use bytes::BytesMut;
 
-use crate::props::{self, Props, Value, id};
+use crate::props::{self, Allowed, Props, Value, id};
 use crate::topic::{parse_shared, validate_topic_filter, validate_topic_name};
 use crate::wire::{Reader, parse_varint};
 use crate::{
@@ -100,10 +100,10 @@ fn decode_packet(
         1 => Packet::Connect(Box::new(connect(r)?)),
         2 => Packet::ConnAck(connack(r, v5)?),
         3 => Packet::Publish(publish(flags, r, v5)?),
-        4 => Packet::PubAck(pub_resp(r, v5)?),
-        5 => Packet::PubRec(pub_resp(r, v5)?),
-        6 => Packet::PubRel(pub_resp(r, v5)?),
-        7 => Packet::PubComp(pub_resp(r, v5)?),
+        4 => Packet::PubAck(pub_resp(r, v5, props::PUBACK)?),
+        5 => Packet::PubRec(pub_resp(r, v5, props::PUBREC)?),
+        6 => Packet::PubRel(pub_resp(r, v5, props::PUBREL)?),
+        7 => Packet::PubComp(pub_resp(r, v5, props::PUBCOMP)?),
         8 => Packet::Subscribe(subscribe(r, v5)?),
         9 => Packet::SubAck(suback(r, v5)?),
         10 => Packet::Unsubscribe(unsubscribe(r, v5)?),
@@ -241,11 +241,8 @@ fn connect(r: &mut Reader<'_>) -> Result<Connect, DecodeError> {
     })
 }
 
-fn auth_data_without_method() -> DecodeError {
-    DecodeError::protocol(
-        "MQTT-2.2.2.2",
-        "Authentication Data without Authentication Method",
-    )
+fn auth_data_without_method(section: &'static str) -> DecodeError {
+    DecodeError::protocol(section, "Authentication Data without Authentication Method")
 }
 
 fn connect_props(r: &mut Reader<'_>) -> Result<ConnectProperties, DecodeError> {
@@ -269,7 +266,7 @@ fn connect_props(r: &mut Reader<'_>) -> Result<ConnectProperties, DecodeError> {
         }
     }
     if p.authentication_data.is_some() && p.authentication_method.is_none() {
-        return Err(auth_data_without_method());
+        return Err(auth_data_without_method(props.section()));
     }
     p.user_properties = UserProperties {
         raw: props.block_if_seen(id::USER_PROPERTY),
@@ -356,7 +353,7 @@ fn connack_props(r: &mut Reader<'_>) -> Result<ConnAckProperties, DecodeError> {
         }
     }
     if p.authentication_data.is_some() && p.authentication_method.is_none() {
-        return Err(auth_data_without_method());
+        return Err(auth_data_without_method(props.section()));
     }
     p.user_properties = UserProperties {
         raw: props.block_if_seen(id::USER_PROPERTY),
@@ -445,21 +442,21 @@ fn publish_props(r: &mut Reader<'_>) -> Result<PublishProperties, DecodeError> {
 
 /// PUBACK, PUBREC, PUBREL, PUBCOMP: in v5 the reason code and properties may be omitted
 /// (remaining length 2: success, no properties; 3: no properties).
-fn pub_resp(r: &mut Reader<'_>, v5: bool) -> Result<PubResp, DecodeError> {
+fn pub_resp(r: &mut Reader<'_>, v5: bool, allowed: Allowed) -> Result<PubResp, DecodeError> {
     let packet_id = packet_id(r)?;
     let mut resp = PubResp::new(packet_id, ReasonCode::SUCCESS);
     if v5 && !r.is_empty() {
         resp.reason_code = ReasonCode(r.u8()?);
         if !r.is_empty() {
-            resp.properties = ack_props(r)?;
+            resp.properties = ack_props(r, allowed)?;
         }
     }
     r.finish()?;
     Ok(resp)
 }
 
-fn ack_props(r: &mut Reader<'_>) -> Result<AckProperties, DecodeError> {
-    let mut props = Props::read(r, props::ACK)?;
+fn ack_props(r: &mut Reader<'_>, allowed: Allowed) -> Result<AckProperties, DecodeError> {
+    let mut props = Props::read(r, allowed)?;
     let mut p = AckProperties::default();
     while let Some((ident, value)) = props.next()? {
         if let (id::REASON_STRING, Value::Str(v)) = (ident, value) {
@@ -551,7 +548,7 @@ fn subscription_options(byte: u8, v5: bool) -> Result<SubscriptionOptions, Decod
 fn suback(r: &mut Reader<'_>, v5: bool) -> Result<SubAck, DecodeError> {
     let packet_id = packet_id(r)?;
     let properties = if v5 {
-        ack_props(r)?
+        ack_props(r, props::SUBACK)?
     } else {
         AckProperties::default()
     };
@@ -613,7 +610,7 @@ fn unsuback(r: &mut Reader<'_>, v5: bool) -> Result<UnsubAck, DecodeError> {
             reason_codes: Vec::new(),
         });
     }
-    let properties = ack_props(r)?;
+    let properties = ack_props(r, props::UNSUBACK)?;
     let reason_codes = r.rest_slice().iter().map(|&c| ReasonCode(c)).collect();
     Ok(UnsubAck {
         packet_id,
@@ -664,7 +661,7 @@ fn auth(r: &mut Reader<'_>) -> Result<Auth, DecodeError> {
                 }
             }
             if p.authentication_data.is_some() && p.authentication_method.is_none() {
-                return Err(auth_data_without_method());
+                return Err(auth_data_without_method(props.section()));
             }
             p.user_properties = UserProperties {
                 raw: props.block_if_seen(id::USER_PROPERTY),

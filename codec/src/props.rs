@@ -63,6 +63,10 @@ pub(crate) struct Allowed {
     ids: u64,
     /// Identifiers that may repeat.
     multi: u64,
+    /// The section defining this packet's properties: each property there says "It is a
+    /// Protocol Error to include X more than once" or names its valid values, without a
+    /// numbered statement, so errors of that kind name the section.
+    section: &'static str,
 }
 
 use id::*;
@@ -80,6 +84,7 @@ pub(crate) const CONNECT: Allowed = Allowed {
         AUTHENTICATION_DATA,
     ]),
     multi: bits(&[USER_PROPERTY]),
+    section: "MQTT-3.1.2.11",
 };
 pub(crate) const WILL: Allowed = Allowed {
     ids: bits(&[
@@ -92,6 +97,7 @@ pub(crate) const WILL: Allowed = Allowed {
         USER_PROPERTY,
     ]),
     multi: bits(&[USER_PROPERTY]),
+    section: "MQTT-3.1.3.2",
 };
 pub(crate) const CONNACK: Allowed = Allowed {
     ids: bits(&[
@@ -114,6 +120,7 @@ pub(crate) const CONNACK: Allowed = Allowed {
         AUTHENTICATION_DATA,
     ]),
     multi: bits(&[USER_PROPERTY]),
+    section: "MQTT-3.2.2.3",
 };
 pub(crate) const PUBLISH: Allowed = Allowed {
     ids: bits(&[
@@ -127,19 +134,31 @@ pub(crate) const PUBLISH: Allowed = Allowed {
         CONTENT_TYPE,
     ]),
     multi: bits(&[USER_PROPERTY, SUBSCRIPTION_IDENTIFIER]),
+    section: "MQTT-3.3.2.3",
 };
-/// PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK, UNSUBACK.
-pub(crate) const ACK: Allowed = Allowed {
-    ids: bits(&[REASON_STRING, USER_PROPERTY]),
-    multi: bits(&[USER_PROPERTY]),
-};
+/// PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK, UNSUBACK: Reason String and User Property.
+const fn ack(section: &'static str) -> Allowed {
+    Allowed {
+        ids: bits(&[REASON_STRING, USER_PROPERTY]),
+        multi: bits(&[USER_PROPERTY]),
+        section,
+    }
+}
+pub(crate) const PUBACK: Allowed = ack("MQTT-3.4.2.2");
+pub(crate) const PUBREC: Allowed = ack("MQTT-3.5.2.2");
+pub(crate) const PUBREL: Allowed = ack("MQTT-3.6.2.2");
+pub(crate) const PUBCOMP: Allowed = ack("MQTT-3.7.2.2");
+pub(crate) const SUBACK: Allowed = ack("MQTT-3.9.2.1");
+pub(crate) const UNSUBACK: Allowed = ack("MQTT-3.11.2.1");
 pub(crate) const SUBSCRIBE: Allowed = Allowed {
     ids: bits(&[SUBSCRIPTION_IDENTIFIER, USER_PROPERTY]),
     multi: bits(&[USER_PROPERTY]),
+    section: "MQTT-3.8.2.1",
 };
 pub(crate) const UNSUBSCRIBE: Allowed = Allowed {
     ids: bits(&[USER_PROPERTY]),
     multi: bits(&[USER_PROPERTY]),
+    section: "MQTT-3.10.2.1",
 };
 pub(crate) const DISCONNECT: Allowed = Allowed {
     ids: bits(&[
@@ -149,6 +168,7 @@ pub(crate) const DISCONNECT: Allowed = Allowed {
         SERVER_REFERENCE,
     ]),
     multi: bits(&[USER_PROPERTY]),
+    section: "MQTT-3.14.2.2",
 };
 pub(crate) const AUTH: Allowed = Allowed {
     ids: bits(&[
@@ -158,13 +178,12 @@ pub(crate) const AUTH: Allowed = Allowed {
         USER_PROPERTY,
     ]),
     multi: bits(&[USER_PROPERTY]),
+    section: "MQTT-3.15.2.2",
 };
 
-/// Statement for identifiers that are unknown or not valid on the packet (malformed, section
-/// 2.2.2.2) and for values out of range (protocol error, stated per property in 3.x).
+/// Section 2.2.2.2: an identifier that is unknown or not valid for the packet type, or a value
+/// not of the specified type, is a Malformed Packet.
 const PROPERTY: &str = "MQTT-2.2.2.2";
-/// Statement the codec reports for a property included more than once.
-const DUPLICATE: &str = "MQTT-2.2.2-2";
 
 /// A property value with its strings and binary data as ranges of the block it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,6 +318,11 @@ impl<'a> Props<'a> {
         }
     }
 
+    /// The section defining this packet's properties, for errors about their combination.
+    pub(crate) fn section(&self) -> &'static str {
+        self.allowed.section
+    }
+
     fn slice(&self, r: Range<usize>) -> Bytes {
         self.frame.slice(self.start + r.start..self.start + r.end)
     }
@@ -317,16 +341,19 @@ impl<'a> Props<'a> {
         }
         if self.seen & bit != 0 && self.allowed.multi & bit == 0 {
             return Err(DecodeError::protocol(
-                DUPLICATE,
+                self.allowed.section,
                 "property included more than once",
             ));
         }
         self.seen |= bit;
         let value = match raw {
-            RawValue::Byte(b) => check_byte(ident, b)?,
+            RawValue::Byte(b) => check_byte(ident, b, self.allowed.section)?,
             RawValue::U16(v) => {
                 if v == 0 && ident == RECEIVE_MAXIMUM {
-                    return Err(DecodeError::protocol(PROPERTY, "Receive Maximum is 0"));
+                    return Err(DecodeError::protocol(
+                        self.allowed.section,
+                        "Receive Maximum is 0",
+                    ));
                 }
                 if v == 0 && ident == TOPIC_ALIAS {
                     return Err(DecodeError::protocol("MQTT-3.3.2-8", "Topic Alias is 0"));
@@ -335,14 +362,17 @@ impl<'a> Props<'a> {
             }
             RawValue::U32(v) => {
                 if v == 0 && ident == MAXIMUM_PACKET_SIZE {
-                    return Err(DecodeError::protocol(PROPERTY, "Maximum Packet Size is 0"));
+                    return Err(DecodeError::protocol(
+                        self.allowed.section,
+                        "Maximum Packet Size is 0",
+                    ));
                 }
                 Value::U32(v)
             }
             RawValue::VarInt(v) => {
                 if v == 0 {
                     return Err(DecodeError::protocol(
-                        PROPERTY,
+                        self.allowed.section,
                         "Subscription Identifier is 0",
                     ));
                 }
@@ -369,18 +399,18 @@ fn validate_str(bytes: &[u8]) -> Result<(), DecodeError> {
     }
 }
 
-fn check_byte(ident: u8, b: u8) -> Result<Value, DecodeError> {
+fn check_byte(ident: u8, b: u8, section: &'static str) -> Result<Value, DecodeError> {
     match (ident, b) {
         (MAXIMUM_QOS, 0 | 1) => Ok(Value::Byte(b)),
-        (MAXIMUM_QOS, _) => Err(DecodeError::protocol(PROPERTY, "Maximum QoS is not 0 or 1")),
+        (MAXIMUM_QOS, _) => Err(DecodeError::protocol(section, "Maximum QoS is not 0 or 1")),
         (_, 0) => Ok(Value::Bool(false)),
         (_, 1) => Ok(Value::Bool(true)),
         (PAYLOAD_FORMAT_INDICATOR, _) => Err(DecodeError::protocol(
-            PROPERTY,
+            section,
             "Payload Format Indicator is not 0 or 1",
         )),
         _ => Err(DecodeError::protocol(
-            PROPERTY,
+            section,
             "boolean property is not 0 or 1",
         )),
     }
@@ -607,9 +637,14 @@ mod tests {
             WILL,
             CONNACK,
             PUBLISH,
-            ACK,
+            PUBACK,
+            PUBREC,
+            PUBREL,
+            PUBCOMP,
             SUBSCRIBE,
+            SUBACK,
             UNSUBSCRIBE,
+            UNSUBACK,
             DISCONNECT,
             AUTH,
         ];

@@ -320,39 +320,85 @@ fn v311_return_codes() {
 
 #[test]
 fn duplicate_properties() {
+    // Each packet's properties section says "It is a Protocol Error to include X more than
+    // once" (no numbered statement), so the error names that section.
     // PUBLISH: Message Expiry Interval twice.
     check(
         "30 0e 0001 74 0a 02 00000001 02 00000002",
         V5,
         PROTOCOL,
-        "MQTT-2.2.2-2",
+        "MQTT-3.3.2.3",
     );
     // SUBSCRIBE: Subscription Identifier twice (only PUBLISH may repeat it).
     check(
         "82 0b 0001 04 0b 01 0b 02 0001 23 00",
         V5,
         PROTOCOL,
-        "MQTT-2.2.2-2",
+        "MQTT-3.8.2.1",
     );
     // CONNECT: Session Expiry Interval twice.
     check(
         "10 17 0004 4d515454 05 02 003c 0a 11 00000001 11 00000001 0000",
         V5,
         PROTOCOL,
-        "MQTT-2.2.2-2",
+        "MQTT-3.1.2.11",
     );
     // Reason String twice in PUBACK; Authentication Method twice in AUTH.
     check(
         "40 0c 0001 80 08 1f 0001 61 1f 0001 62",
         V5,
         PROTOCOL,
-        "MQTT-2.2.2-2",
+        "MQTT-3.4.2.2",
     );
     check(
         "f0 0c 18 0a 15 0002 6d31 15 0002 6d32",
         V5,
         PROTOCOL,
-        "MQTT-2.2.2-2",
+        "MQTT-3.15.2.2",
+    );
+}
+
+#[test]
+fn duplicates_of_every_ack_type_name_their_section() {
+    for (first, section) in [
+        ("40", "MQTT-3.4.2.2"),
+        ("50", "MQTT-3.5.2.2"),
+        ("62", "MQTT-3.6.2.2"),
+        ("70", "MQTT-3.7.2.2"),
+    ] {
+        let hex_str = format!("{first} 0c 0001 80 08 1f 0001 61 1f 0001 62");
+        check(&hex_str, V5, PROTOCOL, section);
+    }
+    check(
+        "90 0c 0001 08 1f 0001 61 1f 0001 62 00",
+        V5,
+        PROTOCOL,
+        "MQTT-3.9.2.1",
+    );
+    check(
+        "b0 0c 0001 08 1f 0001 61 1f 0001 62 00",
+        V5,
+        PROTOCOL,
+        "MQTT-3.11.2.1",
+    );
+    check(
+        "e0 0c 80 0a 11 00000001 11 00000001",
+        V5,
+        PROTOCOL,
+        "MQTT-3.14.2.2",
+    );
+    check(
+        "20 0d 00 00 0a 24 00 24 00 13 0001 13 0001",
+        V5,
+        PROTOCOL,
+        "MQTT-3.2.2.3",
+    );
+    // Will properties: Will Delay Interval twice.
+    check(
+        "10 1e 0004 4d515454 05 06 003c 00 0000 0a 18 00000001 18 00000001 0001 74 0001 70",
+        V5,
+        PROTOCOL,
+        "MQTT-3.1.3.2",
     );
 }
 
@@ -373,7 +419,7 @@ fn properties_not_allowed_or_unknown() {
         "MQTT-2.2.2.2",
     );
     check(
-        "10 15 0004 4d515454 05 06 003c 00 0000 03 23 0001 0001 74 0001 70",
+        "10 17 0004 4d515454 05 06 003c 00 0000 03 23 0001 0001 74 0001 70",
         V5,
         MALFORMED,
         "MQTT-2.2.2.2",
@@ -399,27 +445,27 @@ fn property_values_out_of_range() {
             props.len()
         )
     };
-    check(&connect_with("21 0000"), V5, PROTOCOL, "MQTT-2.2.2.2"); // Receive Maximum 0
-    check(&connect_with("27 00000000"), V5, PROTOCOL, "MQTT-2.2.2.2"); // Maximum Packet Size 0
-    check(&connect_with("17 02"), V5, PROTOCOL, "MQTT-2.2.2.2"); // Request Problem Information 2
-    check(&connect_with("19 ff"), V5, PROTOCOL, "MQTT-2.2.2.2"); // Request Response Information
-    check(&connect_with("16 0001 00"), V5, PROTOCOL, "MQTT-2.2.2.2"); // data without method
+    check(&connect_with("21 0000"), V5, PROTOCOL, "MQTT-3.1.2.11"); // Receive Maximum 0
+    check(&connect_with("27 00000000"), V5, PROTOCOL, "MQTT-3.1.2.11"); // Maximum Packet Size 0
+    check(&connect_with("17 02"), V5, PROTOCOL, "MQTT-3.1.2.11"); // Request Problem Information 2
+    check(&connect_with("19 ff"), V5, PROTOCOL, "MQTT-3.1.2.11"); // Request Response Information
+    check(&connect_with("16 0001 00"), V5, PROTOCOL, "MQTT-3.1.2.11"); // data without method
     check("30 07 0001 74 03 23 0000", V5, PROTOCOL, "MQTT-3.3.2-8"); // Topic Alias 0
-    check("30 06 0001 74 02 0b 00", V5, PROTOCOL, "MQTT-2.2.2.2"); // Subscription Identifier 0
+    check("30 06 0001 74 02 0b 00", V5, PROTOCOL, "MQTT-3.3.2.3"); // Subscription Identifier 0
     check(
-        "82 08 0001 02 0b 00 0001 23 00",
+        "82 09 0001 02 0b 00 0001 23 00",
         V5,
         PROTOCOL,
-        "MQTT-2.2.2.2",
+        "MQTT-3.8.2.1",
     );
-    check("30 06 0001 74 02 01 02", V5, PROTOCOL, "MQTT-2.2.2.2"); // Payload Format 2
-    check("20 05 00 00 02 24 02", V5, PROTOCOL, "MQTT-2.2.2.2"); // Maximum QoS 2
-    check("20 05 00 00 02 25 02", V5, PROTOCOL, "MQTT-2.2.2.2"); // Retain Available 2
-    check("20 05 00 00 02 28 05", V5, PROTOCOL, "MQTT-2.2.2.2");
-    check("20 05 00 00 02 29 05", V5, PROTOCOL, "MQTT-2.2.2.2");
-    check("20 05 00 00 02 2a 05", V5, PROTOCOL, "MQTT-2.2.2.2");
-    check("20 06 00 00 03 21 0000", V5, PROTOCOL, "MQTT-2.2.2.2");
-    check("f0 06 18 04 16 0001 00", V5, PROTOCOL, "MQTT-2.2.2.2");
+    check("30 06 0001 74 02 01 02", V5, PROTOCOL, "MQTT-3.3.2.3"); // Payload Format 2
+    check("20 05 00 00 02 24 02", V5, PROTOCOL, "MQTT-3.2.2.3"); // Maximum QoS 2
+    check("20 05 00 00 02 25 02", V5, PROTOCOL, "MQTT-3.2.2.3"); // Retain Available 2
+    check("20 05 00 00 02 28 05", V5, PROTOCOL, "MQTT-3.2.2.3");
+    check("20 05 00 00 02 29 05", V5, PROTOCOL, "MQTT-3.2.2.3");
+    check("20 05 00 00 02 2a 05", V5, PROTOCOL, "MQTT-3.2.2.3");
+    check("20 06 00 00 03 21 0000", V5, PROTOCOL, "MQTT-3.2.2.3");
+    check("f0 06 18 04 16 0001 00", V5, PROTOCOL, "MQTT-3.15.2.2");
     // Subscription Identifier as a 5-byte and as a non-minimal Variable Byte Integer.
     check(
         "30 0a 0001 74 06 0b ffffffff7f",
@@ -438,7 +484,7 @@ fn property_length_overruns() {
     check("30 08 0001 74 03 02 0000 ff", V5, MALFORMED, "MQTT-2.2.2.2");
     // A user property value that runs past it.
     check(
-        "40 0a 0001 00 06 26 0001 61 0005 62",
+        "40 0b 0001 00 06 26 0001 61 0005 62",
         V5,
         MALFORMED,
         "MQTT-2.2.2.2",
@@ -475,7 +521,7 @@ fn remaining_length_disagrees_with_content() {
     check("32 06 0003 612f62 00", V5, MALFORMED, "MQTT-2.1.4");
     check("20 01 00", V311, MALFORMED, "MQTT-2.1.4");
     check(
-        "10 0b 0004 4d515454 04 82 003c 0000",
+        "10 0c 0004 4d515454 04 82 003c 0000",
         V5,
         MALFORMED,
         "MQTT-2.1.4",

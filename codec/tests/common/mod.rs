@@ -52,9 +52,18 @@ pub fn vector(hex_str: &str, version: ProtocolVersion, expected: &Packet) {
     );
 }
 
-/// The decode error for `hex`.
+/// The decode error for `hex`, which must be exactly one frame (its remaining length matches
+/// its size), so that the error comes from the content and not from a mistyped vector.
 pub fn decode_err(hex_str: &str, version: ProtocolVersion) -> DecodeError {
-    match decode_all(&hex(hex_str), version) {
+    let bytes = hex(hex_str);
+    if let Ok(Some(len)) = ringmq_codec::peek_frame_len(&bytes, &Limits::default()) {
+        assert_eq!(
+            len,
+            bytes.len(),
+            "{hex_str}: remaining length disagrees with the vector"
+        );
+    }
+    match decode_all(&bytes, version) {
         Ok(p) => panic!("expected an error, decoded {p:?}"),
         Err(e) => e,
     }
