@@ -22,6 +22,13 @@ use crate::{
 ///
 /// `version` is the connection's protocol version (any value before CONNECT: CONNECT carries
 /// its own). Returns `Ok(None)` and leaves `buf` untouched while the frame is incomplete.
+///
+/// Errors: [`DecodeError::PacketTooLarge`] and a malformed Remaining Length are reported as
+/// soon as the fixed header is in `buf`, before the body arrives, and leave `buf` untouched.
+/// Any other error is found after the frame was split off `buf` (so it is consumed). Every
+/// error ends the connection: in MQTT 5 send CONNACK (in reply to CONNECT) or DISCONNECT with
+/// [`DecodeError::reason_code`] first; in 3.1.1 just close, except that an unsupported
+/// protocol level gets CONNACK 0x01 (`reason_code().to_v3_connack()`).
 pub fn decode(
     buf: &mut BytesMut,
     limits: &Limits,
