@@ -483,6 +483,14 @@ impl Client {
         }
     }
 
+    /// Asserts a DISCONNECT (v5) whose reason is one of `reasons`, then a close; for spec
+    /// statements that leave the exact code open.
+    pub fn expect_disconnect_one_of(&mut self, reasons: &[ReasonCode], timeout: Duration) -> ReasonCode {
+        let d = self.expect_disconnect(timeout);
+        assert!(reasons.contains(&d.reason_code), "[{}] DISCONNECT reason not in {reasons:?}: {d:?}", self.name);
+        d.reason_code
+    }
+
     /// Publishes and completes the flow: QoS 1 waits for PUBACK, QoS 2 for PUBREC, sends PUBREL
     /// (if PUBREC succeeded) and waits for PUBCOMP. Returns the PUBACK/PUBREC reason code.
     pub fn publish(&mut self, mut p: Publish) -> Option<ReasonCode> {

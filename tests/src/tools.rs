@@ -211,10 +211,17 @@ pub fn mosquitto_pub(broker: &Broker, args: &[&str]) -> ToolOutput {
 
 /// Starts `mosquitto_sub` against `broker` with `args` plus `-d -F SUB_FORMAT`, and waits until
 /// it has received its SUBACK. Give it `-C n` and `-W secs` so it ends by itself.
+///
+/// It runs under `stdbuf -oL`: its stdout is a file, which stdio would otherwise buffer until
+/// exit, and the SUBACK line is what tells the test it may publish.
 pub fn mosquitto_sub(broker: &Broker, args: &[&str]) -> Tool {
-    let mut all = with_broker(broker, args);
+    let mut all = vec!["-oL".to_owned(), "mosquitto_sub".to_owned()];
+    all.extend(with_broker(broker, args));
     all.extend(["-d".to_owned(), "-F".to_owned(), SUB_FORMAT.to_owned()]);
-    let mut tool = Tool::spawn("mosquitto_sub", &all, MOSQUITTO_INSTALL);
+    if !std::process::Command::new("mosquitto_sub").arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {
+        panic!("`mosquitto_sub` is not installed but this test needs it: {MOSQUITTO_INSTALL}");
+    }
+    let mut tool = Tool::spawn("stdbuf", &all, "stdbuf is part of GNU coreutils: apt-get install -y coreutils");
     tool.wait_for_stdout("received SUBACK", TOOL_TIMEOUT);
     tool
 }
@@ -226,4 +233,96 @@ pub fn python(script: &str, args: &[&str]) -> Tool {
     let mut all = vec!["-u".to_owned(), path.to_string_lossy().into_owned()];
     all.extend(args.iter().map(|a| (*a).to_owned()));
     Tool::spawn("python3", &all, PAHO_INSTALL)
+}
+
+/// A message as printed by the paho scripts (`MSG key=value ...`, bytes hex-encoded).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PyMsg {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: u8,
+    pub retain: bool,
+    pub user_props: Vec<(String, String)>,
+    pub content_type: Option<String>,
+    pub response_topic: Option<String>,
+    pub correlation_data: Option<Vec<u8>>,
+    pub message_expiry: Option<u32>,
+    pub payload_format: Option<u8>,
+    pub sub_ids: Vec<u32>,
+}
+
+impl PyMsg {
+    pub fn payload_text(&self) -> String {
+        String::from_utf8_lossy(&self.payload).into_owned()
+    }
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2).map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex from script")).collect()
+}
+
+fn unhex_text(s: &str) -> String {
+    String::from_utf8_lossy(&unhex(s)).into_owned()
+}
+
+/// Parses the `MSG` lines the paho scripts print.
+pub fn parse_py_lines(stdout: &str) -> Vec<PyMsg> {
+    stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("MSG "))
+        .map(|rest| {
+            let mut m = PyMsg::default();
+            for field in rest.split_whitespace() {
+                let Some((key, value)) = field.split_once('=') else { continue };
+                match key {
+                    "topic" => m.topic = unhex_text(value),
+                    "payload" => m.payload = unhex(value),
+                    "qos" => m.qos = value.parse().expect("qos"),
+                    "retain" => m.retain = value == "1",
+                    "up" => {
+                        let (k, v) = value.split_once(':').expect("up=name:value");
+                        m.user_props.push((unhex_text(k), unhex_text(v)));
+                    }
+                    "ct" => m.content_type = Some(unhex_text(value)),
+                    "rt" => m.response_topic = Some(unhex_text(value)),
+                    "cd" => m.correlation_data = Some(unhex(value)),
+                    "exp" => m.message_expiry = value.parse().ok(),
+                    "pfi" => m.payload_format = value.parse().ok(),
+                    "sid" => m.sub_ids.push(value.parse().expect("sid")),
+                    _ => {}
+                }
+            }
+            m
+        })
+        .collect()
+}
+
+impl ToolOutput {
+    /// The `MSG` lines of a paho script.
+    pub fn py_messages(&self) -> Vec<PyMsg> {
+        parse_py_lines(&self.stdout)
+    }
+}
+
+/// Starts `tests/py/paho_sub.py` against `broker` and waits until it is subscribed.
+pub fn paho_sub(broker: &Broker, version: &str, topic: &str, qos: u8, count: usize, extra: &[&str]) -> Tool {
+    let port = broker.port().to_string();
+    let qos = qos.to_string();
+    let count = count.to_string();
+    let mut args = vec!["--port", &port, "--version", version, "--topic", topic, "--qos", &qos, "--count", &count];
+    args.extend_from_slice(extra);
+    let mut tool = python("paho_sub.py", &args);
+    tool.wait_for_stdout("SUBSCRIBED", TOOL_TIMEOUT);
+    tool
+}
+
+/// Runs `tests/py/paho_pub.py` against `broker` to completion and asserts it succeeded.
+pub fn paho_pub(broker: &Broker, version: &str, topic: &str, qos: u8, extra: &[&str]) -> ToolOutput {
+    let port = broker.port().to_string();
+    let qos = qos.to_string();
+    let mut args = vec!["--port", &port, "--version", version, "--topic", topic, "--qos", &qos];
+    args.extend_from_slice(extra);
+    let out = python("paho_pub.py", &args).wait(TOOL_TIMEOUT);
+    out.assert_success();
+    out
 }

@@ -55,14 +55,18 @@ fn topic_alias_above_maximum_disconnects_0x94() {
     p.expect_disconnect_reason(ReasonCode::TOPIC_ALIAS_INVALID, WAIT);
 }
 
-/// [MQTT-3.3.2-8] A Topic Alias of 0 is invalid: DISCONNECT 0x94.
+/// [MQTT-3.3.2-8] A Topic Alias of 0 is not permitted: DISCONNECT 0x94 (Topic Alias invalid), or
+/// 0x82/0x81, which the specification does not rule out for this case.
 #[test]
 fn topic_alias_zero_disconnects_0x94() {
     let b = broker_with_aliases();
     let mut p = b.v5("ca-zero");
     // PUBLISH QoS 0, topic "a", properties { Topic Alias (0x23) = 0 }, payload "x".
     p.send_raw(&[0x30, 8, 0, 1, b'a', 3, 0x23, 0, 0, b'x']).unwrap();
-    p.expect_disconnect_reason(ReasonCode::TOPIC_ALIAS_INVALID, WAIT);
+    p.expect_disconnect_one_of(
+        &[ReasonCode::TOPIC_ALIAS_INVALID, ReasonCode::PROTOCOL_ERROR, ReasonCode::MALFORMED_PACKET],
+        WAIT,
+    );
 }
 
 /// (3.3.2.3.4) An empty topic with an alias that has no mapping on this connection is an error
