@@ -356,3 +356,24 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Runs the broker binary with `config` as its config file, on a free loopback port, and waits
+/// (at most `timeout`) for it to exit: for configurations that must be refused at startup.
+/// Returns the file's path and what the process printed; a broker still running at the timeout
+/// is killed (status `None`).
+pub fn run_broker_with_bad_config(config: &str, timeout: Duration) -> (PathBuf, tools::ToolOutput) {
+    let dir = temp_dir("badconfig");
+    let path = dir.join("bad-ringmq.toml");
+    fs::write(&path, config).expect("write config");
+    let args = vec![
+        "--config".to_owned(),
+        path.to_string_lossy().into_owned(),
+        "--listen".to_owned(),
+        format!("127.0.0.1:{}", free_port()),
+        "--shards".to_owned(),
+        "1".to_owned(),
+    ];
+    let bin = broker_binary();
+    let out = tools::Tool::spawn(&bin.to_string_lossy(), &args, "cargo build -p ringmq").wait(timeout);
+    (path, out)
+}
