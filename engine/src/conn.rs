@@ -1,6 +1,7 @@
 //! Per-connection protocol state: what the shard core keeps for one network connection.
 //! No I/O here: the runtime reads bytes into the core and writes `out` to the socket.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
 use std::task::Waker;
@@ -49,8 +50,13 @@ pub struct Conn {
     pub aliases_out: FxHashMap<Bytes, NonZeroU16>,
     pub request_problem_info: bool,
     pub will: Option<Will>,
-    /// Encoded packets waiting to be written.
+    /// Encoded packets waiting to be written (after `out_chunks`).
     pub out: BytesMut,
+    /// Frames written before `out`: a large payload is queued as the publisher's own `Bytes`
+    /// (shared, not copied per subscriber), preceded by the bytes encoded before it.
+    pub out_chunks: VecDeque<Bytes>,
+    /// Bytes held in `out_chunks`.
+    pub out_chunk_bytes: usize,
     /// The writer task, parked until `out` has data or the connection closes.
     pub writer: Option<Waker>,
     /// Bytes received after CONNECT while the session was being claimed.
@@ -78,6 +84,8 @@ impl Conn {
             request_problem_info: true,
             will: None,
             out: BytesMut::new(),
+            out_chunks: VecDeque::new(),
+            out_chunk_bytes: 0,
             writer: None,
             held_input: BytesMut::new(),
             connect_expiry_zero: false,
@@ -92,10 +100,52 @@ impl Conn {
         matches!(self.state, ConnState::Closing)
     }
 
+    /// Bytes waiting to be written.
+    pub fn pending_bytes(&self) -> usize {
+        self.out.len() + self.out_chunk_bytes
+    }
+
+    /// Queues a payload by reference: what is encoded so far becomes a frame, then the
+    /// payload follows as its own frame.
+    pub fn push_payload(&mut self, payload: Bytes) {
+        if !self.out.is_empty() {
+            let head = self.out.split().freeze();
+            self.out_chunk_bytes += head.len();
+            self.out_chunks.push_back(head);
+        }
+        self.out_chunk_bytes += payload.len();
+        self.out_chunks.push_back(payload);
+    }
+
+    /// The next frame for the writer: queued frames first, then `out` (swapped with
+    /// `spare`, so steady state allocates nothing).
+    pub fn take_output(&mut self, spare: &mut BytesMut) -> Option<Output> {
+        if let Some(chunk) = self.out_chunks.pop_front() {
+            self.out_chunk_bytes -= chunk.len();
+            return Some(Output::Frame(chunk));
+        }
+        if self.out.is_empty() {
+            return None;
+        }
+        Some(Output::Buffer(std::mem::replace(
+            &mut self.out,
+            std::mem::take(spare),
+        )))
+    }
+
     /// Wakes the writer after `out` changed.
     pub fn wake_writer(&mut self) {
         if let Some(waker) = self.writer.take() {
             waker.wake();
         }
     }
+}
+
+/// What the writer task writes next.
+#[derive(Debug)]
+pub enum Output {
+    /// A shared frame (usually a large payload).
+    Frame(Bytes),
+    /// The encode buffer; handed back to the connection as its spare when written.
+    Buffer(BytesMut),
 }

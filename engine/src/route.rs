@@ -627,7 +627,7 @@ impl ShardCore {
         };
         if out.qos == QoS::AtMostOnce {
             // A slow reader's QoS 0 backlog is bounded by max_queued_bytes.
-            if conn.out.len() > max_bytes {
+            if conn.pending_bytes() > max_bytes {
                 self.stats.dropped_qos0_slow += 1;
                 return;
             }
@@ -911,6 +911,11 @@ fn nth_bit(mut mask: u64, n: u32) -> usize {
     mask.trailing_zeros() as usize
 }
 
+/// Payloads at least this large are queued to the socket as the shared `Bytes` instead of
+/// being copied into each subscriber's buffer; smaller ones are cheaper to copy than to
+/// write as a separate frame.
+pub const PAYLOAD_BY_REFERENCE: usize = 8 * 1024;
+
 /// Encodes one PUBLISH to `conn`: the header (topic or alias, expiry, subscription ids) and
 /// the payload. A packet larger than the client's Maximum Packet Size is not sent
 /// [MQTT-3.1.2-25]. Returns whether it was written.
@@ -955,12 +960,21 @@ pub(crate) fn write_publish(
         debug!(client_id = %conn.client_id, len, max = conn.client_max_packet, "message larger than the client's Maximum Packet Size dropped");
         return false;
     }
-    conn.out.reserve(len);
+    let by_reference = m.payload.len() >= PAYLOAD_BY_REFERENCE;
+    conn.out.reserve(if by_reference {
+        len - m.payload.len()
+    } else {
+        len
+    });
     if let Err(e) = header.encode(version, m.payload.len(), &mut conn.out) {
         warn!(client_id = %conn.client_id, "cannot encode PUBLISH: {e}");
         return false;
     }
-    conn.out.extend_from_slice(&m.payload);
+    if by_reference {
+        conn.push_payload(m.payload.clone());
+    } else {
+        conn.out.extend_from_slice(&m.payload);
+    }
     if let Some(alias) = new_alias {
         conn.aliases_out
             .insert(m.topic.as_bytes_shared().clone(), alias);

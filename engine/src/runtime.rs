@@ -14,9 +14,10 @@ use bytes::BytesMut;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{Config, Driver};
+use crate::conn::Output;
 use crate::core::ShardCore;
 use crate::mesh::Mesh;
 
@@ -240,13 +241,19 @@ async fn connection(stream: TcpStream, index: usize, core: Core) {
     let write_task = monoio::spawn(async move {
         let mut spare = BytesMut::new();
         loop {
-            let (buf, closing) = match next_output(&write_core, index, &mut spare).await {
+            let (output, closing) = match next_output(&write_core, index, &mut spare).await {
                 Some(x) => x,
                 None => break,
             };
-            let (res, mut buf) = writer.write_all(buf).await;
-            buf.clear();
-            spare = buf;
+            let res = match output {
+                Output::Buffer(buf) => {
+                    let (res, mut buf) = writer.write_all(buf).await;
+                    buf.clear();
+                    spare = buf;
+                    res
+                }
+                Output::Frame(frame) => writer.write_all(frame).await.0,
+            };
             if let Err(e) = res {
                 debug!(index, "write failed: {e}");
                 break;
@@ -255,7 +262,7 @@ async fn connection(stream: TcpStream, index: usize, core: Core) {
                 && write_core
                     .borrow()
                     .conn(index)
-                    .is_some_and(|c| c.out.is_empty())
+                    .is_some_and(|c| c.pending_bytes() == 0)
             {
                 break;
             }
@@ -312,22 +319,21 @@ async fn connection(stream: TcpStream, index: usize, core: Core) {
     c.flush_mesh();
 }
 
-/// Waits until the connection has bytes to write (swapping its buffer with `spare`, so no
-/// allocation happens in steady state) or has closed with nothing left (`None`).
+/// Waits until the connection has something to write or has closed with nothing left
+/// (`None`).
 fn next_output<'a>(
     core: &'a Core,
     index: usize,
     spare: &'a mut BytesMut,
-) -> impl Future<Output = Option<(BytesMut, bool)>> + 'a {
+) -> impl Future<Output = Option<(Output, bool)>> + 'a {
     std::future::poll_fn(move |cx| {
         let mut c = core.borrow_mut();
         let Some(conn) = c.conn_mut(index) else {
             return Poll::Ready(None);
         };
         let closing = conn.is_closing();
-        if !conn.out.is_empty() {
-            let buf = std::mem::replace(&mut conn.out, std::mem::take(spare));
-            return Poll::Ready(Some((buf, closing)));
+        if let Some(output) = conn.take_output(spare) {
+            return Poll::Ready(Some((output, closing)));
         }
         if closing {
             return Poll::Ready(None);
@@ -335,11 +341,6 @@ fn next_output<'a>(
         conn.writer = Some(cx.waker().clone());
         Poll::Pending
     })
-}
-
-#[allow(dead_code)]
-fn log_error(e: &dyn std::error::Error) {
-    error!("{e}");
 }
 
 /// Yields to the other tasks of the shard once.

@@ -494,3 +494,49 @@ fn repeated_takeover_same_and_other_shards() {
     let total: usize = cl.cores.iter().map(|c| c.counts().1).sum();
     assert_eq!(total, 1, "exactly one session remains");
 }
+
+/// A large payload goes to every subscriber as the same shared `Bytes` (no copy per
+/// subscriber), across shards, and arrives intact after the per-subscriber header.
+#[test]
+fn large_payload_shared_not_copied_per_subscriber() {
+    let mut cl = Cluster::new(2);
+    let mut subs = Vec::new();
+    for (i, shard) in [0, 1, 1].into_iter().enumerate() {
+        let (mut s, _) = cl.connect(shard, &format!("big{i}"), true, 0);
+        cl.subscribe(&mut s, "big", QoS::AtMostOnce);
+        subs.push(s);
+    }
+    let (publ, _) = cl.connect(0, "p", true, 0);
+    let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let mut frame = bytes::BytesMut::new();
+    let p = Packet::Publish(Publish {
+        dup: false,
+        qos_pid: QosPid::AtMostOnce,
+        retain: false,
+        topic: Str::from_static("big"),
+        properties: PublishProperties::default(),
+        payload: Bytes::from(payload.clone()),
+    });
+    encode(&p, ProtocolVersion::V5, &mut frame).unwrap();
+    cl.send_bytes(&publ, &frame);
+    let ptrs: Vec<*const u8> = subs
+        .iter()
+        .map(|s| {
+            let conn = cl.cores[s.shard].conn(s.index).unwrap();
+            let big = conn
+                .out_chunks
+                .iter()
+                .find(|c| c.len() == payload.len())
+                .expect("payload queued by reference");
+            big.as_ptr()
+        })
+        .collect();
+    assert!(
+        ptrs.windows(2).all(|w| w[0] == w[1]),
+        "one payload buffer shared by all subscribers"
+    );
+    for s in &mut subs {
+        let got = cl.recv(s);
+        assert_eq!(payloads(&got), vec![Bytes::from(payload.clone())]);
+    }
+}

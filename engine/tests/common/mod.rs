@@ -89,11 +89,15 @@ impl Cluster {
 
     /// Packets the core has written to `c` so far.
     pub fn recv(&mut self, c: &mut Client) -> Vec<Packet> {
-        let out = match self.cores[c.shard].conn_mut(c.index) {
-            Some(conn) => conn.out.split(),
-            None => BytesMut::new(),
-        };
-        c.rx.extend_from_slice(&out);
+        if let Some(conn) = self.cores[c.shard].conn_mut(c.index) {
+            let mut spare = BytesMut::new();
+            while let Some(output) = conn.take_output(&mut spare) {
+                match output {
+                    ringmq::conn::Output::Frame(frame) => c.rx.extend_from_slice(&frame),
+                    ringmq::conn::Output::Buffer(buf) => c.rx.extend_from_slice(&buf),
+                }
+            }
+        }
         let mut packets: Vec<Packet> = c.pending.drain(..).collect();
         let limits = ringmq_codec::Limits {
             max_packet_size: Limits::PROTOCOL_MAX,
