@@ -106,7 +106,9 @@ fn decode_packet(
     let packet = match packet_type {
         1 => Packet::Connect(Box::new(connect(r)?)),
         2 => Packet::ConnAck(connack(r, v5)?),
-        3 => Packet::Publish(publish(flags, r, v5)?),
+        // Returned directly: PUBLISH is the hot path and `Packet` is large, so every
+        // intermediate `Result`/`Option` wrapping would be another copy of it.
+        3 => return publish(flags, r, v5),
         4 => Packet::PubAck(pub_resp(r, v5, props::PUBACK)?),
         5 => Packet::PubRec(pub_resp(r, v5, props::PUBREC)?),
         6 => Packet::PubRel(pub_resp(r, v5, props::PUBREL)?),
@@ -370,7 +372,7 @@ fn connack_props(r: &mut Reader<'_>) -> Result<ConnAckProperties, DecodeError> {
 
 // ---- PUBLISH and its acknowledgements ---------------------------------------------------------
 
-fn publish(flags: u8, r: &mut Reader<'_>, v5: bool) -> Result<Publish, DecodeError> {
+fn publish(flags: u8, r: &mut Reader<'_>, v5: bool) -> Result<Option<Packet>, DecodeError> {
     let dup = flags & 0x08 != 0;
     let retain = flags & 0x01 != 0;
     let qos = QoS::from_u8((flags >> 1) & 0x03)
@@ -387,11 +389,10 @@ fn publish(flags: u8, r: &mut Reader<'_>, v5: bool) -> Result<Publish, DecodeErr
         QoS::AtLeastOnce => QosPid::AtLeastOnce(packet_id(r)?),
         QoS::ExactlyOnce => QosPid::ExactlyOnce(packet_id(r)?),
     };
-    let properties = if v5 {
-        publish_props(r)?
-    } else {
-        PublishProperties::default()
-    };
+    let mut properties = PublishProperties::default();
+    if v5 {
+        publish_props(r, &mut properties)?;
+    }
     if topic.is_empty() {
         if !v5 {
             return Err(DecodeError::TopicName {
@@ -409,19 +410,19 @@ fn publish(flags: u8, r: &mut Reader<'_>, v5: bool) -> Result<Publish, DecodeErr
         topic_name(&topic)?;
     }
     let payload = r.rest();
-    Ok(Publish {
+    Ok(Some(Packet::Publish(Publish {
         dup,
         qos_pid,
         retain,
         topic,
         properties,
         payload,
-    })
+    })))
 }
 
-fn publish_props(r: &mut Reader<'_>) -> Result<PublishProperties, DecodeError> {
+/// Fills `p` (in place: the struct is large and this is the hot path).
+fn publish_props(r: &mut Reader<'_>, p: &mut PublishProperties) -> Result<(), DecodeError> {
     let mut props = Props::read(r, props::PUBLISH)?;
-    let mut p = PublishProperties::default();
     while let Some((ident, value)) = props.next()? {
         match (ident, value) {
             (id::PAYLOAD_FORMAT_INDICATOR, Value::Bool(v)) => p.payload_format_utf8 = Some(v),
@@ -444,7 +445,7 @@ fn publish_props(r: &mut Reader<'_>) -> Result<PublishProperties, DecodeError> {
     p.subscription_ids = SubscriptionIds {
         raw: props.block_if_seen(id::SUBSCRIPTION_IDENTIFIER),
     };
-    Ok(p)
+    Ok(())
 }
 
 /// PUBACK, PUBREC, PUBREL, PUBCOMP: in v5 the reason code and properties may be omitted
