@@ -309,7 +309,7 @@ impl<'a> Props<'a> {
         })
     }
 
-    /// The whole block, if any identifier in `ids` occurred in it (else empty, no refcount).
+    /// The whole block if property `ident` occurred in it, else an empty `Bytes` (no refcount).
     pub(crate) fn block_if_seen(&self, ident: u8) -> Bytes {
         if self.seen & (1 << ident) != 0 {
             self.frame.slice(self.start..self.start + self.block.len())
