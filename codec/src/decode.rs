@@ -315,6 +315,14 @@ fn connack(r: &mut Reader<'_>, v5: bool) -> Result<ConnAck, DecodeError> {
         ));
     }
     let code = r.u8()?;
+    if !v5 && code > 5 {
+        // MQTT 3.1.1 table 3.1: 6-255 are reserved. Rejecting them also keeps decode and
+        // encode inverse (the encoder maps any v5 code onto 0-5).
+        return Err(DecodeError::malformed(
+            "MQTT-3.2.2.3",
+            "reserved MQTT 3.1.1 CONNACK return code (above 5)",
+        ));
+    }
     let (reason_code, properties) = if v5 {
         (ReasonCode(code), connack_props(r)?)
     } else {

@@ -314,6 +314,14 @@ fn subscribe_rules() {
 
 #[test]
 fn v311_return_codes() {
+    check("20 02 00 06", V311, MALFORMED, "MQTT-3.2.2.3");
+    check(
+        "20 02 00 80",
+        ProtocolVersion::V3_1,
+        MALFORMED,
+        "MQTT-3.2.2.3",
+    );
+    check("20 02 02 00", V311, MALFORMED, "MQTT-3.2.2-1");
     check("90 03 0001 03", V311, MALFORMED, "MQTT-3.9.3-2");
     check("90 03 0001 87", V311, MALFORMED, "MQTT-3.9.3-2");
 }
