@@ -227,9 +227,7 @@ pub async fn run_subscriber(
         Shared::add(&shared.stale, stale);
         if delivered > 0 {
             Shared::add(&shared.delivered, delivered);
-            shared
-                .last_delivery_ns
-                .fetch_max(now, Ordering::Relaxed);
+            shared.last_delivery_ns.fetch_max(now, Ordering::Relaxed);
         }
         if let Some(counter) = end {
             Shared::add(counter, 1);
@@ -469,7 +467,9 @@ async fn publish<W: AsyncWriteRentExt>(
         }
         sent += n;
         Shared::add(&shared.published, n);
-        shared.last_publish_ns.fetch_max(clock::monotonic_ns(), Ordering::Relaxed);
+        shared
+            .last_publish_ns
+            .fetch_max(clock::monotonic_ns(), Ordering::Relaxed);
         // The legacy driver can complete a write without suspending: let the other
         // connections of this thread run.
         yield_now().await;
@@ -482,11 +482,19 @@ async fn publish<W: AsyncWriteRentExt>(
 
 /// Counts an undecodable frame and prints the first few, with the bytes that follow, so a
 /// broker (or codec) bug can be reproduced. Returns the counter the caller bumps.
-fn decode_failed<'a>(shared: &'a Shared, role: &str, err: &DecodeError, rest: &[u8]) -> &'a AtomicU64 {
+fn decode_failed<'a>(
+    shared: &'a Shared,
+    role: &str,
+    err: &DecodeError,
+    rest: &[u8],
+) -> &'a AtomicU64 {
     const SHOWN: u64 = 3;
     if Shared::get(&shared.decode_errors) < SHOWN {
         let head: Vec<String> = rest.iter().take(32).map(|b| format!("{b:02x}")).collect();
-        eprintln!("{role}: undecodable frame from the broker: {err}; next bytes: {}", head.join(" "));
+        eprintln!(
+            "{role}: undecodable frame from the broker: {err}; next bytes: {}",
+            head.join(" ")
+        );
     }
     &shared.decode_errors
 }

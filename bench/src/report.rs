@@ -135,18 +135,25 @@ impl Report {
         } else {
             "max rate (open loop)".to_string()
         };
-        let _ = writeln!(
-            s,
-            "{} — {broker}, MQTT level {}, QoS {}, {} B payload, {} pub / {} sub / {} idle, {rate}, {} threads",
-            self.scenario,
-            self.protocol_level,
-            self.qos,
-            self.payload_bytes,
-            self.publishers,
-            self.subscribers,
-            self.idle_clients,
-            self.threads
-        );
+        if self.publishers == 0 && self.subscribers == 0 {
+            let _ = writeln!(
+                s,
+                "{} — {broker}, MQTT level {}, {} idle clients, {} threads",
+                self.scenario, self.protocol_level, self.idle_clients, self.threads
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "{} — {broker}, MQTT level {}, QoS {}, {} B payload, {} pub / {} sub, {rate}, {} threads",
+                self.scenario,
+                self.protocol_level,
+                self.qos,
+                self.payload_bytes,
+                self.publishers,
+                self.subscribers,
+                self.threads
+            );
+        }
         let c = &self.connections;
         let _ = writeln!(
             s,
@@ -329,6 +336,34 @@ pub(crate) mod tests {
             "{text}"
         );
         assert!(text.contains("acked"), "{text}");
+    }
+
+    #[test]
+    fn idle_table_has_no_message_rows() {
+        let mut r = sample();
+        r.scenario = "conn".into();
+        r.publishers = 0;
+        r.subscribers = 0;
+        r.idle_clients = 10_000;
+        r.broker_process = Some(BrokerStats {
+            rss_before_bytes: Some(10 << 20),
+            rss_after_bytes: Some(20 << 20),
+            rss_per_connection_bytes: Some(1048.576),
+            cpu_secs: None,
+            cpu_percent: None,
+        });
+        let text = r.render();
+        assert!(
+            text.starts_with(
+                "conn — mosquitto at 127.0.0.1:1883, MQTT level 5, 10000 idle clients, 2 threads"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("published"), "{text}");
+        assert!(
+            text.contains("RSS 10.0 MiB → 20.0 MiB (1.0 KiB per connection)"),
+            "{text}"
+        );
     }
 
     #[test]

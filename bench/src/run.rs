@@ -22,6 +22,8 @@ use crate::sysinfo::{self, ProcSample};
 
 /// How long one connection attempt (TCP + CONNECT/CONNACK + SUBSCRIBE/SUBACK) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often the coordinator looks at the counters while publishing.
+const TICK: Duration = Duration::from_millis(20);
 /// Time the broker's memory is given to settle after the last connection, before sampling.
 const RSS_SETTLE: Duration = Duration::from_secs(1);
 
@@ -217,7 +219,9 @@ async fn connect_worker(ctx: Rc<ThreadCtx>, queue: Rc<RefCell<VecDeque<Job>>>, s
                 }
             }
         }
-        ctx.shared.last_settled_ns.fetch_max(clock::monotonic_ns(), Ordering::Relaxed);
+        ctx.shared
+            .last_settled_ns
+            .fetch_max(clock::monotonic_ns(), Ordering::Relaxed);
         Shared::add(settled, 1);
     }
 }
@@ -307,7 +311,7 @@ impl Coordinator<'_> {
         while run_start.elapsed() < self.cfg.duration
             && Shared::get(&self.shared.publishers_done) < pubs
         {
-            self.tick("run");
+            self.tick("run", TICK);
             if self.thread_ended() {
                 break;
             }
@@ -323,7 +327,7 @@ impl Coordinator<'_> {
         }
         let drain_start = Instant::now();
         while drain_start.elapsed() < self.cfg.drain && !self.all_delivered() {
-            self.tick("drain");
+            self.tick("drain", Duration::from_millis(5));
         }
         m.rss_after = self.cfg.broker_pid.and_then(sysinfo::rss_bytes);
         self.finish_cpu(&mut m, cpu_start, run_start);
@@ -372,7 +376,8 @@ impl Coordinator<'_> {
             );
         let mut last = (settled(self.shared), Instant::now());
         while settled(self.shared) < target {
-            self.tick(what);
+            // Short sleeps: the next phase starts as soon as the last client settles.
+            self.tick(what, Duration::from_millis(1));
             let now = settled(self.shared);
             if now != last.0 {
                 last = (now, Instant::now());
@@ -386,13 +391,16 @@ impl Coordinator<'_> {
     fn sleep_with_progress(&mut self, d: Duration, what: &str) {
         let end = Instant::now() + d;
         while Instant::now() < end {
-            self.tick(what);
+            self.tick(
+                what,
+                TICK.min(end.saturating_duration_since(Instant::now())),
+            );
         }
     }
 
-    /// Sleeps up to 50 ms and prints a progress line once a second.
-    fn tick(&mut self, what: &str) {
-        std::thread::sleep(Duration::from_millis(50));
+    /// Sleeps `nap` and prints a progress line once a second.
+    fn tick(&mut self, what: &str, nap: Duration) {
+        std::thread::sleep(nap);
         let now = Instant::now();
         let published = Shared::get(&self.shared.published);
         let delivered = Shared::get(&self.shared.delivered);
