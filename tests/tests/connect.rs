@@ -254,6 +254,9 @@ fn takeover_resumes_persistent_session_across_shards() {
         let payload = format!("round-{round}");
         publisher.publish(msg("resume/t", payload.clone()).qos(QoS::AtLeastOnce));
         assert_eq!(text(&next.expect_publish_acked()), payload);
+        // The PINGRESP proves the PUBACK was processed: otherwise the next takeover may find the
+        // message unacknowledged and rightly re-send it (DUP = 1) to the new connection.
+        next.ping();
         current = next;
     }
 }

@@ -219,3 +219,27 @@ fn retained_qos0_from_v311_stored() {
     let m = s.expect_publish_acked();
     assert_eq!((text(&m).as_str(), m.retain, m.qos_pid.qos()), ("zero", true, QoS::AtMostOnce));
 }
+
+/// [MQTT-3.3.1-5] [MQTT-3.3.1-9] Once the publisher has its PUBACK, the retained message is stored
+/// for every shard: clients already connected to other shards that subscribe right away get it.
+/// Twenty rounds, eight subscribers spread over four shards.
+#[test]
+fn retained_message_visible_on_all_shards_once_acknowledged() {
+    let b = Broker::start(BrokerOpts::new().shards(4));
+    let mut subs: Vec<Client> = (0..8).map(|i| b.v5(&format!("rrace-sub-{i}"))).collect();
+    let mut p = b.v5("rrace-pub");
+    for round in 0..20 {
+        let topic = format!("rrace/{round}");
+        p.publish(msg(&topic, format!("r{round}")).qos(QoS::AtLeastOnce).retain(true));
+        for (i, s) in subs.iter_mut().enumerate() {
+            s.subscribe_ok(&topic, QoS::AtLeastOnce);
+            match s.recv(QUIET) {
+                Some(Packet::Publish(m)) => {
+                    s.ack(&m);
+                    assert_eq!((text(&m), m.retain), (format!("r{round}"), true));
+                }
+                other => panic!("round {round}, subscriber {i}: retained message missing: {other:?}"),
+            }
+        }
+    }
+}

@@ -228,3 +228,42 @@ fn subscriptions_route_across_shards() {
     }
     sub.expect_nothing(QUIET);
 }
+
+/// (3.8.4) Once the SUBACK is received, the subscription is in force on every shard: a message
+/// published right after it by clients already connected to other shards is delivered. Twenty
+/// rounds with fresh topics, eight publishers spread over four shards.
+#[test]
+fn subscription_in_force_on_all_shards_once_acknowledged() {
+    let b = Broker::start(BrokerOpts::new().shards(4));
+    let mut pubs: Vec<Client> = (0..8).map(|i| b.v5(&format!("race-pub-{i}"))).collect();
+    let mut sub = b.v5("race-sub");
+    for round in 0..20 {
+        let topic = format!("race/{round}");
+        sub.subscribe_ok(&topic, QoS::AtLeastOnce);
+        // Send from every publisher first, then collect the PUBACKs: the publishes leave within
+        // microseconds of the SUBACK, which is the window this test is about.
+        let ids: Vec<_> = pubs
+            .iter_mut()
+            .enumerate()
+            .map(|(i, p)| p.publish_nowait(&mut msg(&topic, format!("{round}-{i}")).qos(QoS::AtLeastOnce)).unwrap())
+            .collect();
+        for (p, id) in pubs.iter_mut().zip(ids) {
+            p.wait_for(WAIT, "PUBACK", |q| matches!(q, Packet::PubAck(a) if a.packet_id == id));
+        }
+        let mut got: Vec<String> = Vec::new();
+        while got.len() < pubs.len() {
+            match sub.recv(QUIET) {
+                Some(Packet::Publish(m)) => {
+                    sub.ack(&m);
+                    got.push(text(&m));
+                }
+                Some(other) => panic!("unexpected {other:?}"),
+                None => break,
+            }
+        }
+        got.sort();
+        let mut want: Vec<String> = (0..pubs.len()).map(|i| format!("{round}-{i}")).collect();
+        want.sort();
+        assert_eq!(got, want, "round {round}: messages published after the SUBACK were lost");
+    }
+}

@@ -188,3 +188,24 @@ fn will_published_on_takeover() {
     old.expect_disconnect_or_close(WAIT);
     assert_eq!(text(&w.expect_publish_acked()), "taken-over");
 }
+
+/// [MQTT-3.1.2-8] The will reaches a subscription made after its client connected, whichever
+/// shards the two connections are on (ten rounds on four shards, retained and not).
+#[test]
+fn will_reaches_subscription_made_after_client_connected() {
+    let b = Broker::start(BrokerOpts::new().shards(4));
+    for round in 0..10 {
+        let topic = format!("wl/{round}");
+        let retain = round % 2 == 0;
+        let c = b.connect(Opts::v5(&format!("wl-client-{round}")).will(&topic, "gone", QoS::AtLeastOnce, retain));
+        let mut w = watcher(&b, &format!("wl-watch-{round}"), &topic);
+        c.drop_connection();
+        match w.recv(WAIT) {
+            Some(Packet::Publish(m)) => {
+                w.ack(&m);
+                assert_eq!(text(&m), "gone");
+            }
+            other => panic!("round {round} (will retain {retain}): will not delivered: {other:?}"),
+        }
+    }
+}
