@@ -147,14 +147,35 @@ pub fn matches(filter: &[u8], topic: &[u8]) -> bool {
     if topic.first() == Some(&b'$') && matches!(filter.first(), Some(b'+' | b'#')) {
         return false;
     }
-    let mut filter_levels = levels(filter);
-    let mut topic_levels = levels(topic);
+    // One pass over both byte strings, without splitting into levels first: matching is on
+    // every publish's path. At the top of the loop, `f` and `t` are at the start of a level.
+    let (mut f, mut t) = (filter, topic);
     loop {
-        match (filter_levels.next(), topic_levels.next()) {
-            (Some(b"#"), _) => return true,
-            (Some(b"+"), Some(_)) => {}
-            (Some(f), Some(t)) if f == t => {}
+        match f.first() {
+            // In a valid filter `#` is the whole last level: it takes the rest of the topic.
+            Some(b'#') => return true,
+            Some(b'+') => {
+                f = f.get(1..).unwrap_or_default();
+                let level_len = t.iter().position(|&b| b == b'/').unwrap_or(t.len());
+                t = t.get(level_len..).unwrap_or_default();
+            }
+            _ => {
+                while let (Some((&fb, f_rest)), Some((&tb, t_rest))) =
+                    (f.split_first(), t.split_first())
+                {
+                    if fb != tb || fb == b'/' {
+                        break;
+                    }
+                    (f, t) = (f_rest, t_rest);
+                }
+            }
+        }
+        // Both levels are consumed if each side is now at its end or at a `/`.
+        match (f.split_first(), t.split_first()) {
             (None, None) => return true,
+            (Some((b'/', f_rest)), Some((b'/', t_rest))) => (f, t) = (f_rest, t_rest),
+            // The topic ended: only `/#` still matches, as `#` matches its parent level.
+            (Some((b'/', f_rest)), None) => return f_rest == b"#",
             _ => return false,
         }
     }
@@ -395,6 +416,14 @@ mod tests {
         assert!(!m("a/b", "a/b/c"));
         assert!(!m("a/b/c", "a/b"));
         assert!(m("a/+/c", "a//c"));
+        // A level must match whole, not as a prefix.
+        assert!(!m("sport", "sports"));
+        assert!(!m("sports", "sport"));
+        assert!(!m("sport/tennis", "sport/tennis2"));
+        assert!(!m("sport/#", "sports"));
+        assert!(!m("sport/#", "sports/x"));
+        assert!(!m("a/#", "ab"));
+        assert!(!m("+/a", "x/ab"));
     }
 
     #[test]

@@ -6,8 +6,9 @@ use ringmq_codec::topic::{
     filter_contains, levels, matches, parse_shared, validate_topic_filter, validate_topic_name,
 };
 
-/// Literal levels: the empty level and `$`-led levels are where the corner cases are.
-const LITERALS: &[&str] = &["a", "b", "", "$s", "sport"];
+/// Literal levels: the empty level, `$`-led levels and levels that are prefixes of each other
+/// are where the corner cases are.
+const LITERALS: &[&str] = &["a", "b", "", "$s", "sport", "sports", "ab"];
 
 fn literal() -> impl Strategy<Value = String> {
     prop::sample::select(LITERALS).prop_map(str::to_owned)
@@ -77,6 +78,23 @@ fn contains_by_search(outer: &str, inner: &str) -> bool {
     }
 }
 
+/// The matching rules written the obvious way, level by level, as a reference for `matches`.
+fn matches_by_levels(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let (mut f, mut t) = (filter.split('/'), topic.split('/'));
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(fl), Some(tl)) if fl == tl => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 proptest! {
     // No regression files: a failure prints its minimal input, which becomes a unit test.
     #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
@@ -135,6 +153,11 @@ proptest! {
         if !shorter.is_empty() {
             prop_assert!(!matches(shorter.as_bytes(), t.as_bytes()));
         }
+    }
+
+    #[test]
+    fn matching_agrees_with_the_level_by_level_reference(f in filter(), t in topic()) {
+        prop_assert_eq!(matches(f.as_bytes(), t.as_bytes()), matches_by_levels(&f, &t));
     }
 
     #[test]
