@@ -63,6 +63,9 @@ pub struct Report {
     pub stale: u64,
     pub latency: Option<LatencySummary>,
     pub broker_process: Option<BrokerStats>,
+    /// The load generator's own CPU use over the measured part, in percent of one core: near
+    /// `threads × 100` means the generator, not the broker, may be the limit.
+    pub bench_cpu_percent: Option<f64>,
     pub disconnected: u64,
     pub decode_errors: u64,
     pub refused: u64,
@@ -217,6 +220,13 @@ impl Report {
             }
             let _ = writeln!(s, "  {:<12} {}", "broker", line.trim());
         }
+        if let Some(pct) = self.bench_cpu_percent {
+            let _ = writeln!(
+                s,
+                "  {:<12} CPU {pct:.0} % of a core ({} threads)",
+                "generator", self.threads
+            );
+        }
         let _ = writeln!(
             s,
             "  {:<12} {} disconnected, {} undecodable, {} refused, {} written off, {} stale",
@@ -283,6 +293,7 @@ pub(crate) mod tests {
                 cpu_secs: Some(9.5),
                 cpu_percent: Some(95.0),
             }),
+            bench_cpu_percent: Some(80.0),
             disconnected: 0,
             decode_errors: 0,
             refused: 0,
@@ -336,6 +347,10 @@ pub(crate) mod tests {
             "{text}"
         );
         assert!(text.contains("acked"), "{text}");
+        assert!(
+            text.contains("generator    CPU 80 % of a core (2 threads)"),
+            "{text}"
+        );
     }
 
     #[test]

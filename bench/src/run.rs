@@ -33,6 +33,8 @@ pub enum RunError {
     Thread { thread: usize, reason: String },
     #[error("{0} clients did not finish connecting in time")]
     ConnectStalled(u64),
+    #[error("none of the {0} clients could connect (the first errors are printed above)")]
+    NothingConnected(u64),
 }
 
 /// What a load thread connects.
@@ -266,6 +268,12 @@ struct Measured {
     rss_after: Option<u64>,
     cpu_secs: Option<f64>,
     cpu_wall_secs: f64,
+    bench_cpu_secs: Option<f64>,
+}
+
+/// CPU time of this process (all load threads).
+fn own_cpu_secs() -> Option<f64> {
+    sysinfo::cpu_secs(std::process::id())
 }
 
 struct Coordinator<'a> {
@@ -287,10 +295,13 @@ impl Coordinator<'_> {
         };
         let first = u64::from(self.plan.idle) + self.plan.subscribers.len() as u64;
         self.wait_settled(first, |s| Shared::get(&s.subscribers_settled), "connect")?;
+        if first > 0 && Shared::get(&self.shared.connected) == 0 {
+            return Err(RunError::NothingConnected(first));
+        }
         if self.cfg.scenario == Scenario::Conn {
             m.connect_secs = self.connect_secs();
             self.sleep_with_progress(RSS_SETTLE, "settle");
-            let cpu_start = self.cfg.broker_pid.map(ProcSample::take);
+            let cpu_start = (self.cfg.broker_pid.map(ProcSample::take), own_cpu_secs());
             let hold_start = Instant::now();
             m.rss_after = self.cfg.broker_pid.and_then(sysinfo::rss_bytes);
             self.sleep_with_progress(self.cfg.duration, "hold");
@@ -301,8 +312,11 @@ impl Coordinator<'_> {
         self.shared.set_phase(phase::PUBLISHERS);
         let pubs = self.plan.publishers.len() as u64;
         self.wait_settled(pubs, |s| Shared::get(&s.publishers_settled), "connect")?;
+        if Shared::get(&self.shared.connected) == 0 {
+            return Err(RunError::NothingConnected(first + pubs));
+        }
         m.connect_secs = self.connect_secs();
-        let cpu_start = self.cfg.broker_pid.map(ProcSample::take);
+        let cpu_start = (self.cfg.broker_pid.map(ProcSample::take), own_cpu_secs());
         let run_start = Instant::now();
         self.shared
             .start_ns
@@ -340,11 +354,19 @@ impl Coordinator<'_> {
         last.saturating_sub(self.began_ns) as f64 / 1e9
     }
 
-    fn finish_cpu(&self, m: &mut Measured, start: Option<ProcSample>, since: Instant) {
+    fn finish_cpu(
+        &self,
+        m: &mut Measured,
+        start: (Option<ProcSample>, Option<f64>),
+        since: Instant,
+    ) {
+        m.cpu_wall_secs = since.elapsed().as_secs_f64();
         let end = self.cfg.broker_pid.and_then(sysinfo::cpu_secs);
-        if let (Some(a), Some(b)) = (start.and_then(|s| s.cpu_secs), end) {
+        if let (Some(a), Some(b)) = (start.0.and_then(|s| s.cpu_secs), end) {
             m.cpu_secs = Some((b - a).max(0.0));
-            m.cpu_wall_secs = since.elapsed().as_secs_f64();
+        }
+        if let (Some(a), Some(b)) = (start.1, own_cpu_secs()) {
+            m.bench_cpu_secs = Some((b - a).max(0.0));
         }
     }
 
@@ -494,6 +516,10 @@ fn build_report(
         } else {
             1.0
         },
+        bench_cpu_percent: m
+            .bench_cpu_secs
+            .filter(|_| m.cpu_wall_secs > 0.0)
+            .map(|c| c / m.cpu_wall_secs * 100.0),
         written_off: Shared::get(&shared.written_off),
         stale: Shared::get(&shared.stale),
         latency: LatencySummary::from_histogram(latencies),

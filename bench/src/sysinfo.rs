@@ -83,6 +83,13 @@ pub fn raise_nofile_limit() -> Option<u64> {
     Some(lim.rlim_cur)
 }
 
+/// The 1, 5 and 15 minute load averages from /proc/loadavg.
+pub fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 /// The machine a comparison ran on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MachineInfo {

@@ -98,6 +98,11 @@ fn machine(s: &mut String, cmp: &Comparison) {
         "- Load generator: `ringmq-bench`, {} threads (one monoio runtime each)",
         cmp.threads
     );
+    let _ = writeln!(
+        s,
+        "- Load average (1/5/15 min) before: {}, after: {} (other work on the machine skews the numbers)",
+        cmp.load_before, cmp.load_after
+    );
     for b in &cmp.brokers {
         let _ = writeln!(
             s,
@@ -258,9 +263,12 @@ fn conn_table(s: &mut String, cmp: &Comparison, def: &ScenarioDef) {
 fn message_table(s: &mut String, cmp: &Comparison, def: &ScenarioDef) {
     let _ = writeln!(
         s,
-        "| broker | published msg/s | delivered msg/s | delivery ratio | p50 | p90 | p99 | p99.9 | max | broker CPU | delivered per broker CPU-second |"
+        "| broker | published msg/s | delivered msg/s | delivery ratio | p50 | p90 | p99 | p99.9 | max | broker CPU | delivered per broker CPU-second | generator CPU |"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for b in &cmp.brokers {
         match cmp.report(&b.name, def.id) {
             Some(r) => {
@@ -275,7 +283,7 @@ fn message_table(s: &mut String, cmp: &Comparison, def: &ScenarioDef) {
                     .map_or("–".to_string(), |p| format!("{p:.0} %"));
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {:.2} % | {} | {} | {} | {} | {} | {cpu} | {} |",
+                    "| {} | {} | {} | {:.2} % | {} | {} | {} | {} | {} | {cpu} | {} | {} |",
                     b.name,
                     si(r.publish_rate),
                     si(r.delivery_rate),
@@ -285,10 +293,12 @@ fn message_table(s: &mut String, cmp: &Comparison, def: &ScenarioDef) {
                     lat(|l| l.p99_us),
                     lat(|l| l.p999_us),
                     lat(|l| l.max_us),
-                    per_cpu_second(r).map_or("–".to_string(), si)
+                    per_cpu_second(r).map_or("–".to_string(), si),
+                    r.bench_cpu_percent
+                        .map_or("–".to_string(), |p| format!("{p:.0} %"))
                 );
             }
-            None => failed_row(s, cmp, &b.name, def.id, 10),
+            None => failed_row(s, cmp, &b.name, def.id, 11),
         }
     }
     for o in others(cmp) {
@@ -297,7 +307,7 @@ fn message_table(s: &mut String, cmp: &Comparison, def: &ScenarioDef) {
         let r = |f: fn(&Report) -> Option<f64>| ratio(a.and_then(f), base.and_then(f));
         let _ = writeln!(
             s,
-            "| *{o} / {}* | {} | {} | | {} ↓ | {} ↓ | {} ↓ | {} ↓ | {} ↓ | {} ↓ | {} |",
+            "| *{o} / {}* | {} | {} | | {} ↓ | {} ↓ | {} ↓ | {} ↓ | {} ↓ | {} ↓ | {} | |",
             cmp.baseline,
             r(|r| Some(r.publish_rate)),
             r(|r| Some(r.delivery_rate)),
@@ -488,6 +498,8 @@ pub(crate) mod tests {
             reproduce: "ringmq-bench compare --broker ...".into(),
             baseline: "mosquitto".into(),
             threads: 2,
+            load_before: "0.50 0.40 0.30".into(),
+            load_after: "1.50 0.60 0.35".into(),
             brokers: vec![
                 BrokerInfo {
                     name: "mosquitto".into(),

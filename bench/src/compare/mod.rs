@@ -86,25 +86,25 @@ pub fn scenarios(selection: &str) -> Result<Vec<ScenarioDef>, CompareError> {
             "p2p-qos0",
             "p2p QoS 0, 50 pairs, max rate",
             Kind::Throughput,
-            "p2p -c 50 -q 0 -s 64 --duration 10 --window 500",
+            "p2p -c 50 -q 0 -s 64 --duration 10 --window 200",
         ),
         def(
             "p2p-qos1",
             "p2p QoS 1, 50 pairs, max rate",
             Kind::Throughput,
-            "p2p -c 50 -q 1 -s 64 --duration 10 --window 500 --inflight 64",
+            "p2p -c 50 -q 1 -s 64 --duration 10 --window 200 --inflight 64",
         ),
         def(
             "fan-in-qos0",
             "fan-in QoS 0, 50 publishers → 1 subscriber",
             Kind::Throughput,
-            "fan-in -c 50 -q 0 -s 64 --duration 10 --window 500",
+            "fan-in -c 50 -q 0 -s 64 --duration 10 --window 200",
         ),
         def(
             "fan-out-qos0",
             "fan-out QoS 0, 1 publisher → 1000 subscribers",
             Kind::Throughput,
-            "fan-out -c 1000 -q 0 -s 64 --duration 10 --window 20",
+            "fan-out -c 1000 -q 0 -s 64 --duration 10 --window 5",
         ),
         def(
             "latency",
@@ -197,6 +197,10 @@ pub struct Comparison {
     pub reproduce: String,
     pub baseline: String,
     pub threads: usize,
+    /// /proc/loadavg when the comparison started and ended: other work on the machine skews
+    /// the numbers.
+    pub load_before: String,
+    pub load_after: String,
     pub brokers: Vec<BrokerInfo>,
     pub scenarios: Vec<ScenarioDef>,
     pub outcomes: Vec<Outcome>,
@@ -331,6 +335,8 @@ pub fn compare(args: &CompareArgs) -> Result<(), CompareError> {
             .unwrap_or_else(|| reproduce_line(args)),
         baseline: args.baseline.clone(),
         threads,
+        load_before: sysinfo::load_average(),
+        load_after: String::new(),
         brokers: specs
             .iter()
             .map(|s| BrokerInfo {
