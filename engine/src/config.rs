@@ -111,7 +111,7 @@ impl Default for Limits {
             max_connections: 1_000_000,
             max_client_id_len: 256,
             max_retained_messages: 1_000_000,
-            shard_queue_capacity: 65_536,
+            shard_queue_capacity: 4096,
             connect_timeout_secs: 10,
         }
     }

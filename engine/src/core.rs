@@ -502,7 +502,7 @@ impl ShardCore {
             let id = format!("ringmq-{}-{}-{}", self.id, conn.serial, self.assigned_ids);
             Str::copy_from(&id).map_err(|_| fail(ReasonCode::UNSPECIFIED_ERROR, "id"))?
         } else {
-            connect.client_id.clone()
+            crate::message::compact_str(&connect.client_id)
         };
         conn.client_id = client_id.clone();
         conn.state = ConnState::Claiming {
@@ -788,7 +788,7 @@ impl ShardCore {
             .unwrap_or(0)
             .min(limits.topic_alias_maximum.max(16));
         conn.request_problem_info = props.request_problem_information.unwrap_or(true);
-        conn.will = connect.will.clone();
+        conn.will = connect.will.as_ref().map(crate::message::compact_will);
         let client_id = conn.client_id.clone();
 
         // Resume or create the session.

@@ -407,6 +407,8 @@ impl ShardCore {
     /// Stores (or clears, for an empty payload [MQTT-3.3.1-6]) the retained message on every
     /// shard's replica.
     fn retain_everywhere(&mut self, message: &Message) {
+        // The store keeps it indefinitely: one compact copy, shared by every replica.
+        let message = &message.compact();
         for to in 0..self.shards {
             if to != self.id {
                 self.send(to, ShardMsg::Retain(message.clone()));
@@ -752,7 +754,8 @@ impl ShardCore {
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained_for: Vec<(Bytes, SubscriptionOptions)> = Vec::new();
         for f in &s.filters {
-            let full = f.filter.as_bytes_shared().clone();
+            // Kept as long as the subscription: a compact copy, not a slice of the frame.
+            let full = crate::message::compact_bytes(f.filter.as_bytes_shared());
             let shared = topic::parse_shared(&full).map_err(Failure::from)?;
             if shared.is_some() && f.options.no_local {
                 return Err(fail(

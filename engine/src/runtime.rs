@@ -25,7 +25,7 @@ type Core = Rc<RefCell<ShardCore>>;
 
 /// Read buffer size of an idle connection; grows to fit a large packet, so idle
 /// connections stay cheap.
-const READ_CHUNK: usize = 1024;
+const READ_CHUNK: usize = 512;
 /// Mesh messages handled per loop turn before yielding to connections.
 const MESH_BATCH: usize = 1024;
 const TICK: Duration = Duration::from_millis(250);
