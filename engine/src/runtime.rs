@@ -208,6 +208,7 @@ async fn tick_loop(core: Core) {
         let mut c = core.borrow_mut();
         if now.duration_since(last_tick) >= TICK {
             last_tick = now;
+            c.poll_mesh(now, usize::MAX);
             c.on_tick(now);
         }
         c.flush_mesh();
@@ -298,6 +299,7 @@ async fn connection(stream: TcpStream, index: usize, core: Core) {
         match res {
             Ok(0) | Err(_) => {
                 let mut c = core.borrow_mut();
+                c.poll_mesh(now, usize::MAX);
                 c.on_closed(index, now);
                 c.flush_mesh();
                 break;
