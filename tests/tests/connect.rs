@@ -305,3 +305,40 @@ fn many_clients_across_shards_exchange_messages() {
         assert_eq!((m.topic.as_str(), text(&m)), (format!("many/{i}").as_str(), format!("to-{i}")));
     }
 }
+
+/// MQTT 3.1 (protocol name "MQIsdp", level 3) clients connect and exchange messages.
+#[test]
+fn mqtt_3_1_client_connects() {
+    let b = Broker::default_start();
+    let mut c = b.connect(Opts::new(ProtocolVersion::V3_1, "old-client"));
+    c.subscribe_ok("v31/t", QoS::AtLeastOnce);
+    c.publish(msg("v31/t", "mqisdp").qos(QoS::AtLeastOnce));
+    assert_eq!(text(&c.expect_publish_acked()), "mqisdp");
+}
+
+/// (3.15, 4.12) An AUTH packet on a connection whose CONNECT had no Authentication Method is a
+/// Protocol Error: DISCONNECT 0x82.
+#[test]
+fn auth_without_authentication_method_is_protocol_error() {
+    let b = Broker::default_start();
+    let mut c = b.v5("auth-none");
+    c.send(&Packet::Auth(Auth {
+        reason_code: ReasonCode::RE_AUTHENTICATE,
+        properties: AuthProperties { authentication_method: Some(s("SCRAM-SHA-1")), ..AuthProperties::default() },
+    }));
+    c.expect_disconnect_reason(ReasonCode::PROTOCOL_ERROR, WAIT);
+}
+
+/// [MQTT-3.1.2-20] Keep alive is checked on any packet, not only PINGREQ: a client that publishes
+/// every half second with keep alive 1 stays connected.
+#[test]
+fn any_packet_resets_keep_alive() {
+    let b = Broker::default_start();
+    let mut c = b.connect(Opts::v5("ka-busy").keep_alive(1));
+    c.subscribe_ok("ka-busy/t", QoS::AtMostOnce);
+    for i in 0..5 {
+        std::thread::sleep(Duration::from_millis(500));
+        c.publish(msg("ka-busy/t", format!("{i}")));
+        assert_eq!(text(&c.expect_publish()), format!("{i}"));
+    }
+}

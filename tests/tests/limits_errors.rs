@@ -241,3 +241,75 @@ fn broker_survives_garbage_connections() {
     p.publish(msg("survive/t", "alive").qos(QoS::AtLeastOnce));
     assert_eq!(text(&sub.expect_publish_acked()), "alive");
 }
+
+/// [MQTT-3.3.4-9] A QoS 2 message counts against the client's Receive Maximum until PUBCOMP (not
+/// PUBREC): with Receive Maximum 1 the second message waits for the first's PUBCOMP.
+#[test]
+fn client_receive_maximum_counts_qos2_until_pubcomp() {
+    let b = Broker::default_start();
+    let mut sub = b.connect(Opts::v5("rm2-sub").receive_max(1));
+    sub.subscribe_ok("rm2/t", QoS::ExactlyOnce);
+    let mut p = b.v5("rm2-pub");
+    p.publish(msg("rm2/t", "a").qos(QoS::ExactlyOnce));
+    p.publish(msg("rm2/t", "b").qos(QoS::ExactlyOnce));
+    let first = sub.expect_publish();
+    assert_eq!(text(&first), "a");
+    let id = first.qos_pid.packet_id().unwrap();
+    sub.send(&Packet::PubRec(ack(id, ReasonCode::SUCCESS)));
+    match sub.expect_packet(WAIT) {
+        Packet::PubRel(r) => assert_eq!(r.packet_id, id),
+        other => panic!("expected PUBREL before anything else, got {other:?}"),
+    }
+    sub.expect_nothing(QUIET);
+    sub.send(&Packet::PubComp(ack(id, ReasonCode::SUCCESS)));
+    assert_eq!(text(&sub.expect_publish_acked()), "b");
+}
+
+/// limits.max_inflight = 2: the server keeps at most 2 unacknowledged QoS 1 messages in flight to a
+/// client that asked for more (min of the two), the rest wait in the session queue.
+#[test]
+fn server_max_inflight_window() {
+    let b = Broker::start(BrokerOpts::new().limits("max_inflight = 2"));
+    let mut sub = b.v5("mi-sub");
+    sub.subscribe_ok("mi/t", QoS::AtLeastOnce);
+    let mut p = b.v5("mi-pub");
+    for i in 0..4 {
+        p.publish(msg("mi/t", format!("{i}")).qos(QoS::AtLeastOnce));
+    }
+    let a = sub.expect_publish();
+    let c = sub.expect_publish();
+    sub.expect_nothing(QUIET);
+    sub.ack(&a);
+    sub.ack(&c);
+    let rest: Vec<String> = sub.expect_publishes(2).iter().map(text).collect();
+    assert_eq!(rest, ["2", "3"]);
+}
+
+/// [MQTT-3.1.2-29] With Request Problem Information = 0 the server sends no Reason String or
+/// User Property on packets other than PUBLISH, CONNACK and DISCONNECT: a refused subscription's
+/// SUBACK carries neither.
+#[test]
+fn no_reason_string_when_problem_information_not_requested() {
+    let b = Broker::start(BrokerOpts::new().limits("max_subscriptions_per_client = 1\nmax_topic_levels = 3"));
+    let mut c = b.connect(Opts::v5("rpi").with(|c| c.properties.request_problem_information = Some(false)));
+    c.subscribe_ok("rpi/1", QoS::AtLeastOnce);
+    let id = c.next_packet_id();
+    c.send(&Packet::Subscribe(Subscribe {
+        packet_id: id,
+        subscription_id: None,
+        user_properties: UserProperties::default(),
+        filters: vec![SubscribeFilter { filter: s("rpi/2"), options: sub_opts(QoS::AtLeastOnce) }],
+    }));
+    let Packet::SubAck(ack) = c.wait_for(WAIT, "SUBACK", |p| matches!(p, Packet::SubAck(_))) else { unreachable!() };
+    assert!(ack.reason_codes[0].is_error(), "{ack:?}");
+    assert_eq!(ack.properties.reason_string, None, "[MQTT-3.1.2-29] {ack:?}");
+    assert!(ack.properties.user_properties.is_empty(), "[MQTT-3.1.2-29] {ack:?}");
+    let mut deep = msg("rpi/a/b/c", "deep").qos(QoS::AtLeastOnce);
+    let id = c.publish_nowait(&mut deep).unwrap();
+    let Packet::PubAck(puback) = c.wait_for(WAIT, "PUBACK", |p| matches!(p, Packet::PubAck(a) if a.packet_id == id))
+    else {
+        unreachable!()
+    };
+    assert_eq!(puback.reason_code, ReasonCode::TOPIC_NAME_INVALID, "{puback:?}");
+    assert_eq!(puback.properties.reason_string, None, "[MQTT-3.1.2-29] {puback:?}");
+}

@@ -182,3 +182,44 @@ fn session_restores_multiple_subscriptions() {
     let m = c.expect_publish_acked();
     assert_eq!((text(&m).as_str(), m.qos_pid.qos()), ("bc", QoS::AtLeastOnce));
 }
+
+/// (3.10.4) An UNSUBSCRIBE is part of the session state: after reconnecting to
+/// the persistent session the removed subscription stays removed, the other one stays.
+#[test]
+fn unsubscribe_persists_in_session() {
+    let b = Broker::start(BrokerOpts::new().shards(4));
+    let opts = || Opts::v5("unsub-ps").clean(false).session_expiry(60);
+    let mut c = b.connect(opts());
+    c.subscribe_ok("ups/keep", QoS::AtLeastOnce);
+    c.subscribe_ok("ups/drop", QoS::AtLeastOnce);
+    c.unsubscribe(&["ups/drop"]);
+    c.disconnect();
+    let mut c = b.connect(opts());
+    assert!(c.session_present());
+    let mut p = b.v5("unsub-ps-pub");
+    p.publish(msg("ups/drop", "no").qos(QoS::AtLeastOnce));
+    p.publish(msg("ups/keep", "yes").qos(QoS::AtLeastOnce));
+    assert_eq!(text(&c.expect_publish_acked()), "yes");
+    c.expect_nothing(QUIET);
+}
+
+/// [MQTT-4.1.0-1] Queued messages are delivered before newer ones after reconnect: the session's
+/// queue keeps publish order across the offline period.
+#[test]
+fn queued_messages_precede_new_ones_after_reconnect() {
+    let b = Broker::default_start();
+    let opts = || Opts::v5("qorder").clean(false).session_expiry(60);
+    let mut c = b.connect(opts());
+    c.subscribe_ok("qorder/t", QoS::AtLeastOnce);
+    c.disconnect();
+    let mut p = b.v5("qorder-pub");
+    for i in 0..3 {
+        p.publish(msg("qorder/t", format!("old{i}")).qos(QoS::AtLeastOnce));
+    }
+    let mut c = b.connect(opts());
+    for i in 0..3 {
+        p.publish(msg("qorder/t", format!("new{i}")).qos(QoS::AtLeastOnce));
+    }
+    let got: Vec<String> = c.expect_publishes(6).iter().map(text).collect();
+    assert_eq!(got, ["old0", "old1", "old2", "new0", "new1", "new2"]);
+}

@@ -147,3 +147,28 @@ fn shared_subscription_from_v311_members() {
     let total: usize = drain(&mut members).iter().map(Vec::len).sum();
     assert_eq!(total, 10);
 }
+
+/// [MQTT-4.8.2-3] The server respects the granted QoS of each member: a QoS 0 member gets QoS 1
+/// messages at QoS 0, a QoS 1 member at QoS 1.
+#[test]
+fn shared_members_get_their_granted_qos() {
+    let b = Broker::default_start();
+    let mut m0 = b.v5("sq-0");
+    let mut m1 = b.v5("sq-1");
+    m0.subscribe_ok("$share/gq/sq/t", QoS::AtMostOnce);
+    m1.subscribe_ok("$share/gq/sq/t", QoS::AtLeastOnce);
+    let mut p = b.v5("sq-pub");
+    for i in 0..10 {
+        p.publish(msg("sq/t", format!("{i}")).qos(QoS::ExactlyOnce));
+    }
+    let mut total = 0;
+    for (m, granted) in [(&mut m0, QoS::AtMostOnce), (&mut m1, QoS::AtLeastOnce)] {
+        while let Some(packet) = m.recv(QUIET) {
+            let Packet::Publish(p) = packet else { panic!("unexpected {packet:?}") };
+            assert_eq!(p.qos_pid.qos(), granted, "[{}] {p:?}", m.name);
+            m.ack(&p);
+            total += 1;
+        }
+    }
+    assert_eq!(total, 10);
+}

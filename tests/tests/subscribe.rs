@@ -267,3 +267,28 @@ fn subscription_in_force_on_all_shards_once_acknowledged() {
         assert_eq!(got, want, "round {round}: messages published after the SUBACK were lost");
     }
 }
+
+/// [MQTT-3.3.4-3] A retained message sent because of a new subscription carries that
+/// subscription's identifier.
+#[test]
+fn subscription_identifier_on_retained_messages() {
+    let b = Broker::default_start();
+    let mut p = b.v5("sidr-pub");
+    p.publish(msg("sidr/t", "r").qos(QoS::AtLeastOnce).retain(true));
+    let mut c = b.v5("sidr-sub");
+    c.subscribe_with(&[("sidr/#", sub_opts(QoS::AtLeastOnce))], Some(77));
+    let m = c.expect_publish_acked();
+    assert!(m.retain);
+    assert_eq!(m.properties.subscription_ids.iter().map(|i| i.get()).collect::<Vec<_>>(), [77]);
+}
+
+/// (3.8.3.1) No Local on 3.1.1 does not exist: a 3.1.1 client that subscribes to a
+/// topic it publishes to gets its own messages back.
+#[test]
+fn v311_client_receives_own_messages() {
+    let b = Broker::default_start();
+    let mut c = b.v3("own3");
+    c.subscribe_ok("own3/t", QoS::AtLeastOnce);
+    c.publish(msg("own3/t", "echo").qos(QoS::AtLeastOnce));
+    assert_eq!(text(&c.expect_publish_acked()), "echo");
+}
