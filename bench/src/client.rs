@@ -133,6 +133,9 @@ pub async fn connect(
                 if let Some(max) = ack.properties.receive_maximum {
                     conn.receive_maximum = max.get();
                 }
+                if let Some(server) = ack.properties.server_keep_alive_secs {
+                    warn_server_keep_alive(cfg, server);
+                }
                 Ok(conn)
             }
             other => Err(ClientError::Unexpected {
@@ -144,6 +147,21 @@ pub async fn connect(
     monoio::time::timeout(timeout, attempt)
         .await
         .map_err(|_| ClientError::Timeout)?
+}
+
+/// The clients never ping: say so once if the broker's Server Keep Alive is shorter than the
+/// run, since it will then disconnect idle clients.
+fn warn_server_keep_alive(cfg: &LoadConfig, server_secs: u16) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let run_secs = cfg.duration.as_secs_f64() + cfg.drain.as_secs_f64() + 5.0;
+    if server_secs > 0 && f64::from(server_secs) * 1.5 < run_secs {
+        WARNED.call_once(|| {
+            eprintln!(
+                "warning: the broker set Server Keep Alive {server_secs} s; this run lasts ~{run_secs:.0} s \
+                 and the clients do not ping, so idle clients may be disconnected"
+            );
+        });
+    }
 }
 
 /// Subscribes to `filter` and waits for a SUBACK that grants it.
