@@ -9,8 +9,8 @@ use crate::report::{bytes, micros, si};
 const COLORS: [&str; 6] = [
     "#d9480f", "#1971c2", "#2f9e44", "#7048e8", "#e8590c", "#495057",
 ];
-const WIDTH: u32 = 900;
-const LABEL_W: u32 = 250;
+const WIDTH: u32 = 940;
+const LABEL_W: u32 = 280;
 const BAR_MAX: f64 = 520.0;
 const BAR_H: u32 = 16;
 const GAP: u32 = 4;
