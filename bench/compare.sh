@@ -25,7 +25,7 @@ ulimit -n "$(ulimit -Hn)" || true
 
 mosquitto="${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}"
 brokers=(
-  --broker "ringmq=$target/release/ringmq --listen 127.0.0.1:{port} --shards $shards"
+  --broker "ringmq=$target/release/ringmq --listen 127.0.0.1:{port} --shards $shards --log-level warn"
   --broker "mosquitto=$mosquitto -c {config}"
 )
 rumqttd="${RUMQTTD:-$(command -v rumqttd || echo "$HOME/.cargo/bin/rumqttd")}"
