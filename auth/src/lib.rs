@@ -1,31 +1,144 @@
 //! ringmq-auth: who a client is and what it may touch.
 //!
 //! What it is for: deciding CONNECT, PUBLISH and SUBSCRIBE permissions from an immutable
-//! registry snapshot. What it must never do: block a shard (no I/O on the connect path), panic
-//! on client input, or hold a lock on the hot path — the registry is read through `arc-swap`.
+//! registry [`Snapshot`], the Event Grid way: X.509 client certificates ([`x509`]), JWTs
+//! ([`jwt`]), and client groups → topic spaces → permission bindings, RBAC roles and claim
+//! rules ([`authz`]). The registry file is parsed by [`registry`].
 //!
-//! Today it holds the policy of the embedded default: anonymous clients, everything allowed.
-//! X.509, JWT and the Event Grid authorization model are added by later issues.
+//! What it must never do: block a shard (no I/O on the connect path: JWKS keys are fetched by
+//! a background thread), panic on client input or registry content, or take a lock on the hot
+//! path — the snapshot is read through `arc-swap`, and verification caches are owned by each
+//! shard ([`Caches`]), so nothing is shared mutably.
 
 #![forbid(unsafe_code)]
 
+pub mod authz;
+pub mod identity;
+pub mod jwt;
+pub mod registry;
+pub mod x509;
+
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
-/// The policy in force. Immutable: a reload builds a new one and swaps it in.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    /// Incremented by every reload, so caches keyed by it are invalidated.
-    pub version: u64,
-    /// Whether a client with no credentials may connect.
-    pub allow_anonymous: bool,
+pub use identity::{AttrValue, Attributes, AuthError, ClientType, Credentials, Identity, Method};
+
+/// A problem in the registry, located by its JSON path (`clients[3].state`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{path}`: {problem}")]
+pub struct RegistryError {
+    pub path: String,
+    pub problem: String,
 }
+
+impl RegistryError {
+    pub fn new(path: impl Into<String>, problem: impl Into<String>) -> RegistryError {
+        RegistryError {
+            path: path.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The policy in force. Immutable: a reload builds a new one and swaps it in.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Incremented by every reload; caches keyed by it are invalidated.
+    pub version: u64,
+    /// Whether a client with no credentials may connect (the embedded default).
+    pub allow_anonymous: bool,
+    /// The registry; `None` in the embedded default (no authentication, everything allowed).
+    pub registry: Option<registry::Registry>,
+}
+
+/// Per-shard verification caches (certificate chains, tokens): owned by one shard, so a
+/// reconnect storm spread over the shards needs no locks.
+#[derive(Debug, Default)]
+pub struct Caches {
+    pub x509: x509::X509Cache,
+    pub jwt: jwt::JwtCache,
+}
+
+/// The supported enhanced-authentication methods.
+pub const CUSTOM_JWT: &str = "CUSTOM-JWT";
+pub const OAUTH2_JWT: &str = "OAUTH2-JWT";
 
 impl Snapshot {
     /// The embedded default: anonymous access, everything permitted.
     pub fn allow_all() -> Snapshot {
-        Snapshot { version: 1, allow_anonymous: true }
+        Snapshot {
+            version: 1,
+            allow_anonymous: true,
+            registry: None,
+        }
+    }
+
+    /// Authenticates a CONNECT. Order: enhanced authentication (Authentication Method), then a
+    /// client certificate, then a token in the password, then anonymous access.
+    pub fn authenticate(
+        &self,
+        creds: &Credentials<'_>,
+        caches: &mut Caches,
+        now: SystemTime,
+    ) -> Result<Identity, AuthError> {
+        let Some(reg) = &self.registry else {
+            if let Some(method) = creds.auth_method {
+                return Err(AuthError::BadMethod(format!(
+                    "authentication method {method:?} is not configured"
+                )));
+            }
+            return if self.allow_anonymous {
+                Ok(Identity::anonymous(creds.client_id))
+            } else {
+                Err(AuthError::NotAuthorized(
+                    "anonymous access is disabled".into(),
+                ))
+            };
+        };
+        if let Some(method) = creds.auth_method {
+            let kind = match method {
+                CUSTOM_JWT => jwt::TokenSource::CustomJwt,
+                OAUTH2_JWT => jwt::TokenSource::OAuth2Jwt,
+                other => {
+                    return Err(AuthError::BadMethod(format!(
+                        "authentication method {other:?} is not supported"
+                    )));
+                }
+            };
+            let token = creds.auth_data.unwrap_or_default();
+            return jwt::authenticate(reg, kind, token, creds, &mut caches.jwt, now);
+        }
+        if !creds.peer_certificates.is_empty() {
+            return x509::authenticate(reg, creds, &mut caches.x509, self.version, now);
+        }
+        if let Some(password) = creds.password {
+            if reg.accepts_token_in_password() {
+                return jwt::authenticate(
+                    reg,
+                    jwt::TokenSource::Password,
+                    password,
+                    creds,
+                    &mut caches.jwt,
+                    now,
+                );
+            }
+        }
+        if self.allow_anonymous {
+            return Ok(Identity::anonymous(creds.client_id));
+        }
+        Err(AuthError::BadCredentials(
+            "no client certificate, token or supported authentication method".into(),
+        ))
+    }
+
+    /// What `identity` may publish and subscribe to.
+    pub fn permissions(&self, identity: &Identity) -> authz::Permissions {
+        match &self.registry {
+            None => authz::Permissions::allow_all(),
+            Some(reg) => reg.policy.permissions(identity),
+        }
     }
 }
 
@@ -51,12 +164,67 @@ impl Registry {
 mod tests {
     use super::*;
 
+    fn creds<'a>(client_id: &'a str, method: Option<&'a str>) -> Credentials<'a> {
+        Credentials {
+            client_id,
+            username: None,
+            password: None,
+            auth_method: method,
+            auth_data: None,
+            peer_certificates: &[],
+            v5: true,
+        }
+    }
+
+    #[test]
+    fn embedded_default_admits_anonymous_and_refuses_methods() {
+        let s = Snapshot::allow_all();
+        let mut caches = Caches::default();
+        let id = s
+            .authenticate(&creds("c1", None), &mut caches, SystemTime::now())
+            .unwrap();
+        assert_eq!(&*id.authentication_name, "c1");
+        assert_eq!(id.method, Method::Anonymous);
+        let e = s
+            .authenticate(
+                &creds("c1", Some("CUSTOM-JWT")),
+                &mut caches,
+                SystemTime::now(),
+            )
+            .unwrap_err();
+        assert_eq!(
+            e.reason_code(),
+            ringmq_codec::ReasonCode::BAD_AUTHENTICATION_METHOD
+        );
+    }
+
+    #[test]
+    fn anonymous_disabled_is_not_authorized() {
+        let s = Snapshot {
+            version: 1,
+            allow_anonymous: false,
+            registry: None,
+        };
+        let e = s
+            .authenticate(
+                &creds("c1", None),
+                &mut Caches::default(),
+                SystemTime::now(),
+            )
+            .unwrap_err();
+        assert_eq!(e.reason_code(), ringmq_codec::ReasonCode::NOT_AUTHORIZED);
+    }
+
     #[test]
     fn store_replaces_snapshot_seen_by_existing_handles() {
         let registry = Registry::new(Snapshot::allow_all());
         let other = registry.clone();
         assert!(other.load().allow_anonymous);
-        registry.store(Snapshot { version: 2, allow_anonymous: false });
+        registry.store(Snapshot {
+            version: 2,
+            allow_anonymous: false,
+            registry: None,
+        });
         assert_eq!(other.load().version, 2);
         assert!(!other.load().allow_anonymous);
     }
