@@ -215,15 +215,21 @@ pub fn mosquitto_pub(broker: &Broker, args: &[&str]) -> ToolOutput {
 /// It runs under `stdbuf -oL`: its stdout is a file, which stdio would otherwise buffer until
 /// exit, and the SUBACK line is what tells the test it may publish.
 pub fn mosquitto_sub(broker: &Broker, args: &[&str]) -> Tool {
+    let mut tool = mosquitto_sub_spawn(broker, args);
+    tool.wait_for_stdout("received SUBACK", TOOL_TIMEOUT);
+    tool
+}
+
+/// Starts `mosquitto_sub` like [`mosquitto_sub`] without waiting for its SUBACK: for a resumed
+/// session, whose queued messages may arrive (and `-C n` end it) before the SUBACK.
+pub fn mosquitto_sub_spawn(broker: &Broker, args: &[&str]) -> Tool {
     let mut all = vec!["-oL".to_owned(), "mosquitto_sub".to_owned()];
     all.extend(with_broker(broker, args));
     all.extend(["-d".to_owned(), "-F".to_owned(), SUB_FORMAT.to_owned()]);
-    if !std::process::Command::new("mosquitto_sub").arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {
+    if std::process::Command::new("mosquitto_sub").arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
         panic!("`mosquitto_sub` is not installed but this test needs it: {MOSQUITTO_INSTALL}");
     }
-    let mut tool = Tool::spawn("stdbuf", &all, "stdbuf is part of GNU coreutils: apt-get install -y coreutils");
-    tool.wait_for_stdout("received SUBACK", TOOL_TIMEOUT);
-    tool
+    Tool::spawn("stdbuf", &all, "stdbuf is part of GNU coreutils: apt-get install -y coreutils")
 }
 
 /// Starts `python3 tests/py/<script>` with `args`. Scripts check that paho-mqtt 2.x is importable

@@ -295,3 +295,27 @@ fn paho_v311_publisher_to_mixed_subscribers() {
     assert_eq!(got_m, want, "{mo}");
     assert_eq!(got_p, want, "{po}");
 }
+
+/// mosquitto_sub with a persistent session (`-c`, v5 with `-x 60`, and 3.1.1): messages published
+/// while it is away are delivered when it comes back.
+#[test]
+fn mosquitto_sub_persistent_session_gets_queued_messages() {
+    let b = Broker::start(BrokerOpts::new().shards(4));
+    for (version, extra) in [("5", vec!["-x", "60"]), ("311", vec![])] {
+        let id = format!("ms-persist-{version}");
+        let topic = format!("mpers/{version}");
+        let mut first = vec!["-V", version, "-c", "-i", &id, "-q", "1", "-t", &topic, "-E"];
+        first.extend(extra.iter().copied());
+        // -E: exit once subscribed; the session stays.
+        mosquitto_sub(&b, &first).wait(TOOL_TIMEOUT).assert_success();
+        let mut p = b.v5(&format!("mpers-pub-{version}"));
+        p.publish(msg(&topic, "while-away").qos(QoS::AtLeastOnce));
+        let mut again = vec!["-V", version, "-c", "-i", &id, "-q", "1", "-t", &topic, "-C", "1", "-W", "15"];
+        again.extend(extra.iter().copied());
+        let out = mosquitto_sub_spawn(&b, &again).wait(TOOL_TIMEOUT);
+        out.assert_success();
+        let m = out.messages();
+        assert_eq!(m.len(), 1, "{out}");
+        assert_eq!((m[0].payload.as_str(), m[0].qos), ("while-away", 1), "{out}");
+    }
+}
