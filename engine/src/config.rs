@@ -45,6 +45,18 @@ impl Default for ServerConfig {
 #[serde(rename_all = "lowercase")]
 pub enum ListenerProtocol {
     Mqtt,
+    /// MQTT over TLS.
+    Mqtts,
+}
+
+/// Whether an `mqtts` listener asks for a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertificateMode {
+    #[default]
+    None,
+    Optional,
+    Required,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -53,6 +65,35 @@ pub struct ListenerConfig {
     pub bind: SocketAddr,
     #[serde(default = "default_protocol")]
     pub protocol: ListenerProtocol,
+    /// Server certificate chain (PEM), for `mqtts`. Relative paths are relative to the config file.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// Server private key (PEM), for `mqtts`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub client_certificate: ClientCertificateMode,
+}
+
+impl ListenerConfig {
+    pub fn plain(bind: SocketAddr) -> ListenerConfig {
+        ListenerConfig {
+            bind,
+            protocol: ListenerProtocol::Mqtt,
+            cert: None,
+            key: None,
+            client_certificate: ClientCertificateMode::None,
+        }
+    }
+}
+
+/// `[auth]`: where identities and permissions come from.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The registry file (docs/registry.md); relative to the config file. Without it, no
+    /// authentication is configured and `allow_anonymous` decides.
+    pub registry: Option<PathBuf>,
 }
 
 fn default_protocol() -> ListenerProtocol {
@@ -130,6 +171,8 @@ pub struct Config {
     /// Whether clients without credentials may connect. True in the embedded default.
     #[serde(default = "default_true")]
     pub allow_anonymous: bool,
+    #[serde(default)]
+    pub auth: AuthConfig,
 }
 
 fn default_true() -> bool {
@@ -137,10 +180,10 @@ fn default_true() -> bool {
 }
 
 fn default_listeners() -> Vec<ListenerConfig> {
-    vec![ListenerConfig {
-        bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
-        protocol: ListenerProtocol::Mqtt,
-    }]
+    vec![ListenerConfig::plain(SocketAddr::from((
+        [127, 0, 0, 1],
+        1883,
+    )))]
 }
 
 impl Default for Config {
@@ -151,6 +194,7 @@ impl Default for Config {
             listeners: default_listeners(),
             limits: Limits::default(),
             allow_anonymous: true,
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -246,6 +290,24 @@ impl Config {
         if self.listeners.is_empty() {
             return invalid("listener", "at least one [[listener]] is required");
         }
+        for l in &self.listeners {
+            match l.protocol {
+                ListenerProtocol::Mqtts if l.cert.is_none() || l.key.is_none() => {
+                    return invalid("listener.cert", "an mqtts listener needs `cert` and `key`");
+                }
+                ListenerProtocol::Mqtt
+                    if l.cert.is_some()
+                        || l.key.is_some()
+                        || l.client_certificate != ClientCertificateMode::None =>
+                {
+                    return invalid(
+                        "listener.protocol",
+                        "`cert`, `key` and `client_certificate` need protocol = \"mqtts\"",
+                    );
+                }
+                _ => {}
+            }
+        }
         Ok(())
     }
 }
@@ -308,6 +370,37 @@ mod tests {
         assert_eq!(c.server.shards, 3);
         assert_eq!(c.server.driver, Driver::Legacy);
         assert_eq!(c.listeners[0].bind.port(), 1999);
+    }
+
+    #[test]
+    fn mqtts_listener_needs_cert_and_key_relative_to_file() {
+        let e = parse("[[listener]]\nbind = \"127.0.0.1:8883\"\nprotocol = \"mqtts\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listener.cert"), "{e}");
+        let c = Config::from_toml(
+            "[[listener]]\nbind = \"127.0.0.1:8883\"\nprotocol = \"mqtts\"\ncert = \"s.pem\"\nkey = \"/abs/s.key\"\nclient_certificate = \"required\"\n[auth]\nregistry = \"reg.json\"\n",
+            Path::new("/etc/ringmq/ringmq.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.listeners[0].cert.as_deref(),
+            Some(Path::new("/etc/ringmq/s.pem"))
+        );
+        assert_eq!(c.listeners[0].key.as_deref(), Some(Path::new("/abs/s.key")));
+        assert_eq!(
+            c.listeners[0].client_certificate,
+            ClientCertificateMode::Required
+        );
+        assert_eq!(
+            c.auth.registry.as_deref(),
+            Some(Path::new("/etc/ringmq/reg.json"))
+        );
+        let e =
+            parse("[[listener]]\nbind = \"127.0.0.1:1883\"\nclient_certificate = \"optional\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("listener.protocol"), "{e}");
     }
 
     #[test]

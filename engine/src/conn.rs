@@ -61,6 +61,8 @@ pub struct Conn {
     pub writer: Option<Waker>,
     /// Bytes received after CONNECT while the session was being claimed.
     pub held_input: BytesMut,
+    /// The TLS client certificate chain, leaf first (empty without TLS or certificate).
+    pub peer_certificates: Vec<rustls_pki_types::CertificateDer<'static>>,
     /// Session expiry set at CONNECT was zero (DISCONNECT may not raise it [MQTT-3.14.2-2]).
     pub connect_expiry_zero: bool,
 }
@@ -88,6 +90,7 @@ impl Conn {
             out_chunk_bytes: 0,
             writer: None,
             held_input: BytesMut::new(),
+            peer_certificates: Vec::new(),
             connect_expiry_zero: false,
         }
     }

@@ -17,6 +17,8 @@ pub mod route;
 pub mod runtime;
 pub mod session;
 mod sys;
+pub mod tls;
+mod tls_pump;
 pub mod trie;
 
 /// Shard bitmasks are `u64`.

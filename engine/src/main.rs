@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ringmq::config::{Config, Driver, ListenerConfig, ListenerProtocol};
+use ringmq::config::{Config, Driver, ListenerConfig};
 use ringmq::runtime::Server;
 
 #[global_allocator]
@@ -49,10 +49,7 @@ fn main() -> ExitCode {
         config.listeners = cli
             .listen
             .iter()
-            .map(|&bind| ListenerConfig {
-                bind,
-                protocol: ListenerProtocol::Mqtt,
-            })
+            .map(|&bind| ListenerConfig::plain(bind))
             .collect();
     }
     if let Some(n) = cli.shards {
@@ -72,7 +69,13 @@ fn main() -> ExitCode {
         eprintln!("ringmq: configuration error: {e}");
         return ExitCode::from(2);
     }
-    let filter = match tracing_subscriber::EnvFilter::try_new(&config.server.log_level) {
+    // rustls warns about every client that sends an IP address as SNI (mosquitto does);
+    // keep its warnings out of a plain level unless the filter names rustls itself.
+    let mut directives = config.server.log_level.clone();
+    if !directives.contains("rustls") {
+        directives.push_str(",rustls=error");
+    }
+    let filter = match tracing_subscriber::EnvFilter::try_new(&directives) {
         Ok(f) => f,
         Err(e) => {
             eprintln!(

@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::mpsc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -16,16 +17,16 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, Driver};
+use crate::config::{Config, Driver, ListenerProtocol};
 use crate::conn::Output;
 use crate::core::ShardCore;
 use crate::mesh::Mesh;
 
-type Core = Rc<RefCell<ShardCore>>;
+pub(crate) type Core = Rc<RefCell<ShardCore>>;
 
 /// Read buffer size of an idle connection; grows to fit a large packet, so idle
 /// connections stay cheap.
-const READ_CHUNK: usize = 512;
+pub(crate) const READ_CHUNK: usize = 512;
 /// Mesh messages handled per loop turn before yielding to connections.
 const MESH_BATCH: usize = 1024;
 const TICK: Duration = Duration::from_millis(250);
@@ -47,6 +48,8 @@ pub enum StartError {
     },
     #[error("cannot spawn shard thread: {0}")]
     Thread(std::io::Error),
+    #[error("TLS listener: {0}")]
+    Tls(crate::tls::TlsError),
     #[error("shard {0} stopped during startup")]
     Lost(usize),
 }
@@ -148,12 +151,24 @@ fn run_shard(shard: usize, driver: Driver, config: Config, mesh: Mesh, ready: Re
 async fn shard_main(shard: usize, config: Config, mesh: Mesh, ready: Ready) {
     let mut listeners = Vec::new();
     for l in &config.listeners {
+        let tls = match (l.protocol, &l.cert, &l.key) {
+            (ListenerProtocol::Mqtts, Some(cert), Some(key)) => {
+                match crate::tls::server_config(cert, key, l.client_certificate) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        let _ = ready.send(Err(StartError::Tls(e)));
+                        return;
+                    }
+                }
+            }
+            _ => None,
+        };
         let opts = ListenerOpts::new()
             .reuse_port(true)
             .reuse_addr(true)
             .backlog(4096);
         match TcpListener::bind_with_config(l.bind, &opts) {
-            Ok(listener) => listeners.push(listener),
+            Ok(listener) => listeners.push((listener, tls)),
             Err(source) => {
                 let _ = ready.send(Err(StartError::Bind {
                     shard,
@@ -170,8 +185,8 @@ async fn shard_main(shard: usize, config: Config, mesh: Mesh, ready: Ready) {
         config.limits.clone(),
         config.allow_anonymous,
     )));
-    for listener in listeners {
-        monoio::spawn(accept_loop(listener, core.clone()));
+    for (listener, tls) in listeners {
+        monoio::spawn(accept_loop(listener, core.clone(), tls));
     }
     monoio::spawn(tick_loop(core.clone()));
     let _ = ready.send(Ok(()));
@@ -215,7 +230,7 @@ async fn tick_loop(core: Core) {
     }
 }
 
-async fn accept_loop(listener: TcpListener, core: Core) {
+async fn accept_loop(listener: TcpListener, core: Core, tls: Option<Arc<rustls::ServerConfig>>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -229,7 +244,28 @@ async fn accept_loop(listener: TcpListener, core: Core) {
         let _ = stream.set_nodelay(true);
         let token = core.borrow_mut().accept(peer, Instant::now());
         let Some(token) = token else { continue };
-        monoio::spawn(connection(stream, token.index as usize, core.clone()));
+        let index = token.index as usize;
+        match &tls {
+            None => {
+                monoio::spawn(connection(stream, index, core.clone()));
+            }
+            Some(config) => match rustls::ServerConnection::new(config.clone()) {
+                Ok(mut session) => {
+                    // Our own limits bound what is queued; rustls' buffer must not refuse it.
+                    session.set_buffer_limit(None);
+                    monoio::spawn(crate::tls_pump::connection(
+                        stream,
+                        index,
+                        core.clone(),
+                        session,
+                    ));
+                }
+                Err(e) => {
+                    warn!(%peer, "TLS session setup failed: {e}");
+                    core.borrow_mut().release(index, Instant::now());
+                }
+            },
+        }
     }
 }
 
@@ -323,7 +359,7 @@ async fn connection(stream: TcpStream, index: usize, core: Core) {
 
 /// Waits until the connection has something to write or has closed with nothing left
 /// (`None`).
-fn next_output<'a>(
+pub(crate) fn next_output<'a>(
     core: &'a Core,
     index: usize,
     spare: &'a mut BytesMut,
