@@ -230,10 +230,24 @@ impl Config {
     /// Parses and validates TOML text; `path` names it in errors.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         // toml's error message names the key and line (e.g. "unknown field `foo`").
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
+        // Paths in the file are relative to the file.
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let resolve = |p: &mut Option<PathBuf>| {
+            if let Some(p) = p.as_mut() {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        };
+        for l in &mut config.listeners {
+            resolve(&mut l.cert);
+            resolve(&mut l.key);
+        }
+        resolve(&mut config.auth.registry);
         config.validate(path)?;
         Ok(config)
     }
