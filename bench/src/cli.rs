@@ -90,9 +90,9 @@ pub struct LoadArgs {
     /// Protocol level: 3 (MQTT 3.1), 4 (3.1.1), 5 (5.0).
     #[arg(short = 'V', long = "protocol-version", default_value_t = 5, value_parser = clap::value_parser!(u8).range(3..=5))]
     pub protocol_version: u8,
-    /// Keep alive sent in CONNECT, in seconds. The clients never send PINGREQ, so the default
-    /// is 0 (off); with -k N keep runs shorter than 1.5 × N.
-    #[arg(short = 'k', long = "keepalive", default_value_t = 0)]
+    /// Keep alive sent in CONNECT, in seconds; clients ping at half of it when idle. 0 turns
+    /// keep alive off (some brokers, e.g. rumqttd, refuse 0).
+    #[arg(short = 'k', long = "keepalive", default_value_t = 60)]
     pub keep_alive_secs: u16,
     /// Load-generator threads, each a monoio runtime owning a slice of the clients
     /// (default: the number of cores).

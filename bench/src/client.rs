@@ -24,6 +24,7 @@ use ringmq_codec::{DecodeError, Limits, Packet, ProtocolVersion, QoS, QosPid, Re
 
 use crate::clock;
 use crate::config::{LoadConfig, PubSpec};
+use crate::outbox::{self, Outbox};
 use crate::stats::{Shared, phase};
 use crate::wire::{self, PacketIds, WireError};
 
@@ -61,6 +62,8 @@ pub struct Conn {
     pub rbuf: BytesMut,
     /// The broker's Receive Maximum (65 535 when it sent none, or in 3.1.1).
     pub receive_maximum: u16,
+    /// Keep alive in effect: ours, or the broker's Server Keep Alive.
+    pub keep_alive_secs: u16,
 }
 
 /// Decode limits for frames from the broker: room for our payloads plus headers.
@@ -121,6 +124,7 @@ pub async fn connect(
             stream,
             rbuf: BytesMut::new(),
             receive_maximum: u16::MAX,
+            keep_alive_secs: cfg.keep_alive_secs,
         };
         let mut out = BytesMut::with_capacity(256);
         wire::connect(cfg, client_id, &mut out)?;
@@ -133,8 +137,9 @@ pub async fn connect(
                 if let Some(max) = ack.properties.receive_maximum {
                     conn.receive_maximum = max.get();
                 }
+                // The server's keep alive replaces ours [MQTT-3.2.2-21].
                 if let Some(server) = ack.properties.server_keep_alive_secs {
-                    warn_server_keep_alive(cfg, server);
+                    conn.keep_alive_secs = server;
                 }
                 Ok(conn)
             }
@@ -147,21 +152,6 @@ pub async fn connect(
     monoio::time::timeout(timeout, attempt)
         .await
         .map_err(|_| ClientError::Timeout)?
-}
-
-/// The clients never ping: say so once if the broker's Server Keep Alive is shorter than the
-/// run, since it will then disconnect idle clients.
-fn warn_server_keep_alive(cfg: &LoadConfig, server_secs: u16) {
-    static WARNED: std::sync::Once = std::sync::Once::new();
-    let run_secs = cfg.duration.as_secs_f64() + cfg.drain.as_secs_f64() + 5.0;
-    if server_secs > 0 && f64::from(server_secs) * 1.5 < run_secs {
-        WARNED.call_once(|| {
-            eprintln!(
-                "warning: the broker set Server Keep Alive {server_secs} s; this run lasts ~{run_secs:.0} s \
-                 and the clients do not ping, so idle clients may be disconnected"
-            );
-        });
-    }
 }
 
 /// Subscribes to `filter` and waits for a SUBACK that grants it.
@@ -199,15 +189,29 @@ pub async fn subscribe(cfg: &LoadConfig, conn: &mut Conn, filter: &str) -> Resul
 /// Receives PUBLISHes until the connection ends: counts them, records the latency of the
 /// stamped ones, and acknowledges QoS 1.
 pub async fn run_subscriber(
-    mut conn: Conn,
+    conn: Conn,
     cfg: Rc<LoadConfig>,
     shared: Arc<Shared>,
     latencies: Rc<RefCell<Histogram<u64>>>,
 ) {
     let limits = limits(&cfg);
+    let Conn {
+        stream,
+        mut rbuf,
+        keep_alive_secs,
+        ..
+    } = conn;
+    let (mut reader, writer) = stream.into_split();
+    let outbox = Rc::new(Outbox::default());
+    monoio::spawn(outbox::run_writer(
+        writer,
+        outbox.clone(),
+        cfg.protocol,
+        keep_alive_secs,
+    ));
     let mut acks = BytesMut::with_capacity(4096);
     loop {
-        match read_more(&mut conn.stream, &mut conn.rbuf).await {
+        match read_more(&mut reader, &mut rbuf).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
@@ -218,7 +222,7 @@ pub async fn run_subscriber(
         let end = {
             let mut hist = latencies.borrow_mut();
             loop {
-                match decode(&mut conn.rbuf, &limits, cfg.protocol) {
+                match decode(&mut rbuf, &limits, cfg.protocol) {
                     Ok(Some(Packet::Publish(publish))) => {
                         match clock::read_stamp(&publish.payload) {
                             // Sent before this run started: left in the broker by an earlier run.
@@ -238,7 +242,7 @@ pub async fn run_subscriber(
                     Ok(Some(Packet::Disconnect(_))) => break Some(&shared.disconnected),
                     Ok(Some(_)) => {}
                     Ok(None) => break None,
-                    Err(err) => break Some(decode_failed(&shared, "subscriber", &err, &conn.rbuf)),
+                    Err(err) => break Some(decode_failed(&shared, "subscriber", &err, &rbuf)),
                 }
             }
         };
@@ -248,14 +252,17 @@ pub async fn run_subscriber(
             wake_delivery_waiters();
             shared.last_delivery_ns.fetch_max(now, Ordering::Relaxed);
         }
+        if !acks.is_empty() {
+            outbox.push(|out| out.extend_from_slice(&acks));
+            acks.clear();
+        }
         if let Some(counter) = end {
             Shared::add(counter, 1);
+            outbox.close();
             return;
         }
-        if !acks.is_empty() && write_buf(&mut conn.stream, &mut acks).await.is_err() {
-            break;
-        }
     }
+    outbox.close();
     if shared.phase() < phase::DONE {
         Shared::add(&shared.disconnected, 1);
     }
@@ -340,7 +347,13 @@ pub fn spawn_publisher(
         closed: Cell::new(false),
         waker: Cell::new(None),
     });
-    let Conn { stream, rbuf, .. } = conn;
+    let Conn {
+        stream,
+        rbuf,
+        keep_alive_secs,
+        ..
+    } = conn;
+    let ping_every = outbox::ping_interval(keep_alive_secs);
     let (reader, writer) = stream.into_split();
     monoio::spawn(read_acks(
         reader,
@@ -349,7 +362,9 @@ pub fn spawn_publisher(
         shared.clone(),
         window.clone(),
     ));
-    monoio::spawn(publish(writer, spec, cfg, shared, window, shape));
+    monoio::spawn(publish(
+        writer, spec, cfg, shared, window, shape, ping_every,
+    ));
 }
 
 async fn read_acks<R: AsyncReadRent>(
@@ -411,6 +426,7 @@ async fn publish<W: AsyncWriteRentExt>(
     shared: Arc<Shared>,
     window: Rc<Window>,
     shape: RunShape,
+    ping_every: Option<Duration>,
 ) {
     let publishers = shape.publishers;
     wait_phase(&shared, phase::RUN).await;
@@ -428,6 +444,9 @@ async fn publish<W: AsyncWriteRentExt>(
         (cfg.payload_size + spec.topic.len() + 16) * PUBLISH_BATCH as usize,
     );
     let mut sent = 0u64;
+    let mut last_write = std::time::Instant::now();
+    let ping_due =
+        |last: std::time::Instant| ping_every.is_some_and(|every| last.elapsed() >= every);
     loop {
         if shared.phase() >= phase::DRAIN || window.closed.get() {
             break;
@@ -441,9 +460,17 @@ async fn publish<W: AsyncWriteRentExt>(
             let elapsed_ns = clock::monotonic_ns().saturating_sub(start_ns + offset_ns);
             let due = (elapsed_ns as f64 * cfg.rate / 1e9) as u64 + 1;
             if due <= sent {
+                if ping_due(last_write) {
+                    outbox::pingreq(cfg.protocol, &mut out);
+                    if write_buf(&mut writer, &mut out).await.is_err() {
+                        break;
+                    }
+                    last_write = std::time::Instant::now();
+                }
                 let next_ns = start_ns + offset_ns + (sent as f64 / cfg.rate * 1e9) as u64;
-                let wait = next_ns.saturating_sub(clock::monotonic_ns());
-                monoio::time::sleep(Duration::from_nanos(wait.max(1000))).await;
+                let wait =
+                    Duration::from_nanos(next_ns.saturating_sub(clock::monotonic_ns()).max(1000));
+                monoio::time::sleep(ping_every.map_or(wait, |every| wait.min(every))).await;
                 continue;
             }
             n = n.min(due - sent);
@@ -485,6 +512,7 @@ async fn publish<W: AsyncWriteRentExt>(
             break;
         }
         sent += n;
+        last_write = std::time::Instant::now();
         Shared::add(&shared.published, n);
         shared
             .last_publish_ns
@@ -495,7 +523,16 @@ async fn publish<W: AsyncWriteRentExt>(
     }
     // Dropping the write half shuts the socket down; keep the connection open until the end
     // so the broker does not see a publisher leave before its messages are delivered.
-    wait_phase(&shared, phase::DONE).await;
+    while shared.phase() < phase::DONE {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+        if ping_due(last_write) {
+            outbox::pingreq(cfg.protocol, &mut out);
+            if write_buf(&mut writer, &mut out).await.is_err() {
+                break;
+            }
+            last_write = std::time::Instant::now();
+        }
+    }
     drop(writer);
 }
 

@@ -15,6 +15,7 @@ pub mod client;
 pub mod clock;
 pub mod compare;
 pub mod config;
+pub mod outbox;
 pub mod report;
 pub mod run;
 pub mod stats;

@@ -233,7 +233,15 @@ async fn open(ctx: &Rc<ThreadCtx>, job: &Job) -> Result<(), client::ClientError>
     let mut conn =
         client::connect(cfg, &job.client_id(&cfg.client_id_prefix), CONNECT_TIMEOUT).await?;
     match job {
-        Job::Idle(_) => ctx.idle.borrow_mut().push(conn),
+        Job::Idle(_) if conn.keep_alive_secs == 0 => ctx.idle.borrow_mut().push(conn),
+        Job::Idle(_) => {
+            let keep_alive_secs = conn.keep_alive_secs;
+            monoio::spawn(crate::outbox::hold_idle(
+                conn,
+                cfg.protocol,
+                keep_alive_secs,
+            ));
+        }
         Job::Sub(spec) => {
             monoio::time::timeout(
                 CONNECT_TIMEOUT,

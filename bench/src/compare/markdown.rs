@@ -399,7 +399,7 @@ fn method(s: &mut String, cmp: &Comparison) {
         s,
         "- **Load generator**: `ringmq-bench`, thread-per-core like the broker: each thread is a \
          monoio runtime owning a slice of the clients; packets are built and parsed with \
-         ringmq-codec. Client ids are unique per run, sessions are clean, keep alive 0 (the clients never ping).\n\
+         ringmq-codec. Client ids are unique per run, sessions are clean, keep alive 60 s.\n\
          - **Max-rate scenarios** are closed-loop: at most `--window` messages may be published \
          and not yet delivered (over all publishers), so the result is what the broker sustains \
          rather than how much the socket buffers hold; QoS 1 publishers additionally keep at \
