@@ -504,25 +504,36 @@ fn load_config(argv: &[String]) -> Result<LoadConfig, String> {
 }
 
 fn one_line(o: &Outcome) -> String {
-    match (&o.report, &o.problem) {
-        (Some(r), problem) => format!(
-            "   {} / {}: delivered {} msg/s ({:.1} %), conn {} /s{}",
+    let problem = o
+        .problem
+        .as_deref()
+        .map(|p| format!(" — {p}"))
+        .unwrap_or_default();
+    match &o.report {
+        Some(r) if r.publishers == 0 => format!(
+            "   {} / {}: {} connected at {} conn/s, {} per connection{problem}",
             o.broker,
             o.scenario,
+            r.connections.ok,
+            si(r.connections.per_sec),
+            r.broker_process
+                .as_ref()
+                .and_then(|b| b.rss_per_connection_bytes)
+                .map_or("–".to_string(), crate::report::bytes),
+        ),
+        Some(r) => format!(
+            "   {} / {}: published {} msg/s, delivered {} msg/s ({:.2} %), p50 {}, p99 {}{problem}",
+            o.broker,
+            o.scenario,
+            si(r.publish_rate),
             si(r.delivery_rate),
             r.delivery_ratio * 100.0,
-            si(r.connections.per_sec),
-            problem
-                .as_deref()
-                .map(|p| format!(" — {p}"))
-                .unwrap_or_default()
+            r.latency
+                .map_or("–".to_string(), |l| crate::report::micros(l.p50_us)),
+            r.latency
+                .map_or("–".to_string(), |l| crate::report::micros(l.p99_us)),
         ),
-        (None, problem) => format!(
-            "   {} / {}: FAILED {}",
-            o.broker,
-            o.scenario,
-            problem.as_deref().unwrap_or("")
-        ),
+        None => format!("   {} / {}: FAILED{problem}", o.broker, o.scenario),
     }
 }
 
