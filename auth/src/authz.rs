@@ -7,14 +7,12 @@
 //! concrete filters, claim rules compiled), so the per-PUBLISH check is a walk over a few
 //! filters or a cache hit, and allocates nothing.
 
+mod parse;
 mod permissions;
 pub mod query;
 mod template;
 
-use std::collections::HashMap;
-
 use ringmq_codec::topic::filter_contains;
-use serde_json::{Map, Value};
 
 pub use permissions::{CLAIM_RULES_SIZE_LIMIT, MAX_CLAIM_RULES, PUBLISH_CACHE_SLOTS, Permissions};
 pub use query::{MAX_IN_LIST, MAX_QUERY_CHARS, MAX_QUERY_DEPTH, Query, QueryError};
@@ -216,268 +214,21 @@ fn prune_contained(filters: &mut Filters) {
 }
 
 /// Parses `clientGroups`, `topicSpaces`, `permissionBindings`, `roleAssignments` of the
-/// registry root. Unknown keys inside them are reported in `warnings`; other root keys belong
-/// to the rest of the registry and are not looked at.
+/// registry root. Unknown keys inside their entries are reported in `warnings`; other root
+/// keys belong to the rest of the registry and are not looked at. Entries may be flat or
+/// ARM-style, with their fields in a `properties` object (as exported from Azure).
 pub fn parse_policy(
     root: &serde_json::Value,
     warnings: &mut Vec<String>,
 ) -> Result<Policy, RegistryError> {
-    let mut policy = Policy::default();
-    let mut group_index = HashMap::new();
-    for (i, item) in section(root, "clientGroups", MAX_CLIENT_GROUPS)?
-        .iter()
-        .enumerate()
-    {
-        let path = format!("clientGroups[{i}]");
-        let obj = object(item, &path, &["name", "query", "description"], warnings)?;
-        let name = resource_name(obj, &path)?;
-        let query_text = string(obj, "query", &path)?;
-        let query = query::parse(query_text).map_err(|e| {
-            RegistryError::new(
-                format!("{path}.query"),
-                format!("client group `{name}`: query does not parse {e}"),
-            )
-        })?;
-        if group_index
-            .insert(name.to_owned(), policy.groups.len())
-            .is_some()
-        {
-            return Err(duplicate(&path, "client group", name));
-        }
-        policy.groups.push(ClientGroup {
-            name: name.to_owned(),
-            query,
-        });
-    }
-    let mut space_index = HashMap::new();
-    for (i, item) in section(root, "topicSpaces", MAX_TOPIC_SPACES)?
-        .iter()
-        .enumerate()
-    {
-        let path = format!("topicSpaces[{i}]");
-        let obj = object(
-            item,
-            &path,
-            &["name", "topicTemplates", "description"],
-            warnings,
-        )?;
-        let name = resource_name(obj, &path)?;
-        let templates = topic_templates(obj, &path)?;
-        if space_index
-            .insert(name.to_owned(), policy.spaces.len())
-            .is_some()
-        {
-            return Err(duplicate(&path, "topic space", name));
-        }
-        policy.spaces.push(TopicSpace { templates });
-    }
-    let mut binding_names = HashMap::new();
-    for (i, item) in section(root, "permissionBindings", MAX_PERMISSION_BINDINGS)?
-        .iter()
-        .enumerate()
-    {
-        let path = format!("permissionBindings[{i}]");
-        let allowed = [
-            "name",
-            "clientGroupName",
-            "topicSpaceName",
-            "permission",
-            "description",
-        ];
-        let obj = object(item, &path, &allowed, warnings)?;
-        let name = resource_name(obj, &path)?;
-        if binding_names.insert(name.to_owned(), i).is_some() {
-            return Err(duplicate(&path, "permission binding", name));
-        }
-        let group_name = string(obj, "clientGroupName", &path)?;
-        let group = if group_name == ALL_CLIENTS_GROUP {
-            GroupRef::All
-        } else {
-            let i = group_index.get(group_name).ok_or_else(|| {
-                RegistryError::new(
-                    format!("{path}.clientGroupName"),
-                    format!("no client group is named `{group_name}` (nor is it `$all`)"),
-                )
-            })?;
-            GroupRef::Group(*i)
-        };
-        let space_name = string(obj, "topicSpaceName", &path)?;
-        let space = *space_index.get(space_name).ok_or_else(|| {
-            RegistryError::new(
-                format!("{path}.topicSpaceName"),
-                format!("no topic space is named `{space_name}`"),
-            )
-        })?;
-        let permission = match string(obj, "permission", &path)? {
-            p if p.eq_ignore_ascii_case("Publisher") => Permission::Publisher,
-            p if p.eq_ignore_ascii_case("Subscriber") => Permission::Subscriber,
-            other => {
-                return Err(RegistryError::new(
-                    format!("{path}.permission"),
-                    format!("`{other}` is not `Publisher` or `Subscriber`"),
-                ));
-            }
-        };
-        policy.bindings.push(Binding {
-            group,
-            space,
-            permission,
-        });
-    }
-    for (i, item) in section(root, "roleAssignments", MAX_ROLE_ASSIGNMENTS)?
-        .iter()
-        .enumerate()
-    {
-        let path = format!("roleAssignments[{i}]");
-        let allowed = ["principalId", "roleDefinitionName", "scope", "description"];
-        let obj = object(item, &path, &allowed, warnings)?;
-        let principal_id = string(obj, "principalId", &path)?;
-        if principal_id.is_empty() {
-            return Err(RegistryError::new(
-                format!("{path}.principalId"),
-                "is empty",
-            ));
-        }
-        let permission = match string(obj, "roleDefinitionName", &path)? {
-            r if r.eq_ignore_ascii_case(PUBLISHER_ROLE) => Permission::Publisher,
-            r if r.eq_ignore_ascii_case(SUBSCRIBER_ROLE) => Permission::Subscriber,
-            other => {
-                return Err(RegistryError::new(
-                    format!("{path}.roleDefinitionName"),
-                    format!("`{other}` is not `{PUBLISHER_ROLE}` or `{SUBSCRIBER_ROLE}`"),
-                ));
-            }
-        };
-        let scope = string(obj, "scope", &path)?;
-        let space = parse_scope(scope, &space_index)
-            .map_err(|problem| RegistryError::new(format!("{path}.scope"), problem))?;
-        policy.roles.push(RoleAssignment {
-            principal_id: principal_id.to_owned(),
-            permission,
-            space,
-        });
-    }
-    Ok(policy)
-}
-
-/// A role assignment's scope: `/` or a namespace resource id (`.../namespaces/<ns>`) is the
-/// whole namespace (`None`); `/topicSpaces/<name>`, or a resource id ending so, one space.
-fn parse_scope(scope: &str, spaces: &HashMap<String, usize>) -> Result<Option<usize>, String> {
-    let segments: Vec<&str> = scope.split('/').filter(|s| !s.is_empty()).collect();
-    if !scope.starts_with('/') {
-        return Err(format!("scope `{scope}` does not start with `/`"));
-    }
-    match segments.as_slice() {
-        [] => Ok(None),
-        [.., kind, name] if kind.eq_ignore_ascii_case("topicSpaces") => spaces
-            .get(*name)
-            .map(|i| Some(*i))
-            .ok_or_else(|| format!("no topic space is named `{name}`")),
-        [.., kind, _] if kind.eq_ignore_ascii_case("namespaces") => Ok(None),
-        _ => Err(format!(
-            "scope `{scope}` is not `/`, `/topicSpaces/<name>` or a namespace or topic space resource id"
-        )),
-    }
-}
-
-fn section<'a>(root: &'a Value, key: &str, max: usize) -> Result<&'a [Value], RegistryError> {
-    match root.get(key) {
-        None | Some(Value::Null) => Ok(&[]),
-        Some(Value::Array(items)) if items.len() > max => Err(RegistryError::new(
-            key,
-            format!("{} entries, at most {max} allowed", items.len()),
-        )),
-        Some(Value::Array(items)) => Ok(items),
-        Some(_) => Err(RegistryError::new(key, "must be an array")),
-    }
-}
-
-fn object<'a>(
-    value: &'a Value,
-    path: &str,
-    allowed: &[&str],
-    warnings: &mut Vec<String>,
-) -> Result<&'a Map<String, Value>, RegistryError> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| RegistryError::new(path, "must be an object"))?;
-    for key in obj.keys().filter(|k| !allowed.contains(&k.as_str())) {
-        warnings.push(format!("`{path}.{key}`: unknown key, ignored"));
-    }
-    Ok(obj)
-}
-
-fn string<'a>(
-    obj: &'a Map<String, Value>,
-    key: &str,
-    path: &str,
-) -> Result<&'a str, RegistryError> {
-    match obj.get(key) {
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(RegistryError::new(
-            format!("{path}.{key}"),
-            "must be a string",
-        )),
-        None => Err(RegistryError::new(format!("{path}.{key}"), "is missing")),
-    }
-}
-
-/// A group, space or binding name: 1 to 128 letters, digits, `-`, `_` or `.` (so `$all` stays
-/// reserved).
-fn resource_name<'a>(obj: &'a Map<String, Value>, path: &str) -> Result<&'a str, RegistryError> {
-    let name = string(obj, "name", path)?;
-    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || !name.chars().all(valid) {
-        return Err(RegistryError::new(
-            format!("{path}.name"),
-            format!("`{name}`: a name is 1 to {MAX_NAME_CHARS} letters, digits, `-`, `_` or `.`"),
-        ));
-    }
-    Ok(name)
-}
-
-fn topic_templates(obj: &Map<String, Value>, path: &str) -> Result<Vec<Template>, RegistryError> {
-    let key_path = format!("{path}.topicTemplates");
-    let items = match obj.get("topicTemplates") {
-        Some(Value::Array(items)) => items,
-        Some(_) => return Err(RegistryError::new(key_path, "must be an array of strings")),
-        None => return Err(RegistryError::new(key_path, "is missing")),
-    };
-    if items.is_empty() || items.len() > MAX_TOPIC_TEMPLATES {
-        return Err(RegistryError::new(
-            key_path,
-            format!(
-                "{} templates: 1 to {MAX_TOPIC_TEMPLATES} allowed",
-                items.len()
-            ),
-        ));
-    }
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            let item_path = format!("{key_path}[{i}]");
-            let source = item
-                .as_str()
-                .ok_or_else(|| RegistryError::new(&*item_path, "must be a string"))?;
-            Template::parse(source)
-                .map_err(|e| RegistryError::new(item_path, format!("template `{source}`: {e}")))
-        })
-        .collect()
-}
-
-fn duplicate(path: &str, what: &str, name: &str) -> RegistryError {
-    RegistryError::new(
-        format!("{path}.name"),
-        format!("a {what} named `{name}` is already defined"),
-    )
+    parse::policy(root, warnings)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(root: Value) -> Result<Policy, RegistryError> {
+    fn parse(root: serde_json::Value) -> Result<Policy, RegistryError> {
         parse_policy(&root, &mut Vec::new())
     }
 
@@ -491,6 +242,8 @@ mod tests {
 
     #[test]
     fn scopes() {
+        use parse::parse_scope;
+        use std::collections::HashMap;
         let spaces = HashMap::from([("telemetry".to_owned(), 3)]);
         for (scope, want) in [
             ("/", Ok(None)),

@@ -566,8 +566,41 @@ fn unknown_keys_are_warnings_with_paths() {
     assert_eq!(
         warnings,
         [
-            "`clientGroups[0].colour`: unknown key, ignored",
-            "`permissionBindings[2].scope`: unknown key, ignored",
+            "clientGroups[0].colour: ignored (not used by ringmq)",
+            "permissionBindings[2].scope: ignored (not used by ringmq)",
         ]
     );
+}
+
+#[test]
+fn arm_style_entries_with_properties() {
+    let root = json!({
+        "clientGroups": [{ "name": "trucks", "type": "Microsoft.EventGrid/namespaces/clientGroups",
+            "properties": { "query": "attributes.type = 'truck'", "provisioningState": "Succeeded" } }],
+        "topicSpaces": [{ "name": "t", "properties": { "topicTemplates": ["t/${client.authenticationName}"] } }],
+        "permissionBindings": [{ "name": "b", "properties": {
+            "clientGroupName": "trucks", "topicSpaceName": "t", "permission": "Publisher" } }]
+    });
+    let mut warnings = Vec::new();
+    let policy = parse_policy(&root, &mut warnings).unwrap();
+    assert_eq!(
+        warnings,
+        [
+            "clientGroups[0].type: ignored (not used by ringmq)",
+            "clientGroups[0].properties.provisioningState: ignored (not used by ringmq)",
+        ]
+    );
+    let p = policy.permissions(&truck_17());
+    assert!(p.allow_publish(b"t/truck-17"));
+    let mut bad = root.clone();
+    bad["permissionBindings"][0]["properties"]["topicSpaceName"] = json!("nope");
+    assert_eq!(
+        parse_err(bad).path,
+        "permissionBindings[0].properties.topicSpaceName"
+    );
+    let mut bad = root;
+    bad["clientGroups"][0]["properties"]["query"] = json!("attributes.type = ");
+    let e = parse_err(bad);
+    assert_eq!(e.path, "clientGroups[0].properties.query");
+    assert!(e.problem.contains("offset 18"), "{e}");
 }
