@@ -604,3 +604,68 @@ fn arm_style_entries_with_properties() {
     assert_eq!(e.path, "clientGroups[0].properties.query");
     assert!(e.problem.contains("offset 18"), "{e}");
 }
+
+/// docs/authorization.md's complete registry gives exactly the decisions of its table.
+#[test]
+fn documented_example_matches_its_table() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/authorization.md"
+    ))
+    .unwrap();
+    let after_heading = doc.split("### The complete registry").nth(1).unwrap();
+    let json_block = after_heading
+        .split("```json")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let root: Value = serde_json::from_str(json_block).unwrap();
+    let mut warnings = Vec::new();
+    let policy = parse_policy(&root, &mut warnings).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let identity = |name: &str| {
+        let clients = root["clients"].as_array().unwrap();
+        let entry = clients
+            .iter()
+            .find(|c| c["authenticationName"] == name)
+            .unwrap();
+        let mut id = Identity::anonymous(name);
+        for (k, v) in entry["attributes"].as_object().unwrap() {
+            id.attributes.insert(k.clone(), attr(v));
+        }
+        id
+    };
+    let table = after_heading.split("What it allows:").nth(1).unwrap();
+    let mut rows = 0;
+    for line in table
+        .lines()
+        .skip_while(|l| l.trim().is_empty())
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+    {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let (who, action, topic, allowed) =
+            (cells[1], cells[2], cells[3].trim_matches('`'), cells[4]);
+        let perms = policy.permissions(&identity(who));
+        let got = match action {
+            "PUBLISH" => perms.allow_publish(topic.as_bytes()),
+            "SUBSCRIBE" => perms.allow_subscribe(topic.as_bytes()),
+            other => panic!("action {other}"),
+        };
+        assert_eq!(got, allowed == "yes", "{line}");
+        rows += 1;
+    }
+    assert!(rows >= 10, "{rows} rows");
+}
+
+fn attr(v: &Value) -> AttrValue {
+    match v {
+        Value::String(s) => AttrValue::String(s.clone()),
+        Value::Number(n) => AttrValue::Integer(n.as_i64().unwrap()),
+        Value::Bool(b) => AttrValue::Bool(*b),
+        Value::Array(items) => AttrValue::Array(items.iter().map(attr).collect()),
+        other => panic!("attribute {other}"),
+    }
+}
