@@ -168,15 +168,12 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     #[serde(default)]
     pub limits: Limits,
-    /// Whether clients without credentials may connect. True in the embedded default.
-    #[serde(default = "default_true")]
-    pub allow_anonymous: bool,
+    /// Whether clients without credentials may connect. Unset: allowed only when no
+    /// registry is configured (the embedded default).
+    #[serde(default)]
+    pub allow_anonymous: Option<bool>,
     #[serde(default)]
     pub auth: AuthConfig,
-}
-
-fn default_true() -> bool {
-    true
 }
 
 fn default_listeners() -> Vec<ListenerConfig> {
@@ -193,7 +190,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             listeners: default_listeners(),
             limits: Limits::default(),
-            allow_anonymous: true,
+            allow_anonymous: None,
             auth: AuthConfig::default(),
         }
     }
@@ -250,6 +247,11 @@ impl Config {
         resolve(&mut config.auth.registry);
         config.validate(path)?;
         Ok(config)
+    }
+
+    /// Whether clients without credentials may connect.
+    pub fn anonymous_allowed(&self) -> bool {
+        self.allow_anonymous.unwrap_or(self.auth.registry.is_none())
     }
 
     /// Range checks toml cannot express.
@@ -339,7 +341,7 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c.listeners.len(), 1);
         assert_eq!(c.listeners[0].bind, "127.0.0.1:1883".parse().unwrap());
-        assert!(c.allow_anonymous);
+        assert!(c.anonymous_allowed());
         assert_eq!(c.limits.max_packet_size, 1024 * 1024);
     }
 

@@ -63,11 +63,36 @@ pub struct Conn {
     pub held_input: BytesMut,
     /// The TLS client certificate chain, leaf first (empty without TLS or certificate).
     pub peer_certificates: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// Who the client is and what it may do; `None` when no policy restricts it (the
+    /// embedded default), which keeps such connections small.
+    pub auth: Option<Box<ConnAuth>>,
     /// Session expiry set at CONNECT was zero (DISCONNECT may not raise it [MQTT-3.14.2-2]).
     pub connect_expiry_zero: bool,
 }
 
+/// The authenticated identity of a connection and the permissions compiled from it.
+#[derive(Debug)]
+pub struct ConnAuth {
+    pub identity: ringmq_auth::Identity,
+    pub permissions: ringmq_auth::authz::Permissions,
+    pub credentials: crate::authn::StoredCredentials,
+}
+
 impl Conn {
+    /// Whether the client may publish to `topic` (true without a policy).
+    pub fn may_publish(&self, topic: &[u8]) -> bool {
+        self.auth
+            .as_ref()
+            .is_none_or(|a| a.permissions.allow_publish(topic))
+    }
+
+    /// Whether the client may subscribe to `filter` (true without a policy).
+    pub fn may_subscribe(&self, filter: &[u8]) -> bool {
+        self.auth
+            .as_ref()
+            .is_none_or(|a| a.permissions.allow_subscribe(filter))
+    }
+
     pub fn new(serial: u64, peer: SocketAddr, now: Instant) -> Conn {
         Conn {
             serial,
@@ -91,6 +116,7 @@ impl Conn {
             writer: None,
             held_input: BytesMut::new(),
             peer_certificates: Vec::new(),
+            auth: None,
             connect_expiry_zero: false,
         }
     }

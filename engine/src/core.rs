@@ -46,6 +46,8 @@ pub struct Stats {
     pub dropped_expired: u64,
     pub mesh_overflow: u64,
     pub protocol_errors: u64,
+    pub denied_publish: u64,
+    pub denied_subscribe: u64,
 }
 
 /// Everything one shard owns.
@@ -54,7 +56,12 @@ pub struct ShardCore {
     pub(crate) shards: usize,
     pub(crate) limits: Limits,
     pub(crate) codec_limits: ringmq_codec::Limits,
-    allow_anonymous: bool,
+    /// The authentication and authorization policy (shared snapshot, swapped on reload).
+    pub(crate) auth: ringmq_auth::Registry,
+    /// The snapshot version the connected sessions were last checked against.
+    pub(crate) auth_version: u64,
+    /// This shard's verification caches (no sharing, no locks).
+    pub(crate) auth_caches: ringmq_auth::Caches,
     pub(crate) conns: Slab<Conn>,
     next_serial: u64,
     pub(crate) sessions: Slab<Session>,
@@ -110,7 +117,12 @@ pub(crate) fn fail(reason: ReasonCode, message: impl Into<String>) -> Failure {
 }
 
 impl ShardCore {
-    pub fn new(id: usize, mesh: Option<Mesh>, limits: Limits, allow_anonymous: bool) -> ShardCore {
+    pub fn new(
+        id: usize,
+        mesh: Option<Mesh>,
+        limits: Limits,
+        auth: ringmq_auth::Registry,
+    ) -> ShardCore {
         let shards = mesh.as_ref().map_or(1, Mesh::shards);
         ShardCore {
             id,
@@ -120,7 +132,9 @@ impl ShardCore {
             },
             retained: MemoryRetainStore::new(limits.max_retained_messages),
             limits,
-            allow_anonymous,
+            auth_version: auth.load().version,
+            auth,
+            auth_caches: ringmq_auth::Caches::default(),
             conns: Slab::new(),
             next_serial: 0,
             sessions: Slab::new(),
@@ -399,10 +413,7 @@ impl ShardCore {
                 Ok(())
             }
             Packet::Disconnect(d) => self.on_disconnect(index, d, now),
-            Packet::Auth(_) => Err(fail(
-                ReasonCode::PROTOCOL_ERROR,
-                "[MQTT-4.12.0-1] AUTH without an authentication method in CONNECT",
-            )),
+            Packet::Auth(a) => self.on_auth(index, a, now),
             p => Err(fail(
                 ReasonCode::PROTOCOL_ERROR,
                 format!("{} is not sent by clients", p.name()),
@@ -481,18 +492,7 @@ impl ShardCore {
             }
             assigned_id = true;
         }
-        if let Some(method) = &connect.properties.authentication_method {
-            return Err(fail(
-                ReasonCode::BAD_AUTHENTICATION_METHOD,
-                format!("authentication method {method:?} is not supported"),
-            ));
-        }
-        if !self.allow_anonymous {
-            return Err(fail(
-                ReasonCode::NOT_AUTHORIZED,
-                "anonymous access is disabled",
-            ));
-        }
+        self.authenticate_connect(index, &connect)?;
         let conn = self
             .conns
             .get_mut(index)
@@ -850,6 +850,8 @@ impl ShardCore {
                 p.assigned_client_id = Some(client_id.clone());
             }
             p.server_keep_alive_secs = server_keep_alive;
+            // Enhanced authentication succeeded: CONNACK names the method (MQTT 5.0 4.12).
+            p.authentication_method = props.authentication_method.clone();
             if props.request_response_information == Some(true) {
                 // Response Information: a topic prefix the client may use for responses.
                 p.response_information = Str::copy_from(&format!("response/{client_id}")).ok();
@@ -944,6 +946,7 @@ impl ShardCore {
 
     /// Keep alive [MQTT-3.1.2-22], CONNECT timeout, session expiry, delayed wills.
     pub fn on_tick(&mut self, now: Instant) {
+        self.check_auth(now);
         let connect_timeout = Duration::from_secs(u64::from(self.limits.connect_timeout_secs));
         let mut expired_conns = Vec::new();
         for (index, conn) in &self.conns {

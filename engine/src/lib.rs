@@ -7,11 +7,13 @@
 //!
 //! `core` (with `route`) is the sans-IO broker logic; `runtime` is the monoio byte pump.
 
+pub mod authn;
 pub mod config;
 pub mod conn;
 pub mod core;
 pub mod mesh;
 pub mod message;
+pub mod reload;
 pub mod retain;
 pub mod route;
 pub mod runtime;

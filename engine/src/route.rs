@@ -20,7 +20,7 @@ use ringmq_codec::{
     Packet, PubResp, Publish, PublishHeader, QoS, QosPid, ReasonCode, RetainHandling, Str, SubAck,
     Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, Will, topic,
 };
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::core::{Failure, ShardCore, fail, write_packet};
 use crate::mesh::ShardMsg;
@@ -296,12 +296,15 @@ impl ShardCore {
             return Ok(());
         };
 
+        let authorized = conn.may_publish(topic.as_bytes());
         let refusal =
             if topic.len() > max_len || topic::levels(topic.as_bytes()).count() > max_levels {
                 Some((
                     ReasonCode::TOPIC_NAME_INVALID,
                     "topic exceeds max_topic_length or max_topic_levels",
                 ))
+            } else if !authorized {
+                Some((ReasonCode::NOT_AUTHORIZED, "publish not authorized"))
             } else if topic.as_bytes().starts_with(b"$SYS") {
                 Some((
                     ReasonCode::NOT_AUTHORIZED,
@@ -340,7 +343,12 @@ impl ShardCore {
         }
 
         if let Some((reason, why)) = refusal {
-            debug!(client_id = %client_id, topic = %topic, reason = %reason, "publish refused: {why}");
+            if reason == ReasonCode::NOT_AUTHORIZED {
+                self.stats.denied_publish += 1;
+                info!(client_id = %client_id, topic = %topic, qos = ?qos, "publish denied: {why}");
+            } else {
+                debug!(client_id = %client_id, topic = %topic, reason = %reason, "publish refused: {why}");
+            }
             let props = self.ack_properties(index, why);
             let conn = self
                 .conns
@@ -359,7 +367,9 @@ impl ShardCore {
                 QosPid::ExactlyOnce(id) if conn.version.is_v5() => {
                     write_packet(conn, &Packet::PubRec(ack(id)))
                 }
-                // 3.1.1 has no negative acknowledgement: close [MQTT-3.3.5-2].
+                // 3.1.1 has no negative acknowledgement: an unauthorized publish is dropped,
+                // any other refusal closes the connection [MQTT-3.3.5-2].
+                _ if reason == ReasonCode::NOT_AUTHORIZED => {}
                 _ => return Err(fail(reason, why)),
             }
             return Ok(());
@@ -774,6 +784,20 @@ impl ShardCore {
                 });
                 continue;
             }
+            if !self
+                .conns
+                .get(index)
+                .is_some_and(|c| c.may_subscribe(inner))
+            {
+                self.stats.denied_subscribe += 1;
+                info!(filter = %String::from_utf8_lossy(&full), "subscription denied: not authorized");
+                codes.push(if v5 {
+                    ReasonCode::NOT_AUTHORIZED
+                } else {
+                    ReasonCode(0x80)
+                });
+                continue;
+            }
             let Some(session) = self.sessions.get_mut(sidx) else {
                 return Ok(());
             };
@@ -891,6 +915,14 @@ impl ShardCore {
             }),
         );
         Ok(())
+    }
+}
+
+/// The filter without a `$share/{group}/` prefix: what permissions are checked against.
+pub(crate) fn inner_filter(full: &[u8]) -> &[u8] {
+    match topic::parse_shared(full) {
+        Ok(Some(s)) => s.filter,
+        _ => full,
     }
 }
 

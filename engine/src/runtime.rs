@@ -48,6 +48,8 @@ pub enum StartError {
     },
     #[error("cannot spawn shard thread: {0}")]
     Thread(std::io::Error),
+    #[error("{0}")]
+    Registry(crate::reload::LoadError),
     #[error("TLS listener: {0}")]
     Tls(crate::tls::TlsError),
     #[error("shard {0} stopped during startup")]
@@ -77,6 +79,9 @@ impl Server {
             Driver::Auto => Driver::Legacy,
             d => d,
         };
+        let snapshot = crate::reload::load_snapshot(&config, 1).map_err(StartError::Registry)?;
+        let auth = ringmq_auth::Registry::new(snapshot);
+        crate::reload::spawn_reloader(config.clone(), auth.clone()).map_err(StartError::Thread)?;
         let mesh = Mesh::new(shards, config.limits.shard_queue_capacity);
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -84,6 +89,7 @@ impl Server {
         for shard in 0..shards {
             let config = config.clone();
             let mesh = mesh.clone();
+            let auth = auth.clone();
             let ready = ready_tx.clone();
             let core_id = if config.server.pin_cores && !cores.is_empty() {
                 cores.get(shard % cores.len()).copied()
@@ -96,7 +102,7 @@ impl Server {
                     if let Some(id) = core_id {
                         core_affinity::set_for_current(id);
                     }
-                    run_shard(shard, driver, config, mesh, ready);
+                    run_shard(shard, driver, config, mesh, auth, ready);
                 })
                 .map_err(StartError::Thread)?;
             threads.push(handle);
@@ -127,17 +133,28 @@ impl Server {
 
 type Ready = mpsc::Sender<Result<(), StartError>>;
 
-fn run_shard(shard: usize, driver: Driver, config: Config, mesh: Mesh, ready: Ready) {
+fn run_shard(
+    shard: usize,
+    driver: Driver,
+    config: Config,
+    mesh: Mesh,
+    auth: ringmq_auth::Registry,
+    ready: Ready,
+) {
     let result = match driver {
         Driver::Legacy => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()
             .build()
-            .map(|mut rt| rt.block_on(shard_main(shard, config, mesh, ready.clone()))),
+            .map(|mut rt| {
+                rt.block_on(shard_main(shard, config, mesh, auth.clone(), ready.clone()))
+            }),
         _ => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .with_entries(4096)
             .enable_timer()
             .build()
-            .map(|mut rt| rt.block_on(shard_main(shard, config, mesh, ready.clone()))),
+            .map(|mut rt| {
+                rt.block_on(shard_main(shard, config, mesh, auth.clone(), ready.clone()))
+            }),
     };
     if let Err(source) = result {
         let _ = ready.send(Err(StartError::Runtime {
@@ -148,7 +165,13 @@ fn run_shard(shard: usize, driver: Driver, config: Config, mesh: Mesh, ready: Re
     }
 }
 
-async fn shard_main(shard: usize, config: Config, mesh: Mesh, ready: Ready) {
+async fn shard_main(
+    shard: usize,
+    config: Config,
+    mesh: Mesh,
+    auth: ringmq_auth::Registry,
+    ready: Ready,
+) {
     let mut listeners = Vec::new();
     for l in &config.listeners {
         let tls = match (l.protocol, &l.cert, &l.key) {
@@ -183,7 +206,7 @@ async fn shard_main(shard: usize, config: Config, mesh: Mesh, ready: Ready) {
         shard,
         Some(mesh.clone()),
         config.limits.clone(),
-        config.allow_anonymous,
+        auth.clone(),
     )));
     for (listener, tls) in listeners {
         monoio::spawn(accept_loop(listener, core.clone(), tls));

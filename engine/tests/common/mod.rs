@@ -26,7 +26,14 @@ impl Cluster {
     pub fn with_limits(shards: usize, limits: Limits) -> Cluster {
         let mesh = Mesh::new(shards, 1024);
         let cores = (0..shards)
-            .map(|i| ShardCore::new(i, Some(mesh.clone()), limits.clone(), true))
+            .map(|i| {
+                ShardCore::new(
+                    i,
+                    Some(mesh.clone()),
+                    limits.clone(),
+                    ringmq_auth::Registry::new(ringmq_auth::Snapshot::allow_all()),
+                )
+            })
             .collect();
         Cluster {
             cores,

@@ -1,0 +1,93 @@
+//! The authentication policy: loaded from the registry file at startup (an invalid file stops
+//! startup, naming it), reloaded on SIGHUP and when the file changes. A reload builds a new
+//! immutable snapshot and swaps it in; an invalid new registry is refused with a log line and
+//! the old one stays in force. Shards notice the new version on their next tick and re-check
+//! their live sessions (`authn.rs`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use ringmq_auth::Snapshot;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+
+/// Why the registry could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: cannot read the registry: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid registry: {error}")]
+    Invalid {
+        path: PathBuf,
+        error: ringmq_auth::RegistryError,
+    },
+}
+
+/// Builds the snapshot for `config` (the embedded default when no registry is configured).
+pub fn load_snapshot(config: &Config, version: u64) -> Result<Snapshot, LoadError> {
+    let registry = match &config.auth.registry {
+        None => None,
+        Some(path) => Some(load_registry(path)?),
+    };
+    Ok(Snapshot {
+        version,
+        allow_anonymous: config.anonymous_allowed(),
+        registry,
+    })
+}
+
+fn load_registry(path: &Path) -> Result<ringmq_auth::registry::Registry, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut warnings = Vec::new();
+    let registry =
+        ringmq_auth::registry::Registry::parse(&text, &mut warnings).map_err(|error| {
+            LoadError::Invalid {
+                path: path.to_owned(),
+                error,
+            }
+        })?;
+    for w in warnings {
+        warn!(file = %path.display(), "registry: {w}");
+    }
+    Ok(registry)
+}
+
+/// Watches for SIGHUP and changes of the registry file and swaps in each valid new registry.
+pub fn spawn_reloader(config: Config, auth: ringmq_auth::Registry) -> std::io::Result<()> {
+    let Some(path) = config.auth.registry.clone() else {
+        return Ok(());
+    };
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    std::thread::Builder::new().name("ringmq-reload".into()).spawn(move || {
+        let mut last_modified = modified(&path);
+        loop {
+            std::thread::sleep(Duration::from_millis(500));
+            let hup = signals.pending().count() > 0;
+            let now_modified = modified(&path);
+            if !hup && now_modified == last_modified {
+                continue;
+            }
+            last_modified = now_modified;
+            let version = auth.load().version + 1;
+            match load_snapshot(&config, version) {
+                Ok(snapshot) => {
+                    auth.store(snapshot);
+                    info!(file = %path.display(), version, trigger = if hup { "SIGHUP" } else { "file changed" }, "registry reloaded");
+                }
+                Err(e) => error!("registry reload refused, the previous registry stays in force: {e}"),
+            }
+        }
+    })?;
+    Ok(())
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
