@@ -23,6 +23,17 @@ if int(paho.mqtt.__version__.split(".")[0]) < 2:
     sys.exit(3)
 
 
+_print_lock = threading.Lock()
+
+
+def emit(line):
+    """Prints one whole line: the paho network thread and the main thread both print, and
+    print() writes the text and the newline separately, so lines could interleave."""
+    with _print_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 def fail(what):
     print(f"FAIL: {what}", file=sys.stderr, flush=True)
     sys.exit(2)

@@ -2,7 +2,7 @@
 
 import argparse
 
-from mqtt_common import Conn, add_property_args, publish_properties
+from mqtt_common import Conn, add_property_args, emit, publish_properties
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--port", type=int, required=True)
@@ -21,4 +21,4 @@ props = publish_properties(args) if args.version == "5" else None
 for m in args.message:
     conn.publish(args.topic, m.encode("utf-8"), args.qos, retain=args.retain, props=props)
 conn.close()
-print("PUBLISHED", flush=True)
+emit("PUBLISHED")

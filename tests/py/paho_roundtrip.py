@@ -3,7 +3,7 @@ receive each message with QoS min(published, 2), in order. Prints the received `
 
 import argparse
 
-from mqtt_common import Conn, fail, format_message
+from mqtt_common import Conn, emit, fail, format_message
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--port", type=int, required=True)
@@ -17,6 +17,6 @@ pub = Conn(args.port, args.version, f"paho-rt-pub-{args.version}").connect()
 for qos in (0, 1, 2):
     pub.publish(args.topic, f"qos{qos}".encode(), qos)
 for msg in sub.wait_messages(3):
-    print(format_message(msg), flush=True)
+    emit(format_message(msg))
 pub.close()
 sub.close()

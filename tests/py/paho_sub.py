@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from mqtt_common import Conn, fail, format_message
+from mqtt_common import Conn, emit, fail, format_message
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--port", type=int, required=True)
@@ -21,10 +21,10 @@ parser.add_argument("--sub-id", type=int)
 args = parser.parse_args()
 
 conn = Conn(args.port, args.version, args.id or f"paho-sub-{args.topic}", timeout=args.timeout)
-conn.on_msg = lambda msg: print(format_message(msg), flush=True)
+conn.on_msg = lambda msg: emit(format_message(msg))
 conn.connect()
 conn.subscribe(args.topic, args.qos, sub_id=args.sub_id)
-print("SUBSCRIBED", flush=True)
+emit("SUBSCRIBED")
 deadline = time.monotonic() + args.timeout
 while time.monotonic() < deadline:
     with conn.lock:

@@ -494,7 +494,7 @@ impl Client {
     /// Publishes and completes the flow: QoS 1 waits for PUBACK, QoS 2 for PUBREC, sends PUBREL
     /// (if PUBREC succeeded) and waits for PUBCOMP. Returns the PUBACK/PUBREC reason code.
     pub fn publish(&mut self, mut p: Publish) -> Option<ReasonCode> {
-        let Some(id) = self.publish_nowait(&mut p) else { return None };
+        let id = self.publish_nowait(&mut p)?;
         match p.qos_pid.qos() {
             QoS::AtMostOnce => None,
             QoS::AtLeastOnce => {

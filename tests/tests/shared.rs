@@ -7,20 +7,25 @@ use std::collections::BTreeMap;
 use ringmq_codec::*;
 use ringmq_tests::*;
 
-/// Collects every PUBLISH each member gets until all are quiet; acknowledges them.
-fn drain(members: &mut [Client]) -> Vec<Vec<String>> {
-    members
-        .iter_mut()
-        .map(|m| {
-            let mut got = Vec::new();
-            while let Some(packet) = m.recv(QUIET) {
+/// Collects (and acknowledges) the PUBLISH packets of a group's members until `expected` arrived
+/// in all (bounded by WAIT), then checks for extras during a quiet period.
+fn drain(members: &mut [Client], expected: usize) -> Vec<Vec<String>> {
+    let mut got: Vec<Vec<String>> = vec![Vec::new(); members.len()];
+    let deadline = std::time::Instant::now() + WAIT;
+    let collect = |members: &mut [Client], got: &mut Vec<Vec<String>>, poll: std::time::Duration| {
+        for (i, m) in members.iter_mut().enumerate() {
+            while let Some(packet) = m.recv(poll) {
                 let Packet::Publish(p) = packet else { panic!("[{}] unexpected {packet:?}", m.name) };
                 m.ack(&p);
-                got.push(text(&p));
+                got[i].push(text(&p));
             }
-            got
-        })
-        .collect()
+        }
+    };
+    while got.iter().map(Vec::len).sum::<usize>() < expected && std::time::Instant::now() < deadline {
+        collect(members, &mut got, std::time::Duration::from_millis(20));
+    }
+    collect(members, &mut got, QUIET / members.len() as u32);
+    got
 }
 
 /// (4.8.2) Each message matching a shared subscription goes to exactly one member
@@ -37,7 +42,7 @@ fn shared_subscription_each_message_to_exactly_one_member_across_shards() {
     for i in 0..40 {
         p.publish(msg(&format!("sh/{}", i % 3), format!("{i}")).qos(QoS::AtLeastOnce));
     }
-    let per_member = drain(&mut members);
+    let per_member = drain(&mut members, 40);
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for got in &per_member {
         for m in got {
@@ -72,7 +77,7 @@ fn shared_groups_and_plain_subscription_each_get_a_copy() {
     }
     let want: Vec<String> = (0..10).map(|i| format!("{i}")).collect();
     for group in [&mut ga, &mut gb] {
-        let mut all: Vec<String> = drain(group).concat();
+        let mut all: Vec<String> = drain(group, 10).concat();
         all.sort_by_key(|s| s.parse::<u32>().unwrap());
         assert_eq!(all, want);
     }
@@ -144,7 +149,7 @@ fn shared_subscription_from_v311_members() {
     for i in 0..10 {
         p.publish(msg("sv3/t", format!("{i}")).qos(QoS::AtLeastOnce));
     }
-    let total: usize = drain(&mut members).iter().map(Vec::len).sum();
+    let total: usize = drain(&mut members, 10).iter().map(Vec::len).sum();
     assert_eq!(total, 10);
 }
 
@@ -162,13 +167,18 @@ fn shared_members_get_their_granted_qos() {
         p.publish(msg("sq/t", format!("{i}")).qos(QoS::ExactlyOnce));
     }
     let mut total = 0;
-    for (m, granted) in [(&mut m0, QoS::AtMostOnce), (&mut m1, QoS::AtLeastOnce)] {
-        while let Some(packet) = m.recv(QUIET) {
-            let Packet::Publish(p) = packet else { panic!("unexpected {packet:?}") };
-            assert_eq!(p.qos_pid.qos(), granted, "[{}] {p:?}", m.name);
-            m.ack(&p);
-            total += 1;
+    let deadline = std::time::Instant::now() + WAIT;
+    while total < 10 && std::time::Instant::now() < deadline {
+        for (m, granted) in [(&mut m0, QoS::AtMostOnce), (&mut m1, QoS::AtLeastOnce)] {
+            while let Some(packet) = m.recv(std::time::Duration::from_millis(20)) {
+                let Packet::Publish(p) = packet else { panic!("unexpected {packet:?}") };
+                assert_eq!(p.qos_pid.qos(), granted, "[{}] {p:?}", m.name);
+                m.ack(&p);
+                total += 1;
+            }
         }
     }
     assert_eq!(total, 10);
+    m0.expect_nothing(QUIET);
+    m1.expect_nothing(QUIET);
 }

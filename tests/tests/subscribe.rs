@@ -252,7 +252,7 @@ fn subscription_in_force_on_all_shards_once_acknowledged() {
         }
         let mut got: Vec<String> = Vec::new();
         while got.len() < pubs.len() {
-            match sub.recv(QUIET) {
+            match sub.recv(WAIT) {
                 Some(Packet::Publish(m)) => {
                     sub.ack(&m);
                     got.push(text(&m));
