@@ -12,13 +12,11 @@ mod permissions;
 pub mod query;
 mod template;
 
-use ringmq_codec::topic::filter_contains;
-
 pub use permissions::{CLAIM_RULES_SIZE_LIMIT, MAX_CLAIM_RULES, PUBLISH_CACHE_SLOTS, Permissions};
 pub use query::{MAX_IN_LIST, MAX_QUERY_CHARS, MAX_QUERY_DEPTH, Query, QueryError};
 
 use crate::{Identity, RegistryError};
-use permissions::Access;
+use permissions::{Access, Filter};
 use template::Template;
 
 /// The built-in client group every client is in.
@@ -39,7 +37,7 @@ pub const PUBLISHER_ROLE: &str = "EventGrid TopicSpaces Publisher";
 pub const SUBSCRIBER_ROLE: &str = "EventGrid TopicSpaces Subscriber";
 
 /// Concrete topic filters.
-type Filters = Vec<Box<[u8]>>;
+type Filters = Vec<Filter>;
 
 /// Publish or subscribe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,7 +162,7 @@ impl Policy {
             .filter(|(_, on)| **on)
             .flat_map(|(space, _)| &space.templates)
             .filter_map(|t| t.expand(identity))
-            .map(|f| f.into_bytes().into_boxed_slice())
+            .map(|f| Filter::new(f.into_bytes().into_boxed_slice()))
             .collect();
         filters.sort();
         filters.dedup();
@@ -206,7 +204,7 @@ fn prune_contained(filters: &mut Filters) {
             filters
                 .iter()
                 .enumerate()
-                .any(|(j, outer)| i != j && filter_contains(outer, inner))
+                .any(|(j, outer)| i != j && outer.contains(inner.bytes()))
         })
         .collect();
     let mut keep = redundant.iter().map(|r| !r);
@@ -272,12 +270,12 @@ mod tests {
 
     #[test]
     fn pruning_keeps_only_outermost_filters() {
-        let mut f: Vec<Box<[u8]>> = ["a/#", "a/b", "a/+/c", "b/+", "b/c"]
+        let mut f: Filters = ["a/#", "a/b", "a/+/c", "b/+", "b/c"]
             .iter()
-            .map(|s| Box::from(s.as_bytes()))
+            .map(|s| Filter::new(Box::from(s.as_bytes())))
             .collect();
         prune_contained(&mut f);
-        let left: Vec<&[u8]> = f.iter().map(|f| &**f).collect();
+        let left: Vec<&[u8]> = f.iter().map(Filter::bytes).collect();
         assert_eq!(left, [&b"a/#"[..], b"b/+"]);
     }
 }

@@ -26,11 +26,49 @@ pub struct Permissions {
     cache: PublishCache,
 }
 
+/// One concrete filter of a session, with the length of its literal prefix: the bytes before
+/// its first wildcard, less the `/` ending them. Every topic the filter matches, and every
+/// filter it contains, starts with that prefix (`a/#` matches `a`), so a `memcmp` turns most
+/// non-matching filters away before the level-by-level comparison.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Filter {
+    bytes: Box<[u8]>,
+    prefix_len: usize,
+}
+
+impl Filter {
+    pub(crate) fn new(bytes: Box<[u8]>) -> Filter {
+        let prefix_len = match bytes.iter().position(|&b| b == b'+' || b == b'#') {
+            None => bytes.len(),
+            Some(i) => i.saturating_sub(1),
+        };
+        Filter { bytes, prefix_len }
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    fn prefix(&self) -> &[u8] {
+        self.bytes.get(..self.prefix_len).unwrap_or_default()
+    }
+
+    /// Whether the filter matches `topic` (a valid topic name).
+    pub(crate) fn matches(&self, topic: &[u8]) -> bool {
+        topic.starts_with(self.prefix()) && matches(&self.bytes, topic)
+    }
+
+    /// Whether every topic `inner` (a valid plain filter) matches is matched by this filter.
+    pub(crate) fn contains(&self, inner: &[u8]) -> bool {
+        inner.starts_with(self.prefix()) && filter_contains(&self.bytes, inner)
+    }
+}
+
 /// The checks of one action: both must pass.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Access {
     /// Expanded template filters; `None` when bindings do not apply (claim rules in grant mode).
-    pub(crate) filters: Option<Vec<Box<[u8]>>>,
+    pub(crate) filters: Option<Vec<Filter>>,
     /// Claim rules; `None` without rules. `Some(None)`: rules were given but none compiled
     /// (or the list was empty), so nothing matches them.
     pub(crate) rules: Option<Option<regex::bytes::Regex>>,
@@ -38,7 +76,7 @@ pub(crate) struct Access {
 
 impl Access {
     /// Filters and rules; `grant` drops the filters when rules decide alone.
-    pub(crate) fn new(filters: Vec<Box<[u8]>>, rules: Option<&[String]>, grant: bool) -> Access {
+    pub(crate) fn new(filters: Vec<Filter>, rules: Option<&[String]>, grant: bool) -> Access {
         Access {
             filters: (!grant).then_some(filters),
             rules: if grant {
@@ -59,7 +97,7 @@ impl Access {
     fn allow_publish(&self, topic: &[u8]) -> bool {
         let bound = match &self.filters {
             None => true,
-            Some(filters) => filters.iter().any(|f| matches(f, topic)),
+            Some(filters) => filters.iter().any(|f| f.matches(topic)),
         };
         bound && self.rules_allow(topic)
     }
@@ -67,12 +105,12 @@ impl Access {
     fn allow_subscribe(&self, filter: &[u8]) -> bool {
         let bound = match &self.filters {
             None => true,
-            Some(filters) => filters.iter().any(|f| filter_contains(f, filter)),
+            Some(filters) => filters.iter().any(|f| f.contains(filter)),
         };
         bound && self.rules_allow(filter)
     }
 
-    pub(crate) fn filters(&self) -> &[Box<[u8]>] {
+    pub(crate) fn filters(&self) -> &[Filter] {
         self.filters.as_deref().unwrap_or_default()
     }
 }
@@ -160,12 +198,12 @@ impl Permissions {
     /// The concrete publish filters from bindings and roles (for logs and diagnostics); empty
     /// when claim rules grant alone.
     pub fn publish_filters(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.publish.filters().iter().map(|f| &**f)
+        self.publish.filters().iter().map(Filter::bytes)
     }
 
     /// The concrete subscribe filters, as [`Permissions::publish_filters`].
     pub fn subscribe_filters(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.subscribe.filters().iter().map(|f| &**f)
+        self.subscribe.filters().iter().map(Filter::bytes)
     }
 }
 
@@ -231,7 +269,7 @@ mod tests {
 
     #[test]
     fn cache_remembers_both_decisions() {
-        let filters: Vec<Box<[u8]>> = vec![Box::from(&b"a/+"[..])];
+        let filters = vec![Filter::new(Box::from(&b"a/+"[..]))];
         let p = Permissions::new(Access::new(filters, None, false), Access::default());
         for _ in 0..3 {
             assert!(p.allow_publish(b"a/b"));
@@ -240,6 +278,66 @@ mod tests {
         let clone = p.clone();
         assert!(clone.allow_publish(b"a/b"));
         assert!(!clone.allow_publish(b"a/b/c"));
+    }
+
+    #[test]
+    fn literal_prefixes() {
+        for (filter, prefix) in [
+            ("a/b", "a/b"),
+            ("a/#", "a"),
+            ("a/+/c", "a"),
+            ("+/c", ""),
+            ("#", ""),
+            ("a/b/+", "a/b"),
+            ("/+", ""),
+        ] {
+            let f = Filter::new(Box::from(filter.as_bytes()));
+            assert_eq!(f.prefix(), prefix.as_bytes(), "{filter}");
+        }
+        let f = Filter::new(Box::from(&b"a/#"[..]));
+        assert!(f.matches(b"a") && f.matches(b"a/b") && !f.matches(b"ab"));
+        assert!(f.contains(b"a") && f.contains(b"a/+") && !f.contains(b"+/a"));
+    }
+
+    /// Every filter and topic of up to 3 levels over a small alphabet: the prefix check never
+    /// changes a decision of `matches` or `filter_contains`.
+    #[test]
+    fn prefix_check_agrees_with_codec_exhaustively() {
+        let mut all: Vec<String> = Vec::new();
+        let mut level: Vec<String> = vec![String::new()];
+        for depth in 0..3 {
+            let mut next = Vec::new();
+            for prefix in &level {
+                for l in ["a", "ab", "", "$s", "+", "#"] {
+                    next.push(if depth == 0 {
+                        l.to_owned()
+                    } else {
+                        format!("{prefix}/{l}")
+                    });
+                }
+            }
+            all.extend(next.iter().cloned());
+            level = next;
+        }
+        let valid_filter =
+            |f: &str| ringmq_codec::topic::validate_topic_filter(f.as_bytes()).is_ok();
+        let valid_topic = |t: &str| ringmq_codec::topic::validate_topic_name(t.as_bytes()).is_ok();
+        let filters: Vec<&String> = all.iter().filter(|f| valid_filter(f)).collect();
+        let topics: Vec<&String> = all.iter().filter(|t| valid_topic(t)).collect();
+        for outer in &filters {
+            let f = Filter::new(Box::from(outer.as_bytes()));
+            for t in &topics {
+                assert_eq!(
+                    f.matches(t.as_bytes()),
+                    matches(outer.as_bytes(), t.as_bytes()),
+                    "{outer} {t}"
+                );
+            }
+            for inner in &filters {
+                let want = filter_contains(outer.as_bytes(), inner.as_bytes());
+                assert_eq!(f.contains(inner.as_bytes()), want, "{outer} {inner}");
+            }
+        }
     }
 
     #[test]
