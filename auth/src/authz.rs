@@ -239,6 +239,12 @@ mod tests {
     }
 
     #[test]
+    fn policy_is_shareable_between_shards() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Policy>();
+    }
+
+    #[test]
     fn scopes() {
         use parse::parse_scope;
         use std::collections::HashMap;
