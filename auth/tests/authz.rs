@@ -669,3 +669,25 @@ fn attr(v: &Value) -> AttrValue {
         other => panic!("attribute {other}"),
     }
 }
+
+/// Through the registry file and the snapshot, as the broker sees it.
+#[test]
+fn snapshot_permissions_come_from_the_registry_file() {
+    let text = registry().to_string();
+    let mut warnings = Vec::new();
+    let reg = ringmq_auth::registry::Registry::parse(&text, &mut warnings).unwrap();
+    let snapshot = ringmq_auth::Snapshot {
+        version: 1,
+        allow_anonymous: false,
+        registry: Some(reg),
+    };
+    let p = snapshot.permissions(&truck_17());
+    assert!(p.allow_publish(b"fleet/eu/truck-17/telemetry/x"));
+    assert!(!p.allow_publish(b"fleet/eu/truck-18/telemetry/x"));
+    assert!(p.allow_subscribe(b"cmd/truck-17/+"));
+    let mut broken = registry();
+    broken["clientGroups"][0]["query"] = json!("attributes.type = 'truck' AND");
+    let e =
+        ringmq_auth::registry::Registry::parse(&broken.to_string(), &mut Vec::new()).unwrap_err();
+    assert_eq!(e.path, "clientGroups[0].query");
+}
