@@ -12,8 +12,10 @@ use std::num::{NonZeroU16, NonZeroU32};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use std::collections::HashSet;
+
 use ringmq_codec::{
-    decode, encode, AckProperties, ConnAck, Connect, ConnectProperties, DecodeError, Disconnect,
+    decode, encode, peek_frame_len, AckProperties, ConnAck, Connect, ConnectProperties, DecodeError, Disconnect,
     DisconnectProperties, Limits, Packet, ProtocolVersion, PubResp, Publish, PublishProperties,
     QoS, QosPid, ReasonCode, RetainHandling, Str, Subscribe, SubscribeFilter,
     SubscriptionOptions, Unsubscribe, UserProperties, Will, WillProperties,
@@ -223,6 +225,14 @@ pub struct Client {
     pub connack: ConnAck,
     /// For failure messages.
     pub name: String,
+    /// What this client told the server in CONNECT, checked on every packet the server sends
+    /// (see [`Client::check_from_server`]).
+    receive_maximum: u16,
+    max_packet_size: u32,
+    topic_alias_max: u16,
+    /// Packet ids of QoS 1/2 PUBLISH packets received and not yet completed (PUBACK, PUBCOMP or
+    /// a failing PUBREC sent).
+    inflight_in: HashSet<u16>,
 }
 
 impl Client {
@@ -239,6 +249,57 @@ impl Client {
             pending: VecDeque::new(),
             connack: ConnAck::default(),
             name: String::from("(not connected)"),
+            receive_maximum: u16::MAX,
+            max_packet_size: Limits::PROTOCOL_MAX_PACKET_SIZE,
+            topic_alias_max: 0,
+            inflight_in: HashSet::new(),
+        }
+    }
+
+    /// Invariants every packet from the server must satisfy, whatever the test checks:
+    /// - [MQTT-3.1.2-25] no packet larger than the client's Maximum Packet Size;
+    /// - [MQTT-3.3.2-11] / [MQTT-3.1.2-26] no Topic Alias above the client's Topic Alias Maximum;
+    /// - [MQTT-3.3.4-9] no more unacknowledged QoS 1/2 PUBLISH packets than its Receive Maximum;
+    /// - [MQTT-3.14.2-2] no Session Expiry Interval in a DISCONNECT from the server;
+    /// - only packets a server may send (no CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ).
+    fn check_from_server(&mut self, packet: &Packet, frame_len: usize) {
+        assert!(
+            frame_len as u64 <= u64::from(self.max_packet_size),
+            "[MQTT-3.1.2-25] [{}] server sent a {frame_len}-byte {} above our Maximum Packet Size {}",
+            self.name,
+            packet.name(),
+            self.max_packet_size
+        );
+        match packet {
+            Packet::Publish(p) => {
+                if let Some(alias) = p.properties.topic_alias {
+                    assert!(
+                        alias.get() <= self.topic_alias_max,
+                        "[MQTT-3.3.2-11] [{}] server used Topic Alias {alias} above our maximum {}: {p:?}",
+                        self.name,
+                        self.topic_alias_max
+                    );
+                }
+                if let Some(id) = p.qos_pid.packet_id() {
+                    self.inflight_in.insert(id.get());
+                    assert!(
+                        self.inflight_in.len() <= usize::from(self.receive_maximum),
+                        "[MQTT-3.3.4-9] [{}] server has {} unacknowledged QoS 1/2 PUBLISH in flight, our Receive Maximum is {}",
+                        self.name,
+                        self.inflight_in.len(),
+                        self.receive_maximum
+                    );
+                }
+            }
+            Packet::Disconnect(d) => assert!(
+                d.properties.session_expiry_secs.is_none(),
+                "[MQTT-3.14.2-2] [{}] server DISCONNECT carries a Session Expiry Interval: {d:?}",
+                self.name
+            ),
+            Packet::Connect(_) | Packet::Subscribe(_) | Packet::Unsubscribe(_) | Packet::PingReq => {
+                panic!("[{}] server sent a client-only packet: {packet:?}", self.name)
+            }
+            _ => {}
         }
     }
 
@@ -246,6 +307,12 @@ impl Client {
     pub fn handshake(addr: SocketAddr, opts: Opts) -> (Client, ConnAck) {
         let mut client = Client::open(addr, opts.connect.protocol);
         client.name = opts.connect.client_id.to_string();
+        if opts.connect.protocol.is_v5() {
+            let props = &opts.connect.properties;
+            client.receive_maximum = props.receive_maximum.map_or(u16::MAX, NonZeroU16::get);
+            client.max_packet_size = props.maximum_packet_size.map_or(Limits::PROTOCOL_MAX_PACKET_SIZE, NonZeroU32::get);
+            client.topic_alias_max = props.topic_alias_maximum.unwrap_or(0);
+        }
         client.send(&opts.into_packet());
         match client.recv(WAIT) {
             Some(Packet::ConnAck(connack)) => {
@@ -291,6 +358,15 @@ impl Client {
 
     /// Encodes and writes one packet.
     pub fn try_send(&mut self, packet: &Packet) -> std::io::Result<()> {
+        match packet {
+            Packet::PubAck(a) | Packet::PubComp(a) => {
+                self.inflight_in.remove(&a.packet_id.get());
+            }
+            Packet::PubRec(a) if a.reason_code.is_error() => {
+                self.inflight_in.remove(&a.packet_id.get());
+            }
+            _ => {}
+        }
         let mut out = BytesMut::new();
         encode(packet, self.version, &mut out)
             .unwrap_or_else(|e| panic!("[{}] encode {packet:?}: {e}", self.name));
@@ -326,7 +402,9 @@ impl Client {
         // our Maximum Packet Size is a test's job, not a decode failure.
         let limits = Limits { max_packet_size: Limits::PROTOCOL_MAX_PACKET_SIZE };
         loop {
+            let frame_len = peek_frame_len(&self.rbuf, &limits).map_err(RecvError::Decode)?;
             if let Some(packet) = decode(&mut self.rbuf, &limits, self.version).map_err(RecvError::Decode)? {
+                self.check_from_server(&packet, frame_len.unwrap_or(0));
                 return Ok(Some(packet));
             }
             let now = Instant::now();
