@@ -155,15 +155,20 @@ impl Policy {
     }
 
     fn expand(&self, identity: &Identity, spaces: &[bool]) -> Filters {
-        let mut filters: Filters = self
+        let templates = self
             .spaces
             .iter()
             .zip(spaces)
             .filter(|(_, on)| **on)
-            .flat_map(|(space, _)| &space.templates)
-            .filter_map(|t| t.expand(identity))
-            .map(|f| Filter::new(f.into_bytes().into_boxed_slice()))
-            .collect();
+            .flat_map(|(space, _)| &space.templates);
+        let mut filters = Filters::with_capacity(templates.clone().count());
+        // One scratch buffer, one exact-size allocation per filter.
+        let mut scratch = String::new();
+        for template in templates {
+            if template.expand_into(identity, &mut scratch) {
+                filters.push(Filter::new(Box::from(scratch.as_bytes())));
+            }
+        }
         filters.sort();
         filters.dedup();
         prune_contained(&mut filters);

@@ -101,3 +101,42 @@ fn allow_publish_allocates_nothing_after_warm_up() {
     assert_eq!(allowed, topics.len() / 3 * 2);
     assert_eq!(allowed_again, 3 * (allowed + 10));
 }
+
+/// Compiling a session's permissions allocates a bounded, small number of times (the filters,
+/// the lists holding them, the group memo): counted here so a regression shows.
+#[test]
+fn permissions_compile_allocations_are_bounded() {
+    let spaces: Vec<_> = (0..5)
+        .map(|s| {
+            json!({ "name": format!("s{s}"), "topicTemplates": [
+                format!("f{s}/${{client.authenticationName}}/#"),
+                format!("g{s}/${{client.attributes.zone}}/+"),
+                format!("h{s}/all"),
+                format!("i{s}/${{client.attributes.year}}/x"),
+            ]})
+        })
+        .collect();
+    let groups: Vec<_> = (0..5)
+        .map(|g| json!({ "name": format!("g{g}"), "query": format!("attributes.year >= {g}") }))
+        .collect();
+    let bindings: Vec<_> = (0..5)
+        .map(|i| json!({ "name": format!("b{i}"), "clientGroupName": format!("g{i}"), "topicSpaceName": format!("s{i}"), "permission": "Publisher" }))
+        .collect();
+    let root =
+        json!({ "clientGroups": groups, "topicSpaces": spaces, "permissionBindings": bindings });
+    let policy = parse_policy(&root, &mut Vec::new()).unwrap();
+    let mut id = Identity::anonymous("truck-17");
+    id.attributes
+        .insert("zone".into(), AttrValue::String("eu".into()));
+    id.attributes
+        .insert("year".into(), AttrValue::Integer(2023));
+    drop(policy.permissions(&id));
+    let before = allocations();
+    let perms = policy.permissions(&id);
+    let used = allocations() - before;
+    assert_eq!(perms.publish_filters().count(), 20);
+    // One per filter, plus the filter lists, the scratch buffer, the space and group memos
+    // (27 when written).
+    assert!(used <= 40, "{used} allocations to compile 20 filters");
+    eprintln!("permissions() for 5 groups / 20 filters: {used} allocations");
+}

@@ -8,6 +8,8 @@
 //! (Event Grid substitutes single values only). Integers substitute as decimal, booleans as
 //! `true`/`false`.
 
+use std::fmt::Write as _;
+
 use ringmq_codec::topic::{MAX_TOPIC_LEN, parse_shared, validate_topic_filter};
 
 use crate::{AttrValue, Identity};
@@ -84,13 +86,22 @@ impl Template {
     }
 
     /// The concrete filter this template grants `identity`, or `None` when it grants nothing.
+    #[cfg(test)]
     pub fn expand(&self, identity: &Identity) -> Option<String> {
-        let filter = self.render_for(identity)?;
-        let starts_with_variable = !matches!(self.parts.first(), Some(Part::Literal(_)));
-        if filter.len() > MAX_TOPIC_LEN || (starts_with_variable && filter.starts_with('$')) {
-            return None;
+        let mut out = String::new();
+        self.expand_into(identity, &mut out).then_some(out)
+    }
+
+    /// Writes the concrete filter this template grants `identity` into `out` (cleared first;
+    /// a scratch buffer reused across templates) and returns true, or returns false when it
+    /// grants nothing.
+    pub fn expand_into(&self, identity: &Identity, out: &mut String) -> bool {
+        out.clear();
+        if self.render_into(identity, out).is_none() {
+            return false;
         }
-        Some(filter)
+        let starts_with_variable = !matches!(self.parts.first(), Some(Part::Literal(_)));
+        out.len() <= MAX_TOPIC_LEN && !(starts_with_variable && out.starts_with('$'))
     }
 
     /// The template with `v` for each variable.
@@ -106,8 +117,7 @@ impl Template {
     }
 
     /// Renders with the client's values, formatting integer and boolean attributes.
-    fn render_for(&self, identity: &Identity) -> Option<String> {
-        let mut out = String::new();
+    fn render_into(&self, identity: &Identity, out: &mut String) -> Option<()> {
         for part in &self.parts {
             match part {
                 Part::Literal(s) => out.push_str(s),
@@ -116,13 +126,13 @@ impl Template {
                 }
                 Part::Attribute(key) => match identity.attributes.get(key)? {
                     AttrValue::String(s) => out.push_str(safe_value(s)?),
-                    AttrValue::Integer(i) => out.push_str(&i.to_string()),
+                    AttrValue::Integer(i) => write!(out, "{i}").ok()?,
                     AttrValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
                     AttrValue::Array(_) => return None,
                 },
             }
         }
-        Some(out)
+        Some(())
     }
 }
 
