@@ -15,10 +15,10 @@ use bytes::{Bytes, BytesMut};
 use std::collections::HashSet;
 
 use ringmq_codec::{
-    decode, encode, peek_frame_len, AckProperties, ConnAck, Connect, ConnectProperties, DecodeError, Disconnect,
+    AckProperties, ConnAck, Connect, ConnectProperties, DecodeError, Disconnect,
     DisconnectProperties, Limits, Packet, ProtocolVersion, PubResp, Publish, PublishProperties,
-    QoS, QosPid, ReasonCode, RetainHandling, Str, Subscribe, SubscribeFilter,
-    SubscriptionOptions, Unsubscribe, UserProperties, Will, WillProperties,
+    QoS, QosPid, ReasonCode, RetainHandling, Str, Subscribe, SubscribeFilter, SubscriptionOptions,
+    Unsubscribe, UserProperties, Will, WillProperties, decode, encode, peek_frame_len,
 };
 
 use crate::WAIT;
@@ -35,7 +35,10 @@ pub fn user_props(pairs: &[(&str, &str)]) -> UserProperties {
 
 /// The (name, value) pairs of a user property block, owned, for assertions.
 pub fn pairs(props: &UserProperties) -> Vec<(String, String)> {
-    props.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+    props
+        .iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 /// `n` as a packet id / alias (test constants are non-zero).
@@ -195,9 +198,12 @@ impl Opts {
     pub fn into_packet(self) -> Packet {
         let mut connect = self.connect;
         if !self.user_props.is_empty() {
-            connect.properties.user_properties =
-                UserProperties::from_pairs(self.user_props.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                    .expect("encode user properties");
+            connect.properties.user_properties = UserProperties::from_pairs(
+                self.user_props
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .expect("encode user properties");
         }
         Packet::Connect(Box::new(connect))
     }
@@ -238,9 +244,12 @@ pub struct Client {
 impl Client {
     /// TCP connection only; nothing sent.
     pub fn open(addr: SocketAddr, version: ProtocolVersion) -> Client {
-        let stream = TcpStream::connect_timeout(&addr, WAIT).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        let stream = TcpStream::connect_timeout(&addr, WAIT)
+            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         stream.set_nodelay(true).expect("set_nodelay");
-        stream.set_write_timeout(Some(WAIT)).expect("set_write_timeout");
+        stream
+            .set_write_timeout(Some(WAIT))
+            .expect("set_write_timeout");
         Client {
             stream,
             rbuf: BytesMut::with_capacity(4096),
@@ -296,8 +305,14 @@ impl Client {
                 "[MQTT-3.14.2-2] [{}] server DISCONNECT carries a Session Expiry Interval: {d:?}",
                 self.name
             ),
-            Packet::Connect(_) | Packet::Subscribe(_) | Packet::Unsubscribe(_) | Packet::PingReq => {
-                panic!("[{}] server sent a client-only packet: {packet:?}", self.name)
+            Packet::Connect(_)
+            | Packet::Subscribe(_)
+            | Packet::Unsubscribe(_)
+            | Packet::PingReq => {
+                panic!(
+                    "[{}] server sent a client-only packet: {packet:?}",
+                    self.name
+                )
             }
             _ => {}
         }
@@ -310,7 +325,9 @@ impl Client {
         if opts.connect.protocol.is_v5() {
             let props = &opts.connect.properties;
             client.receive_maximum = props.receive_maximum.map_or(u16::MAX, NonZeroU16::get);
-            client.max_packet_size = props.maximum_packet_size.map_or(Limits::PROTOCOL_MAX_PACKET_SIZE, NonZeroU32::get);
+            client.max_packet_size = props
+                .maximum_packet_size
+                .map_or(Limits::PROTOCOL_MAX_PACKET_SIZE, NonZeroU32::get);
             client.topic_alias_max = props.topic_alias_maximum.unwrap_or(0);
         }
         client.send(&opts.into_packet());
@@ -330,7 +347,12 @@ impl Client {
     /// Connects and expects CONNACK with reason Success.
     pub fn connect(addr: SocketAddr, opts: Opts) -> Client {
         let (client, connack) = Client::handshake(addr, opts);
-        assert_eq!(connack.reason_code, ReasonCode::SUCCESS, "[{}] CONNACK refused: {connack:?}", client.name);
+        assert_eq!(
+            connack.reason_code,
+            ReasonCode::SUCCESS,
+            "[{}] CONNACK refused: {connack:?}",
+            client.name
+        );
         client
     }
 
@@ -400,10 +422,14 @@ impl Client {
         let deadline = Instant::now() + timeout;
         // The client accepts any size the protocol allows: checking the broker's respect of
         // our Maximum Packet Size is a test's job, not a decode failure.
-        let limits = Limits { max_packet_size: Limits::PROTOCOL_MAX_PACKET_SIZE };
+        let limits = Limits {
+            max_packet_size: Limits::PROTOCOL_MAX_PACKET_SIZE,
+        };
         loop {
             let frame_len = peek_frame_len(&self.rbuf, &limits).map_err(RecvError::Decode)?;
-            if let Some(packet) = decode(&mut self.rbuf, &limits, self.version).map_err(RecvError::Decode)? {
+            if let Some(packet) =
+                decode(&mut self.rbuf, &limits, self.version).map_err(RecvError::Decode)?
+            {
                 self.check_from_server(&packet, frame_len.unwrap_or(0));
                 return Ok(Some(packet));
             }
@@ -412,14 +438,21 @@ impl Client {
                 return Ok(None);
             }
             let left = (deadline - now).max(Duration::from_millis(1));
-            self.stream.set_read_timeout(Some(left)).map_err(RecvError::Io)?;
+            self.stream
+                .set_read_timeout(Some(left))
+                .map_err(RecvError::Io)?;
             let mut chunk = [0u8; 16 * 1024];
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Err(RecvError::Closed),
                 Ok(n) => self.rbuf.extend_from_slice(&chunk[..n]),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+                    ) =>
+                {
                     return Err(RecvError::Closed);
                 }
                 Err(e) => return Err(RecvError::Io(e)),
@@ -431,7 +464,10 @@ impl Client {
     pub fn recv(&mut self, timeout: Duration) -> Option<Packet> {
         match self.try_recv(timeout) {
             Ok(p) => p,
-            Err(e) => panic!("[{}] connection failed while waiting for a packet: {e:?}", self.name),
+            Err(e) => panic!(
+                "[{}] connection failed while waiting for a packet: {e:?}",
+                self.name
+            ),
         }
     }
 
@@ -468,19 +504,37 @@ impl Client {
     pub fn ack(&mut self, p: &Publish) {
         match p.qos_pid {
             QosPid::AtMostOnce => {}
-            QosPid::AtLeastOnce(id) => self.send(&Packet::PubAck(PubResp::new(id, ReasonCode::SUCCESS))),
+            QosPid::AtLeastOnce(id) => {
+                self.send(&Packet::PubAck(PubResp::new(id, ReasonCode::SUCCESS)))
+            }
             QosPid::ExactlyOnce(id) => {
                 self.send(&Packet::PubRec(PubResp::new(id, ReasonCode::SUCCESS)));
-                let rel = self.wait_for(WAIT, "PUBREL", |p| matches!(p, Packet::PubRel(r) if r.packet_id == id));
-                let Packet::PubRel(rel) = rel else { unreachable!() };
-                assert_eq!(rel.reason_code, ReasonCode::SUCCESS, "[{}] PUBREL reason", self.name);
+                let rel = self.wait_for(
+                    WAIT,
+                    "PUBREL",
+                    |p| matches!(p, Packet::PubRel(r) if r.packet_id == id),
+                );
+                let Packet::PubRel(rel) = rel else {
+                    unreachable!()
+                };
+                assert_eq!(
+                    rel.reason_code,
+                    ReasonCode::SUCCESS,
+                    "[{}] PUBREL reason",
+                    self.name
+                );
                 self.send(&Packet::PubComp(PubResp::new(id, ReasonCode::SUCCESS)));
             }
         }
     }
 
     /// Waits for the first packet satisfying `want`; the others are kept, in order, for later.
-    pub fn wait_for(&mut self, timeout: Duration, what: &str, mut want: impl FnMut(&Packet) -> bool) -> Packet {
+    pub fn wait_for(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut want: impl FnMut(&Packet) -> bool,
+    ) -> Packet {
         if let Some(i) = self.pending.iter().position(&mut want) {
             return self.pending.remove(i).expect("index from position");
         }
@@ -494,7 +548,10 @@ impl Client {
                     "[{}] no {what} within {timeout:?}; received meanwhile: {:?}",
                     self.name, self.pending
                 ),
-                Err(e) => panic!("[{}] connection failed while waiting for {what}: {e:?}; received: {:?}", self.name, self.pending),
+                Err(e) => panic!(
+                    "[{}] connection failed while waiting for {what}: {e:?}; received: {:?}",
+                    self.name, self.pending
+                ),
             }
         }
     }
@@ -510,7 +567,10 @@ impl Client {
     pub fn expect_closed(&mut self, timeout: Duration) {
         match self.try_recv(timeout) {
             Err(RecvError::Closed) => {}
-            Ok(Some(p)) => panic!("[{}] expected the connection to close, got {p:?}", self.name),
+            Ok(Some(p)) => panic!(
+                "[{}] expected the connection to close, got {p:?}",
+                self.name
+            ),
             Ok(None) => panic!("[{}] connection still open after {timeout:?}", self.name),
             Err(e) => panic!("[{}] expected a clean close, got {e:?}", self.name),
         }
@@ -522,12 +582,18 @@ impl Client {
             Ok(Some(Packet::Disconnect(d))) => d,
             Ok(Some(p)) => panic!("[{}] expected DISCONNECT, got {p:?}", self.name),
             Ok(None) => panic!("[{}] no DISCONNECT within {timeout:?}", self.name),
-            Err(e) => panic!("[{}] expected DISCONNECT, the connection ended with {e:?}", self.name),
+            Err(e) => panic!(
+                "[{}] expected DISCONNECT, the connection ended with {e:?}",
+                self.name
+            ),
         };
         match self.try_recv(timeout) {
             Err(RecvError::Closed) => d,
             Ok(Some(p)) => panic!("[{}] packet after DISCONNECT {d:?}: {p:?}", self.name),
-            Ok(None) => panic!("[{}] connection still open {timeout:?} after DISCONNECT {d:?}", self.name),
+            Ok(None) => panic!(
+                "[{}] connection still open {timeout:?} after DISCONNECT {d:?}",
+                self.name
+            ),
             Err(e) => panic!("[{}] after DISCONNECT: {e:?}", self.name),
         }
     }
@@ -540,13 +606,19 @@ impl Client {
             Ok(Some(Packet::Disconnect(d))) => {
                 match self.try_recv(timeout) {
                     Err(RecvError::Closed) => {}
-                    other => panic!("[{}] after DISCONNECT {d:?} expected a close, got {other:?}", self.name),
+                    other => panic!(
+                        "[{}] after DISCONNECT {d:?} expected a close, got {other:?}",
+                        self.name
+                    ),
                 }
                 Some(d)
             }
             Ok(Some(p)) => panic!("[{}] expected the connection to end, got {p:?}", self.name),
             Ok(None) => panic!("[{}] connection still open after {timeout:?}", self.name),
-            Err(e) => panic!("[{}] expected the connection to end cleanly, got {e:?}", self.name),
+            Err(e) => panic!(
+                "[{}] expected the connection to end cleanly, got {e:?}",
+                self.name
+            ),
         }
     }
 
@@ -555,7 +627,11 @@ impl Client {
     pub fn expect_disconnect_reason(&mut self, reason: ReasonCode, timeout: Duration) {
         if self.version.is_v5() {
             let d = self.expect_disconnect(timeout);
-            assert_eq!(d.reason_code, reason, "[{}] DISCONNECT reason: {d:?}", self.name);
+            assert_eq!(
+                d.reason_code, reason,
+                "[{}] DISCONNECT reason: {d:?}",
+                self.name
+            );
         } else {
             self.expect_closed(timeout);
         }
@@ -563,9 +639,17 @@ impl Client {
 
     /// Asserts a DISCONNECT (v5) whose reason is one of `reasons`, then a close; for spec
     /// statements that leave the exact code open.
-    pub fn expect_disconnect_one_of(&mut self, reasons: &[ReasonCode], timeout: Duration) -> ReasonCode {
+    pub fn expect_disconnect_one_of(
+        &mut self,
+        reasons: &[ReasonCode],
+        timeout: Duration,
+    ) -> ReasonCode {
         let d = self.expect_disconnect(timeout);
-        assert!(reasons.contains(&d.reason_code), "[{}] DISCONNECT reason not in {reasons:?}: {d:?}", self.name);
+        assert!(
+            reasons.contains(&d.reason_code),
+            "[{}] DISCONNECT reason not in {reasons:?}: {d:?}",
+            self.name
+        );
         d.reason_code
     }
 
@@ -576,18 +660,41 @@ impl Client {
         match p.qos_pid.qos() {
             QoS::AtMostOnce => None,
             QoS::AtLeastOnce => {
-                let ack = self.wait_for(WAIT, "PUBACK", |q| matches!(q, Packet::PubAck(a) if a.packet_id == id));
-                let Packet::PubAck(ack) = ack else { unreachable!() };
+                let ack = self.wait_for(
+                    WAIT,
+                    "PUBACK",
+                    |q| matches!(q, Packet::PubAck(a) if a.packet_id == id),
+                );
+                let Packet::PubAck(ack) = ack else {
+                    unreachable!()
+                };
                 Some(ack.reason_code)
             }
             QoS::ExactlyOnce => {
-                let rec = self.wait_for(WAIT, "PUBREC", |q| matches!(q, Packet::PubRec(a) if a.packet_id == id));
-                let Packet::PubRec(rec) = rec else { unreachable!() };
+                let rec = self.wait_for(
+                    WAIT,
+                    "PUBREC",
+                    |q| matches!(q, Packet::PubRec(a) if a.packet_id == id),
+                );
+                let Packet::PubRec(rec) = rec else {
+                    unreachable!()
+                };
                 if !rec.reason_code.is_error() {
                     self.send(&Packet::PubRel(PubResp::new(id, ReasonCode::SUCCESS)));
-                    let comp = self.wait_for(WAIT, "PUBCOMP", |q| matches!(q, Packet::PubComp(a) if a.packet_id == id));
-                    let Packet::PubComp(comp) = comp else { unreachable!() };
-                    assert_eq!(comp.reason_code, ReasonCode::SUCCESS, "[{}] PUBCOMP reason", self.name);
+                    let comp = self.wait_for(
+                        WAIT,
+                        "PUBCOMP",
+                        |q| matches!(q, Packet::PubComp(a) if a.packet_id == id),
+                    );
+                    let Packet::PubComp(comp) = comp else {
+                        unreachable!()
+                    };
+                    assert_eq!(
+                        comp.reason_code,
+                        ReasonCode::SUCCESS,
+                        "[{}] PUBCOMP reason",
+                        self.name
+                    );
                 }
                 Some(rec.reason_code)
             }
@@ -615,19 +722,31 @@ impl Client {
 
     /// Subscribes to one filter with `qos` and default options; returns the SUBACK code.
     pub fn subscribe(&mut self, filter: &str, qos: QoS) -> ReasonCode {
-        let options = SubscriptionOptions { qos, ..SubscriptionOptions::default() };
+        let options = SubscriptionOptions {
+            qos,
+            ..SubscriptionOptions::default()
+        };
         self.subscribe_with(&[(filter, options)], None)[0]
     }
 
     /// Subscribes and asserts the granted code is the requested QoS.
     pub fn subscribe_ok(&mut self, filter: &str, qos: QoS) {
         let code = self.subscribe(filter, qos);
-        assert_eq!(code, ReasonCode(qos as u8), "[{}] SUBACK for {filter:?}", self.name);
+        assert_eq!(
+            code,
+            ReasonCode(qos as u8),
+            "[{}] SUBACK for {filter:?}",
+            self.name
+        );
     }
 
     /// Subscribes to several filters with explicit options and an optional subscription id;
     /// returns the SUBACK reason codes.
-    pub fn subscribe_with(&mut self, filters: &[(&str, SubscriptionOptions)], sub_id: Option<u32>) -> Vec<ReasonCode> {
+    pub fn subscribe_with(
+        &mut self,
+        filters: &[(&str, SubscriptionOptions)],
+        sub_id: Option<u32>,
+    ) -> Vec<ReasonCode> {
         let id = self.next_packet_id();
         let sub = Subscribe {
             packet_id: id,
@@ -635,13 +754,27 @@ impl Client {
             user_properties: UserProperties::default(),
             filters: filters
                 .iter()
-                .map(|(f, options)| SubscribeFilter { filter: s(f), options: *options })
+                .map(|(f, options)| SubscribeFilter {
+                    filter: s(f),
+                    options: *options,
+                })
                 .collect(),
         };
         self.send(&Packet::Subscribe(sub));
-        let ack = self.wait_for(WAIT, "SUBACK", |p| matches!(p, Packet::SubAck(a) if a.packet_id == id));
-        let Packet::SubAck(ack) = ack else { unreachable!() };
-        assert_eq!(ack.reason_codes.len(), filters.len(), "[{}] SUBACK has one code per filter: {ack:?}", self.name);
+        let ack = self.wait_for(
+            WAIT,
+            "SUBACK",
+            |p| matches!(p, Packet::SubAck(a) if a.packet_id == id),
+        );
+        let Packet::SubAck(ack) = ack else {
+            unreachable!()
+        };
+        assert_eq!(
+            ack.reason_codes.len(),
+            filters.len(),
+            "[{}] SUBACK has one code per filter: {ack:?}",
+            self.name
+        );
         ack.reason_codes
     }
 
@@ -654,8 +787,14 @@ impl Client {
             filters: filters.iter().map(|f| s(f)).collect(),
         };
         self.send(&Packet::Unsubscribe(unsub));
-        let ack = self.wait_for(WAIT, "UNSUBACK", |p| matches!(p, Packet::UnsubAck(a) if a.packet_id == id));
-        let Packet::UnsubAck(ack) = ack else { unreachable!() };
+        let ack = self.wait_for(
+            WAIT,
+            "UNSUBACK",
+            |p| matches!(p, Packet::UnsubAck(a) if a.packet_id == id),
+        );
+        let Packet::UnsubAck(ack) = ack else {
+            unreachable!()
+        };
         ack.reason_codes
     }
 
@@ -667,19 +806,28 @@ impl Client {
 
     /// A normal DISCONNECT (reason 0x00), then waits (bounded) for the broker to close.
     pub fn disconnect(self) {
-        self.disconnect_with(ReasonCode::NORMAL_DISCONNECTION, DisconnectProperties::default());
+        self.disconnect_with(
+            ReasonCode::NORMAL_DISCONNECTION,
+            DisconnectProperties::default(),
+        );
     }
 
     /// DISCONNECT with a reason and properties, then waits (bounded) for the broker to close:
     /// once it has, the broker has processed the DISCONNECT.
     pub fn disconnect_with(mut self, reason_code: ReasonCode, properties: DisconnectProperties) {
-        self.send(&Packet::Disconnect(Disconnect { reason_code, properties }));
+        self.send(&Packet::Disconnect(Disconnect {
+            reason_code,
+            properties,
+        }));
         self.shutdown_write();
         let deadline = Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                panic!("[{}] broker did not close the connection within {WAIT:?} of DISCONNECT", self.name);
+                panic!(
+                    "[{}] broker did not close the connection within {WAIT:?} of DISCONNECT",
+                    self.name
+                );
             }
             match self.read_packet(left) {
                 Err(_) => return,
@@ -705,7 +853,11 @@ impl Client {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return (bytes, true),
                 Ok(n) => bytes.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
                 Err(_) => return (bytes, true),
             }
         }
@@ -719,17 +871,34 @@ impl Client {
 
 /// Subscription options with the given QoS and defaults otherwise.
 pub fn sub_opts(qos: QoS) -> SubscriptionOptions {
-    SubscriptionOptions { qos, ..SubscriptionOptions::default() }
+    SubscriptionOptions {
+        qos,
+        ..SubscriptionOptions::default()
+    }
 }
 
 /// Subscription options with every field given.
-pub fn sub_opts_full(qos: QoS, no_local: bool, retain_as_published: bool, retain_handling: RetainHandling) -> SubscriptionOptions {
-    SubscriptionOptions { qos, no_local, retain_as_published, retain_handling }
+pub fn sub_opts_full(
+    qos: QoS,
+    no_local: bool,
+    retain_as_published: bool,
+    retain_handling: RetainHandling,
+) -> SubscriptionOptions {
+    SubscriptionOptions {
+        qos,
+        no_local,
+        retain_as_published,
+        retain_handling,
+    }
 }
 
 /// Ack properties helper for tests that build acks by hand.
 pub fn ack(id: NonZeroU16, reason: ReasonCode) -> PubResp {
-    PubResp { packet_id: id, reason_code: reason, properties: AckProperties::default() }
+    PubResp {
+        packet_id: id,
+        reason_code: reason,
+        properties: AckProperties::default(),
+    }
 }
 
 /// The payload as text, for assertions with readable failures.

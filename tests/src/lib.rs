@@ -111,7 +111,8 @@ impl Broker {
         let port = free_port();
         let dir = temp_dir("broker");
         let log_path = dir.join("broker.log");
-        let log = File::create(&log_path).map_err(|e| format!("create {}: {e}", log_path.display()))?;
+        let log =
+            File::create(&log_path).map_err(|e| format!("create {}: {e}", log_path.display()))?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
         let shards = opts.shards.unwrap_or_else(default_shards);
         let mut cmd = if peer_is_mosquitto() {
@@ -135,17 +136,28 @@ impl Broker {
         };
         cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
         let child = cmd.spawn().map_err(|e| format!("spawn {cmd:?}: {e}"))?;
-        let mut broker = Broker { child, port, dir, log_path };
+        let mut broker = Broker {
+            child,
+            port,
+            dir,
+            log_path,
+        };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(Some(status)) = broker.child.try_wait() {
-                return Err(format!("{cmd:?} exited with {status} before accepting:\n{}", broker.log()));
+                return Err(format!(
+                    "{cmd:?} exited with {status} before accepting:\n{}",
+                    broker.log()
+                ));
             }
             if TcpStream::connect_timeout(&broker.addr(), Duration::from_millis(200)).is_ok() {
                 return Ok(broker);
             }
             if Instant::now() > deadline {
-                return Err(format!("{cmd:?} accepted no connection within {START_TIMEOUT:?}:\n{}", broker.log()));
+                return Err(format!(
+                    "{cmd:?} accepted no connection within {START_TIMEOUT:?}:\n{}",
+                    broker.log()
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -161,7 +173,9 @@ impl Broker {
 
     /// Everything the broker wrote to stdout and stderr so far.
     pub fn log(&self) -> String {
-        fs::read(&self.log_path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+        fs::read(&self.log_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// A scratch directory that lives as long as the broker.
@@ -230,7 +244,10 @@ fn tail_chars(s: &str, max: usize) -> &str {
 }
 
 fn default_shards() -> usize {
-    std::env::var("RINGMQ_TEST_SHARDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2)
+    std::env::var("RINGMQ_TEST_SHARDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2)
 }
 
 fn peer_is_mosquitto() -> bool {
@@ -242,7 +259,9 @@ fn mosquitto_command(port: u16, opts: &BrokerOpts, dir: &Path) -> Command {
     let mut conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\n");
     if let Some(config) = &opts.config {
         for line in config.lines() {
-            let Some((key, value)) = line.split_once('=') else { continue };
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
             let (key, value) = (key.trim(), value.trim());
             let mapped = match key {
                 "max_packet_size" => "max_packet_size",
@@ -290,7 +309,10 @@ pub fn temp_dir(what: &str) -> PathBuf {
 
 /// The workspace root (the tests crate's parent directory).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// The `ringmq` binary, built once per test process with the tests' own profile.
@@ -314,11 +336,15 @@ fn build_broker() -> Result<PathBuf, String> {
         .ok_or_else(|| format!("unexpected test executable path {}", exe.display()))?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(&cargo);
-    cmd.args(["build", "-p", "ringmq", "--bin", "ringmq"]).current_dir(workspace_root());
+    cmd.args(["build", "-p", "ringmq", "--bin", "ringmq"])
+        .current_dir(workspace_root());
     if exe.to_string_lossy().contains("/release/") {
         cmd.arg("--release");
     }
-    let out = cmd.stdin(Stdio::null()).output().map_err(|e| format!("run {cmd:?}: {e}"))?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("run {cmd:?}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
             "{cmd:?} failed ({}):\n{}{}",
@@ -329,7 +355,10 @@ fn build_broker() -> Result<PathBuf, String> {
     }
     let bin = profile_dir.join("ringmq");
     if !bin.is_file() {
-        return Err(format!("{cmd:?} succeeded but {} does not exist", bin.display()));
+        return Err(format!(
+            "{cmd:?} succeeded but {} does not exist",
+            bin.display()
+        ));
     }
     Ok(bin)
 }
@@ -374,6 +403,7 @@ pub fn run_broker_with_bad_config(config: &str, timeout: Duration) -> (PathBuf, 
         "1".to_owned(),
     ];
     let bin = broker_binary();
-    let out = tools::Tool::spawn(&bin.to_string_lossy(), &args, "cargo build -p ringmq").wait(timeout);
+    let out =
+        tools::Tool::spawn(&bin.to_string_lossy(), &args, "cargo build -p ringmq").wait(timeout);
     (path, out)
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{read_text, temp_dir, Broker};
+use crate::{Broker, read_text, temp_dir};
 
 /// How long a tool may run before it is killed and the test fails.
 pub const TOOL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -79,7 +79,11 @@ impl std::fmt::Display for ToolOutput {
             Some(s) => s.to_string(),
             None => format!("killed after {TOOL_TIMEOUT:?}"),
         };
-        write!(f, "{} ({status})\n--- stdout:\n{}\n--- stderr:\n{}\n---", self.what, self.stdout, self.stderr)
+        write!(
+            f,
+            "{} ({status})\n--- stdout:\n{}\n--- stderr:\n{}\n---",
+            self.what, self.stdout, self.stderr
+        )
     }
 }
 
@@ -125,7 +129,13 @@ impl Tool {
             }
             Err(e) => panic!("cannot run {what}: {e}"),
         };
-        Tool { child: Some(child), what, stdout, stderr, dir }
+        Tool {
+            child: Some(child),
+            what,
+            stdout,
+            stderr,
+            dir,
+        }
     }
 
     pub fn stdout_so_far(&self) -> String {
@@ -143,7 +153,10 @@ impl Tool {
             if self.stdout_so_far().contains(needle) {
                 return;
             }
-            let exited = self.child.as_mut().is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))));
+            let exited = self
+                .child
+                .as_mut()
+                .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))));
             if exited || Instant::now() >= deadline {
                 // The tool may have printed the needle just before exiting.
                 if self.stdout_so_far().contains(needle) {
@@ -171,7 +184,9 @@ impl Tool {
                         status = Some(s);
                         break;
                     }
-                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
                     _ => {
                         let _ = child.kill();
                         let _ = child.wait();
@@ -181,7 +196,12 @@ impl Tool {
             }
         }
         self.child = None;
-        ToolOutput { what: self.what.clone(), status, stdout: self.stdout_so_far(), stderr: self.stderr_so_far() }
+        ToolOutput {
+            what: self.what.clone(),
+            status,
+            stdout: self.stdout_so_far(),
+            stderr: self.stderr_so_far(),
+        }
     }
 }
 
@@ -199,14 +219,24 @@ const MOSQUITTO_INSTALL: &str = "apt-get install -y mosquitto-clients";
 const PAHO_INSTALL: &str = "apt-get install -y python3 && pip install 'paho-mqtt>=2,<3'";
 
 fn with_broker(broker: &Broker, args: &[&str]) -> Vec<String> {
-    let mut all = vec!["-h".to_owned(), "127.0.0.1".to_owned(), "-p".to_owned(), broker.port().to_string()];
+    let mut all = vec![
+        "-h".to_owned(),
+        "127.0.0.1".to_owned(),
+        "-p".to_owned(),
+        broker.port().to_string(),
+    ];
     all.extend(args.iter().map(|a| (*a).to_owned()));
     all
 }
 
 /// Runs `mosquitto_pub` against `broker` with `args` (host and port added) to completion.
 pub fn mosquitto_pub(broker: &Broker, args: &[&str]) -> ToolOutput {
-    Tool::spawn("mosquitto_pub", &with_broker(broker, args), MOSQUITTO_INSTALL).wait(TOOL_TIMEOUT)
+    Tool::spawn(
+        "mosquitto_pub",
+        &with_broker(broker, args),
+        MOSQUITTO_INSTALL,
+    )
+    .wait(TOOL_TIMEOUT)
 }
 
 /// Starts `mosquitto_sub` against `broker` with `args` plus `-d -F SUB_FORMAT`, and waits until
@@ -226,16 +256,29 @@ pub fn mosquitto_sub_spawn(broker: &Broker, args: &[&str]) -> Tool {
     let mut all = vec!["-oL".to_owned(), "mosquitto_sub".to_owned()];
     all.extend(with_broker(broker, args));
     all.extend(["-d".to_owned(), "-F".to_owned(), SUB_FORMAT.to_owned()]);
-    if std::process::Command::new("mosquitto_sub").arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+    if std::process::Command::new("mosquitto_sub")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
         panic!("`mosquitto_sub` is not installed but this test needs it: {MOSQUITTO_INSTALL}");
     }
-    Tool::spawn("stdbuf", &all, "stdbuf is part of GNU coreutils: apt-get install -y coreutils")
+    Tool::spawn(
+        "stdbuf",
+        &all,
+        "stdbuf is part of GNU coreutils: apt-get install -y coreutils",
+    )
 }
 
 /// Starts `python3 tests/py/<script>` with `args`. Scripts check that paho-mqtt 2.x is importable
 /// and exit 3 with a message otherwise.
 pub fn python(script: &str, args: &[&str]) -> Tool {
-    let path = crate::workspace_root().join("tests").join("py").join(script);
+    let path = crate::workspace_root()
+        .join("tests")
+        .join("py")
+        .join(script);
     let mut all = vec!["-u".to_owned(), path.to_string_lossy().into_owned()];
     all.extend(args.iter().map(|a| (*a).to_owned()));
     Tool::spawn("python3", &all, PAHO_INSTALL)
@@ -264,7 +307,9 @@ impl PyMsg {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2).map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex from script")).collect()
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex from script"))
+        .collect()
 }
 
 fn unhex_text(s: &str) -> String {
@@ -279,7 +324,9 @@ pub fn parse_py_lines(stdout: &str) -> Vec<PyMsg> {
         .map(|rest| {
             let mut m = PyMsg::default();
             for field in rest.split_whitespace() {
-                let Some((key, value)) = field.split_once('=') else { continue };
+                let Some((key, value)) = field.split_once('=') else {
+                    continue;
+                };
                 match key {
                     "topic" => m.topic = unhex_text(value),
                     "payload" => m.payload = unhex(value),
@@ -311,11 +358,29 @@ impl ToolOutput {
 }
 
 /// Starts `tests/py/paho_sub.py` against `broker` and waits until it is subscribed.
-pub fn paho_sub(broker: &Broker, version: &str, topic: &str, qos: u8, count: usize, extra: &[&str]) -> Tool {
+pub fn paho_sub(
+    broker: &Broker,
+    version: &str,
+    topic: &str,
+    qos: u8,
+    count: usize,
+    extra: &[&str],
+) -> Tool {
     let port = broker.port().to_string();
     let qos = qos.to_string();
     let count = count.to_string();
-    let mut args = vec!["--port", &port, "--version", version, "--topic", topic, "--qos", &qos, "--count", &count];
+    let mut args = vec![
+        "--port",
+        &port,
+        "--version",
+        version,
+        "--topic",
+        topic,
+        "--qos",
+        &qos,
+        "--count",
+        &count,
+    ];
     args.extend_from_slice(extra);
     let mut tool = python("paho_sub.py", &args);
     tool.wait_for_stdout("SUBSCRIBED", TOOL_TIMEOUT);
@@ -323,10 +388,25 @@ pub fn paho_sub(broker: &Broker, version: &str, topic: &str, qos: u8, count: usi
 }
 
 /// Runs `tests/py/paho_pub.py` against `broker` to completion and asserts it succeeded.
-pub fn paho_pub(broker: &Broker, version: &str, topic: &str, qos: u8, extra: &[&str]) -> ToolOutput {
+pub fn paho_pub(
+    broker: &Broker,
+    version: &str,
+    topic: &str,
+    qos: u8,
+    extra: &[&str],
+) -> ToolOutput {
     let port = broker.port().to_string();
     let qos = qos.to_string();
-    let mut args = vec!["--port", &port, "--version", version, "--topic", topic, "--qos", &qos];
+    let mut args = vec![
+        "--port",
+        &port,
+        "--version",
+        version,
+        "--topic",
+        topic,
+        "--qos",
+        &qos,
+    ];
     args.extend_from_slice(extra);
     let out = python("paho_pub.py", &args).wait(TOOL_TIMEOUT);
     out.assert_success();

@@ -12,11 +12,19 @@ const EXIT_WAIT: Duration = Duration::from_secs(10);
 
 fn assert_refused(config: &str, key: &str) {
     let (path, out) = run_broker_with_bad_config(config, EXIT_WAIT);
-    let status = out.status.unwrap_or_else(|| panic!("the broker started with an invalid config:\n{out}"));
+    let status = out
+        .status
+        .unwrap_or_else(|| panic!("the broker started with an invalid config:\n{out}"));
     assert!(!status.success(), "exit status must be non-zero:\n{out}");
     let file = path.file_name().unwrap().to_string_lossy().into_owned();
-    assert!(out.stderr.contains(&file), "stderr names the file {file}:\n{out}");
-    assert!(out.stderr.contains(key), "stderr names the key {key}:\n{out}");
+    assert!(
+        out.stderr.contains(&file),
+        "stderr names the file {file}:\n{out}"
+    );
+    assert!(
+        out.stderr.contains(key),
+        "stderr names the key {key}:\n{out}"
+    );
 }
 
 /// An out-of-range value (receive_maximum = 0, [MQTT-3.2.2.3.3]) is refused at startup.
@@ -41,7 +49,9 @@ fn wrong_value_type_refused() {
 #[test]
 fn unparsable_file_refused() {
     let (_, out) = run_broker_with_bad_config("[limits\nthis is not toml", EXIT_WAIT);
-    let status = out.status.unwrap_or_else(|| panic!("the broker started with an unparsable config:\n{out}"));
+    let status = out
+        .status
+        .unwrap_or_else(|| panic!("the broker started with an unparsable config:\n{out}"));
     assert!(!status.success(), "{out}");
     assert!(out.stderr.contains("bad-ringmq.toml"), "{out}");
 }
@@ -62,7 +72,11 @@ fn anonymous_refused_when_disallowed() {
     assert_eq!(ack.reason_code, ReasonCode::NOT_AUTHORIZED, "{ack:?}");
     c.expect_closed(WAIT);
     let (mut c, ack) = Client::handshake(b.addr(), Opts::v3("anon3"));
-    assert_eq!(ack.reason_code, ReasonCode::NOT_AUTHORIZED, "3.1.1 return code 0x05: {ack:?}");
+    assert_eq!(
+        ack.reason_code,
+        ReasonCode::NOT_AUTHORIZED,
+        "3.1.1 return code 0x05: {ack:?}"
+    );
     c.expect_closed(WAIT);
 }
 
@@ -81,10 +95,18 @@ fn client_id_longer_than_limit_refused() {
     let b = Broker::start(BrokerOpts::new().limits("max_client_id_len = 32"));
     let long = "x".repeat(33);
     let (mut c, ack) = Client::handshake(b.addr(), Opts::v5(&long));
-    assert_eq!(ack.reason_code, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, "{ack:?}");
+    assert_eq!(
+        ack.reason_code,
+        ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+        "{ack:?}"
+    );
     c.expect_closed(WAIT);
     let (mut c, ack) = Client::handshake(b.addr(), Opts::v3(&long));
-    assert_eq!(ack.reason_code, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, "{ack:?}");
+    assert_eq!(
+        ack.reason_code,
+        ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+        "{ack:?}"
+    );
     c.expect_closed(WAIT);
     b.v5(&"y".repeat(32)).ping();
 }
@@ -95,7 +117,12 @@ fn client_id_longer_than_limit_refused() {
 fn zero_keep_alive_replaced_by_server_maximum() {
     let b = Broker::start(BrokerOpts::new().limits("max_keep_alive_secs = 40"));
     let c = b.connect(Opts::v5("ka0").keep_alive(0));
-    assert_eq!(c.connack.properties.server_keep_alive_secs, Some(40), "{:?}", c.connack);
+    assert_eq!(
+        c.connack.properties.server_keep_alive_secs,
+        Some(40),
+        "{:?}",
+        c.connack
+    );
 }
 
 /// limits.max_topic_levels: a PUBLISH topic with more levels gets PUBACK 0x90, a filter with more
@@ -104,10 +131,19 @@ fn zero_keep_alive_replaced_by_server_maximum() {
 fn topic_levels_limited() {
     let b = Broker::start(BrokerOpts::new().limits("max_topic_levels = 4"));
     let mut c = b.v5("levels");
-    assert_eq!(c.subscribe("a/b/c/d/e", QoS::AtLeastOnce), ReasonCode::TOPIC_FILTER_INVALID);
+    assert_eq!(
+        c.subscribe("a/b/c/d/e", QoS::AtLeastOnce),
+        ReasonCode::TOPIC_FILTER_INVALID
+    );
     c.subscribe_ok("a/b/c/d", QoS::AtLeastOnce);
-    assert_eq!(c.publish(msg("a/b/c/d/e", "deep").qos(QoS::AtLeastOnce)), Some(ReasonCode::TOPIC_NAME_INVALID));
-    assert_eq!(c.publish(msg("a/b/c/d", "ok").qos(QoS::AtLeastOnce)), Some(ReasonCode::SUCCESS));
+    assert_eq!(
+        c.publish(msg("a/b/c/d/e", "deep").qos(QoS::AtLeastOnce)),
+        Some(ReasonCode::TOPIC_NAME_INVALID)
+    );
+    assert_eq!(
+        c.publish(msg("a/b/c/d", "ok").qos(QoS::AtLeastOnce)),
+        Some(ReasonCode::SUCCESS)
+    );
     assert_eq!(text(&c.expect_publish_acked()), "ok");
 }
 
@@ -116,9 +152,14 @@ fn topic_levels_limited() {
 #[test]
 fn response_information_when_requested() {
     let b = Broker::default_start();
-    let c = b.connect(Opts::v5("rri").with(|c| c.properties.request_response_information = Some(true)));
+    let c =
+        b.connect(Opts::v5("rri").with(|c| c.properties.request_response_information = Some(true)));
     assert_eq!(
-        c.connack.properties.response_information.as_ref().map(Str::as_str),
+        c.connack
+            .properties
+            .response_information
+            .as_ref()
+            .map(Str::as_str),
         Some("response/rri"),
         "{:?}",
         c.connack
@@ -130,7 +171,11 @@ fn response_information_when_requested() {
 /// `--shards 1` and `--driver legacy` (epoll) both serve: the same exchange works on each.
 #[test]
 fn legacy_driver_and_single_shard_serve() {
-    let b = Broker::start(BrokerOpts::new().shards(1).config("[server]\ndriver = \"legacy\"\n"));
+    let b = Broker::start(
+        BrokerOpts::new()
+            .shards(1)
+            .config("[server]\ndriver = \"legacy\"\n"),
+    );
     let mut s = b.v5("legacy-sub");
     s.subscribe_ok("legacy/t", QoS::ExactlyOnce);
     let mut p = b.v3("legacy-pub");

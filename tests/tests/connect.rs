@@ -17,22 +17,37 @@ const KEEP_ALIVE_WAIT: Duration = Duration::from_secs(8);
 #[test]
 fn connack_v5_advertises_server_limits() {
     let b = Broker::start(
-        BrokerOpts::new().limits("receive_maximum = 7\nmax_packet_size = 65536\ntopic_alias_maximum = 5"),
+        BrokerOpts::new()
+            .limits("receive_maximum = 7\nmax_packet_size = 65536\ntopic_alias_maximum = 5"),
     );
     let c = b.v5("limits");
     let ack = &c.connack;
     assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
-    assert!(!ack.session_present, "[MQTT-3.2.2-2] clean start gives session present 0");
+    assert!(
+        !ack.session_present,
+        "[MQTT-3.2.2-2] clean start gives session present 0"
+    );
     let p = &ack.properties;
     assert_eq!(p.receive_maximum, Some(nz16(7)), "Receive Maximum: {ack:?}");
-    assert_eq!(p.maximum_packet_size, Some(nz32(65536)), "Maximum Packet Size: {ack:?}");
-    assert_eq!(p.topic_alias_maximum, Some(5), "Topic Alias Maximum: {ack:?}");
+    assert_eq!(
+        p.maximum_packet_size,
+        Some(nz32(65536)),
+        "Maximum Packet Size: {ack:?}"
+    );
+    assert_eq!(
+        p.topic_alias_maximum,
+        Some(5),
+        "Topic Alias Maximum: {ack:?}"
+    );
     // Absent means available; the broker says so explicitly.
     assert_ne!(p.retain_available, Some(false), "Retain Available: {ack:?}");
     assert_ne!(p.wildcard_subscription_available, Some(false), "{ack:?}");
     assert_ne!(p.shared_subscription_available, Some(false), "{ack:?}");
     assert_ne!(p.subscription_ids_available, Some(false), "{ack:?}");
-    assert!(p.maximum_qos.is_none() || p.maximum_qos == Some(QoS::ExactlyOnce), "QoS 2 supported: {ack:?}");
+    assert!(
+        p.maximum_qos.is_none() || p.maximum_qos == Some(QoS::ExactlyOnce),
+        "QoS 2 supported: {ack:?}"
+    );
 }
 
 /// The CONNACK flags of the defaults documented for the broker: Retain Available = 1,
@@ -43,8 +58,18 @@ fn connack_v5_sends_availability_flags_explicitly() {
     let c = b.v5("flags");
     let p = &c.connack.properties;
     assert_eq!(p.retain_available, Some(true), "{:?}", c.connack);
-    assert_eq!(p.wildcard_subscription_available, Some(true), "{:?}", c.connack);
-    assert_eq!(p.shared_subscription_available, Some(true), "{:?}", c.connack);
+    assert_eq!(
+        p.wildcard_subscription_available,
+        Some(true),
+        "{:?}",
+        c.connack
+    );
+    assert_eq!(
+        p.shared_subscription_available,
+        Some(true),
+        "{:?}",
+        c.connack
+    );
     assert_eq!(p.subscription_ids_available, Some(true), "{:?}", c.connack);
 }
 
@@ -54,7 +79,12 @@ fn connack_v5_sends_availability_flags_explicitly() {
 fn server_keep_alive_caps_client_keep_alive() {
     let b = Broker::start(BrokerOpts::new().limits("max_keep_alive_secs = 30"));
     let c = b.connect(Opts::v5("ka").keep_alive(600));
-    assert_eq!(c.connack.properties.server_keep_alive_secs, Some(30), "{:?}", c.connack);
+    assert_eq!(
+        c.connack.properties.server_keep_alive_secs,
+        Some(30),
+        "{:?}",
+        c.connack
+    );
 }
 
 /// [MQTT-3.2.2-3.2.2.3.2] Session Expiry Interval in CONNACK: a server that uses a smaller
@@ -63,7 +93,12 @@ fn server_keep_alive_caps_client_keep_alive() {
 fn session_expiry_capped_and_reported_in_connack() {
     let b = Broker::start(BrokerOpts::new().limits("max_session_expiry_secs = 100"));
     let c = b.connect(Opts::v5("se-cap").session_expiry(1000));
-    assert_eq!(c.connack.properties.session_expiry_secs, Some(100), "{:?}", c.connack);
+    assert_eq!(
+        c.connack.properties.session_expiry_secs,
+        Some(100),
+        "{:?}",
+        c.connack
+    );
 }
 
 /// [MQTT-3.1.0-1] After a network connection is established, the first packet sent from the
@@ -108,8 +143,18 @@ fn empty_client_id_gets_assigned_id_v5() {
     let b = Broker::default_start();
     let mut c1 = b.v5("");
     let c2 = b.v5("");
-    let id1 = c1.connack.properties.assigned_client_id.clone().expect("Assigned Client Identifier in CONNACK");
-    let id2 = c2.connack.properties.assigned_client_id.clone().expect("Assigned Client Identifier in CONNACK");
+    let id1 = c1
+        .connack
+        .properties
+        .assigned_client_id
+        .clone()
+        .expect("Assigned Client Identifier in CONNACK");
+    let id2 = c2
+        .connack
+        .properties
+        .assigned_client_id
+        .clone()
+        .expect("Assigned Client Identifier in CONNACK");
     assert!(!id1.is_empty());
     assert_ne!(id1, id2, "assigned ids are unique");
     c1.subscribe_ok("assigned/t", QoS::AtLeastOnce);
@@ -134,8 +179,15 @@ fn empty_client_id_with_clean_session_accepted_v311() {
 fn empty_client_id_without_clean_session_rejected_v311() {
     let b = Broker::default_start();
     let (mut c, ack) = Client::handshake(b.addr(), Opts::v3("").clean(false));
-    assert_eq!(ack.reason_code, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, "return code 0x02: {ack:?}");
-    assert!(!ack.session_present, "[MQTT-3.2.2-4] session present 0 with a non-zero return code");
+    assert_eq!(
+        ack.reason_code,
+        ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+        "return code 0x02: {ack:?}"
+    );
+    assert!(
+        !ack.session_present,
+        "[MQTT-3.2.2-4] session present 0 with a non-zero return code"
+    );
     c.expect_closed(WAIT);
 }
 
@@ -146,12 +198,18 @@ fn unsupported_protocol_level_closes() {
     let b = Broker::default_start();
     let mut c = Client::open(b.addr(), ProtocolVersion::V5);
     // CONNECT, protocol "MQTT" level 6, clean start, keep alive 60, client id "x".
-    c.send_raw(&[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 6, 0x02, 0, 60, 0, 1, b'x']).unwrap();
+    c.send_raw(&[
+        0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 6, 0x02, 0, 60, 0, 1, b'x',
+    ])
+    .unwrap();
     let (bytes, closed) = c.read_raw_until_close(WAIT);
     assert!(closed, "connection must be closed; received {bytes:02x?}");
     if !bytes.is_empty() {
         assert_eq!(bytes[0], 0x20, "only a CONNACK may come back: {bytes:02x?}");
-        assert!(bytes.len() >= 4 && (bytes[3] == 0x84 || bytes[3] == 0x01), "CONNACK 0x84 / 0x01: {bytes:02x?}");
+        assert!(
+            bytes.len() >= 4 && (bytes[3] == 0x84 || bytes[3] == 0x01),
+            "CONNACK 0x84 / 0x01: {bytes:02x?}"
+        );
     }
 }
 
@@ -162,12 +220,18 @@ fn connect_reserved_flag_set_is_malformed() {
     let b = Broker::default_start();
     let mut c = Client::open(b.addr(), ProtocolVersion::V5);
     // v5 CONNECT with flags 0x03 (clean start + reserved), no properties, client id "x".
-    c.send_raw(&[0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x03, 0, 60, 0, 0, 1, b'x']).unwrap();
+    c.send_raw(&[
+        0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x03, 0, 60, 0, 0, 1, b'x',
+    ])
+    .unwrap();
     let (bytes, closed) = c.read_raw_until_close(WAIT);
     assert!(closed, "connection must be closed; received {bytes:02x?}");
     if !bytes.is_empty() {
         assert_eq!(bytes[0], 0x20, "only a CONNACK may come back: {bytes:02x?}");
-        assert!(bytes.len() >= 4 && bytes[3] == 0x81, "CONNACK 0x81: {bytes:02x?}");
+        assert!(
+            bytes.len() >= 4 && bytes[3] == 0x81,
+            "CONNACK 0x81: {bytes:02x?}"
+        );
     }
 }
 
@@ -178,12 +242,20 @@ fn keep_alive_expiry_closes_and_publishes_will() {
     let b = Broker::default_start();
     let mut watcher = b.v5("ka-watch");
     watcher.subscribe_ok("ka/will", QoS::AtLeastOnce);
-    let mut quiet = b.connect(Opts::v5("ka-quiet").keep_alive(1).will("ka/will", "gone", QoS::AtLeastOnce, false));
+    let mut quiet = b.connect(Opts::v5("ka-quiet").keep_alive(1).will(
+        "ka/will",
+        "gone",
+        QoS::AtLeastOnce,
+        false,
+    ));
     if let Some(d) = quiet.expect_disconnect_or_close(KEEP_ALIVE_WAIT) {
         assert_eq!(d.reason_code, ReasonCode::KEEP_ALIVE_TIMEOUT, "{d:?}");
     }
     let will = watcher.expect_publish_acked();
-    assert_eq!((will.topic.as_str(), text(&will).as_str()), ("ka/will", "gone"));
+    assert_eq!(
+        (will.topic.as_str(), text(&will).as_str()),
+        ("ka/will", "gone")
+    );
 }
 
 /// [MQTT-3.1.2-22] Keep alive on a 3.1.1 connection: closed after 1.5 × keep alive of silence.
@@ -216,7 +288,11 @@ fn takeover_disconnects_old_connection_with_0x8e_across_shards() {
     for round in 0..5 {
         let next = b.v5("taken");
         let d = current.expect_disconnect(WAIT);
-        assert_eq!(d.reason_code, ReasonCode::SESSION_TAKEN_OVER, "round {round}: {d:?}");
+        assert_eq!(
+            d.reason_code,
+            ReasonCode::SESSION_TAKEN_OVER,
+            "round {round}: {d:?}"
+        );
         current = next;
     }
     current.subscribe_ok("taken/t", QoS::AtLeastOnce);
@@ -248,7 +324,11 @@ fn takeover_resumes_persistent_session_across_shards() {
     let mut publisher = b.v5("resume-pub");
     for round in 0..5 {
         let mut next = b.connect(Opts::v5("resume-me").clean(false).session_expiry(60));
-        assert!(next.session_present(), "round {round}: session present: {:?}", next.connack);
+        assert!(
+            next.session_present(),
+            "round {round}: session present: {:?}",
+            next.connack
+        );
         let d = current.expect_disconnect(WAIT);
         assert_eq!(d.reason_code, ReasonCode::SESSION_TAKEN_OVER);
         let payload = format!("round-{round}");
@@ -266,9 +346,11 @@ fn takeover_resumes_persistent_session_across_shards() {
 #[test]
 fn unknown_authentication_method_refused() {
     let b = Broker::default_start();
-    let (mut c, ack) = Client::handshake(b.addr(), Opts::v5("auth").auth("NO-SUCH-METHOD", b"data"));
+    let (mut c, ack) =
+        Client::handshake(b.addr(), Opts::v5("auth").auth("NO-SUCH-METHOD", b"data"));
     assert!(
-        ack.reason_code == ReasonCode::BAD_AUTHENTICATION_METHOD || ack.reason_code == ReasonCode::NOT_AUTHORIZED,
+        ack.reason_code == ReasonCode::BAD_AUTHENTICATION_METHOD
+            || ack.reason_code == ReasonCode::NOT_AUTHORIZED,
         "{ack:?}"
     );
     c.expect_closed(WAIT);
@@ -283,7 +365,11 @@ fn clean_session_reports_no_session_v311() {
     assert!(!c.session_present());
     c.disconnect();
     let c = b.connect(Opts::v3("fresh3").clean(true));
-    assert!(!c.session_present(), "clean session discards: {:?}", c.connack);
+    assert!(
+        !c.session_present(),
+        "clean session discards: {:?}",
+        c.connack
+    );
 }
 
 /// Many connections spread over four shards all complete CONNECT and exchange messages: every
@@ -302,7 +388,10 @@ fn many_clients_across_shards_exchange_messages() {
     }
     for (i, c) in subs.iter_mut().enumerate() {
         let m = c.expect_publish_acked();
-        assert_eq!((m.topic.as_str(), text(&m)), (format!("many/{i}").as_str(), format!("to-{i}")));
+        assert_eq!(
+            (m.topic.as_str(), text(&m)),
+            (format!("many/{i}").as_str(), format!("to-{i}"))
+        );
     }
 }
 
@@ -324,7 +413,10 @@ fn auth_without_authentication_method_is_protocol_error() {
     let mut c = b.v5("auth-none");
     c.send(&Packet::Auth(Auth {
         reason_code: ReasonCode::RE_AUTHENTICATE,
-        properties: AuthProperties { authentication_method: Some(s("SCRAM-SHA-1")), ..AuthProperties::default() },
+        properties: AuthProperties {
+            authentication_method: Some(s("SCRAM-SHA-1")),
+            ..AuthProperties::default()
+        },
     }));
     c.expect_disconnect_reason(ReasonCode::PROTOCOL_ERROR, WAIT);
 }

@@ -17,7 +17,11 @@ fn receive_maximum_exceeded_disconnects_0x93() {
         let mut m = msg("rm/t", "x").qos(QoS::ExactlyOnce);
         m.qos_pid = QosPid::ExactlyOnce(nz16(id));
         c.send(&Packet::Publish(m));
-        c.wait_for(WAIT, "PUBREC", |p| matches!(p, Packet::PubRec(r) if r.packet_id == nz16(id)));
+        c.wait_for(
+            WAIT,
+            "PUBREC",
+            |p| matches!(p, Packet::PubRec(r) if r.packet_id == nz16(id)),
+        );
     }
     let mut m = msg("rm/t", "x").qos(QoS::ExactlyOnce);
     m.qos_pid = QosPid::ExactlyOnce(nz16(3));
@@ -34,7 +38,10 @@ fn receive_maximum_slot_freed_by_pubcomp() {
     let mut c = b.v5("rm-ok");
     for _ in 0..6 {
         let code = c.publish(msg("rm/ok", "x").qos(QoS::ExactlyOnce)).unwrap();
-        assert!(code == ReasonCode::SUCCESS || code == ReasonCode::NO_MATCHING_SUBSCRIBERS, "{code:?}");
+        assert!(
+            code == ReasonCode::SUCCESS || code == ReasonCode::NO_MATCHING_SUBSCRIBERS,
+            "{code:?}"
+        );
     }
     c.ping();
 }
@@ -59,7 +66,11 @@ fn server_respects_client_receive_maximum() {
     sub.ack(&second);
     sub.ack(&third);
     let rest = sub.expect_publishes(2);
-    let got: Vec<String> = [&first, &second, &third].into_iter().chain(rest.iter()).map(text).collect();
+    let got: Vec<String> = [&first, &second, &third]
+        .into_iter()
+        .chain(rest.iter())
+        .map(text)
+        .collect();
     assert_eq!(got, ["0", "1", "2", "3", "4"]);
 }
 
@@ -100,7 +111,11 @@ fn message_larger_than_client_maximum_not_delivered() {
     p.publish(msg("mps/t", "small").qos(QoS::AtLeastOnce));
     assert_eq!(big.expect_publish_acked().payload.len(), 500);
     assert_eq!(text(&big.expect_publish_acked()), "small");
-    assert_eq!(text(&small.expect_publish_acked()), "small", "the 500-byte message must be skipped");
+    assert_eq!(
+        text(&small.expect_publish_acked()),
+        "small",
+        "the 500-byte message must be skipped"
+    );
 }
 
 /// [MQTT-3.3.2-2] A topic name with a wildcard in PUBLISH: DISCONNECT 0x90 (Topic Name invalid)
@@ -170,7 +185,8 @@ fn malformed_remaining_length_closes() {
     c.send_raw(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]).unwrap();
     if let Some(d) = c.expect_disconnect_or_close(WAIT) {
         assert!(
-            d.reason_code == ReasonCode::MALFORMED_PACKET || d.reason_code == ReasonCode::PACKET_TOO_LARGE,
+            d.reason_code == ReasonCode::MALFORMED_PACKET
+                || d.reason_code == ReasonCode::PACKET_TOO_LARGE,
             "{d:?}"
         );
     }
@@ -185,7 +201,10 @@ fn reserved_packet_type_is_malformed() {
     let b = Broker::default_start();
     let mut c5 = b.v5("mal-type5");
     c5.send_raw(&[0x00, 0x00]).unwrap();
-    c5.expect_disconnect_one_of(&[ReasonCode::MALFORMED_PACKET, ReasonCode::PROTOCOL_ERROR], WAIT);
+    c5.expect_disconnect_one_of(
+        &[ReasonCode::MALFORMED_PACKET, ReasonCode::PROTOCOL_ERROR],
+        WAIT,
+    );
     let mut c3 = b.v3("mal-type3");
     c3.send_raw(&[0xF0, 0x00]).unwrap();
     c3.expect_closed(WAIT);
@@ -198,8 +217,12 @@ fn subscription_identifier_from_client_is_protocol_error() {
     let b = Broker::default_start();
     let mut c = b.v5("sid-client");
     // PUBLISH QoS 0, topic "a", properties { Subscription Identifier (0x0B) = 1 }, payload "x".
-    c.send_raw(&[0x30, 7, 0, 1, b'a', 2, 0x0B, 1, b'x']).unwrap();
-    c.expect_disconnect_one_of(&[ReasonCode::PROTOCOL_ERROR, ReasonCode::MALFORMED_PACKET], WAIT);
+    c.send_raw(&[0x30, 7, 0, 1, b'a', 2, 0x0B, 1, b'x'])
+        .unwrap();
+    c.expect_disconnect_one_of(
+        &[ReasonCode::PROTOCOL_ERROR, ReasonCode::MALFORMED_PACKET],
+        WAIT,
+    );
 }
 
 /// [MQTT-2.2.1-2 / 3.3.2.2] A QoS 1 PUBLISH with packet id 0 is malformed (0x81) or a protocol
@@ -211,7 +234,8 @@ fn qos1_publish_with_packet_id_zero_rejected() {
     c.send_raw(&[0x32, 7, 0, 1, b'a', 0, 0, 0, b'x']).unwrap();
     let d = c.expect_disconnect(WAIT);
     assert!(
-        d.reason_code == ReasonCode::MALFORMED_PACKET || d.reason_code == ReasonCode::PROTOCOL_ERROR,
+        d.reason_code == ReasonCode::MALFORMED_PACKET
+            || d.reason_code == ReasonCode::PROTOCOL_ERROR,
         "{d:?}"
     );
 }
@@ -290,26 +314,50 @@ fn server_max_inflight_window() {
 /// SUBACK carries neither.
 #[test]
 fn no_reason_string_when_problem_information_not_requested() {
-    let b = Broker::start(BrokerOpts::new().limits("max_subscriptions_per_client = 1\nmax_topic_levels = 3"));
-    let mut c = b.connect(Opts::v5("rpi").with(|c| c.properties.request_problem_information = Some(false)));
+    let b = Broker::start(
+        BrokerOpts::new().limits("max_subscriptions_per_client = 1\nmax_topic_levels = 3"),
+    );
+    let mut c =
+        b.connect(Opts::v5("rpi").with(|c| c.properties.request_problem_information = Some(false)));
     c.subscribe_ok("rpi/1", QoS::AtLeastOnce);
     let id = c.next_packet_id();
     c.send(&Packet::Subscribe(Subscribe {
         packet_id: id,
         subscription_id: None,
         user_properties: UserProperties::default(),
-        filters: vec![SubscribeFilter { filter: s("rpi/2"), options: sub_opts(QoS::AtLeastOnce) }],
+        filters: vec![SubscribeFilter {
+            filter: s("rpi/2"),
+            options: sub_opts(QoS::AtLeastOnce),
+        }],
     }));
-    let Packet::SubAck(ack) = c.wait_for(WAIT, "SUBACK", |p| matches!(p, Packet::SubAck(_))) else { unreachable!() };
-    assert!(ack.reason_codes[0].is_error(), "{ack:?}");
-    assert_eq!(ack.properties.reason_string, None, "[MQTT-3.1.2-29] {ack:?}");
-    assert!(ack.properties.user_properties.is_empty(), "[MQTT-3.1.2-29] {ack:?}");
-    let mut deep = msg("rpi/a/b/c", "deep").qos(QoS::AtLeastOnce);
-    let id = c.publish_nowait(&mut deep).unwrap();
-    let Packet::PubAck(puback) = c.wait_for(WAIT, "PUBACK", |p| matches!(p, Packet::PubAck(a) if a.packet_id == id))
-    else {
+    let Packet::SubAck(ack) = c.wait_for(WAIT, "SUBACK", |p| matches!(p, Packet::SubAck(_))) else {
         unreachable!()
     };
-    assert_eq!(puback.reason_code, ReasonCode::TOPIC_NAME_INVALID, "{puback:?}");
-    assert_eq!(puback.properties.reason_string, None, "[MQTT-3.1.2-29] {puback:?}");
+    assert!(ack.reason_codes[0].is_error(), "{ack:?}");
+    assert_eq!(
+        ack.properties.reason_string, None,
+        "[MQTT-3.1.2-29] {ack:?}"
+    );
+    assert!(
+        ack.properties.user_properties.is_empty(),
+        "[MQTT-3.1.2-29] {ack:?}"
+    );
+    let mut deep = msg("rpi/a/b/c", "deep").qos(QoS::AtLeastOnce);
+    let id = c.publish_nowait(&mut deep).unwrap();
+    let Packet::PubAck(puback) = c.wait_for(
+        WAIT,
+        "PUBACK",
+        |p| matches!(p, Packet::PubAck(a) if a.packet_id == id),
+    ) else {
+        unreachable!()
+    };
+    assert_eq!(
+        puback.reason_code,
+        ReasonCode::TOPIC_NAME_INVALID,
+        "{puback:?}"
+    );
+    assert_eq!(
+        puback.properties.reason_string, None,
+        "[MQTT-3.1.2-29] {puback:?}"
+    );
 }

@@ -50,14 +50,19 @@ fn qos2_flow_both_directions() {
     let mut sub = b.v5("q2-sub");
     sub.subscribe_ok("q2/t", QoS::ExactlyOnce);
     let mut publ = b.v5("q2-pub");
-    assert_eq!(publ.publish(msg("q2/t", "two").qos(QoS::ExactlyOnce)), Some(ReasonCode::SUCCESS));
+    assert_eq!(
+        publ.publish(msg("q2/t", "two").qos(QoS::ExactlyOnce)),
+        Some(ReasonCode::SUCCESS)
+    );
     let m = sub.expect_publish();
     assert_eq!(m.qos_pid.qos(), QoS::ExactlyOnce);
     assert_eq!(text(&m), "two");
     let id = m.qos_pid.packet_id().unwrap();
     sub.send(&Packet::PubRec(ack(id, ReasonCode::SUCCESS)));
     match sub.expect_packet(WAIT) {
-        Packet::PubRel(rel) => assert_eq!((rel.packet_id, rel.reason_code), (id, ReasonCode::SUCCESS)),
+        Packet::PubRel(rel) => {
+            assert_eq!((rel.packet_id, rel.reason_code), (id, ReasonCode::SUCCESS))
+        }
         other => panic!("[MQTT-4.3.3-4] expected PUBREL, got {other:?}"),
     }
     sub.send(&Packet::PubComp(ack(id, ReasonCode::SUCCESS)));
@@ -73,7 +78,10 @@ fn qos2_flow_v311() {
     let mut publ = b.v3("q2-pub3");
     publ.publish(msg("q2/v3", "two-3").qos(QoS::ExactlyOnce));
     let m = sub.expect_publish_acked();
-    assert_eq!((m.qos_pid.qos(), text(&m).as_str()), (QoS::ExactlyOnce, "two-3"));
+    assert_eq!(
+        (m.qos_pid.qos(), text(&m).as_str()),
+        (QoS::ExactlyOnce, "two-3")
+    );
 }
 
 /// [MQTT-3.8.4-8] The QoS of a delivered message is the minimum of the published QoS and the
@@ -91,12 +99,24 @@ fn delivered_qos_is_minimum_of_published_and_granted() {
     for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
         publ.publish(msg("min/t", format!("{qos:?}")).qos(qos));
     }
-    for (sub, granted) in [(&mut s0, QoS::AtMostOnce), (&mut s1, QoS::AtLeastOnce), (&mut s2, QoS::ExactlyOnce)] {
-        for published in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
-            let m = sub.expect_publish_acked();
-            assert_eq!(text(&m), format!("{published:?}"), "[MQTT-4.6.0-6] order kept");
-            assert_eq!(m.qos_pid.qos(), published.min(granted), "published {published:?} granted {granted:?}");
-        }
+    for (sub, granted) in [
+        (&mut s0, QoS::AtMostOnce),
+        (&mut s1, QoS::AtLeastOnce),
+        (&mut s2, QoS::ExactlyOnce),
+    ] {
+        // Three QoS levels: no order between them is guaranteed [MQTT-4.6.0-6]; match by payload.
+        let mut got: Vec<(String, QoS)> = sub
+            .expect_publishes(3)
+            .iter()
+            .map(|m| (text(m), m.qos_pid.qos()))
+            .collect();
+        got.sort();
+        let mut want: Vec<(String, QoS)> = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+            .into_iter()
+            .map(|published| (format!("{published:?}"), published.min(granted)))
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "granted {granted:?}");
     }
 }
 
@@ -119,12 +139,21 @@ fn qos2_duplicate_before_pubrel_delivered_once() {
     publ.wait_for(WAIT, "second PUBREC", is_rec);
     publ.send(&Packet::PubRel(ack(id, ReasonCode::SUCCESS)));
     let comp = publ.wait_for(WAIT, "PUBCOMP", |p| matches!(p, Packet::PubComp(_)));
-    let Packet::PubComp(comp) = comp else { unreachable!() };
-    assert_eq!((comp.packet_id, comp.reason_code), (id, ReasonCode::SUCCESS));
-    // A marker from the same publisher on the same topic: ordered after the duplicate.
-    publ.publish(msg("dup2/t", "marker").qos(QoS::AtLeastOnce));
+    let Packet::PubComp(comp) = comp else {
+        unreachable!()
+    };
+    assert_eq!(
+        (comp.packet_id, comp.reason_code),
+        (id, ReasonCode::SUCCESS)
+    );
+    // A marker from the same publisher on the same topic and QoS: ordered after the duplicate.
+    publ.publish(msg("dup2/t", "marker").qos(QoS::ExactlyOnce));
     assert_eq!(text(&sub.expect_publish_acked()), "once");
-    assert_eq!(text(&sub.expect_publish_acked()), "marker", "the duplicate was delivered twice");
+    assert_eq!(
+        text(&sub.expect_publish_acked()),
+        "marker",
+        "the duplicate was delivered twice"
+    );
 }
 
 /// [MQTT-4.3.3-11] A PUBREL is answered with PUBCOMP with the same packet id; for an unknown
@@ -192,7 +221,11 @@ fn unacked_qos2_publish_and_pubrel_resent_after_reconnect() {
     assert!(again.dup, "{again:?}");
     assert_eq!(again.qos_pid, QosPid::ExactlyOnce(id));
     sub.send(&Packet::PubRec(ack(id, ReasonCode::SUCCESS)));
-    sub.wait_for(WAIT, "PUBREL", |p| matches!(p, Packet::PubRel(r) if r.packet_id == id));
+    sub.wait_for(
+        WAIT,
+        "PUBREL",
+        |p| matches!(p, Packet::PubRel(r) if r.packet_id == id),
+    );
     sub.drop_connection();
 
     let mut sub = b.connect(opts());
@@ -217,7 +250,10 @@ fn unacked_qos1_redelivered_with_dup_v311() {
     let mut sub = b.connect(Opts::v3("redeliver3").clean(false));
     assert!(sub.session_present());
     let again = sub.expect_publish_acked();
-    assert!(again.dup && again.qos_pid == first.qos_pid, "{again:?} vs {first:?}");
+    assert!(
+        again.dup && again.qos_pid == first.qos_pid,
+        "{again:?} vs {first:?}"
+    );
 }
 
 /// [MQTT-4.6.0-5] [MQTT-4.6.0-6] Messages from one publisher on one topic are delivered in the
@@ -248,7 +284,10 @@ fn in_flight_packet_ids_are_distinct() {
         publ.publish(msg("ids/t", format!("{i}")).qos(QoS::AtLeastOnce));
     }
     let got: Vec<Publish> = (0..10).map(|_| sub.expect_publish()).collect();
-    let mut ids: Vec<u16> = got.iter().map(|m| m.qos_pid.packet_id().unwrap().get()).collect();
+    let mut ids: Vec<u16> = got
+        .iter()
+        .map(|m| m.qos_pid.packet_id().unwrap().get())
+        .collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 10, "ids in flight must be distinct: {got:?}");
@@ -263,8 +302,13 @@ fn in_flight_packet_ids_are_distinct() {
 fn qos1_without_subscribers_acknowledged() {
     let b = Broker::default_start();
     let mut c = b.v5("nobody");
-    let code = c.publish(msg("nobody/listens", "x").qos(QoS::AtLeastOnce)).unwrap();
-    assert!(code == ReasonCode::SUCCESS || code == ReasonCode::NO_MATCHING_SUBSCRIBERS, "{code:?}");
+    let code = c
+        .publish(msg("nobody/listens", "x").qos(QoS::AtLeastOnce))
+        .unwrap();
+    assert!(
+        code == ReasonCode::SUCCESS || code == ReasonCode::NO_MATCHING_SUBSCRIBERS,
+        "{code:?}"
+    );
 }
 
 /// One message reaches every matching subscriber exactly once, whichever of four shards each
@@ -274,7 +318,13 @@ fn fanout_reaches_every_subscriber_across_shards() {
     let b = Broker::start(BrokerOpts::new().shards(4));
     let qos = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce];
     let mut subs: Vec<Client> = (0..9)
-        .map(|i| if i % 2 == 0 { b.v5(&format!("fan-{i}")) } else { b.v3(&format!("fan-{i}")) })
+        .map(|i| {
+            if i % 2 == 0 {
+                b.v5(&format!("fan-{i}"))
+            } else {
+                b.v3(&format!("fan-{i}"))
+            }
+        })
         .collect();
     for (i, s) in subs.iter_mut().enumerate() {
         s.subscribe_ok("fan/+/x", qos[i % 3]);
@@ -284,7 +334,11 @@ fn fanout_reaches_every_subscriber_across_shards() {
     publ.publish(msg("fan/a/x", "end").qos(QoS::ExactlyOnce));
     for s in &mut subs {
         assert_eq!(text(&s.expect_publish_acked()), "all");
-        assert_eq!(text(&s.expect_publish_acked()), "end", "delivered exactly once");
+        assert_eq!(
+            text(&s.expect_publish_acked()),
+            "end",
+            "delivered exactly once"
+        );
     }
 }
 
@@ -296,15 +350,11 @@ fn v5_message_with_properties_reaches_v311_subscriber() {
     let mut s3 = b.v3("props-to-v3");
     s3.subscribe_ok("p3/t", QoS::AtLeastOnce);
     let mut p5 = b.v5("props-from-v5");
-    p5.publish(
-        msg("p3/t", "payload")
-            .qos(QoS::AtLeastOnce)
-            .props(|p| {
-                p.user_properties = user_props(&[("k", "v")]);
-                p.content_type = Some(s("text/plain"));
-                p.message_expiry_secs = Some(100);
-            }),
-    );
+    p5.publish(msg("p3/t", "payload").qos(QoS::AtLeastOnce).props(|p| {
+        p.user_properties = user_props(&[("k", "v")]);
+        p.content_type = Some(s("text/plain"));
+        p.message_expiry_secs = Some(100);
+    }));
     let m = s3.expect_publish_acked();
     assert_eq!((m.topic.as_str(), text(&m).as_str()), ("p3/t", "payload"));
 }
@@ -319,7 +369,11 @@ fn large_payload_delivered_intact() {
     let mut publ = b.v5("large-pub");
     publ.publish(msg("large/t", payload.clone()).qos(QoS::AtLeastOnce));
     let m = sub.expect_publish_acked();
-    assert!(m.payload == payload, "payload of {} bytes differs", m.payload.len());
+    assert!(
+        m.payload == payload,
+        "payload of {} bytes differs",
+        m.payload.len()
+    );
 }
 
 /// (2.2.1, 4.3.3) Once PUBCOMP was sent, the packet id is free: a new QoS 2 PUBLISH with
@@ -334,9 +388,17 @@ fn qos2_packet_id_reusable_after_pubcomp() {
         let mut m = msg("reuse/t", payload).qos(QoS::ExactlyOnce);
         m.qos_pid = QosPid::ExactlyOnce(nz16(5));
         p.send(&Packet::Publish(m));
-        p.wait_for(WAIT, "PUBREC", |q| matches!(q, Packet::PubRec(r) if r.packet_id == nz16(5)));
+        p.wait_for(
+            WAIT,
+            "PUBREC",
+            |q| matches!(q, Packet::PubRec(r) if r.packet_id == nz16(5)),
+        );
         p.send(&Packet::PubRel(ack(nz16(5), ReasonCode::SUCCESS)));
-        p.wait_for(WAIT, "PUBCOMP", |q| matches!(q, Packet::PubComp(r) if r.packet_id == nz16(5)));
+        p.wait_for(
+            WAIT,
+            "PUBCOMP",
+            |q| matches!(q, Packet::PubComp(r) if r.packet_id == nz16(5)),
+        );
     }
     let got: Vec<String> = sub.expect_publishes(3).iter().map(text).collect();
     assert_eq!(got, ["first", "second", "third"]);
@@ -350,11 +412,25 @@ fn publish_then_immediate_disconnect_is_delivered() {
     let mut sub = b.v5("pd-sub");
     sub.subscribe_ok("pd/#", QoS::AtLeastOnce);
     for i in 0..8 {
-        let mut p = if i % 2 == 0 { b.v5(&format!("pd-pub-{i}")) } else { b.v3(&format!("pd-pub-{i}")) };
+        let mut p = if i % 2 == 0 {
+            b.v5(&format!("pd-pub-{i}"))
+        } else {
+            b.v3(&format!("pd-pub-{i}"))
+        };
         let mut out = bytes::BytesMut::new();
         let version = p.version();
-        encode(&Packet::Publish(msg(&format!("pd/{i}"), format!("{i}"))), version, &mut out).unwrap();
-        encode(&Packet::Disconnect(Disconnect::default()), version, &mut out).unwrap();
+        encode(
+            &Packet::Publish(msg(&format!("pd/{i}"), format!("{i}"))),
+            version,
+            &mut out,
+        )
+        .unwrap();
+        encode(
+            &Packet::Disconnect(Disconnect::default()),
+            version,
+            &mut out,
+        )
+        .unwrap();
         p.send_raw(&out).unwrap(); // one write: both packets arrive together
         p.expect_closed(WAIT);
     }
@@ -379,7 +455,9 @@ fn fan_in_with_small_receive_maximum_loses_nothing() {
         }
         // Read what has arrived so far, so the window keeps moving while publishing.
         while let Some(packet) = sub.recv(std::time::Duration::from_millis(1)) {
-            let Packet::Publish(m) = packet else { panic!("unexpected {packet:?}") };
+            let Packet::Publish(m) = packet else {
+                panic!("unexpected {packet:?}")
+            };
             sub.ack(&m);
             got.push(text(&m));
         }
@@ -391,9 +469,35 @@ fn fan_in_with_small_receive_maximum_loses_nothing() {
     for g in &got {
         let (i, n) = g.split_once(':').unwrap();
         let (i, n): (usize, u32) = (i.parse().unwrap(), n.parse().unwrap());
-        assert_eq!(n, next[i], "publisher {i}: out of order or duplicated in {got:?}");
+        assert_eq!(
+            n, next[i],
+            "publisher {i}: out of order or duplicated in {got:?}"
+        );
         next[i] += 1;
     }
     assert_eq!(next, [50; 4]);
+    sub.expect_nothing(QUIET);
+}
+
+/// (4.3.3, 3.5.2.1) A subscriber that answers a QoS 2 PUBLISH with a failing PUBREC (0x80) ends the
+/// flow: the server sends no PUBREL for it, and the next message flows normally.
+#[test]
+fn failing_pubrec_from_subscriber_ends_qos2_flow() {
+    let b = Broker::default_start();
+    let mut sub = b.v5("prf-sub");
+    sub.subscribe_ok("prf/t", QoS::ExactlyOnce);
+    let mut p = b.v5("prf-pub");
+    p.publish(msg("prf/t", "refused").qos(QoS::ExactlyOnce));
+    let m = sub.expect_publish();
+    let id = m.qos_pid.packet_id().unwrap();
+    sub.send(&Packet::PubRec(ack(id, ReasonCode::UNSPECIFIED_ERROR)));
+    p.publish(msg("prf/t", "next").qos(QoS::ExactlyOnce));
+    match sub.expect_packet(WAIT) {
+        Packet::Publish(n) => {
+            assert_eq!(text(&n), "next");
+            sub.ack(&n);
+        }
+        other => panic!("expected the next PUBLISH, got {other:?}"),
+    }
     sub.expect_nothing(QUIET);
 }

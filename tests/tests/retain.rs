@@ -23,7 +23,10 @@ fn retained_message_delivered_on_subscribe() {
     let mut s = b.v5("ret-sub");
     s.subscribe_ok("ret/a", QoS::AtLeastOnce);
     let m = s.expect_publish_acked();
-    assert_eq!((m.topic.as_str(), text(&m).as_str(), m.retain), ("ret/a", "kept", true));
+    assert_eq!(
+        (m.topic.as_str(), text(&m).as_str(), m.retain),
+        ("ret/a", "kept", true)
+    );
     s.expect_nothing(QUIET);
 }
 
@@ -53,7 +56,10 @@ fn empty_retained_payload_clears() {
     p.publish(retained("clr/t", ""));
     assert_eq!(text(&live.expect_publish_acked()), "soon gone");
     let empty = live.expect_publish_acked();
-    assert!(empty.payload.is_empty(), "the clearing message reaches current subscribers");
+    assert!(
+        empty.payload.is_empty(),
+        "the clearing message reaches current subscribers"
+    );
     let mut s = b.v5("clr-sub");
     s.subscribe_ok("clr/t", QoS::AtLeastOnce);
     s.expect_nothing(QUIET);
@@ -67,7 +73,18 @@ fn retain_as_published_controls_live_retain_flag() {
     let mut plain = b.v5("rap-plain");
     plain.subscribe_with(&[("rap/t", sub_opts(QoS::AtLeastOnce))], None);
     let mut rap = b.v5("rap-on");
-    rap.subscribe_with(&[("rap/t", sub_opts_full(QoS::AtLeastOnce, false, true, RetainHandling::SendAtSubscribe))], None);
+    rap.subscribe_with(
+        &[(
+            "rap/t",
+            sub_opts_full(
+                QoS::AtLeastOnce,
+                false,
+                true,
+                RetainHandling::SendAtSubscribe,
+            ),
+        )],
+        None,
+    );
     let mut p = b.v5("rap-pub");
     p.publish(retained("rap/t", "r1"));
     p.publish(msg("rap/t", "n1").qos(QoS::AtLeastOnce));
@@ -100,11 +117,19 @@ fn retain_handling_0_sends_at_every_subscribe() {
     let mut p = b.v5("rh0-pub");
     p.publish(retained("rh0/t", "v"));
     let mut s = b.v5("rh0-sub");
-    let o = sub_opts_full(QoS::AtLeastOnce, false, false, RetainHandling::SendAtSubscribe);
+    let o = sub_opts_full(
+        QoS::AtLeastOnce,
+        false,
+        false,
+        RetainHandling::SendAtSubscribe,
+    );
     s.subscribe_with(&[("rh0/t", o)], None);
     assert!(s.expect_publish_acked().retain);
     s.subscribe_with(&[("rh0/t", o)], None);
-    assert!(s.expect_publish_acked().retain, "sent again on re-subscribe");
+    assert!(
+        s.expect_publish_acked().retain,
+        "sent again on re-subscribe"
+    );
 }
 
 /// [MQTT-3.3.1-10] Retain Handling 1: retained messages are sent only if the subscription did
@@ -115,7 +140,12 @@ fn retain_handling_1_sends_only_for_new_subscription() {
     let mut p = b.v5("rh1-pub");
     p.publish(retained("rh1/t", "v"));
     let mut s = b.v5("rh1-sub");
-    let o = sub_opts_full(QoS::AtLeastOnce, false, false, RetainHandling::SendAtSubscribeIfNew);
+    let o = sub_opts_full(
+        QoS::AtLeastOnce,
+        false,
+        false,
+        RetainHandling::SendAtSubscribeIfNew,
+    );
     s.subscribe_with(&[("rh1/t", o)], None);
     assert_eq!(text(&s.expect_publish_acked()), "v");
     s.subscribe_with(&[("rh1/t", o)], None);
@@ -143,15 +173,23 @@ fn wildcard_subscription_gets_all_matching_retained() {
     let b = Broker::start(BrokerOpts::new().shards(4));
     let mut publishers: Vec<Client> = (0..4).map(|i| b.v5(&format!("wret-pub-{i}"))).collect();
     for (i, p) in publishers.iter_mut().enumerate() {
-        p.publish(msg(&format!("wret/{i}/x"), format!("v{i}")).qos(QoS::AtLeastOnce).retain(true));
+        p.publish(
+            msg(&format!("wret/{i}/x"), format!("v{i}"))
+                .qos(QoS::AtLeastOnce)
+                .retain(true),
+        );
     }
     publishers[0].publish(retained("wret/other", "not matched"));
     let mut s = b.v5("wret-sub");
     s.subscribe_ok("wret/+/x", QoS::AtLeastOnce);
-    let mut got: Vec<(String, String)> =
-        (0..4).map(|_| s.expect_publish_acked()).map(|m| (m.topic.to_string(), text(&m))).collect();
+    let mut got: Vec<(String, String)> = (0..4)
+        .map(|_| s.expect_publish_acked())
+        .map(|m| (m.topic.to_string(), text(&m)))
+        .collect();
     got.sort();
-    let want: Vec<(String, String)> = (0..4).map(|i| (format!("wret/{i}/x"), format!("v{i}"))).collect();
+    let want: Vec<(String, String)> = (0..4)
+        .map(|i| (format!("wret/{i}/x"), format!("v{i}")))
+        .collect();
     assert_eq!(got, want);
     s.expect_nothing(QUIET);
 }
@@ -184,8 +222,14 @@ fn expired_retained_message_not_delivered() {
     s.subscribe_ok("rexp/#", QoS::AtLeastOnce);
     let m = s.expect_publish_acked();
     assert_eq!(text(&m), "long");
-    let left = m.properties.message_expiry_secs.expect("[MQTT-3.3.2-6] expiry forwarded");
-    assert!((590..600).contains(&left), "[MQTT-3.3.2-6] decremented by the time waited: {left}");
+    let left = m
+        .properties
+        .message_expiry_secs
+        .expect("[MQTT-3.3.2-6] expiry forwarded");
+    assert!(
+        (590..600).contains(&left),
+        "[MQTT-3.3.2-6] decremented by the time waited: {left}"
+    );
     s.expect_nothing(QUIET);
 }
 
@@ -197,7 +241,11 @@ fn retained_store_shared_across_shards() {
     for round in 0..4 {
         let mut p = b.v5(&format!("xret-pub-{round}"));
         let payload = format!("round-{round}");
-        p.publish(msg("xret/t", payload.clone()).qos(QoS::AtLeastOnce).retain(true));
+        p.publish(
+            msg("xret/t", payload.clone())
+                .qos(QoS::AtLeastOnce)
+                .retain(true),
+        );
         for k in 0..3 {
             let mut s = b.v3(&format!("xret-sub-{round}-{k}"));
             s.subscribe_ok("xret/t", QoS::AtLeastOnce);
@@ -217,7 +265,10 @@ fn retained_qos0_from_v311_stored() {
     let mut s = b.v5("r0-sub");
     s.subscribe_ok("r0/t", QoS::AtLeastOnce);
     let m = s.expect_publish_acked();
-    assert_eq!((text(&m).as_str(), m.retain, m.qos_pid.qos()), ("zero", true, QoS::AtMostOnce));
+    assert_eq!(
+        (text(&m).as_str(), m.retain, m.qos_pid.qos()),
+        ("zero", true, QoS::AtMostOnce)
+    );
 }
 
 /// [MQTT-3.3.1-5] [MQTT-3.3.1-9] Once the publisher has its PUBACK, the retained message is stored
@@ -230,7 +281,11 @@ fn retained_message_visible_on_all_shards_once_acknowledged() {
     let mut p = b.v5("rrace-pub");
     for round in 0..20 {
         let topic = format!("rrace/{round}");
-        p.publish(msg(&topic, format!("r{round}")).qos(QoS::AtLeastOnce).retain(true));
+        p.publish(
+            msg(&topic, format!("r{round}"))
+                .qos(QoS::AtLeastOnce)
+                .retain(true),
+        );
         for (i, s) in subs.iter_mut().enumerate() {
             s.subscribe_ok(&topic, QoS::AtLeastOnce);
             match s.recv(WAIT) {
@@ -238,7 +293,9 @@ fn retained_message_visible_on_all_shards_once_acknowledged() {
                     s.ack(&m);
                     assert_eq!((text(&m), m.retain), (format!("r{round}"), true));
                 }
-                other => panic!("round {round}, subscriber {i}: retained message missing: {other:?}"),
+                other => {
+                    panic!("round {round}, subscriber {i}: retained message missing: {other:?}")
+                }
             }
         }
     }

@@ -52,14 +52,26 @@ fn offline_messages_queued_and_delivered_on_reconnect() {
     c.disconnect();
     let mut p = b.v5("off-pub");
     for i in 0..10 {
-        let qos = if i % 2 == 0 { QoS::AtLeastOnce } else { QoS::ExactlyOnce };
+        let qos = if i % 2 == 0 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::ExactlyOnce
+        };
         p.publish(msg("off/t", format!("m{i}")).qos(qos));
     }
     let mut c = b.connect(Opts::v5("off").clean(false).session_expiry(60));
     assert!(c.session_present());
-    let got: Vec<String> = c.expect_publishes(10).iter().map(text).collect();
-    let want: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
-    assert_eq!(got, want);
+    // Order is guaranteed per topic and QoS [MQTT-4.6.0-6]: check each QoS's sequence.
+    let got = c.expect_publishes(10);
+    for (qos, first) in [(QoS::AtLeastOnce, 0), (QoS::ExactlyOnce, 1)] {
+        let seq: Vec<String> = got
+            .iter()
+            .filter(|m| m.qos_pid.qos() == qos)
+            .map(text)
+            .collect();
+        let want: Vec<String> = (first..10).step_by(2).map(|i| format!("m{i}")).collect();
+        assert_eq!(seq, want, "{qos:?}");
+    }
     c.expect_nothing(QUIET);
 }
 
@@ -102,7 +114,11 @@ fn session_expires_after_interval() {
     c.disconnect();
     std::thread::sleep(Duration::from_millis(2500));
     let c = b.connect(Opts::v5("se1").clean(false).session_expiry(1));
-    assert!(!c.session_present(), "expired session must be gone: {:?}", c.connack);
+    assert!(
+        !c.session_present(),
+        "expired session must be gone: {:?}",
+        c.connack
+    );
 }
 
 /// (3.14.2.2.2) The client can change the Session Expiry Interval in DISCONNECT: set to 0, the
@@ -114,7 +130,10 @@ fn disconnect_can_set_session_expiry_to_zero() {
     c.subscribe_ok("sed/t", QoS::AtLeastOnce);
     c.disconnect_with(
         ReasonCode::NORMAL_DISCONNECTION,
-        DisconnectProperties { session_expiry_secs: Some(0), ..DisconnectProperties::default() },
+        DisconnectProperties {
+            session_expiry_secs: Some(0),
+            ..DisconnectProperties::default()
+        },
     );
     let c = b.connect(Opts::v5("sed").clean(false).session_expiry(60));
     assert!(!c.session_present(), "{:?}", c.connack);
@@ -129,7 +148,10 @@ fn disconnect_cannot_raise_session_expiry_from_zero() {
     c.subscribe_ok("sez/t", QoS::AtLeastOnce);
     c.send(&Packet::Disconnect(Disconnect {
         reason_code: ReasonCode::NORMAL_DISCONNECTION,
-        properties: DisconnectProperties { session_expiry_secs: Some(60), ..DisconnectProperties::default() },
+        properties: DisconnectProperties {
+            session_expiry_secs: Some(60),
+            ..DisconnectProperties::default()
+        },
     }));
     if let Some(d) = c.expect_disconnect_or_close(WAIT) {
         assert_eq!(d.reason_code, ReasonCode::PROTOCOL_ERROR);
@@ -153,11 +175,16 @@ fn offline_queue_bounded_by_max_queued_messages() {
     let mut c = b.connect(Opts::v5("qlim").clean(false).session_expiry(60));
     let mut n = 0;
     while let Some(packet) = c.recv(QUIET) {
-        let Packet::Publish(m) = packet else { panic!("unexpected {packet:?}") };
+        let Packet::Publish(m) = packet else {
+            panic!("unexpected {packet:?}")
+        };
         c.ack(&m);
         n += 1;
     }
-    assert!((1..=5).contains(&n), "delivered {n} queued messages, limit 5");
+    assert!(
+        (1..=5).contains(&n),
+        "delivered {n} queued messages, limit 5"
+    );
     p.publish(msg("qlim/t", "after").qos(QoS::AtLeastOnce));
     assert_eq!(text(&c.expect_publish_acked()), "after");
 }
@@ -169,7 +196,10 @@ fn session_restores_multiple_subscriptions() {
     let b = Broker::default_start();
     let mut c = b.connect(Opts::v5("multi").clean(false).session_expiry(60));
     c.subscribe_with(
-        &[("multi/a", sub_opts(QoS::AtMostOnce)), ("multi/b/#", sub_opts(QoS::AtLeastOnce))],
+        &[
+            ("multi/a", sub_opts(QoS::AtMostOnce)),
+            ("multi/b/#", sub_opts(QoS::AtLeastOnce)),
+        ],
         None,
     );
     c.disconnect();
@@ -180,7 +210,10 @@ fn session_restores_multiple_subscriptions() {
     assert_eq!(text(&c.expect_publish_acked()), "a");
     p.publish(msg("multi/b/c", "bc").qos(QoS::AtLeastOnce));
     let m = c.expect_publish_acked();
-    assert_eq!((text(&m).as_str(), m.qos_pid.qos()), ("bc", QoS::AtLeastOnce));
+    assert_eq!(
+        (text(&m).as_str(), m.qos_pid.qos()),
+        ("bc", QoS::AtLeastOnce)
+    );
 }
 
 /// (3.10.4) An UNSUBSCRIBE is part of the session state: after reconnecting to

@@ -12,16 +12,20 @@ use ringmq_tests::*;
 fn drain(members: &mut [Client], expected: usize) -> Vec<Vec<String>> {
     let mut got: Vec<Vec<String>> = vec![Vec::new(); members.len()];
     let deadline = std::time::Instant::now() + WAIT;
-    let collect = |members: &mut [Client], got: &mut Vec<Vec<String>>, poll: std::time::Duration| {
-        for (i, m) in members.iter_mut().enumerate() {
-            while let Some(packet) = m.recv(poll) {
-                let Packet::Publish(p) = packet else { panic!("[{}] unexpected {packet:?}", m.name) };
-                m.ack(&p);
-                got[i].push(text(&p));
+    let collect =
+        |members: &mut [Client], got: &mut Vec<Vec<String>>, poll: std::time::Duration| {
+            for (i, m) in members.iter_mut().enumerate() {
+                while let Some(packet) = m.recv(poll) {
+                    let Packet::Publish(p) = packet else {
+                        panic!("[{}] unexpected {packet:?}", m.name)
+                    };
+                    m.ack(&p);
+                    got[i].push(text(&p));
+                }
             }
-        }
-    };
-    while got.iter().map(Vec::len).sum::<usize>() < expected && std::time::Instant::now() < deadline {
+        };
+    while got.iter().map(Vec::len).sum::<usize>() < expected && std::time::Instant::now() < deadline
+    {
         collect(members, &mut got, std::time::Duration::from_millis(20));
     }
     collect(members, &mut got, QUIET / members.len() as u32);
@@ -50,9 +54,16 @@ fn shared_subscription_each_message_to_exactly_one_member_across_shards() {
         }
     }
     let want: BTreeMap<String, usize> = (0..40).map(|i| (format!("{i}"), 1)).collect();
-    assert_eq!(seen, want, "every message exactly once across the group: {per_member:?}");
+    assert_eq!(
+        seen, want,
+        "every message exactly once across the group: {per_member:?}"
+    );
     for (i, got) in per_member.iter().enumerate() {
-        assert!(!got.is_empty(), "member {i} got nothing; distribution {:?}", per_member.iter().map(Vec::len).collect::<Vec<_>>());
+        assert!(
+            !got.is_empty(),
+            "member {i} got nothing; distribution {:?}",
+            per_member.iter().map(Vec::len).collect::<Vec<_>>()
+        );
     }
 }
 
@@ -111,7 +122,12 @@ fn no_local_on_shared_subscription_is_protocol_error() {
         user_properties: UserProperties::default(),
         filters: vec![SubscribeFilter {
             filter: s("$share/g/nl/t"),
-            options: sub_opts_full(QoS::AtLeastOnce, true, false, RetainHandling::SendAtSubscribe),
+            options: sub_opts_full(
+                QoS::AtLeastOnce,
+                true,
+                false,
+                RetainHandling::SendAtSubscribe,
+            ),
         }],
     }));
     let d = c.expect_disconnect(WAIT);
@@ -171,7 +187,9 @@ fn shared_members_get_their_granted_qos() {
     while total < 10 && std::time::Instant::now() < deadline {
         for (m, granted) in [(&mut m0, QoS::AtMostOnce), (&mut m1, QoS::AtLeastOnce)] {
             while let Some(packet) = m.recv(std::time::Duration::from_millis(20)) {
-                let Packet::Publish(p) = packet else { panic!("unexpected {packet:?}") };
+                let Packet::Publish(p) = packet else {
+                    panic!("unexpected {packet:?}")
+                };
                 assert_eq!(p.qos_pid.qos(), granted, "[{}] {p:?}", m.name);
                 m.ack(&p);
                 total += 1;

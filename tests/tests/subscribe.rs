@@ -20,7 +20,14 @@ fn suback_has_one_code_per_filter_in_order() {
             ],
             None,
         );
-        assert_eq!(codes, [ReasonCode::GRANTED_QOS_2, ReasonCode::GRANTED_QOS_0, ReasonCode::GRANTED_QOS_1]);
+        assert_eq!(
+            codes,
+            [
+                ReasonCode::GRANTED_QOS_2,
+                ReasonCode::GRANTED_QOS_0,
+                ReasonCode::GRANTED_QOS_1
+            ]
+        );
     }
 }
 
@@ -34,12 +41,29 @@ fn wildcard_matching() {
     let mut plus = b.v5("wm-plus");
     plus.subscribe_ok("sport/+/player", QoS::AtMostOnce);
     let mut p = b.v5("wm-pub");
-    for t in ["sport", "sport/tennis/player", "sport/tennis/player/ranking", "sports/x", "sport/x/player"] {
+    for t in [
+        "sport",
+        "sport/tennis/player",
+        "sport/tennis/player/ranking",
+        "sports/x",
+        "sport/x/player",
+    ] {
         p.publish(msg(t, t.to_owned()).qos(QoS::AtLeastOnce));
     }
-    let got: Vec<String> = (0..4).map(|_| text(&hash.expect_publish())).collect();
-    assert_eq!(got, ["sport", "sport/tennis/player", "sport/tennis/player/ranking", "sport/x/player"]);
-    let got: Vec<String> = (0..2).map(|_| text(&plus.expect_publish())).collect();
+    // Sorted: order is guaranteed per topic [MQTT-4.6.0-6], not across topics.
+    let mut got: Vec<String> = (0..4).map(|_| text(&hash.expect_publish())).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "sport",
+            "sport/tennis/player",
+            "sport/tennis/player/ranking",
+            "sport/x/player"
+        ]
+    );
+    let mut got: Vec<String> = (0..2).map(|_| text(&plus.expect_publish())).collect();
+    got.sort();
     assert_eq!(got, ["sport/tennis/player", "sport/x/player"]);
     hash.expect_nothing(QUIET);
     plus.expect_nothing(QUIET);
@@ -60,8 +84,16 @@ fn dollar_topics_not_matched_by_leading_wildcards() {
     p.publish(msg("$ringtest/info", "dollar").qos(QoS::AtLeastOnce));
     p.publish(msg("plain/info", "plain").qos(QoS::AtLeastOnce));
     assert_eq!(text(&named.expect_publish()), "dollar");
-    assert_eq!(text(&all.expect_publish()), "plain", "`#` must not match $ringtest/info");
-    assert_eq!(text(&plus.expect_publish()), "plain", "`+/info` must not match $ringtest/info");
+    assert_eq!(
+        text(&all.expect_publish()),
+        "plain",
+        "`#` must not match $ringtest/info"
+    );
+    assert_eq!(
+        text(&plus.expect_publish()),
+        "plain",
+        "`+/info` must not match $ringtest/info"
+    );
 }
 
 /// [MQTT-3.3.4-2] [MQTT-3.3.4-3] [MQTT-3.3.4-4] Overlapping subscriptions of one client: the
@@ -79,8 +111,17 @@ fn overlapping_subscriptions_single_delivery_max_qos_all_ids() {
     p.publish(msg("ov/a/x", "marker").qos(QoS::ExactlyOnce));
     let m = c.expect_publish_acked();
     assert_eq!(text(&m), "both");
-    assert_eq!(m.qos_pid.qos(), QoS::ExactlyOnce, "maximum QoS of the matching subscriptions");
-    let mut ids: Vec<u32> = m.properties.subscription_ids.iter().map(|i| i.get()).collect();
+    assert_eq!(
+        m.qos_pid.qos(),
+        QoS::ExactlyOnce,
+        "maximum QoS of the matching subscriptions"
+    );
+    let mut ids: Vec<u32> = m
+        .properties
+        .subscription_ids
+        .iter()
+        .map(|i| i.get())
+        .collect();
     ids.sort();
     assert_eq!(ids, [11, 22], "all matching subscription identifiers");
     assert_eq!(text(&c.expect_publish_acked()), "marker", "delivered once");
@@ -99,7 +140,13 @@ fn subscription_identifier_sent_with_matching_messages() {
     p.publish(msg("sid/b", "b").qos(QoS::AtLeastOnce));
     let mut got: Vec<Publish> = c.expect_publishes(2);
     got.sort_by_key(text);
-    let ids = |m: &Publish| m.properties.subscription_ids.iter().map(|i| i.get()).collect::<Vec<_>>();
+    let ids = |m: &Publish| {
+        m.properties
+            .subscription_ids
+            .iter()
+            .map(|i| i.get())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(ids(&got[0]), [268_435_455]);
     assert_eq!(ids(&got[1]), Vec::<u32>::new());
 }
@@ -110,13 +157,32 @@ fn subscription_identifier_sent_with_matching_messages() {
 fn no_local_suppresses_own_messages() {
     let b = Broker::default_start();
     let mut c = b.v5("nolocal");
-    c.subscribe_with(&[("nl/t", sub_opts_full(QoS::AtLeastOnce, true, false, RetainHandling::SendAtSubscribe))], None);
+    c.subscribe_with(
+        &[(
+            "nl/t",
+            sub_opts_full(
+                QoS::AtLeastOnce,
+                true,
+                false,
+                RetainHandling::SendAtSubscribe,
+            ),
+        )],
+        None,
+    );
     let mut other = b.v5("nolocal-other");
     other.subscribe_ok("nl/t", QoS::AtLeastOnce);
     c.publish(msg("nl/t", "mine").qos(QoS::AtLeastOnce));
-    assert_eq!(text(&other.expect_publish_acked()), "mine", "other subscribers still get it");
+    assert_eq!(
+        text(&other.expect_publish_acked()),
+        "mine",
+        "other subscribers still get it"
+    );
     other.publish(msg("nl/t", "theirs").qos(QoS::AtLeastOnce));
-    assert_eq!(text(&c.expect_publish_acked()), "theirs", "own message must not be delivered");
+    assert_eq!(
+        text(&c.expect_publish_acked()),
+        "theirs",
+        "own message must not be delivered"
+    );
 }
 
 /// [MQTT-3.8.4-3] A SUBSCRIBE for a filter the session already has replaces the subscription
@@ -131,8 +197,15 @@ fn resubscribe_replaces_subscription() {
     p.publish(msg("resub/t", "x").qos(QoS::ExactlyOnce));
     p.publish(msg("resub/t", "marker").qos(QoS::ExactlyOnce));
     let m = c.expect_publish_acked();
-    assert_eq!((text(&m).as_str(), m.qos_pid.qos()), ("x", QoS::AtLeastOnce));
-    assert_eq!(text(&c.expect_publish_acked()), "marker", "one subscription, one delivery");
+    assert_eq!(
+        (text(&m).as_str(), m.qos_pid.qos()),
+        ("x", QoS::AtLeastOnce)
+    );
+    assert_eq!(
+        text(&c.expect_publish_acked()),
+        "marker",
+        "one subscription, one delivery"
+    );
 }
 
 /// [MQTT-3.10.4-1] [MQTT-3.10.4-4] [MQTT-3.11.3-1] After UNSUBSCRIBE (UNSUBACK 0x00) no more
@@ -144,7 +217,10 @@ fn unsubscribe_stops_delivery_and_reports_0x11_for_none() {
     c.subscribe_ok("unsub/a", QoS::AtLeastOnce);
     c.subscribe_ok("unsub/b", QoS::AtLeastOnce);
     let codes = c.unsubscribe(&["unsub/a", "unsub/none"]);
-    assert_eq!(codes, [ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]);
+    assert_eq!(
+        codes,
+        [ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]
+    );
     let mut p = b.v5("unsub-pub");
     p.publish(msg("unsub/a", "gone").qos(QoS::AtLeastOnce));
     p.publish(msg("unsub/b", "still").qos(QoS::AtLeastOnce));
@@ -158,7 +234,10 @@ fn unsubscribe_stops_delivery_v311() {
     let b = Broker::default_start();
     let mut c = b.v3("unsub3");
     c.subscribe_ok("unsub3/t", QoS::AtMostOnce);
-    assert!(c.unsubscribe(&["unsub3/t"]).is_empty(), "3.1.1 UNSUBACK has no payload");
+    assert!(
+        c.unsubscribe(&["unsub3/t"]).is_empty(),
+        "3.1.1 UNSUBACK has no payload"
+    );
     let mut p = b.v3("unsub3-pub");
     p.publish(msg("unsub3/t", "gone").qos(QoS::AtLeastOnce));
     c.expect_nothing(QUIET);
@@ -181,10 +260,16 @@ fn invalid_topic_filter_rejected() {
     frame.extend_from_slice(&body);
     c.send_raw(&frame).unwrap();
     match c.try_recv(WAIT) {
-        Ok(Some(Packet::SubAck(ack))) => assert_eq!(ack.reason_codes, [ReasonCode::TOPIC_FILTER_INVALID]),
+        Ok(Some(Packet::SubAck(ack))) => {
+            assert_eq!(ack.reason_codes, [ReasonCode::TOPIC_FILTER_INVALID])
+        }
         Ok(Some(Packet::Disconnect(d))) => assert!(
-            [ReasonCode::MALFORMED_PACKET, ReasonCode::TOPIC_FILTER_INVALID, ReasonCode::PROTOCOL_ERROR]
-                .contains(&d.reason_code),
+            [
+                ReasonCode::MALFORMED_PACKET,
+                ReasonCode::TOPIC_FILTER_INVALID,
+                ReasonCode::PROTOCOL_ERROR
+            ]
+            .contains(&d.reason_code),
             "{d:?}"
         ),
         other => panic!("expected SUBACK 0x8F or DISCONNECT, got {other:?}"),
@@ -200,7 +285,10 @@ fn subscriptions_per_client_limited() {
     c.subscribe_ok("sl/1", QoS::AtLeastOnce);
     c.subscribe_ok("sl/2", QoS::AtLeastOnce);
     let code = c.subscribe("sl/3", QoS::AtLeastOnce);
-    assert!(code.is_error(), "third subscription must be refused: {code:?}");
+    assert!(
+        code.is_error(),
+        "third subscription must be refused: {code:?}"
+    );
     assert_eq!(code, ReasonCode::QUOTA_EXCEEDED, "expected 0x97");
     let mut p = b.v5("sublim-pub");
     p.publish(msg("sl/3", "no").qos(QoS::AtLeastOnce));
@@ -245,10 +333,17 @@ fn subscription_in_force_on_all_shards_once_acknowledged() {
         let ids: Vec<_> = pubs
             .iter_mut()
             .enumerate()
-            .map(|(i, p)| p.publish_nowait(&mut msg(&topic, format!("{round}-{i}")).qos(QoS::AtLeastOnce)).unwrap())
+            .map(|(i, p)| {
+                p.publish_nowait(&mut msg(&topic, format!("{round}-{i}")).qos(QoS::AtLeastOnce))
+                    .unwrap()
+            })
             .collect();
         for (p, id) in pubs.iter_mut().zip(ids) {
-            p.wait_for(WAIT, "PUBACK", |q| matches!(q, Packet::PubAck(a) if a.packet_id == id));
+            p.wait_for(
+                WAIT,
+                "PUBACK",
+                |q| matches!(q, Packet::PubAck(a) if a.packet_id == id),
+            );
         }
         let mut got: Vec<String> = Vec::new();
         while got.len() < pubs.len() {
@@ -264,7 +359,10 @@ fn subscription_in_force_on_all_shards_once_acknowledged() {
         got.sort();
         let mut want: Vec<String> = (0..pubs.len()).map(|i| format!("{round}-{i}")).collect();
         want.sort();
-        assert_eq!(got, want, "round {round}: messages published after the SUBACK were lost");
+        assert_eq!(
+            got, want,
+            "round {round}: messages published after the SUBACK were lost"
+        );
     }
 }
 
@@ -279,7 +377,14 @@ fn subscription_identifier_on_retained_messages() {
     c.subscribe_with(&[("sidr/#", sub_opts(QoS::AtLeastOnce))], Some(77));
     let m = c.expect_publish_acked();
     assert!(m.retain);
-    assert_eq!(m.properties.subscription_ids.iter().map(|i| i.get()).collect::<Vec<_>>(), [77]);
+    assert_eq!(
+        m.properties
+            .subscription_ids
+            .iter()
+            .map(|i| i.get())
+            .collect::<Vec<_>>(),
+        [77]
+    );
 }
 
 /// (3.8.3.1) No Local on 3.1.1 does not exist: a 3.1.1 client that subscribes to a
@@ -291,4 +396,94 @@ fn v311_client_receives_own_messages() {
     c.subscribe_ok("own3/t", QoS::AtLeastOnce);
     c.publish(msg("own3/t", "echo").qos(QoS::AtLeastOnce));
     assert_eq!(text(&c.expect_publish_acked()), "echo");
+}
+
+/// (4.7.1.2, 4.7.1.3) Wildcards and empty levels: `sport/+` matches `sport/` but not `sport`;
+/// `+/+` and `/+` match `/finance`; `+` does not match `/finance`.
+#[test]
+fn wildcards_and_empty_levels() {
+    let b = Broker::default_start();
+    let filters = ["sport/+", "+/+", "/+", "+"];
+    let mut subs: Vec<Client> = filters
+        .iter()
+        .map(|f| {
+            let mut c = b.v5(&format!("el-{}", f.replace('/', "_").replace('+', "p")));
+            c.subscribe_ok(f, QoS::AtLeastOnce);
+            c
+        })
+        .collect();
+    let mut p = b.v5("el-pub");
+    for t in ["sport", "sport/", "/finance"] {
+        p.publish(msg(t, t.to_owned()).qos(QoS::AtLeastOnce));
+    }
+    p.publish(msg("end", "end").qos(QoS::AtLeastOnce)); // matched by `+` only
+    // Sorted: order is guaranteed per topic [MQTT-4.6.0-6], not across topics.
+    let want: [&[&str]; 4] = [
+        &["sport/"],
+        &["/finance", "sport/"],
+        &["/finance"],
+        &["end", "sport"],
+    ];
+    for ((sub, f), want) in subs.iter_mut().zip(filters).zip(want) {
+        let mut got: Vec<String> = sub.expect_publishes(want.len()).iter().map(text).collect();
+        got.sort();
+        assert_eq!(got, want, "filter {f:?}");
+    }
+    for s in &mut subs[..3] {
+        s.expect_nothing(QUIET);
+    }
+}
+
+/// (4.7.3) Topic names are case sensitive, may contain spaces and any UTF-8 character.
+#[test]
+fn topic_names_case_sensitive_with_spaces_and_utf8() {
+    let b = Broker::default_start();
+    let mut c = b.v5("case");
+    c.subscribe_ok("Accounts payable/ünïcødé/日本", QoS::AtLeastOnce);
+    let mut p = b.v5("case-pub");
+    p.publish(msg("ACCOUNTS PAYABLE/ünïcødé/日本", "upper").qos(QoS::AtLeastOnce));
+    p.publish(msg("Accounts payable/ünïcødé/日本", "exact").qos(QoS::AtLeastOnce));
+    let m = c.expect_publish_acked();
+    assert_eq!(
+        (m.topic.as_str(), text(&m).as_str()),
+        ("Accounts payable/ünïcødé/日本", "exact")
+    );
+    c.expect_nothing(QUIET);
+}
+
+/// [MQTT-3.8.4-3] (3.8.2.1.2) Re-subscribing replaces the subscription's identifier (a new one,
+/// or none), and a resumed session keeps the identifiers.
+#[test]
+fn resubscribe_replaces_subscription_identifier_and_session_keeps_it() {
+    let b = Broker::default_start();
+    let opts = || Opts::v5("sid-re").clean(false).session_expiry(60);
+    let mut c = b.connect(opts());
+    let ids = |m: &Publish| {
+        m.properties
+            .subscription_ids
+            .iter()
+            .map(|i| i.get())
+            .collect::<Vec<_>>()
+    };
+    c.subscribe_with(&[("sidre/t", sub_opts(QoS::AtLeastOnce))], Some(5));
+    c.subscribe_with(&[("sidre/t", sub_opts(QoS::AtLeastOnce))], Some(6));
+    let mut p = b.v5("sid-re-pub");
+    p.publish(msg("sidre/t", "a").qos(QoS::AtLeastOnce));
+    assert_eq!(ids(&c.expect_publish_acked()), [6]);
+    c.disconnect();
+    let mut c = b.connect(opts());
+    assert!(c.session_present());
+    p.publish(msg("sidre/t", "b").qos(QoS::AtLeastOnce));
+    assert_eq!(
+        ids(&c.expect_publish_acked()),
+        [6],
+        "identifier kept in the session"
+    );
+    c.subscribe_with(&[("sidre/t", sub_opts(QoS::AtLeastOnce))], None);
+    p.publish(msg("sidre/t", "c").qos(QoS::AtLeastOnce));
+    assert_eq!(
+        ids(&c.expect_publish_acked()),
+        Vec::<u32>::new(),
+        "re-subscribed without identifier"
+    );
 }

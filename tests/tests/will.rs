@@ -21,7 +21,10 @@ fn will_published_on_network_drop() {
     let c = b.connect(Opts::v5("wd-client").will("wd/status", "offline", QoS::AtLeastOnce, false));
     c.drop_connection();
     let m = w.expect_publish_acked();
-    assert_eq!((m.topic.as_str(), text(&m).as_str(), m.qos_pid.qos()), ("wd/status", "offline", QoS::AtLeastOnce));
+    assert_eq!(
+        (m.topic.as_str(), text(&m).as_str(), m.qos_pid.qos()),
+        ("wd/status", "offline", QoS::AtLeastOnce)
+    );
 }
 
 /// [MQTT-3.1.2-8] 3.1.1 client: will published on network drop.
@@ -29,7 +32,8 @@ fn will_published_on_network_drop() {
 fn will_published_on_network_drop_v311() {
     let b = Broker::default_start();
     let mut w = watcher(&b, "wd3-watch", "wd3/status");
-    let c = b.connect(Opts::v3("wd3-client").will("wd3/status", "offline3", QoS::AtMostOnce, false));
+    let c =
+        b.connect(Opts::v3("wd3-client").will("wd3/status", "offline3", QoS::AtMostOnce, false));
     c.drop_connection();
     assert_eq!(text(&w.expect_publish()), "offline3");
 }
@@ -43,7 +47,11 @@ fn will_not_published_on_normal_disconnect() {
     c.disconnect();
     let mut marker = b.v5("wn-marker");
     marker.publish(msg("wn/status", "marker").qos(QoS::AtLeastOnce));
-    assert_eq!(text(&w.expect_publish_acked()), "marker", "the will must not be published");
+    assert_eq!(
+        text(&w.expect_publish_acked()),
+        "marker",
+        "the will must not be published"
+    );
     w.expect_nothing(QUIET);
 }
 
@@ -52,7 +60,8 @@ fn will_not_published_on_normal_disconnect() {
 fn will_not_published_on_disconnect_v311() {
     let b = Broker::default_start();
     let mut w = watcher(&b, "wn3-watch", "wn3/status");
-    let c = b.connect(Opts::v3("wn3-client").will("wn3/status", "offline", QoS::AtLeastOnce, false));
+    let c =
+        b.connect(Opts::v3("wn3-client").will("wn3/status", "offline", QoS::AtLeastOnce, false));
     c.disconnect();
     w.expect_nothing(QUIET);
 }
@@ -63,8 +72,16 @@ fn will_not_published_on_disconnect_v311() {
 fn will_published_on_disconnect_with_will_0x04() {
     let b = Broker::default_start();
     let mut w = watcher(&b, "w4-watch", "w4/status");
-    let c = b.connect(Opts::v5("w4-client").will("w4/status", "bye-with-will", QoS::AtLeastOnce, false));
-    c.disconnect_with(ReasonCode::DISCONNECT_WITH_WILL_MESSAGE, DisconnectProperties::default());
+    let c = b.connect(Opts::v5("w4-client").will(
+        "w4/status",
+        "bye-with-will",
+        QoS::AtLeastOnce,
+        false,
+    ));
+    c.disconnect_with(
+        ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
+        DisconnectProperties::default(),
+    );
     assert_eq!(text(&w.expect_publish_acked()), "bye-with-will");
 }
 
@@ -73,7 +90,8 @@ fn will_published_on_disconnect_with_will_0x04() {
 fn will_published_when_server_closes_on_protocol_error() {
     let b = Broker::default_start();
     let mut w = watcher(&b, "wp-watch", "wp/status");
-    let mut c = b.connect(Opts::v5("wp-client").will("wp/status", "violated", QoS::AtLeastOnce, false));
+    let mut c =
+        b.connect(Opts::v5("wp-client").will("wp/status", "violated", QoS::AtLeastOnce, false));
     c.send(&Opts::v5("wp-client").into_packet()); // a second CONNECT [MQTT-3.1.0-2]
     c.expect_disconnect_or_close(WAIT);
     assert_eq!(text(&w.expect_publish_acked()), "violated");
@@ -83,7 +101,8 @@ fn will_published_when_server_closes_on_protocol_error() {
 #[test]
 fn will_retain_flag_stores_retained_message() {
     let b = Broker::default_start();
-    let c = b.connect(Opts::v5("wr-client").will("wr/status", "retained-will", QoS::AtLeastOnce, true));
+    let c =
+        b.connect(Opts::v5("wr-client").will("wr/status", "retained-will", QoS::AtLeastOnce, true));
     let mut w = watcher(&b, "wr-watch", "wr/status");
     c.drop_connection();
     assert_eq!(text(&w.expect_publish_acked()), "retained-will");
@@ -160,20 +179,33 @@ fn will_published_when_session_ends_before_delay() {
 fn will_properties_forwarded() {
     let b = Broker::default_start();
     let mut w = watcher(&b, "wpr-watch", "wpr/status");
-    let c = b.connect(Opts::v5("wpr-client").will("wpr/status", "{}", QoS::AtLeastOnce, false).will_props(|p| {
-        p.content_type = Some(s("application/json"));
-        p.response_topic = Some(s("wpr/reply"));
-        p.correlation_data = Some(bytes::Bytes::from_static(b"\x01\x02"));
-        p.user_properties = user_props(&[("a", "1"), ("b", "2")]);
-        p.payload_format_utf8 = Some(true);
-    }));
+    let c = b.connect(
+        Opts::v5("wpr-client")
+            .will("wpr/status", "{}", QoS::AtLeastOnce, false)
+            .will_props(|p| {
+                p.content_type = Some(s("application/json"));
+                p.response_topic = Some(s("wpr/reply"));
+                p.correlation_data = Some(bytes::Bytes::from_static(b"\x01\x02"));
+                p.user_properties = user_props(&[("a", "1"), ("b", "2")]);
+                p.payload_format_utf8 = Some(true);
+            }),
+    );
     c.drop_connection();
     let m = w.expect_publish_acked();
     let p = &m.properties;
-    assert_eq!(p.content_type.as_ref().map(Str::as_str), Some("application/json"));
-    assert_eq!(p.response_topic.as_ref().map(Str::as_str), Some("wpr/reply"));
+    assert_eq!(
+        p.content_type.as_ref().map(Str::as_str),
+        Some("application/json")
+    );
+    assert_eq!(
+        p.response_topic.as_ref().map(Str::as_str),
+        Some("wpr/reply")
+    );
     assert_eq!(p.correlation_data.as_deref(), Some(&b"\x01\x02"[..]));
-    assert_eq!(pairs(&p.user_properties), [("a".into(), "1".into()), ("b".into(), "2".into())]);
+    assert_eq!(
+        pairs(&p.user_properties),
+        [("a".into(), "1".into()), ("b".into(), "2".into())]
+    );
     assert_eq!(p.payload_format_utf8, Some(true));
 }
 
@@ -183,7 +215,8 @@ fn will_properties_forwarded() {
 fn will_published_on_takeover() {
     let b = Broker::start(BrokerOpts::new().shards(4));
     let mut w = watcher(&b, "wt-watch", "wt/status");
-    let mut old = b.connect(Opts::v5("wt-client").will("wt/status", "taken-over", QoS::AtLeastOnce, false));
+    let mut old =
+        b.connect(Opts::v5("wt-client").will("wt/status", "taken-over", QoS::AtLeastOnce, false));
     let _new = b.v5("wt-client");
     old.expect_disconnect_or_close(WAIT);
     assert_eq!(text(&w.expect_publish_acked()), "taken-over");
@@ -197,7 +230,12 @@ fn will_reaches_subscription_made_after_client_connected() {
     for round in 0..10 {
         let topic = format!("wl/{round}");
         let retain = round % 2 == 0;
-        let c = b.connect(Opts::v5(&format!("wl-client-{round}")).will(&topic, "gone", QoS::AtLeastOnce, retain));
+        let c = b.connect(Opts::v5(&format!("wl-client-{round}")).will(
+            &topic,
+            "gone",
+            QoS::AtLeastOnce,
+            retain,
+        ));
         let mut w = watcher(&b, &format!("wl-watch-{round}"), &topic);
         c.drop_connection();
         match w.recv(WAIT) {
@@ -208,4 +246,26 @@ fn will_reaches_subscription_made_after_client_connected() {
             other => panic!("round {round} (will retain {retain}): will not delivered: {other:?}"),
         }
     }
+}
+
+/// [MQTT-3.1.3-9] A takeover of a persistent session (Clean Start = 0) before the Will Delay
+/// Interval passed is a new connection to the session: the old connection's will is not sent.
+#[test]
+fn will_delay_cancelled_by_takeover() {
+    let b = Broker::start(BrokerOpts::new().shards(4));
+    let mut w = watcher(&b, "wdt-watch", "wdt/status");
+    let opts = || {
+        Opts::v5("wdt-client")
+            .clean(false)
+            .session_expiry(60)
+            .will("wdt/status", "should-not-appear", QoS::AtLeastOnce, false)
+            .will_delay(2)
+    };
+    let mut old = b.connect(opts());
+    let new = b.connect(opts());
+    assert!(new.session_present());
+    let d = old.expect_disconnect(WAIT);
+    assert_eq!(d.reason_code, ReasonCode::SESSION_TAKEN_OVER);
+    w.expect_nothing(Duration::from_millis(3000));
+    new.disconnect();
 }
