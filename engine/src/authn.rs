@@ -61,13 +61,13 @@ impl ShardCore {
             return Ok(());
         }
         let permissions = snapshot.permissions(&identity);
-        if let Some(will) = &connect.will {
-            if !permissions.allow_publish(will.topic.as_bytes()) {
-                return Err(fail(
-                    ReasonCode::NOT_AUTHORIZED,
-                    format!("will topic {:?} is not authorized", will.topic.as_str()),
-                ));
-            }
+        if let Some(will) = &connect.will
+            && !permissions.allow_publish(will.topic.as_bytes())
+        {
+            return Err(fail(
+                ReasonCode::NOT_AUTHORIZED,
+                format!("will topic {:?} is not authorized", will.topic.as_str()),
+            ));
         }
         info!(client_id = %connect.client_id, authentication_name = %identity.authentication_name, method = ?identity.method, "client authenticated");
         conn.auth = Some(Box::new(ConnAuth {

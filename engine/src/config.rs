@@ -234,10 +234,10 @@ impl Config {
         // Paths in the file are relative to the file.
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let resolve = |p: &mut Option<PathBuf>| {
-            if let Some(p) = p.as_mut() {
-                if p.is_relative() {
-                    *p = base.join(&*p);
-                }
+            if let Some(p) = p.as_mut()
+                && p.is_relative()
+            {
+                *p = base.join(&*p);
             }
         };
         for l in &mut config.listeners {

@@ -11,19 +11,18 @@
 //! takeover, acknowledgements and timers.
 
 use std::collections::VecDeque;
-use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
-use std::num::{NonZeroU16, NonZeroU32};
+use std::num::NonZeroU16;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use ringmq_codec::{
-    AckProperties, ConnAck, ConnAckProperties, Connect, DecodeError, Disconnect,
-    DisconnectProperties, Packet, ProtocolVersion, PubResp, QoS, ReasonCode, Str,
+    AckProperties, ConnAck, ConnAckProperties, DecodeError, Disconnect, DisconnectProperties,
+    Packet, ProtocolVersion, PubResp, QoS, ReasonCode, Str,
 };
-use rustc_hash::{FxHashMap, FxHasher};
+use rustc_hash::FxHashMap;
 use slab::Slab;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::config::Limits;
 use crate::conn::{Conn, ConnState};
@@ -63,7 +62,7 @@ pub struct ShardCore {
     /// This shard's verification caches (no sharing, no locks).
     pub(crate) auth_caches: ringmq_auth::Caches,
     pub(crate) conns: Slab<Conn>,
-    next_serial: u64,
+    pub(crate) next_serial: u64,
     pub(crate) sessions: Slab<Session>,
     pub(crate) by_client_id: FxHashMap<Bytes, usize>,
     pub(crate) subs: FilterTrie<LocalSubs>,
@@ -72,15 +71,15 @@ pub struct ShardCore {
     /// Directory entries for client ids whose hash selects this shard: the owning shard.
     /// The owning shard and the claim (connection token) that made it the owner, so a late
     /// release from an earlier owner cannot erase a newer claim.
-    directory: FxHashMap<Bytes, (u16, ConnToken)>,
-    mesh: Option<Mesh>,
+    pub(crate) directory: FxHashMap<Bytes, (u16, ConnToken)>,
+    pub(crate) mesh: Option<Mesh>,
     /// Per destination: messages not yet accepted by its inbox.
-    outbox: Vec<VecDeque<ShardMsg>>,
-    wake_mask: u64,
+    pub(crate) outbox: Vec<VecDeque<ShardMsg>>,
+    pub(crate) wake_mask: u64,
     /// Messages to this shard itself, handled before the current call returns.
-    local_inbox: VecDeque<ShardMsg>,
+    pub(crate) local_inbox: VecDeque<ShardMsg>,
     pub(crate) scratch: Scratch,
-    assigned_ids: u64,
+    pub(crate) assigned_ids: u64,
     pub stats: Stats,
 }
 
@@ -170,7 +169,7 @@ impl ShardCore {
         })
     }
 
-    fn conn_live(&self, token: ConnToken) -> bool {
+    pub(crate) fn conn_live(&self, token: ConnToken) -> bool {
         self.conns
             .get(token.index as usize)
             .is_some_and(|c| c.serial == token.serial)
@@ -345,7 +344,7 @@ impl ShardCore {
         }
     }
 
-    fn detach_session(&mut self, sidx: usize) {
+    pub(crate) fn detach_session(&mut self, sidx: usize) {
         if let Some(s) = self.sessions.get_mut(sidx) {
             s.conn = None;
         }
@@ -443,429 +442,6 @@ impl ShardCore {
         Ok(())
     }
 
-    // ---- CONNECT ----------------------------------------------------------------------------
-
-    fn on_connect(
-        &mut self,
-        index: usize,
-        connect: Box<Connect>,
-        now: Instant,
-    ) -> Result<(), Failure> {
-        if let Err(f) = self.accept_connect(index, connect, now) {
-            let Some(conn) = self.conns.get_mut(index) else {
-                return Ok(());
-            };
-            warn!(client_id = %conn.client_id, peer = %conn.peer, reason = %f.reason, "CONNECT refused: {}", f.message);
-            write_connack_refusal(conn, &f);
-            self.close_conn(index, false, now);
-        }
-        Ok(())
-    }
-
-    fn accept_connect(
-        &mut self,
-        index: usize,
-        connect: Box<Connect>,
-        now: Instant,
-    ) -> Result<(), Failure> {
-        let limits = self.limits.clone();
-        let Some(conn) = self.conns.get_mut(index) else {
-            return Ok(());
-        };
-        conn.version = connect.protocol;
-        let v5 = connect.protocol.is_v5();
-
-        if connect.client_id.len() > limits.max_client_id_len {
-            return Err(fail(
-                ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
-                "client identifier too long",
-            ));
-        }
-        let mut assigned_id = false;
-        if connect.client_id.is_empty() {
-            if connect.protocol == ProtocolVersion::V3_1 || (!v5 && !connect.clean_start) {
-                // [MQTT-3.1.3-8]: 3.1.1 empty id with CleanSession=0 is rejected with 0x02.
-                return Err(fail(
-                    ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
-                    "[MQTT-3.1.3-8] empty client identifier requires a clean session",
-                ));
-            }
-            assigned_id = true;
-        }
-        self.authenticate_connect(index, &connect)?;
-        let conn = self
-            .conns
-            .get_mut(index)
-            .ok_or_else(|| fail(ReasonCode::UNSPECIFIED_ERROR, "gone"))?;
-        let client_id = if assigned_id {
-            self.assigned_ids += 1;
-            let id = format!("ringmq-{}-{}-{}", self.id, conn.serial, self.assigned_ids);
-            Str::copy_from(&id).map_err(|_| fail(ReasonCode::UNSPECIFIED_ERROR, "id"))?
-        } else {
-            crate::message::compact_str(&connect.client_id)
-        };
-        conn.client_id = client_id.clone();
-        conn.state = ConnState::Claiming {
-            connect,
-            assigned_id,
-            since: now,
-        };
-        let token = ConnToken {
-            index: index as u32,
-            serial: conn.serial,
-        };
-        let dir = self.directory_shard(client_id.as_bytes());
-        self.send(
-            dir,
-            ShardMsg::Claim {
-                client_id,
-                shard: self.id as u16,
-                token,
-            },
-        );
-        Ok(())
-    }
-
-    fn directory_shard(&self, client_id: &[u8]) -> usize {
-        let mut h = FxHasher::default();
-        client_id.hash(&mut h);
-        (h.finish() % self.shards.max(1) as u64) as usize
-    }
-
-    fn on_claim(&mut self, client_id: Str, shard: u16, token: ConnToken) {
-        let prev = self
-            .directory
-            .insert(client_id.as_bytes_shared().clone(), (shard, token))
-            .map(|(owner, _)| owner);
-        match prev {
-            None => self.send(
-                usize::from(shard),
-                ShardMsg::SessionMoved {
-                    client_id,
-                    token,
-                    session: None,
-                },
-            ),
-            Some(p) if p == shard => self.send(
-                usize::from(shard),
-                ShardMsg::ClaimedLocal { client_id, token },
-            ),
-            Some(p) => self.send(
-                usize::from(p),
-                ShardMsg::Takeover {
-                    client_id,
-                    to: shard,
-                    token,
-                },
-            ),
-        }
-    }
-
-    fn on_release(&mut self, client_id: Str, shard: u16, claim: ConnToken) {
-        if self.directory.get(client_id.as_bytes()) == Some(&(shard, claim)) {
-            self.directory.remove(client_id.as_bytes());
-        }
-    }
-
-    /// Takes the session of `client_id` off this shard: closes its connection with 0x8E and
-    /// removes its subscriptions here.
-    fn take_session(&mut self, client_id: &Str, now: Instant) -> Option<Box<Session>> {
-        let sidx = *self.by_client_id.get(client_id.as_bytes())?;
-        self.kick_session_conn(sidx, now);
-        let mut session = self.remove_session(sidx)?;
-        session.expires_at = None;
-        session.conn = None;
-        Some(Box::new(session))
-    }
-
-    /// Session taken over [MQTT-3.1.4-3]: DISCONNECT 0x8E to the old connection (v5).
-    fn kick_session_conn(&mut self, sidx: usize, now: Instant) {
-        let Some(cidx) = self.sessions.get(sidx).and_then(|s| s.conn) else {
-            return;
-        };
-        let Some(conn) = self.conns.get_mut(cidx) else {
-            return;
-        };
-        info!(client_id = %conn.client_id, "session taken over");
-        if conn.version.is_v5() {
-            let d = Disconnect {
-                reason_code: ReasonCode::SESSION_TAKEN_OVER,
-                properties: Default::default(),
-            };
-            write_packet(conn, &Packet::Disconnect(d));
-        }
-        // The session does not end: it passes to the new connection. Detach it first so
-        // closing the old connection neither expires nor releases it.
-        conn.session = None;
-        let will = conn.will.take();
-        self.close_conn(cidx, false, now);
-        let Some(session) = self.sessions.get_mut(sidx) else {
-            return;
-        };
-        session.conn = None;
-        // The old connection's will: published now, or after its delay unless the new
-        // connection cancels it [MQTT-3.1.3-9]; a clean start ends the session and publishes
-        // it (complete_connect).
-        if let Some(will) = will {
-            match will.properties.will_delay_secs.unwrap_or(0) {
-                0 => self.publish_will(will, now),
-                delay => {
-                    let publish_at = now + Duration::from_secs(u64::from(delay));
-                    session.pending_will = Some(PendingWill { will, publish_at });
-                }
-            }
-        }
-    }
-
-    /// Removes a session and its subscriptions from this shard (not from the directory).
-    fn remove_session(&mut self, sidx: usize) -> Option<Session> {
-        let filters: Vec<Bytes> = self
-            .sessions
-            .get(sidx)?
-            .subscriptions
-            .keys()
-            .cloned()
-            .collect();
-        for f in filters {
-            self.remove_local_sub(&f, sidx);
-        }
-        let session = self.sessions.try_remove(sidx)?;
-        self.by_client_id.remove(session.client_id.as_bytes());
-        Some(session)
-    }
-
-    /// The session ends: its pending will is published [MQTT-3.1.3-9], state dropped, the
-    /// directory told.
-    pub(crate) fn end_session(&mut self, sidx: usize, now: Instant) {
-        let Some(mut session) = self.remove_session(sidx) else {
-            return;
-        };
-        if let Some(p) = session.pending_will.take() {
-            self.publish_will(p.will, now);
-        }
-        let claim = session.claim;
-        self.release_ownership(session.client_id, claim);
-    }
-
-    /// Tells the directory this shard no longer owns `client_id` (as of `claim`).
-    fn release_ownership(&mut self, client_id: Str, claim: ConnToken) {
-        let dir = self.directory_shard(client_id.as_bytes());
-        self.send(
-            dir,
-            ShardMsg::Release {
-                client_id,
-                shard: self.id as u16,
-                claim,
-            },
-        );
-    }
-
-    fn on_takeover(&mut self, client_id: Str, to: u16, token: ConnToken, now: Instant) {
-        let session = self.take_session(&client_id, now);
-        self.send(
-            usize::from(to),
-            ShardMsg::SessionMoved {
-                client_id,
-                token,
-                session,
-            },
-        );
-    }
-
-    /// The claim is answered: `moved` is the previous session (from another shard), or the
-    /// session is already here (`local`).
-    fn on_session_ready(
-        &mut self,
-        client_id: Str,
-        token: ConnToken,
-        moved: Option<Box<Session>>,
-        local: bool,
-        now: Instant,
-    ) {
-        if local {
-            if let Some(&sidx) = self.by_client_id.get(client_id.as_bytes()) {
-                self.kick_session_conn(sidx, now);
-            }
-        }
-        let claiming = self.conn_live(token)
-            && matches!(
-                self.conns.get(token.index as usize).map(|c| &c.state),
-                Some(ConnState::Claiming { .. })
-            );
-        if !claiming {
-            // The new connection went away meanwhile: keep a moved session as offline state.
-            if let Some(mut session) = moved {
-                if session.expiry_secs == 0 {
-                    self.release_ownership(client_id, token);
-                } else {
-                    session.expires_at =
-                        Some(now + Duration::from_secs(u64::from(session.expiry_secs)));
-                    session.claim = token;
-                    self.insert_session(*session);
-                }
-            } else if local {
-                // The directory now names this claim; the session stays here, offline.
-                match self.by_client_id.get(client_id.as_bytes()).copied() {
-                    Some(sidx) => {
-                        if let Some(s) = self.sessions.get_mut(sidx) {
-                            s.claim = token;
-                            if s.conn.is_none() && s.expires_at.is_none() {
-                                s.expires_at =
-                                    Some(now + Duration::from_secs(u64::from(s.expiry_secs)));
-                            }
-                        }
-                    }
-                    None => self.release_ownership(client_id, token),
-                }
-            } else {
-                self.release_ownership(client_id, token);
-            }
-            return;
-        }
-        let index = token.index as usize;
-        if let Some(session) = moved {
-            self.insert_session(*session);
-        }
-        self.complete_connect(index, now);
-    }
-
-    fn insert_session(&mut self, session: Session) -> usize {
-        let subs: Vec<(Bytes, crate::session::SubRecord)> = session
-            .subscriptions
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let key = session.client_id.as_bytes_shared().clone();
-        let sidx = self.sessions.insert(session);
-        self.by_client_id.insert(key, sidx);
-        for (filter, rec) in subs {
-            self.add_local_sub(&filter, sidx, rec.options, rec.id);
-        }
-        sidx
-    }
-
-    /// Finishes CONNECT once the session is on this shard: CONNACK, then in-flight
-    /// redelivery and queued messages [MQTT-4.4.0-1].
-    fn complete_connect(&mut self, index: usize, now: Instant) {
-        let limits = self.limits.clone();
-        let Some(conn) = self.conns.get_mut(index) else {
-            return;
-        };
-        let state = std::mem::replace(&mut conn.state, ConnState::Connected);
-        let ConnState::Claiming {
-            connect,
-            assigned_id,
-            ..
-        } = state
-        else {
-            conn.state = state;
-            return;
-        };
-        let connect = *connect;
-        let v5 = connect.protocol.is_v5();
-        let props = &connect.properties;
-        let requested_expiry = if v5 {
-            props.session_expiry_secs.unwrap_or(0)
-        } else if connect.clean_start {
-            0
-        } else {
-            u32::MAX
-        };
-        let expiry = requested_expiry.min(limits.max_session_expiry_secs);
-        conn.connect_expiry_zero = requested_expiry == 0;
-        conn.keep_alive_secs = connect.keep_alive_secs;
-        let server_keep_alive = (connect.keep_alive_secs > limits.max_keep_alive_secs
-            || (connect.keep_alive_secs == 0 && limits.max_keep_alive_secs < u16::MAX))
-            .then_some(limits.max_keep_alive_secs);
-        if let Some(ka) = server_keep_alive {
-            conn.keep_alive_secs = ka;
-        }
-        conn.client_max_packet = props.maximum_packet_size.map_or(u32::MAX, |m| m.get());
-        let client_rm = props.receive_maximum.map_or(u16::MAX, |m| m.get());
-        conn.window = client_rm.min(limits.max_inflight);
-        conn.client_alias_max = props
-            .topic_alias_maximum
-            .unwrap_or(0)
-            .min(limits.topic_alias_maximum.max(16));
-        conn.request_problem_info = props.request_problem_information.unwrap_or(true);
-        conn.will = connect.will.as_ref().map(crate::message::compact_will);
-        let client_id = conn.client_id.clone();
-
-        // Resume or create the session.
-        let existing = self.by_client_id.get(client_id.as_bytes()).copied();
-        let mut session_present = false;
-        let sidx = match existing {
-            Some(sidx) if !connect.clean_start => {
-                session_present = true;
-                if let Some(s) = self.sessions.get_mut(sidx) {
-                    // A new connection cancels a will still waiting out its delay.
-                    s.pending_will = None;
-                    s.expires_at = None;
-                    s.expiry_secs = expiry;
-                }
-                sidx
-            }
-            Some(sidx) => {
-                // Clean start: the old session ends (its delayed will is published).
-                if let Some(mut old) = self.remove_session(sidx) {
-                    if let Some(p) = old.pending_will.take() {
-                        self.publish_will(p.will, now);
-                    }
-                }
-                self.insert_session(Session::new(client_id.clone(), expiry))
-            }
-            None => self.insert_session(Session::new(client_id.clone(), expiry)),
-        };
-        let claim = ConnToken {
-            index: index as u32,
-            serial: self.conns.get(index).map_or(0, |c| c.serial),
-        };
-        if let Some(s) = self.sessions.get_mut(sidx) {
-            s.conn = Some(index);
-            s.claim = claim;
-        }
-        let Some(conn) = self.conns.get_mut(index) else {
-            return;
-        };
-        conn.session = Some(sidx);
-
-        let mut ack = ConnAck {
-            session_present,
-            reason_code: ReasonCode::SUCCESS,
-            properties: ConnAckProperties::default(),
-        };
-        if v5 {
-            let p = &mut ack.properties;
-            p.receive_maximum = NonZeroU16::new(limits.receive_maximum);
-            p.maximum_packet_size = NonZeroU32::new(limits.max_packet_size);
-            p.topic_alias_maximum = Some(limits.topic_alias_maximum);
-            p.retain_available = Some(true);
-            p.wildcard_subscription_available = Some(true);
-            p.subscription_ids_available = Some(true);
-            p.shared_subscription_available = Some(true);
-            if requested_expiry != expiry {
-                p.session_expiry_secs = Some(expiry);
-            }
-            if assigned_id {
-                p.assigned_client_id = Some(client_id.clone());
-            }
-            p.server_keep_alive_secs = server_keep_alive;
-            // Enhanced authentication succeeded: CONNACK names the method (MQTT 5.0 4.12).
-            p.authentication_method = props.authentication_method.clone();
-            if props.request_response_information == Some(true) {
-                // Response Information: a topic prefix the client may use for responses.
-                p.response_information = Str::copy_from(&format!("response/{client_id}")).ok();
-            }
-        }
-        write_packet(conn, &Packet::ConnAck(ack));
-        let mut held = std::mem::take(&mut conn.held_input);
-        debug!(client_id = %client_id, session_present, version = ?connect.protocol, "client connected");
-        self.resume_delivery(sidx, now);
-        if !held.is_empty() {
-            self.on_read(index, &mut held, now);
-        }
-    }
-
     // ---- acknowledgements ------------------------------------------------------------------
 
     fn on_puback(&mut self, index: usize, id: NonZeroU16, now: Instant) {
@@ -919,10 +495,10 @@ impl ShardCore {
         let Some(s) = self.sessions.get_mut(sidx) else {
             return;
         };
-        if let Some(pos) = s.inflight_position(id) {
-            if s.inflight[pos].state == InflightState::Released {
-                s.inflight.remove(pos);
-            }
+        if let Some(pos) = s.inflight_position(id)
+            && s.inflight[pos].state == InflightState::Released
+        {
+            s.inflight.remove(pos);
         }
         self.fill_window(sidx, now);
     }
@@ -951,10 +527,10 @@ impl ShardCore {
         let mut expired_conns = Vec::new();
         for (index, conn) in &self.conns {
             match &conn.state {
-                ConnState::AwaitConnect { since } | ConnState::Claiming { since, .. } => {
-                    if now.saturating_duration_since(*since) > connect_timeout {
-                        expired_conns.push((index, false));
-                    }
+                ConnState::AwaitConnect { since } | ConnState::Claiming { since, .. }
+                    if now.saturating_duration_since(*since) > connect_timeout =>
+                {
+                    expired_conns.push((index, false));
                 }
                 ConnState::Connected if conn.keep_alive_secs > 0 => {
                     let limit = Duration::from_millis(u64::from(conn.keep_alive_secs) * 1500);
@@ -1086,7 +662,7 @@ impl ShardCore {
         self.wake_mask |= 1 << to;
     }
 
-    fn drain_local(&mut self, now: Instant) {
+    pub(crate) fn drain_local(&mut self, now: Instant) {
         // Bounded by the work the messages cause; each handled message can only add a few.
         while let Some(msg) = self.local_inbox.pop_front() {
             self.handle_mesh(msg, now);
@@ -1178,7 +754,7 @@ pub(crate) fn write_packet(conn: &mut Conn, packet: &Packet) {
 
 /// CONNECT was understood: the refusal goes in CONNACK [MQTT-3.2.2-6]. 3.1.1 has return codes
 /// for only a few causes [MQTT-3.2.2-5]; for the rest the connection is just closed.
-fn write_connack_refusal(conn: &mut Conn, f: &Failure) {
+pub(crate) fn write_connack_refusal(conn: &mut Conn, f: &Failure) {
     let v3_code = f.reason.to_v3_connack();
     if conn.version.is_v5() || v3_code != 0x05 || f.reason == ReasonCode::NOT_AUTHORIZED {
         let properties = ConnAckProperties {
@@ -1195,10 +771,10 @@ fn write_connack_refusal(conn: &mut Conn, f: &Failure) {
 }
 
 pub(crate) fn reason_string(s: &str) -> Option<Str> {
-    let s = if s.len() > 256 {
-        &s[..s.floor_char_boundary(256)]
-    } else {
-        s
-    };
-    Str::copy_from(s).ok()
+    // At most 256 bytes, cut on a character boundary.
+    let mut end = s.len().min(256);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Str::copy_from(&s[..end]).ok()
 }

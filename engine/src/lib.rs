@@ -10,6 +10,7 @@
 pub mod authn;
 pub mod config;
 pub mod conn;
+mod connect;
 pub mod core;
 pub mod mesh;
 pub mod message;
@@ -18,6 +19,7 @@ pub mod retain;
 pub mod route;
 pub mod runtime;
 pub mod session;
+mod subscribe;
 mod sys;
 pub mod tls;
 mod tls_pump;

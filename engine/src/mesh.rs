@@ -107,7 +107,9 @@ impl Mesh {
         self.inboxes.len()
     }
 
-    /// Pushes to `to`'s inbox; gives the message back when the inbox is full.
+    /// Pushes to `to`'s inbox; gives the message back when the inbox is full (by value: the
+    /// caller keeps it for a retry, and boxing it would allocate per message).
+    #[allow(clippy::result_large_err)]
     pub fn push(&self, to: usize, msg: ShardMsg) -> Result<(), ShardMsg> {
         match self.inboxes.get(to) {
             Some(inbox) => inbox.queue.push(msg),

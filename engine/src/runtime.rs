@@ -220,11 +220,11 @@ async fn shard_main(
 async fn inbox_loop(shard: usize, mesh: Mesh, core: Core) {
     loop {
         mesh.readable(shard).await;
-        let now = Instant::now();
-        let mut c = core.borrow_mut();
-        c.poll_mesh(now, MESH_BATCH);
-        c.flush_mesh();
-        drop(c);
+        {
+            let mut c = core.borrow_mut();
+            c.poll_mesh(Instant::now(), MESH_BATCH);
+            c.flush_mesh();
+        }
         // Let connection tasks run between batches.
         yield_once().await;
     }

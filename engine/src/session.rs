@@ -108,10 +108,10 @@ impl Session {
     pub fn next_packet_id(&mut self) -> NonZeroU16 {
         loop {
             self.next_packet_id = self.next_packet_id.wrapping_add(1);
-            if let Some(id) = NonZeroU16::new(self.next_packet_id) {
-                if !self.inflight.iter().any(|f| f.packet_id == id) {
-                    return id;
-                }
+            if let Some(id) = NonZeroU16::new(self.next_packet_id)
+                && !self.inflight.iter().any(|f| f.packet_id == id)
+            {
+                return id;
             }
         }
     }

@@ -147,10 +147,10 @@ pub(crate) async fn connection(
             break;
         }
         c.flush_mesh();
-        if tls.borrow().wants_write() {
-            if let Some(conn) = c.conn_mut(index) {
-                conn.wake_writer();
-            }
+        if tls.borrow().wants_write()
+            && let Some(conn) = c.conn_mut(index)
+        {
+            conn.wake_writer();
         }
         if c.conn(index).is_none_or(|conn| conn.is_closing()) {
             break;

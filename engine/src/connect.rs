@@ -1,0 +1,441 @@
+//! CONNECT, sessions and takeover: the client id directory, claims, session moves between
+//! shards, CONNACK and resumption. Part of the shard core (see `core.rs`).
+
+use std::hash::{Hash, Hasher};
+use std::num::{NonZeroU16, NonZeroU32};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ringmq_codec::{
+    ConnAck, ConnAckProperties, Connect, Disconnect, Packet, ProtocolVersion, ReasonCode, Str,
+};
+use rustc_hash::FxHasher;
+use tracing::{debug, info, warn};
+
+use crate::conn::ConnState;
+use crate::core::{Failure, ShardCore, fail, write_connack_refusal, write_packet};
+use crate::mesh::{ConnToken, ShardMsg};
+use crate::session::{PendingWill, Session};
+
+impl ShardCore {
+    // ---- CONNECT ----------------------------------------------------------------------------
+
+    pub(crate) fn on_connect(
+        &mut self,
+        index: usize,
+        connect: Box<Connect>,
+        now: Instant,
+    ) -> Result<(), Failure> {
+        if let Err(f) = self.accept_connect(index, connect, now) {
+            let Some(conn) = self.conns.get_mut(index) else {
+                return Ok(());
+            };
+            warn!(client_id = %conn.client_id, peer = %conn.peer, reason = %f.reason, "CONNECT refused: {}", f.message);
+            write_connack_refusal(conn, &f);
+            self.close_conn(index, false, now);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn accept_connect(
+        &mut self,
+        index: usize,
+        connect: Box<Connect>,
+        now: Instant,
+    ) -> Result<(), Failure> {
+        let limits = self.limits.clone();
+        let Some(conn) = self.conns.get_mut(index) else {
+            return Ok(());
+        };
+        conn.version = connect.protocol;
+        let v5 = connect.protocol.is_v5();
+
+        if connect.client_id.len() > limits.max_client_id_len {
+            return Err(fail(
+                ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                "client identifier too long",
+            ));
+        }
+        let mut assigned_id = false;
+        if connect.client_id.is_empty() {
+            if connect.protocol == ProtocolVersion::V3_1 || (!v5 && !connect.clean_start) {
+                // [MQTT-3.1.3-8]: 3.1.1 empty id with CleanSession=0 is rejected with 0x02.
+                return Err(fail(
+                    ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                    "[MQTT-3.1.3-8] empty client identifier requires a clean session",
+                ));
+            }
+            assigned_id = true;
+        }
+        self.authenticate_connect(index, &connect)?;
+        let conn = self
+            .conns
+            .get_mut(index)
+            .ok_or_else(|| fail(ReasonCode::UNSPECIFIED_ERROR, "gone"))?;
+        let client_id = if assigned_id {
+            self.assigned_ids += 1;
+            let id = format!("ringmq-{}-{}-{}", self.id, conn.serial, self.assigned_ids);
+            Str::copy_from(&id).map_err(|_| fail(ReasonCode::UNSPECIFIED_ERROR, "id"))?
+        } else {
+            crate::message::compact_str(&connect.client_id)
+        };
+        conn.client_id = client_id.clone();
+        conn.state = ConnState::Claiming {
+            connect,
+            assigned_id,
+            since: now,
+        };
+        let token = ConnToken {
+            index: index as u32,
+            serial: conn.serial,
+        };
+        let dir = self.directory_shard(client_id.as_bytes());
+        self.send(
+            dir,
+            ShardMsg::Claim {
+                client_id,
+                shard: self.id as u16,
+                token,
+            },
+        );
+        Ok(())
+    }
+
+    pub(crate) fn directory_shard(&self, client_id: &[u8]) -> usize {
+        let mut h = FxHasher::default();
+        client_id.hash(&mut h);
+        (h.finish() % self.shards.max(1) as u64) as usize
+    }
+
+    pub(crate) fn on_claim(&mut self, client_id: Str, shard: u16, token: ConnToken) {
+        let prev = self
+            .directory
+            .insert(client_id.as_bytes_shared().clone(), (shard, token))
+            .map(|(owner, _)| owner);
+        match prev {
+            None => self.send(
+                usize::from(shard),
+                ShardMsg::SessionMoved {
+                    client_id,
+                    token,
+                    session: None,
+                },
+            ),
+            Some(p) if p == shard => self.send(
+                usize::from(shard),
+                ShardMsg::ClaimedLocal { client_id, token },
+            ),
+            Some(p) => self.send(
+                usize::from(p),
+                ShardMsg::Takeover {
+                    client_id,
+                    to: shard,
+                    token,
+                },
+            ),
+        }
+    }
+
+    pub(crate) fn on_release(&mut self, client_id: Str, shard: u16, claim: ConnToken) {
+        if self.directory.get(client_id.as_bytes()) == Some(&(shard, claim)) {
+            self.directory.remove(client_id.as_bytes());
+        }
+    }
+
+    /// Takes the session of `client_id` off this shard: closes its connection with 0x8E and
+    /// removes its subscriptions here.
+    pub(crate) fn take_session(&mut self, client_id: &Str, now: Instant) -> Option<Box<Session>> {
+        let sidx = *self.by_client_id.get(client_id.as_bytes())?;
+        self.kick_session_conn(sidx, now);
+        let mut session = self.remove_session(sidx)?;
+        session.expires_at = None;
+        session.conn = None;
+        Some(Box::new(session))
+    }
+
+    /// Session taken over [MQTT-3.1.4-3]: DISCONNECT 0x8E to the old connection (v5).
+    pub(crate) fn kick_session_conn(&mut self, sidx: usize, now: Instant) {
+        let Some(cidx) = self.sessions.get(sidx).and_then(|s| s.conn) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(cidx) else {
+            return;
+        };
+        info!(client_id = %conn.client_id, "session taken over");
+        if conn.version.is_v5() {
+            let d = Disconnect {
+                reason_code: ReasonCode::SESSION_TAKEN_OVER,
+                properties: Default::default(),
+            };
+            write_packet(conn, &Packet::Disconnect(d));
+        }
+        // The session does not end: it passes to the new connection. Detach it first so
+        // closing the old connection neither expires nor releases it.
+        conn.session = None;
+        let will = conn.will.take();
+        self.close_conn(cidx, false, now);
+        let Some(session) = self.sessions.get_mut(sidx) else {
+            return;
+        };
+        session.conn = None;
+        // The old connection's will: published now, or after its delay unless the new
+        // connection cancels it [MQTT-3.1.3-9]; a clean start ends the session and publishes
+        // it (complete_connect).
+        if let Some(will) = will {
+            match will.properties.will_delay_secs.unwrap_or(0) {
+                0 => self.publish_will(will, now),
+                delay => {
+                    let publish_at = now + Duration::from_secs(u64::from(delay));
+                    session.pending_will = Some(PendingWill { will, publish_at });
+                }
+            }
+        }
+    }
+
+    /// Removes a session and its subscriptions from this shard (not from the directory).
+    pub(crate) fn remove_session(&mut self, sidx: usize) -> Option<Session> {
+        let filters: Vec<Bytes> = self
+            .sessions
+            .get(sidx)?
+            .subscriptions
+            .keys()
+            .cloned()
+            .collect();
+        for f in filters {
+            self.remove_local_sub(&f, sidx);
+        }
+        let session = self.sessions.try_remove(sidx)?;
+        self.by_client_id.remove(session.client_id.as_bytes());
+        Some(session)
+    }
+
+    /// The session ends: its pending will is published [MQTT-3.1.3-9], state dropped, the
+    /// directory told.
+    pub(crate) fn end_session(&mut self, sidx: usize, now: Instant) {
+        let Some(mut session) = self.remove_session(sidx) else {
+            return;
+        };
+        if let Some(p) = session.pending_will.take() {
+            self.publish_will(p.will, now);
+        }
+        let claim = session.claim;
+        self.release_ownership(session.client_id, claim);
+    }
+
+    /// Tells the directory this shard no longer owns `client_id` (as of `claim`).
+    pub(crate) fn release_ownership(&mut self, client_id: Str, claim: ConnToken) {
+        let dir = self.directory_shard(client_id.as_bytes());
+        self.send(
+            dir,
+            ShardMsg::Release {
+                client_id,
+                shard: self.id as u16,
+                claim,
+            },
+        );
+    }
+
+    pub(crate) fn on_takeover(&mut self, client_id: Str, to: u16, token: ConnToken, now: Instant) {
+        let session = self.take_session(&client_id, now);
+        self.send(
+            usize::from(to),
+            ShardMsg::SessionMoved {
+                client_id,
+                token,
+                session,
+            },
+        );
+    }
+
+    /// The claim is answered: `moved` is the previous session (from another shard), or the
+    /// session is already here (`local`).
+    pub(crate) fn on_session_ready(
+        &mut self,
+        client_id: Str,
+        token: ConnToken,
+        moved: Option<Box<Session>>,
+        local: bool,
+        now: Instant,
+    ) {
+        if local && let Some(&sidx) = self.by_client_id.get(client_id.as_bytes()) {
+            self.kick_session_conn(sidx, now);
+        }
+        let claiming = self.conn_live(token)
+            && matches!(
+                self.conns.get(token.index as usize).map(|c| &c.state),
+                Some(ConnState::Claiming { .. })
+            );
+        if !claiming {
+            // The new connection went away meanwhile: keep a moved session as offline state.
+            if let Some(mut session) = moved {
+                if session.expiry_secs == 0 {
+                    self.release_ownership(client_id, token);
+                } else {
+                    session.expires_at =
+                        Some(now + Duration::from_secs(u64::from(session.expiry_secs)));
+                    session.claim = token;
+                    self.insert_session(*session);
+                }
+            } else if local {
+                // The directory now names this claim; the session stays here, offline.
+                match self.by_client_id.get(client_id.as_bytes()).copied() {
+                    Some(sidx) => {
+                        if let Some(s) = self.sessions.get_mut(sidx) {
+                            s.claim = token;
+                            if s.conn.is_none() && s.expires_at.is_none() {
+                                s.expires_at =
+                                    Some(now + Duration::from_secs(u64::from(s.expiry_secs)));
+                            }
+                        }
+                    }
+                    None => self.release_ownership(client_id, token),
+                }
+            } else {
+                self.release_ownership(client_id, token);
+            }
+            return;
+        }
+        let index = token.index as usize;
+        if let Some(session) = moved {
+            self.insert_session(*session);
+        }
+        self.complete_connect(index, now);
+    }
+
+    pub(crate) fn insert_session(&mut self, session: Session) -> usize {
+        let subs: Vec<(Bytes, crate::session::SubRecord)> = session
+            .subscriptions
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let key = session.client_id.as_bytes_shared().clone();
+        let sidx = self.sessions.insert(session);
+        self.by_client_id.insert(key, sidx);
+        for (filter, rec) in subs {
+            self.add_local_sub(&filter, sidx, rec.options, rec.id);
+        }
+        sidx
+    }
+
+    /// Finishes CONNECT once the session is on this shard: CONNACK, then in-flight
+    /// redelivery and queued messages [MQTT-4.4.0-1].
+    pub(crate) fn complete_connect(&mut self, index: usize, now: Instant) {
+        let limits = self.limits.clone();
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        let state = std::mem::replace(&mut conn.state, ConnState::Connected);
+        let ConnState::Claiming {
+            connect,
+            assigned_id,
+            ..
+        } = state
+        else {
+            conn.state = state;
+            return;
+        };
+        let connect = *connect;
+        let v5 = connect.protocol.is_v5();
+        let props = &connect.properties;
+        let requested_expiry = if v5 {
+            props.session_expiry_secs.unwrap_or(0)
+        } else if connect.clean_start {
+            0
+        } else {
+            u32::MAX
+        };
+        let expiry = requested_expiry.min(limits.max_session_expiry_secs);
+        conn.connect_expiry_zero = requested_expiry == 0;
+        conn.keep_alive_secs = connect.keep_alive_secs;
+        let server_keep_alive = (connect.keep_alive_secs > limits.max_keep_alive_secs
+            || (connect.keep_alive_secs == 0 && limits.max_keep_alive_secs < u16::MAX))
+            .then_some(limits.max_keep_alive_secs);
+        if let Some(ka) = server_keep_alive {
+            conn.keep_alive_secs = ka;
+        }
+        conn.client_max_packet = props.maximum_packet_size.map_or(u32::MAX, |m| m.get());
+        let client_rm = props.receive_maximum.map_or(u16::MAX, |m| m.get());
+        conn.window = client_rm.min(limits.max_inflight);
+        conn.client_alias_max = props
+            .topic_alias_maximum
+            .unwrap_or(0)
+            .min(limits.topic_alias_maximum.max(16));
+        conn.request_problem_info = props.request_problem_information.unwrap_or(true);
+        conn.will = connect.will.as_ref().map(crate::message::compact_will);
+        let client_id = conn.client_id.clone();
+
+        // Resume or create the session.
+        let existing = self.by_client_id.get(client_id.as_bytes()).copied();
+        let mut session_present = false;
+        let sidx = match existing {
+            Some(sidx) if !connect.clean_start => {
+                session_present = true;
+                if let Some(s) = self.sessions.get_mut(sidx) {
+                    // A new connection cancels a will still waiting out its delay.
+                    s.pending_will = None;
+                    s.expires_at = None;
+                    s.expiry_secs = expiry;
+                }
+                sidx
+            }
+            Some(sidx) => {
+                // Clean start: the old session ends (its delayed will is published).
+                if let Some(mut old) = self.remove_session(sidx)
+                    && let Some(p) = old.pending_will.take()
+                {
+                    self.publish_will(p.will, now);
+                }
+                self.insert_session(Session::new(client_id.clone(), expiry))
+            }
+            None => self.insert_session(Session::new(client_id.clone(), expiry)),
+        };
+        let claim = ConnToken {
+            index: index as u32,
+            serial: self.conns.get(index).map_or(0, |c| c.serial),
+        };
+        if let Some(s) = self.sessions.get_mut(sidx) {
+            s.conn = Some(index);
+            s.claim = claim;
+        }
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        conn.session = Some(sidx);
+
+        let mut ack = ConnAck {
+            session_present,
+            reason_code: ReasonCode::SUCCESS,
+            properties: ConnAckProperties::default(),
+        };
+        if v5 {
+            let p = &mut ack.properties;
+            p.receive_maximum = NonZeroU16::new(limits.receive_maximum);
+            p.maximum_packet_size = NonZeroU32::new(limits.max_packet_size);
+            p.topic_alias_maximum = Some(limits.topic_alias_maximum);
+            p.retain_available = Some(true);
+            p.wildcard_subscription_available = Some(true);
+            p.subscription_ids_available = Some(true);
+            p.shared_subscription_available = Some(true);
+            if requested_expiry != expiry {
+                p.session_expiry_secs = Some(expiry);
+            }
+            if assigned_id {
+                p.assigned_client_id = Some(client_id.clone());
+            }
+            p.server_keep_alive_secs = server_keep_alive;
+            // Enhanced authentication succeeded: CONNACK names the method (MQTT 5.0 4.12).
+            p.authentication_method = props.authentication_method.clone();
+            if props.request_response_information == Some(true) {
+                // Response Information: a topic prefix the client may use for responses.
+                p.response_information = Str::copy_from(&format!("response/{client_id}")).ok();
+            }
+        }
+        write_packet(conn, &Packet::ConnAck(ack));
+        let mut held = std::mem::take(&mut conn.held_input);
+        debug!(client_id = %client_id, session_present, version = ?connect.protocol, "client connected");
+        self.resume_delivery(sidx, now);
+        if !held.is_empty() {
+            self.on_read(index, &mut held, now);
+        }
+    }
+}
