@@ -434,3 +434,58 @@ fn any_packet_resets_keep_alive() {
         assert_eq!(text(&c.expect_publish()), format!("{i}"));
     }
 }
+
+/// [MQTT-3.1.4-3] Eight connections with one client id racing on four shards: each CONNECT
+/// succeeds and takes over the session, and in the end exactly one connection remains, which gets
+/// the session's messages.
+#[test]
+fn concurrent_connects_with_one_client_id_leave_exactly_one() {
+    let b = Broker::start(BrokerOpts::new().shards(4));
+    let opts = || Opts::v5("storm").clean(false).session_expiry(60);
+    let mut c = b.connect(opts());
+    c.subscribe_ok("storm/t", QoS::AtLeastOnce);
+    c.disconnect();
+    let addr = b.addr();
+    let (mut clients, acks): (Vec<Client>, Vec<ConnAck>) = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| scope.spawn(move || Client::handshake(addr, opts())))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("connect thread"))
+            .unzip()
+    });
+    for ack in &acks {
+        assert_eq!(ack.reason_code, ReasonCode::SUCCESS, "{ack:?}");
+    }
+    let present: Vec<bool> = acks.iter().map(|a| a.session_present).collect();
+    // Give the takeovers time to finish, then see who is still connected.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut alive = Vec::new();
+    for (i, c) in clients.iter_mut().enumerate() {
+        match c.try_recv(Duration::from_millis(50)) {
+            Ok(None) => alive.push(i),
+            Ok(Some(Packet::Disconnect(d))) => {
+                assert_eq!(d.reason_code, ReasonCode::SESSION_TAKEN_OVER, "{d:?}")
+            }
+            Ok(Some(other)) => panic!("connection {i}: unexpected {other:?}"),
+            Err(_) => {}
+        }
+    }
+    assert_eq!(
+        alive.len(),
+        1,
+        "connections with client id \"storm\" still open after the race: {alive:?} \
+         (CONNACK session present per connection: {present:?})"
+    );
+    assert!(
+        present.iter().all(|p| *p),
+        "[MQTT-3.2.2-3] the session existed for every CONNECT (Clean Start 0), yet session \
+         present per connection: {present:?}"
+    );
+    let survivor = &mut clients[alive[0]];
+    survivor.ping();
+    let mut p = b.v5("storm-pub");
+    p.publish(msg("storm/t", "to-survivor").qos(QoS::AtLeastOnce));
+    assert_eq!(text(&survivor.expect_publish_acked()), "to-survivor");
+}

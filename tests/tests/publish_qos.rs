@@ -501,3 +501,57 @@ fn failing_pubrec_from_subscriber_ends_qos2_flow() {
     }
     sub.expect_nothing(QUIET);
 }
+
+/// [MQTT-4.3.3-10] [MQTT-4.4.0-1] The server keeps the state of an incoming QoS 2 message in the
+/// session: a publisher that got PUBREC, lost its connection and resumes the session (maybe on
+/// another shard) re-sends PUBREL and gets PUBCOMP 0x00; the message is delivered once.
+#[test]
+fn incoming_qos2_state_survives_publisher_reconnect() {
+    let b = Broker::start(BrokerOpts::new().shards(4));
+    let mut sub = b.v5("in2-sub");
+    sub.subscribe_ok("in2/t", QoS::ExactlyOnce);
+    let opts = || Opts::v5("in2-pub").clean(false).session_expiry(60);
+    for round in 0..4u16 {
+        let id = nz16(100 + round);
+        let mut p = b.connect(opts());
+        let mut m = msg("in2/t", format!("r{round}")).qos(QoS::ExactlyOnce);
+        m.qos_pid = QosPid::ExactlyOnce(id);
+        p.send(&Packet::Publish(m.clone()));
+        p.wait_for(
+            WAIT,
+            "PUBREC",
+            |q| matches!(q, Packet::PubRec(r) if r.packet_id == id),
+        );
+        p.drop_connection();
+        let mut p = b.connect(opts());
+        assert!(p.session_present());
+        if round % 2 == 1 {
+            // A client may also re-send the PUBLISH (DUP = 1): still one delivery [MQTT-4.3.3-10].
+            m.dup = true;
+            p.send(&Packet::Publish(m));
+            p.wait_for(
+                WAIT,
+                "PUBREC",
+                |q| matches!(q, Packet::PubRec(r) if r.packet_id == id),
+            );
+        }
+        p.send(&Packet::PubRel(ack(id, ReasonCode::SUCCESS)));
+        let Packet::PubComp(comp) = p.wait_for(
+            WAIT,
+            "PUBCOMP",
+            |q| matches!(q, Packet::PubComp(r) if r.packet_id == id),
+        ) else {
+            unreachable!()
+        };
+        assert_eq!(
+            comp.reason_code,
+            ReasonCode::SUCCESS,
+            "PUBREL after reconnect: {comp:?}"
+        );
+        p.disconnect();
+    }
+    let mut got: Vec<String> = sub.expect_publishes(4).iter().map(text).collect();
+    got.sort();
+    assert_eq!(got, ["r0", "r1", "r2", "r3"], "each message exactly once");
+    sub.expect_nothing(QUIET);
+}

@@ -300,3 +300,57 @@ fn retained_message_visible_on_all_shards_once_acknowledged() {
         }
     }
 }
+
+/// [MQTT-3.3.1-5] There is one retained message per topic: when publishers on different shards
+/// replace it at the same moment, every subscriber, whatever its shard, ends up seeing the same
+/// one (the shards' replicas of the store must not diverge). 30 topics, four publishers released
+/// together by a barrier for each.
+#[test]
+fn concurrent_retained_updates_converge_across_shards() {
+    const TOPICS: usize = 30;
+    let b = Broker::start(BrokerOpts::new().shards(4));
+    let mut pubs: Vec<Client> = (0..4).map(|i| b.v5(&format!("conv-pub-{i}"))).collect();
+    let barrier = std::sync::Barrier::new(pubs.len());
+    std::thread::scope(|scope| {
+        for (i, p) in pubs.iter_mut().enumerate() {
+            let barrier = &barrier;
+            scope.spawn(move || {
+                for t in 0..TOPICS {
+                    barrier.wait();
+                    let m = msg(&format!("conv/{t}"), format!("p{i}"));
+                    p.publish(m.qos(QoS::AtLeastOnce).retain(true));
+                }
+            });
+        }
+    });
+    // Every update is acknowledged; replicas may still be catching up, so look again until WAIT.
+    let deadline = std::time::Instant::now() + WAIT;
+    for round in 0.. {
+        let mut views: Vec<Vec<String>> = Vec::new();
+        for k in 0..8 {
+            let mut s = b.v5(&format!("conv-sub-{round}-{k}"));
+            s.subscribe_ok("conv/+", QoS::AtLeastOnce);
+            let mut view: Vec<String> = s
+                .expect_publishes(TOPICS)
+                .iter()
+                .map(|m| format!("{}={}", m.topic, text(m)))
+                .collect();
+            view.sort();
+            views.push(view);
+        }
+        let differing: Vec<usize> = (1..views.len()).filter(|k| views[*k] != views[0]).collect();
+        if differing.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            let diff: Vec<(String, String)> = views[0]
+                .iter()
+                .zip(&views[differing[0]])
+                .filter(|(a, b)| a != b)
+                .map(|(a, b)| (a.clone(), b.clone()))
+                .collect();
+            panic!("subscribers see different retained messages for the same topics: {diff:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
