@@ -5,6 +5,7 @@
 use std::hint::black_box;
 use std::time::SystemTime;
 
+use aws_lc_rs::signature::{self, UnparsedPublicKey};
 use criterion::{Criterion, criterion_group, criterion_main};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
@@ -13,6 +14,7 @@ use rcgen::{
 use ringmq_auth::Credentials;
 use ringmq_auth::registry::Registry;
 use ringmq_auth::x509::{self, X509Cache};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 fn params(cn: &str, ca: bool) -> CertificateParams {
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -90,6 +92,24 @@ fn bench(c: &mut Criterion) {
                 now,
             ))
             .unwrap()
+        })
+    });
+    // The floor: the two ECDSA P-256 verifications alone (leaf by intermediate, intermediate
+    // by root), without parsing or any other check.
+    let (_, leaf_x) = X509Certificate::from_der(leaf.der()).unwrap();
+    let (_, inter_x) = X509Certificate::from_der(inter.der()).unwrap();
+    let (_, root_x) = X509Certificate::from_der(root.der()).unwrap();
+    let pairs = [(&leaf_x, &inter_x), (&inter_x, &root_x)];
+    g.bench_function("two_p256_signature_checks_only", |b| {
+        b.iter(|| {
+            for (child, parent) in pairs {
+                let key = UnparsedPublicKey::new(
+                    &signature::ECDSA_P256_SHA256_ASN1,
+                    &parent.public_key().subject_public_key.data,
+                );
+                key.verify(child.tbs_certificate.as_ref(), &child.signature_value.data)
+                    .unwrap();
+            }
         })
     });
     g.finish();

@@ -700,3 +700,38 @@ fn snapshot_dispatches_certificates_to_x509() {
     assert_eq!(id.method, Method::Certificate);
     assert_eq!(caches.x509.verifications(), 1);
 }
+
+#[test]
+fn signature_algorithms() {
+    use rcgen::{CertifiedIssuer, KeyPair, RsaKeySize};
+    let rsa = || KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_2048).unwrap();
+    let keys: Vec<(&str, Box<dyn Fn() -> KeyPair>)> = vec![
+        (
+            "p384",
+            Box::new(|| KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap()),
+        ),
+        (
+            "p521",
+            Box::new(|| KeyPair::generate_for(&rcgen::PKCS_ECDSA_P521_SHA512).unwrap()),
+        ),
+        (
+            "ed25519",
+            Box::new(|| KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap()),
+        ),
+        ("rsa", Box::new(rsa)),
+    ];
+    for (label, key) in keys {
+        // Root and intermediate with the algorithm under test, the leaf P-256 (signed by it).
+        let root =
+            CertifiedIssuer::self_signed(ca_params(&format!("{label} root")), key()).unwrap();
+        let inter =
+            CertifiedIssuer::signed_by(ca_params(&format!("{label} inter")), key(), &root).unwrap();
+        let reg = registry(
+            vec![ca_entry("root", &root, &[])],
+            vec![client("truck-17", "SubjectMatchesAuthenticationName")],
+            &[],
+        );
+        let chain = [leaf("truck-17", &inter), inter.der().clone()];
+        assert!(auth(&reg, Some("truck-17"), &chain).is_ok(), "{label}");
+    }
+}

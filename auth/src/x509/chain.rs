@@ -138,30 +138,32 @@ pub(crate) fn check_client_auth(ext: &Extensions) -> Result<(), AuthError> {
 
 /// The checks of a certificate that signs another: validity, cA, keyCertSign when a key
 /// usage is present, path length (`below` = CA certificates between it and the leaf).
+/// `what` names it in a refusal (only formatted when there is one).
 fn check_issuer(
     cert: &Cert<'_>,
     below: usize,
     now: i64,
     skew_secs: i64,
-    what: &str,
+    what: &dyn Fn() -> String,
 ) -> Result<(), String> {
-    check_validity(cert, now, skew_secs, what)?;
-    let ext = extensions(cert).map_err(|e| format!("{what}: {e}"))?;
+    check_validity(cert, now, skew_secs, "").map_err(|e| format!("{}{e}", what()))?;
+    let ext = extensions(cert).map_err(|e| format!("{}: {e}", what()))?;
     match ext.basic {
         Some((true, path_len)) => {
             if let Some(max) = path_len.filter(|max| usize::try_from(*max).is_ok_and(|m| below > m))
             {
-                return Err(format!("{what}: path length constraint {max} exceeded"));
+                return Err(format!("{}: path length constraint {max} exceeded", what()));
             }
         }
         _ => {
             return Err(format!(
-                "{what} is not a CA certificate (basicConstraints cA)"
+                "{} is not a CA certificate (basicConstraints cA)",
+                what()
             ));
         }
     }
     if matches!(ext.key_usage, Some((_, false, _))) {
-        return Err(format!("{what} key usage lacks keyCertSign"));
+        return Err(format!("{} key usage lacks keyCertSign", what()));
     }
     Ok(())
 }
@@ -329,7 +331,7 @@ impl Search<'_, '_, '_> {
                 self.note(format!("{e} (issuer: CA certificate {:?})", &*ca.name));
                 continue;
             }
-            let what = format!("CA certificate {:?}", &*ca.name);
+            let what = || format!("CA certificate {:?}", &*ca.name);
             if let Err(e) = check_issuer(&anchor, below, self.now, self.skew, &what) {
                 self.note(e);
                 continue;
@@ -349,9 +351,9 @@ impl Search<'_, '_, '_> {
             if !self.spend() {
                 return None;
             }
-            let what = format!("intermediate certificate {}", rfc4514(cand.x.subject()));
+            let what = || format!("intermediate certificate {}", rfc4514(cand.x.subject()));
             if let Err(e) = signed_by(current, cand) {
-                self.note(format!("{e} (issuer: {what})"));
+                self.note(format!("{e} (issuer: {})", what()));
                 continue;
             }
             if let Err(e) = check_issuer(cand, below, self.now, self.skew, &what) {
@@ -359,7 +361,7 @@ impl Search<'_, '_, '_> {
                 continue;
             }
             if revoked(self.reg, cand) {
-                self.note(format!("{what} revoked"));
+                self.note(format!("{} revoked", what()));
                 continue;
             }
             let after = min_after.min(cand.not_after);
