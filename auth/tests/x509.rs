@@ -705,7 +705,8 @@ fn snapshot_dispatches_certificates_to_x509() {
 fn signature_algorithms() {
     use rcgen::{CertifiedIssuer, KeyPair, RsaKeySize};
     let rsa = || KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_2048).unwrap();
-    let keys: Vec<(&str, Box<dyn Fn() -> KeyPair>)> = vec![
+    type MakeKey = Box<dyn Fn() -> KeyPair>;
+    let keys: Vec<(&str, MakeKey)> = vec![
         (
             "p384",
             Box::new(|| KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap()),
