@@ -277,13 +277,40 @@ impl Registry {
         Ok(reg)
     }
 
+    /// `namespace`: the settings are read at its top level (the flat form) or, as Azure
+    /// Resource Manager exports them, inside `topicSpacesConfiguration` (where the session
+    /// limit is spelled `maximumClientSessionsPerAuthenticationName`) — not both.
     fn parse_namespace(
         &mut self,
         ns: &Value,
         warnings: &mut Vec<String>,
     ) -> Result<(), RegistryError> {
         let mut f = Fields::new(ns, "namespace")?;
+        let direct = self.parse_namespace_settings(&mut f, warnings)?;
+        if let Some((tsc, path)) = f.get_some("topicSpacesConfiguration") {
+            let mut t = Fields::new(tsc, &path)?;
+            if self.parse_namespace_settings(&mut t, warnings)? && direct {
+                return Err(RegistryError::new(
+                    path,
+                    "client authentication settings are given both here and directly in                      namespace: give them once",
+                ));
+            }
+            t.finish(warnings);
+        }
+        f.finish(warnings);
+        Ok(())
+    }
+
+    /// Reads `clientAuthentication` and the session limit from one container; returns
+    /// whether it held any of them.
+    fn parse_namespace_settings(
+        &mut self,
+        f: &mut Fields<'_>,
+        warnings: &mut Vec<String>,
+    ) -> Result<bool, RegistryError> {
+        let mut found = false;
         if let Some((auth, path)) = f.get_some("clientAuthentication") {
+            found = true;
             let mut a = Fields::new(auth, &path)?;
             if let Some((sources, path)) = a.array("alternativeAuthenticationNameSources")? {
                 self.name_sources = parse_name_sources(sources, &path, warnings)?;
@@ -296,7 +323,19 @@ impl Registry {
             }
             a.finish(warnings);
         }
-        if let Some((v, path)) = f.get_some("maxClientSessionsPerAuthenticationName") {
+        let mut limit_seen = false;
+        for key in [
+            "maxClientSessionsPerAuthenticationName",
+            "maximumClientSessionsPerAuthenticationName",
+        ] {
+            let Some((v, path)) = f.get_some(key) else {
+                continue;
+            };
+            if limit_seen {
+                return Err(RegistryError::new(path, "the session limit is given twice"));
+            }
+            limit_seen = true;
+            found = true;
             let n = v
                 .as_u64()
                 .and_then(|n| u32::try_from(n).ok())
@@ -309,8 +348,7 @@ impl Registry {
                 })?;
             self.max_client_sessions_per_authentication_name = n;
         }
-        f.finish(warnings);
-        Ok(())
+        Ok(found)
     }
 
     fn parse_ca_certificates(

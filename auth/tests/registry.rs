@@ -400,3 +400,40 @@ fn load_names_the_file() {
     assert!(e.to_string().contains("missing.json"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn arm_topic_spaces_configuration_is_read() {
+    let doc = json!({
+        "namespace": {
+            "name": "fleet-ns",
+            "properties": {
+                "topicSpacesConfiguration": {
+                    "state": "Enabled",
+                    "maximumClientSessionsPerAuthenticationName": 3,
+                    "clientAuthentication": { "alternativeAuthenticationNameSources": ["ClientCertificateUri"] }
+                }
+            }
+        }
+    });
+    let (reg, warnings) = parse(&doc);
+    assert_eq!(reg.max_client_sessions_per_authentication_name(), 3);
+    assert_eq!(reg.name_sources(), &[NameSource::ClientCertificateUri]);
+    assert_eq!(
+        warnings,
+        vec![
+            "namespace.properties.topicSpacesConfiguration.state: ignored (not used by ringmq)"
+                .to_owned(),
+            "namespace.name: ignored (not used by ringmq)".to_owned(),
+        ]
+    );
+
+    let twice = json!({
+        "namespace": {
+            "maxClientSessionsPerAuthenticationName": 2,
+            "topicSpacesConfiguration": { "maximumClientSessionsPerAuthenticationName": 3 }
+        }
+    });
+    let (path, problem) = error(&twice);
+    assert_eq!(path, "namespace.topicSpacesConfiguration");
+    assert!(problem.contains("give them once"), "{problem}");
+}
