@@ -133,6 +133,8 @@ pub struct Limits {
     pub shard_queue_capacity: usize,
     /// Seconds a connection may take to send CONNECT.
     pub connect_timeout_secs: u16,
+    /// Seconds a graceful shutdown (SIGTERM) may take to flush before the process exits.
+    pub shutdown_timeout_secs: u16,
 }
 
 impl Default for Limits {
@@ -154,6 +156,7 @@ impl Default for Limits {
             max_retained_messages: 1_000_000,
             shard_queue_capacity: 4096,
             connect_timeout_secs: 10,
+            shutdown_timeout_secs: 10,
         }
     }
 }

@@ -80,6 +80,8 @@ pub struct ShardCore {
     pub(crate) local_inbox: VecDeque<ShardMsg>,
     pub(crate) scratch: Scratch,
     pub(crate) assigned_ids: u64,
+    /// When a graceful shutdown began.
+    shutdown_since: Option<Instant>,
     pub stats: Stats,
 }
 
@@ -147,6 +149,7 @@ impl ShardCore {
             local_inbox: VecDeque::new(),
             scratch: Scratch::default(),
             assigned_ids: 0,
+            shutdown_since: None,
             stats: Stats::default(),
         }
     }
@@ -710,6 +713,48 @@ impl ShardCore {
                 .outbox
                 .iter()
                 .any(|o| o.len() > self.limits.shard_queue_capacity)
+    }
+
+    /// Graceful shutdown: DISCONNECT 0x8B (Server shutting down) to v5 clients, 3.1.1
+    /// connections closed; output is flushed by the writers. Wills are not published: the
+    /// server, not the client, ends these connections. Idempotent.
+    pub fn begin_shutdown(&mut self, now: Instant) {
+        if self.shutdown_since.is_some() {
+            return;
+        }
+        self.shutdown_since = Some(now);
+        let open: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.is_closing())
+            .map(|(i, _)| i)
+            .collect();
+        tracing::info!(shard = self.id, connections = open.len(), "shutting down");
+        for index in open {
+            if let Some(conn) = self.conns.get_mut(index) {
+                if conn.is_connected() && conn.version.is_v5() {
+                    let d = Disconnect {
+                        reason_code: ReasonCode::SERVER_SHUTTING_DOWN,
+                        properties: Default::default(),
+                    };
+                    write_packet(conn, &Packet::Disconnect(d));
+                }
+            }
+            self.close_conn(index, false, now);
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown_since.is_some()
+    }
+
+    /// Whether a shutdown has finished: every connection released, or the bound passed.
+    pub fn shutdown_complete(&self, now: Instant) -> bool {
+        let Some(since) = self.shutdown_since else {
+            return false;
+        };
+        let bound = Duration::from_secs(u64::from(self.limits.shutdown_timeout_secs));
+        self.conns.is_empty() || now.saturating_duration_since(since) >= bound
     }
 
     /// Whether messages are waiting for a full inbox (the runtime retries soon).

@@ -14,6 +14,7 @@ mod connect;
 pub mod core;
 pub mod mesh;
 pub mod message;
+pub mod metrics;
 pub mod reload;
 pub mod retain;
 pub mod route;

@@ -91,7 +91,12 @@ fn main() -> ExitCode {
         .init();
     match Server::start(config) {
         Ok(server) => {
+            if let Err(e) = watch_stop_signals(server.shutdown_handle()) {
+                eprintln!("ringmq: cannot install signal handlers: {e}");
+                return ExitCode::from(1);
+            }
             server.join();
+            tracing::info!("stopped");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -99,4 +104,23 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// SIGTERM or SIGINT starts a graceful shutdown; a second one exits at once.
+fn watch_stop_signals(shutdown: ringmq::runtime::Shutdown) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    std::thread::Builder::new()
+        .name("ringmq-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if shutdown.requested() {
+                    tracing::warn!(signal, "second stop signal: exiting without waiting");
+                    std::process::exit(1);
+                }
+                tracing::info!(signal, "stop signal: shutting down gracefully");
+                shutdown.begin();
+            }
+        })?;
+    Ok(())
 }

@@ -135,6 +135,12 @@ impl Mesh {
         self.inboxes.get(shard).map_or(0, |i| i.queue.len())
     }
 
+    /// `Ready` when `me`'s inbox is non-empty; otherwise registers `cx`'s waker, which
+    /// [`Mesh::wake`] (or a push followed by it) wakes.
+    pub fn poll_readable(&self, me: usize, cx: &mut Context<'_>) -> Poll<()> {
+        Readable { mesh: self, me }.poll_ready(cx)
+    }
+
     /// Resolves when `me`'s inbox is non-empty.
     pub fn readable(&self, me: usize) -> Readable<'_> {
         Readable { mesh: self, me }
@@ -148,10 +154,8 @@ pub struct Readable<'a> {
     me: usize,
 }
 
-impl Future for Readable<'_> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+impl Readable<'_> {
+    fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         let Some(inbox) = self.mesh.inboxes.get(self.me) else {
             return Poll::Pending;
         };
@@ -165,6 +169,14 @@ impl Future for Readable<'_> {
         } else {
             Poll::Ready(())
         }
+    }
+}
+
+impl Future for Readable<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_ready(cx)
     }
 }
 

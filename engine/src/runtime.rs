@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, Driver, ListenerProtocol};
 use crate::conn::Output;
@@ -59,7 +59,12 @@ pub enum StartError {
 /// A running server: its shard threads.
 #[derive(Debug)]
 pub struct Server {
-    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Shard threads are not joined: a runtime torn down with operations still queued in
+    /// io_uring (a listener's accept) can wait for them forever. Each shard reports here when
+    /// its shutdown has finished instead.
+    stopped: mpsc::Receiver<usize>,
+    shutdown: Shutdown,
+    shutdown_timeout: Duration,
     pub shards: usize,
     pub driver: Driver,
 }
@@ -83,6 +88,8 @@ impl Server {
         let auth = ringmq_auth::Registry::new(snapshot);
         crate::reload::spawn_reloader(config.clone(), auth.clone()).map_err(StartError::Thread)?;
         let mesh = Mesh::new(shards, config.limits.shard_queue_capacity);
+        let shutdown = Shutdown::default();
+        let (stopped_tx, stopped_rx) = mpsc::channel();
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut threads = Vec::with_capacity(shards);
@@ -90,7 +97,9 @@ impl Server {
             let config = config.clone();
             let mesh = mesh.clone();
             let auth = auth.clone();
+            let shutdown = shutdown.clone();
             let ready = ready_tx.clone();
+            let stopped = stopped_tx.clone();
             let core_id = if config.server.pin_cores && !cores.is_empty() {
                 cores.get(shard % cores.len()).copied()
             } else {
@@ -102,7 +111,7 @@ impl Server {
                     if let Some(id) = core_id {
                         core_affinity::set_for_current(id);
                     }
-                    run_shard(shard, driver, config, mesh, auth, ready);
+                    run_shard(shard, driver, config, mesh, auth, shutdown, ready, stopped);
                 })
                 .map_err(StartError::Thread)?;
             threads.push(handle);
@@ -116,45 +125,115 @@ impl Server {
             }
         }
         info!(shards, ?driver, listeners = ?config.listeners.iter().map(|l| l.bind).collect::<Vec<_>>(), "ringmq listening");
+        drop(threads);
         Ok(Server {
-            threads,
+            stopped: stopped_rx,
+            shutdown,
+            shutdown_timeout: Duration::from_secs(u64::from(config.limits.shutdown_timeout_secs)),
             shards,
             driver,
         })
     }
 
     /// Blocks until every shard thread ends.
+    /// Blocks until every shard has finished a graceful shutdown (bounded by the shutdown
+    /// timeout once a shutdown began), or a shard thread died.
     pub fn join(self) {
-        for t in self.threads {
-            let _ = t.join();
+        let mut remaining = self.shards;
+        let mut deadline: Option<Instant> = None;
+        while remaining > 0 {
+            if deadline.is_none() && self.shutdown.requested() {
+                deadline = Some(Instant::now() + self.shutdown_timeout + Duration::from_secs(2));
+            }
+            let wait = match deadline {
+                Some(at) => at.saturating_duration_since(Instant::now()),
+                None => Duration::from_millis(200),
+            };
+            match self.stopped.recv_timeout(wait) {
+                Ok(_) => remaining -= 1,
+                Err(mpsc::RecvTimeoutError::Timeout)
+                    if deadline.is_some_and(|at| Instant::now() >= at) =>
+                {
+                    warn!(remaining, "shards did not stop within the shutdown timeout");
+                    return;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    error!("a shard thread ended unexpectedly");
+                    return;
+                }
+            }
         }
+    }
+
+    /// Starts a graceful shutdown: shards stop accepting, send DISCONNECT 0x8B (Server
+    /// shutting down) to v5 clients, flush, and stop within `limits.shutdown_timeout_secs`.
+    pub fn shutdown(&self) {
+        self.shutdown.begin();
+    }
+
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+}
+
+/// Shared by the shards: set once when the server is asked to stop.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown(Arc<std::sync::atomic::AtomicBool>);
+
+impl Shutdown {
+    pub fn begin(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn requested(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
 type Ready = mpsc::Sender<Result<(), StartError>>;
 
+/// What a shard thread starts with.
+struct ShardSetup {
+    shard: usize,
+    config: Config,
+    mesh: Mesh,
+    auth: ringmq_auth::Registry,
+    shutdown: Shutdown,
+    ready: Ready,
+    stopped: mpsc::Sender<usize>,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run_shard(
     shard: usize,
     driver: Driver,
     config: Config,
     mesh: Mesh,
     auth: ringmq_auth::Registry,
+    shutdown: Shutdown,
     ready: Ready,
+    stopped: mpsc::Sender<usize>,
 ) {
+    let setup = ShardSetup {
+        shard,
+        config,
+        mesh,
+        auth,
+        shutdown,
+        ready: ready.clone(),
+        stopped,
+    };
     let result = match driver {
         Driver::Legacy => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()
             .build()
-            .map(|mut rt| {
-                rt.block_on(shard_main(shard, config, mesh, auth.clone(), ready.clone()))
-            }),
+            .map(|mut rt| rt.block_on(shard_main(setup))),
         _ => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .with_entries(4096)
             .enable_timer()
             .build()
-            .map(|mut rt| {
-                rt.block_on(shard_main(shard, config, mesh, auth.clone(), ready.clone()))
-            }),
+            .map(|mut rt| rt.block_on(shard_main(setup))),
     };
     if let Err(source) = result {
         let _ = ready.send(Err(StartError::Runtime {
@@ -165,13 +244,16 @@ fn run_shard(
     }
 }
 
-async fn shard_main(
-    shard: usize,
-    config: Config,
-    mesh: Mesh,
-    auth: ringmq_auth::Registry,
-    ready: Ready,
-) {
+async fn shard_main(setup: ShardSetup) {
+    let ShardSetup {
+        shard,
+        config,
+        mesh,
+        auth,
+        shutdown,
+        ready,
+        stopped,
+    } = setup;
     let mut listeners = Vec::new();
     for l in &config.listeners {
         let tls = match (l.protocol, &l.cert, &l.key) {
@@ -206,31 +288,44 @@ async fn shard_main(
         shard,
         Some(mesh.clone()),
         config.limits.clone(),
-        auth.clone(),
+        auth,
     )));
     for (listener, tls) in listeners {
         monoio::spawn(accept_loop(listener, core.clone(), tls));
     }
-    monoio::spawn(tick_loop(core.clone()));
+    monoio::spawn(tick_loop(core.clone(), mesh.clone(), shutdown));
     let _ = ready.send(Ok(()));
     drop(ready);
-    inbox_loop(shard, mesh, core).await;
+    inbox_loop(shard, mesh, core.clone()).await;
+    debug!(shard, "shard stopped");
+    // Reported before the runtime is torn down (see `Server::stopped`).
+    let _ = stopped.send(shard);
 }
 
 async fn inbox_loop(shard: usize, mesh: Mesh, core: Core) {
     loop {
-        mesh.readable(shard).await;
+        // Wakes for messages, and (woken by the tick loop) when a shutdown has finished.
+        std::future::poll_fn(|cx| {
+            if core.borrow().shutdown_complete(Instant::now()) {
+                return Poll::Ready(());
+            }
+            mesh.poll_readable(shard, cx)
+        })
+        .await;
         {
             let mut c = core.borrow_mut();
             c.poll_mesh(Instant::now(), MESH_BATCH);
             c.flush_mesh();
+            if c.shutdown_complete(Instant::now()) {
+                return;
+            }
         }
         // Let connection tasks run between batches.
         yield_once().await;
     }
 }
 
-async fn tick_loop(core: Core) {
+async fn tick_loop(core: Core, mesh: Mesh, shutdown: Shutdown) {
     let mut last_tick = Instant::now();
     loop {
         // A destination inbox that was full is retried every millisecond until it drains;
@@ -249,6 +344,11 @@ async fn tick_loop(core: Core) {
             c.poll_mesh(now, usize::MAX);
             c.on_tick(now);
         }
+        if shutdown.requested() {
+            c.begin_shutdown(now);
+            // The inbox loop decides when the shard is done; wake it every tick.
+            mesh.wake(c.id);
+        }
         c.flush_mesh();
     }
 }
@@ -264,6 +364,9 @@ async fn accept_loop(listener: TcpListener, core: Core, tls: Option<Arc<rustls::
                 continue;
             }
         };
+        if core.borrow().is_shutting_down() {
+            continue; // dropping the stream closes it
+        }
         let _ = stream.set_nodelay(true);
         let token = core.borrow_mut().accept(peer, Instant::now());
         let Some(token) = token else { continue };
