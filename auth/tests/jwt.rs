@@ -492,7 +492,9 @@ fn a_reloaded_section_invalidates_cached_tokens() {
     auth(&before, &token, &mut cache, now()).unwrap();
     assert_eq!(cache.stats().signature_verifications, 1);
     // A reload compiles a new section (here: the secret rotated away).
-    let after = custom(custom_config(json!({"hmacSecrets": ["a-new-secret"]})));
+    let after = custom(custom_config(
+        json!({"hmacSecrets": ["a-new-secret-also-32-bytes-or-longer"]}),
+    ));
     assert!(refused(auth(&after, &token, &mut cache, now())).starts_with("signature"));
     assert_eq!(cache.stats().invalidations, 1);
 }

@@ -15,6 +15,7 @@ use crate::{ClientType, RegistryError};
 
 pub(crate) const MAX_ISSUER_CERTIFICATES: usize = 2;
 pub(crate) const MAX_HMAC_SECRETS: usize = 8;
+pub(crate) const MIN_HMAC_SECRET_BYTES: usize = 32;
 pub(crate) const MAX_ISSUERS: usize = 16;
 pub(crate) const MAX_CLAIM_CHECKS: usize = 32;
 pub(crate) const MAX_RULES: usize = 64;
@@ -198,7 +199,7 @@ pub(crate) fn parse_custom(
     let mut verifier = parse_common(&mut o, warnings)?;
     verifier.issuers = vec![issuer.to_owned()];
     verifier.audience = o.str("audience")?.map(str::to_owned);
-    verifier.static_keys = parse_static_keys(&mut o)?;
+    verifier.static_keys = parse_static_keys(&mut o, warnings)?;
     if verifier.static_keys.is_empty() && verifier.jwks.is_none() {
         return Err(RegistryError::new(
             path,
@@ -395,7 +396,10 @@ pub(crate) fn check_rule(rule: &str) -> Result<(), String> {
         .map_err(|e| format!("not a valid regular expression: {e}"))
 }
 
-fn parse_static_keys(o: &mut Obj<'_>) -> Result<Vec<VerifyKey>, RegistryError> {
+fn parse_static_keys(
+    o: &mut Obj<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<VerifyKey>, RegistryError> {
     let mut out = Vec::new();
     let at = o.at("issuerCertificates");
     for (i, v) in o
@@ -431,6 +435,12 @@ fn parse_static_keys(o: &mut Obj<'_>) -> Result<Vec<VerifyKey>, RegistryError> {
         .iter()
         .enumerate()
     {
+        if secret.len() < MIN_HMAC_SECRET_BYTES {
+            // RFC 7518 §3.2: a key at least as long as the hash output (HS256: 32 bytes).
+            warnings.push(format!(
+                "`{at}[{i}]`: shorter than {MIN_HMAC_SECRET_BYTES} bytes; such a secret can be guessed offline from one token"
+            ));
+        }
         out.push(VerifyKey::hmac(secret.as_bytes(), format!("{at}[{i}]")));
     }
     Ok(out)
@@ -576,10 +586,23 @@ mod tests {
     }
 
     #[test]
+    fn a_short_hmac_secret_is_a_warning() {
+        let mut w = Vec::new();
+        parse_custom(
+            &json!({"tokenIssuer": "i", "hmacSecrets": ["short", "x".repeat(32)]}),
+            "p",
+            &mut w,
+        )
+        .unwrap();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("`p.hmacSecrets[0]`"));
+    }
+
+    #[test]
     fn unknown_keys_are_warnings() {
         let mut w = Vec::new();
         parse_custom(
-            &json!({"tokenIssuer": "i", "hmacSecrets": ["s"], "colour": 1,
+            &json!({"tokenIssuer": "i", "hmacSecrets": ["0123456789abcdef0123456789abcdef"], "colour": 1,
                 "jwks": {"url": "https://idp.example/keys", "extra": true}}),
             "p",
             &mut w,
