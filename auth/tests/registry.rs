@@ -2,7 +2,7 @@
 //! and errors that name the JSON path.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "x509_support.rs"]
+#[path = "x509_support/mod.rs"]
 mod support;
 
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! thumbprints, name sources, the per-shard cache and the re-validation after a reload.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "x509_support.rs"]
+#[path = "x509_support/mod.rs"]
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr};

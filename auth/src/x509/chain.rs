@@ -342,7 +342,14 @@ impl Search<'_, '_, '_> {
             self.note("certificate chain too long".into());
             return None;
         }
-        for (i, cand) in self.presented.iter().enumerate().skip(1) {
+        // `take` keeps the bit index in range whatever the caller passed.
+        for (i, cand) in self
+            .presented
+            .iter()
+            .enumerate()
+            .take(CHAIN_LEN_MAX)
+            .skip(1)
+        {
             let bit = 1u32 << i;
             if used & bit != 0 || cand.x.subject().as_raw() != issuer {
                 continue;

@@ -1,4 +1,4 @@
-//! Certificate factory for the X.509 and registry tests (included with `#[path]`): a root,
+//! Certificate factory for the X.509 and registry tests (a module of those test crates): a root,
 //! intermediates and leaves made with rcgen, CRLs, and registry JSON around them. Fixed
 //! dates and an explicit `now`, so no test depends on the clock.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
