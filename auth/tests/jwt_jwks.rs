@@ -259,3 +259,28 @@ fn a_token_without_kid_uses_static_keys_next_to_a_jwks() {
         refused(auth(&c, &key.sign(None, &claims()), &mut cache, now())).starts_with("unknown key")
     );
 }
+
+#[test]
+fn an_https_endpoint_that_does_not_speak_tls_is_a_failed_fetch() {
+    // Exercises the rustls client set-up (aws-lc-rs provider, webpki roots) without a
+    // network: the "server" answers plain HTTP on an https:// URL.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}/keys", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 512];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let c = custom(custom_config(json!({"jwks": {"url": url}})));
+    let jwks = c.jwks().unwrap();
+    let e = jwks.refresh_blocking().unwrap_err();
+    assert!(matches!(e, jwt::JwksError::Request { .. }), "{e:?}");
+    // rustls saw plain HTTP where a TLS record was due.
+    assert!(e.to_string().contains("InvalidContentType"), "{e}");
+    assert_eq!((jwks.fetches_ok(), jwks.fetches_failed()), (0, 1));
+    assert!(jwks.keys().is_empty());
+}
