@@ -284,3 +284,24 @@ fn an_https_endpoint_that_does_not_speak_tls_is_a_failed_fetch() {
     assert_eq!((jwks.fetches_ok(), jwks.fetches_failed()), (0, 1));
     assert!(jwks.keys().is_empty());
 }
+
+#[test]
+fn a_fetcher_does_not_refetch_fresh_keys_at_start() {
+    let key = TestKey::generate(Algorithm::ES256);
+    let server = JwksServer::start(jwks_doc(&[key.jwk("k")]));
+    let c = jwks_custom(&server);
+    let jwks = std::sync::Arc::clone(c.jwks().unwrap());
+    // Fetched before the fetcher starts (e.g. at broker start, before the listeners open).
+    jwks.refresh_blocking().unwrap();
+    let fetcher = JwksFetcher::start(vec![std::sync::Arc::clone(&jwks)]).unwrap();
+    // An early request is still served: it is the only fetch the fetcher makes.
+    let other = TestKey::generate(Algorithm::ES256);
+    server.serve(jwks_doc(&[key.jwk("k"), other.jwk("o")]));
+    let mut cache = JwtCache::default();
+    let t = other.sign(Some("o"), &claims());
+    assert!(refused(auth(&c, &t, &mut cache, now())).starts_with("unknown key"));
+    wait_until("the early refetch", || jwks.fetches_ok() == 2);
+    fetcher.stop();
+    assert_eq!(server.hits(), 2);
+    auth(&c, &t, &mut cache, now()).unwrap();
+}

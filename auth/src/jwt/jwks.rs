@@ -236,9 +236,10 @@ fn unix_secs(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// A background thread that keeps JWKS endpoints fresh: it fetches each at start, then every
-/// `refreshIntervalSeconds`, on early requests ([`Jwks::request_refetch`]), and sooner after
-/// a failure. One per registry snapshot: start it after compiling a registry, stop it when
+/// A background thread that keeps JWKS endpoints fresh: it fetches each at start (unless its
+/// keys are younger than the refresh interval: fetched with [`Jwks::refresh_blocking`] before,
+/// or carried over by [`super::carry_over_keys`]), then every `refreshIntervalSeconds`, on
+/// early requests ([`Jwks::request_refetch`]), and sooner after a failure. One per registry snapshot: start it after compiling a registry, stop it when
 /// the registry is replaced.
 #[derive(Debug)]
 pub struct JwksFetcher {
@@ -309,8 +310,23 @@ impl Drop for JwksFetcher {
 }
 
 fn run(endpoints: &[Arc<Jwks>], stop: &AtomicBool) {
+    // An endpoint whose keys are already fresh (fetched before the fetcher started, or
+    // carried over from the previous registry) is next due when they age out.
     let start = Instant::now();
-    let mut next_due: Vec<Instant> = vec![start; endpoints.len()];
+    let wall = SystemTime::now();
+    let mut next_due: Vec<Instant> = endpoints
+        .iter()
+        .map(|e| {
+            let age = e
+                .keys()
+                .fetched_at()
+                .and_then(|t| wall.duration_since(t).ok());
+            match age {
+                Some(age) => start + e.config.refresh_interval.saturating_sub(age),
+                None => start,
+            }
+        })
+        .collect();
     while !stop.load(Ordering::Acquire) {
         for (e, due) in endpoints.iter().zip(next_due.iter_mut()) {
             if stop.load(Ordering::Acquire) {
