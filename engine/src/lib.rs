@@ -25,6 +25,7 @@ mod sys;
 pub mod tls;
 mod tls_pump;
 pub mod trie;
+pub mod ws;
 
 /// Shard bitmasks are `u64`.
 pub const MAX_SHARDS: usize = 64;
