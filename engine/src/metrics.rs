@@ -88,6 +88,8 @@ macro_rules! label_enum {
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            /// Label values in index (`as usize`) order.
+            pub const LABELS: &'static [&'static str] = &[$($label),+];
             pub const COUNT: usize = Self::ALL.len();
 
             /// The label value.
@@ -194,8 +196,10 @@ impl ListenerLabel {
 
 // ---- per shard ----------------------------------------------------------------------------
 
-/// Connections of one listener on one shard.
+/// Connections of one listener on one shard. Aligned like [`ShardMetrics`]: the shards'
+/// listener arrays are separate heap blocks that may lie next to each other.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub struct ListenerMetrics {
     /// Open network connections (accepted, CONNECT or not).
     pub connections: Gauge,
@@ -204,7 +208,7 @@ pub struct ListenerMetrics {
 
 /// One shard's metrics. Written only by that shard's thread; aligned to 128 bytes (two cache
 /// lines, the adjacent-line prefetch unit) so two shards' counters never share a line.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 #[repr(align(128))]
 pub struct ShardMetrics {
     /// Indexed by listener number (the order of `[[listener]]` in the config).
@@ -242,23 +246,7 @@ impl ShardMetrics {
     pub fn new(listeners: usize) -> ShardMetrics {
         ShardMetrics {
             listeners: (0..listeners).map(|_| ListenerMetrics::default()).collect(),
-            messages_in: Default::default(),
-            messages_out: Default::default(),
-            bytes_in: Counter::default(),
-            bytes_out: Counter::default(),
-            dropped: Default::default(),
-            retained_messages: Gauge::default(),
-            sessions_online: Gauge::default(),
-            sessions_offline: Gauge::default(),
-            subscriptions: Gauge::default(),
-            mesh_inbox_depth: Gauge::default(),
-            mesh_overflow: Counter::default(),
-            protocol_errors: Counter::default(),
-            subscribe_denied: Counter::default(),
-            auth_successes: Default::default(),
-            auth_failures: Default::default(),
-            auth_cache: Default::default(),
-            quota_rejections: Default::default(),
+            ..ShardMetrics::default()
         }
     }
 
@@ -453,291 +441,127 @@ impl Metrics {
 
     /// Prometheus text exposition format 0.0.4. Counters are summed over shards except the
     /// mesh ones, which are per shard (`shard="N"`) because a hot shard is the point of them.
+    /// Every fixed label value is written even at zero: a series that appears late breaks
+    /// `rate()`.
     pub fn render_prometheus(&self, out: &mut String) {
         let mut w = Writer { out };
-        w.family(
-            "ringmq_uptime_seconds",
-            "gauge",
-            "Seconds since the broker started.",
-        );
-        w.sample("ringmq_uptime_seconds", &[], self.uptime().as_secs());
-        w.family("ringmq_shards", "gauge", "Shard threads.");
-        w.sample("ringmq_shards", &[], self.shards.len() as u64);
-
-        w.family("ringmq_connections", "gauge", "Open network connections.");
-        for (i, l) in self.listeners.iter().enumerate() {
-            let v = self.sum(|s| s.listeners[i].connections.get());
-            w.sample("ringmq_connections", &listener_labels(l), v);
-        }
-        w.family(
-            "ringmq_connections_total",
-            "counter",
-            "Connections accepted.",
-        );
-        for (i, l) in self.listeners.iter().enumerate() {
-            let v = self.sum(|s| s.listeners[i].connections_total.get());
-            w.sample("ringmq_connections_total", &listener_labels(l), v);
-        }
-
-        for (name, help, pick) in [
-            (
-                "ringmq_messages_received_total",
-                "PUBLISH packets received from clients.",
-                (|s: &ShardMetrics, q: usize| s.messages_in[q].get())
-                    as fn(&ShardMetrics, usize) -> u64,
-            ),
-            (
-                "ringmq_messages_sent_total",
-                "PUBLISH packets sent to clients.",
-                |s: &ShardMetrics, q: usize| s.messages_out[q].get(),
-            ),
-        ] {
-            w.family(name, "counter", help);
-            for (q, label) in ["0", "1", "2"].into_iter().enumerate() {
-                w.sample(name, &[("qos", label)], self.sum(|s| pick(s, q)));
-            }
-        }
-        w.family(
-            "ringmq_received_bytes_total",
-            "counter",
-            "Bytes read from client sockets.",
-        );
-        w.sample(
-            "ringmq_received_bytes_total",
-            &[],
-            self.sum(|s| s.bytes_in.get()),
-        );
-        w.family(
-            "ringmq_sent_bytes_total",
-            "counter",
-            "Bytes written to client sockets.",
-        );
-        w.sample(
-            "ringmq_sent_bytes_total",
-            &[],
-            self.sum(|s| s.bytes_out.get()),
-        );
-
-        w.family(
-            "ringmq_messages_dropped_total",
-            "counter",
-            "Messages not delivered, by cause.",
-        );
-        for c in DropCause::ALL {
-            let v = self.sum(|s| s.dropped[*c as usize].get());
-            w.sample("ringmq_messages_dropped_total", &[("cause", c.label())], v);
-        }
-
-        w.family(
-            "ringmq_retained_messages",
-            "gauge",
-            "Retained messages (one replica).",
-        );
-        w.sample("ringmq_retained_messages", &[], self.retained());
-        w.family(
-            "ringmq_sessions",
-            "gauge",
-            "Sessions, online (connected) or offline (kept).",
-        );
-        w.sample(
-            "ringmq_sessions",
-            &[("state", "online")],
-            self.sum(|s| s.sessions_online.get()),
-        );
-        w.sample(
-            "ringmq_sessions",
-            &[("state", "offline")],
-            self.sum(|s| s.sessions_offline.get()),
-        );
-        w.family(
-            "ringmq_subscriptions",
-            "gauge",
-            "Subscriptions of all sessions.",
-        );
-        w.sample(
-            "ringmq_subscriptions",
-            &[],
-            self.sum(|s| s.subscriptions.get()),
-        );
-
-        self.render_mesh(&mut w);
-        w.family(
-            "ringmq_protocol_errors_total",
-            "counter",
-            "Connections closed for a protocol error.",
-        );
-        w.sample(
-            "ringmq_protocol_errors_total",
-            &[],
-            self.sum(|s| s.protocol_errors.get()),
-        );
-        w.family(
-            "ringmq_subscribe_denied_total",
-            "counter",
-            "Subscriptions refused by authorization.",
-        );
-        w.sample(
-            "ringmq_subscribe_denied_total",
-            &[],
-            self.sum(|s| s.subscribe_denied.get()),
-        );
-        w.family(
-            "ringmq_quota_rejections_total",
-            "counter",
-            "Connections or messages refused by a quota.",
-        );
-        for q in Quota::ALL {
-            let v = self.sum(|s| s.quota_rejections[*q as usize].get());
-            w.sample("ringmq_quota_rejections_total", &[("quota", q.label())], v);
-        }
+        w.single(&UPTIME, self.uptime().as_secs());
+        w.single(&SHARDS, self.shards.len() as u64);
+        self.by_listener(&mut w, &CONNECTIONS, |l| l.connections.get());
+        self.by_listener(&mut w, &CONNECTIONS_TOTAL, |l| l.connections_total.get());
+        const QOS: &[&str] = &["0", "1", "2"];
+        self.by_index(&mut w, &RECEIVED, "qos", QOS, |s| &s.messages_in);
+        self.by_index(&mut w, &SENT, "qos", QOS, |s| &s.messages_out);
+        w.single(&BYTES_RECEIVED, self.sum(|s| s.bytes_in.get()));
+        w.single(&BYTES_SENT, self.sum(|s| s.bytes_out.get()));
+        self.by_index(&mut w, &DROPPED, "cause", DropCause::LABELS, |s| &s.dropped);
+        w.single(&RETAINED, self.retained());
+        let sessions = [
+            ("online", self.sum(|s| s.sessions_online.get())),
+            ("offline", self.sum(|s| s.sessions_offline.get())),
+        ];
+        w.by(&SESSIONS, "state", sessions);
+        w.single(&SUBSCRIPTIONS, self.sum(|s| s.subscriptions.get()));
+        self.by_shard(&mut w, &INBOX_DEPTH, |s| s.mesh_inbox_depth.get());
+        self.by_shard(&mut w, &MESH_OVERFLOW, |s| s.mesh_overflow.get());
+        w.single(&PROTOCOL_ERRORS, self.sum(|s| s.protocol_errors.get()));
+        w.single(&SUBSCRIBE_DENIED, self.sum(|s| s.subscribe_denied.get()));
+        self.by_index(&mut w, &QUOTA_REJECTIONS, "quota", Quota::LABELS, |s| {
+            &s.quota_rejections
+        });
         self.render_auth(&mut w);
     }
 
-    fn render_mesh(&self, w: &mut Writer<'_>) {
-        w.family(
-            "ringmq_mesh_inbox_depth",
-            "gauge",
-            "Messages waiting in a shard's inbox.",
-        );
-        for (i, s) in self.shards.iter().enumerate() {
-            let shard = i.to_string();
-            w.sample(
-                "ringmq_mesh_inbox_depth",
-                &[("shard", &shard)],
-                s.mesh_inbox_depth.get(),
-            );
-        }
-        w.family(
-            "ringmq_mesh_overflow_total",
-            "counter",
-            "Messages that waited because a destination inbox was full.",
-        );
-        for (i, s) in self.shards.iter().enumerate() {
-            let shard = i.to_string();
-            w.sample(
-                "ringmq_mesh_overflow_total",
-                &[("shard", &shard)],
-                s.mesh_overflow.get(),
-            );
-        }
-    }
-
     fn render_auth(&self, w: &mut Writer<'_>) {
-        w.family(
-            "ringmq_auth_successes_total",
-            "counter",
-            "Clients authenticated, by method.",
-        );
-        for m in AuthMethod::ALL {
-            let v = self.sum(|s| s.auth_successes[*m as usize].get());
-            w.sample("ringmq_auth_successes_total", &[("method", m.label())], v);
-        }
-        w.family(
-            "ringmq_auth_failures_total",
-            "counter",
-            "Authentications refused, by method and reason.",
-        );
-        for m in AuthMethod::ALL {
-            for r in AuthFailure::ALL {
-                let i = *m as usize * AuthFailure::COUNT + *r as usize;
-                let v = self.sum(|s| s.auth_failures[i].get());
+        self.by_index(w, &AUTH_OK, "method", AuthMethod::LABELS, |s| {
+            &s.auth_successes
+        });
+        w.family(&AUTH_FAILED);
+        for (m, method) in AuthMethod::LABELS.iter().enumerate() {
+            for (r, reason) in AuthFailure::LABELS.iter().enumerate() {
+                let v = self.sum(|s| s.auth_failures[m * AuthFailure::COUNT + r].get());
                 w.sample(
-                    "ringmq_auth_failures_total",
-                    &[("method", m.label()), ("reason", r.label())],
+                    AUTH_FAILED.name,
+                    &[("method", method), ("reason", reason)],
                     v,
                 );
             }
         }
-        w.family(
-            "ringmq_auth_cache_lookups_total",
-            "counter",
-            "Verification cache lookups.",
-        );
-        for c in AuthCache::ALL {
+        w.family(&AUTH_CACHE);
+        for (c, cache) in AuthCache::LABELS.iter().enumerate() {
             for (k, result) in ["hit", "miss"].into_iter().enumerate() {
-                let v = self.sum(|s| s.auth_cache[*c as usize * 2 + k].get());
-                w.sample(
-                    "ringmq_auth_cache_lookups_total",
-                    &[("cache", c.label()), ("result", result)],
-                    v,
-                );
+                let v = self.sum(|s| s.auth_cache[c * 2 + k].get());
+                w.sample(AUTH_CACHE.name, &[("cache", cache), ("result", result)], v);
             }
         }
         let a = &self.auth;
-        w.family(
-            "ringmq_registry_version",
-            "gauge",
-            "Version of the registry in force (1 = loaded at startup).",
-        );
-        w.sample(
-            "ringmq_registry_version",
-            &[],
-            a.registry_version.load(Relaxed),
-        );
-        w.family(
-            "ringmq_registry_reloads_total",
-            "counter",
-            "Registry reloads, by result.",
-        );
-        w.sample(
-            "ringmq_registry_reloads_total",
-            &[("result", "ok")],
-            a.registry_reloads_ok.load(Relaxed),
-        );
-        w.sample(
-            "ringmq_registry_reloads_total",
-            &[("result", "error")],
-            a.registry_reloads_failed.load(Relaxed),
-        );
+        w.single(&REGISTRY_VERSION, a.registry_version.load(Relaxed));
+        let reloads = [
+            ("ok", a.registry_reloads_ok.load(Relaxed)),
+            ("error", a.registry_reloads_failed.load(Relaxed)),
+        ];
+        w.by(&REGISTRY_RELOADS, "result", reloads);
 
         let jwks = a.jwks.load();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        w.family(
-            "ringmq_jwks_fetches_total",
-            "counter",
-            "JWKS fetches, by issuer and result.",
-        );
+        w.family(&JWKS_FETCHES);
         for j in jwks.iter() {
+            let (ok, failed) = (j.fetch_ok.load(Relaxed), j.fetch_failed.load(Relaxed));
             w.sample(
-                "ringmq_jwks_fetches_total",
+                JWKS_FETCHES.name,
                 &[("issuer", &j.issuer), ("result", "ok")],
-                j.fetch_ok.load(Relaxed),
+                ok,
             );
             w.sample(
-                "ringmq_jwks_fetches_total",
+                JWKS_FETCHES.name,
                 &[("issuer", &j.issuer), ("result", "error")],
-                j.fetch_failed.load(Relaxed),
+                failed,
             );
         }
-        w.family(
-            "ringmq_jwks_up",
-            "gauge",
-            "1 when the last JWKS fetch of the issuer succeeded.",
-        );
-        for j in jwks.iter() {
-            w.sample(
-                "ringmq_jwks_up",
-                &[("issuer", &j.issuer)],
-                u64::from(j.up.load(Relaxed)),
-            );
-        }
-        w.family(
-            "ringmq_jwks_age_seconds",
-            "gauge",
-            "Seconds since the issuer's keys were last fetched (absent: never).",
-        );
-        for j in jwks.iter() {
+        let up = jwks
+            .iter()
+            .map(|j| (j.issuer.as_str(), u64::from(j.up.load(Relaxed))));
+        w.by(&JWKS_UP, "issuer", up);
+        // Never fetched: no sample rather than a made-up age.
+        let fetched = jwks.iter().filter_map(|j| {
             let at = j.last_success_unix_secs.load(Relaxed);
-            if at != 0 {
-                w.sample(
-                    "ringmq_jwks_age_seconds",
-                    &[("issuer", &j.issuer)],
-                    now.saturating_sub(at),
-                );
-            }
+            (at != 0).then(|| (j.issuer.as_str(), now.saturating_sub(at)))
+        });
+        w.by(&JWKS_AGE, "issuer", fetched);
+    }
+
+    /// A family labelled by an index into a counter array, summed over shards.
+    fn by_index(
+        &self,
+        w: &mut Writer<'_>,
+        f: &Family,
+        key: &str,
+        labels: &[&str],
+        pick: fn(&ShardMetrics) -> &[Counter],
+    ) {
+        let samples = labels.iter().enumerate();
+        w.by(
+            f,
+            key,
+            samples.map(|(i, l)| (*l, self.sum(|s| pick(s)[i].get()))),
+        );
+    }
+
+    /// A family labelled by listener, summed over shards.
+    fn by_listener(&self, w: &mut Writer<'_>, f: &Family, pick: fn(&ListenerMetrics) -> u64) {
+        w.family(f);
+        for (i, l) in self.listeners.iter().enumerate() {
+            let labels = [("listener", l.name.as_str()), ("protocol", l.protocol)];
+            w.sample(f.name, &labels, self.sum(|s| pick(&s.listeners[i])));
         }
+    }
+
+    /// A family with one sample per shard.
+    fn by_shard(&self, w: &mut Writer<'_>, f: &Family, pick: fn(&ShardMetrics) -> u64) {
+        let shards = self.shards.iter().enumerate();
+        w.by(f, "shard", shards.map(|(i, s)| (i.to_string(), pick(s))));
     }
 
     /// Mosquitto-style `$SYS` topics and values, only those ringmq can compute honestly (no
@@ -776,8 +600,47 @@ impl Metrics {
     }
 }
 
-fn listener_labels(l: &ListenerLabel) -> [(&'static str, &str); 2] {
-    [("listener", &l.name), ("protocol", l.protocol)]
+/// A metric family: name, type and help text.
+#[derive(Debug)]
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+}
+
+/// Declares the families, one line each.
+macro_rules! families {
+    ($($id:ident $kind:ident $name:literal $help:literal;)*) => {
+        $(const $id: Family = Family { name: $name, kind: stringify!($kind), help: $help };)*
+    };
+}
+
+families! {
+    UPTIME gauge "ringmq_uptime_seconds" "Seconds since the broker started.";
+    SHARDS gauge "ringmq_shards" "Shard threads.";
+    CONNECTIONS gauge "ringmq_connections" "Open network connections (before and after CONNECT).";
+    CONNECTIONS_TOTAL counter "ringmq_connections_total" "Connections accepted.";
+    RECEIVED counter "ringmq_messages_received_total" "PUBLISH packets received from clients.";
+    SENT counter "ringmq_messages_sent_total" "PUBLISH packets sent to clients.";
+    BYTES_RECEIVED counter "ringmq_received_bytes_total" "Bytes read from client sockets.";
+    BYTES_SENT counter "ringmq_sent_bytes_total" "Bytes written to client sockets.";
+    DROPPED counter "ringmq_messages_dropped_total" "Messages not delivered or not accepted, by cause.";
+    RETAINED gauge "ringmq_retained_messages" "Retained messages (one replica; every shard holds one).";
+    SESSIONS gauge "ringmq_sessions" "Sessions, online (connected) or offline (kept for a client that is away).";
+    SUBSCRIPTIONS gauge "ringmq_subscriptions" "Subscriptions of all sessions.";
+    INBOX_DEPTH gauge "ringmq_mesh_inbox_depth" "Messages waiting in a shard's inbox (sampled).";
+    MESH_OVERFLOW counter "ringmq_mesh_overflow_total" "Messages that waited because a destination shard's inbox was full.";
+    PROTOCOL_ERRORS counter "ringmq_protocol_errors_total" "Connections closed for a protocol error.";
+    SUBSCRIBE_DENIED counter "ringmq_subscribe_denied_total" "Subscriptions refused by authorization.";
+    QUOTA_REJECTIONS counter "ringmq_quota_rejections_total" "Connections or messages refused by a quota.";
+    AUTH_OK counter "ringmq_auth_successes_total" "Clients authenticated, by method.";
+    AUTH_FAILED counter "ringmq_auth_failures_total" "Authentications refused, by method and reason.";
+    AUTH_CACHE counter "ringmq_auth_cache_lookups_total" "Verification cache lookups, by cache and result.";
+    REGISTRY_VERSION gauge "ringmq_registry_version" "Version of the registry in force (1 = loaded at startup).";
+    REGISTRY_RELOADS counter "ringmq_registry_reloads_total" "Registry reloads, by result.";
+    JWKS_FETCHES counter "ringmq_jwks_fetches_total" "JWKS fetches, by issuer and result.";
+    JWKS_UP gauge "ringmq_jwks_up" "1 when the last JWKS fetch of the issuer succeeded.";
+    JWKS_AGE gauge "ringmq_jwks_age_seconds" "Seconds since the issuer's keys were last fetched.";
 }
 
 /// Writes exposition lines; writing to a `String` cannot fail.
@@ -786,8 +649,28 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
+    fn family(&mut self, f: &Family) {
+        let Family { name, kind, help } = f;
         let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// A family with one sample and no labels.
+    fn single(&mut self, f: &Family, value: u64) {
+        self.family(f);
+        self.sample(f.name, &[], value);
+    }
+
+    /// A family with one label.
+    fn by<L: AsRef<str>>(
+        &mut self,
+        f: &Family,
+        key: &str,
+        samples: impl IntoIterator<Item = (L, u64)>,
+    ) {
+        self.family(f);
+        for (label, value) in samples {
+            self.sample(f.name, &[(key, label.as_ref())], value);
+        }
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
@@ -1111,7 +994,7 @@ mod tests {
     }
 
     #[test]
-    fn gauge_sub_saturates_in_release() {
+    fn gauge_adds_and_subtracts() {
         let g = Gauge::default();
         g.add(2);
         g.sub(1);
