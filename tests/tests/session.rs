@@ -256,3 +256,74 @@ fn queued_messages_precede_new_ones_after_reconnect() {
     let got: Vec<String> = c.expect_publishes(6).iter().map(text).collect();
     assert_eq!(got, ["old0", "old1", "old2", "new0", "new1", "new2"]);
 }
+
+/// [MQTT-4.3.2] [MQTT-4.4.0-1] No QoS 1 message is lost while a persistent session moves between
+/// connections (and shards): a publisher streams 300 QoS 1 messages while the subscriber's session
+/// is taken over five times; every message reaches one of its connections at least once.
+#[test]
+fn no_qos1_loss_across_repeated_takeovers() {
+    const N: usize = 300;
+    let b = Broker::start(BrokerOpts::new().shards(4));
+    let opts = || Opts::v5("mover").clean(false).session_expiry(60);
+    let mut sub = b.connect(opts());
+    sub.subscribe_ok("mover/t", QoS::AtLeastOnce);
+    let mut publisher = b.v5("mover-pub");
+    let mut seen = std::collections::BTreeSet::new();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for i in 0..N {
+                publisher.publish(msg("mover/t", format!("{i}")).qos(QoS::AtLeastOnce));
+                if i % 50 == 0 {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        });
+        for _ in 0..5 {
+            // Read a few, then hand the session to a new connection.
+            for _ in 0..20 {
+                match sub.try_recv(Duration::from_millis(200)) {
+                    Ok(Some(Packet::Publish(m))) => {
+                        sub.ack(&m);
+                        seen.insert(text(&m).parse::<usize>().unwrap());
+                    }
+                    Ok(Some(other)) => panic!("unexpected {other:?}"),
+                    Ok(None) => break,
+                    Err(e) => panic!("connection failed before its takeover: {e:?}"),
+                }
+            }
+            let next = b.connect(opts());
+            assert!(next.session_present(), "{:?}", next.connack);
+            // What the old connection still gets before its DISCONNECT counts too (not acked).
+            loop {
+                match sub.try_recv(WAIT) {
+                    Ok(Some(Packet::Publish(m))) => {
+                        seen.insert(text(&m).parse::<usize>().unwrap());
+                    }
+                    Ok(Some(Packet::Disconnect(d))) => {
+                        assert_eq!(d.reason_code, ReasonCode::SESSION_TAKEN_OVER);
+                    }
+                    Ok(Some(other)) => panic!("unexpected {other:?}"),
+                    Ok(None) => panic!("old connection not closed after takeover"),
+                    Err(RecvError::Closed) => break,
+                    Err(e) => panic!("old connection failed: {e:?}"),
+                }
+            }
+            sub = next;
+        }
+    });
+    let deadline = std::time::Instant::now() + WAIT;
+    while seen.len() < N && std::time::Instant::now() < deadline {
+        if let Some(packet) = sub.recv(Duration::from_millis(200)) {
+            let Packet::Publish(m) = packet else {
+                panic!("unexpected {packet:?}")
+            };
+            sub.ack(&m);
+            seen.insert(text(&m).parse::<usize>().unwrap());
+        }
+    }
+    let missing: Vec<usize> = (0..N).filter(|i| !seen.contains(i)).collect();
+    assert!(
+        missing.is_empty(),
+        "QoS 1 messages lost across takeovers: {missing:?}"
+    );
+}

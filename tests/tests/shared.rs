@@ -200,3 +200,33 @@ fn shared_members_get_their_granted_qos() {
     m0.expect_nothing(QUIET);
     m1.expect_nothing(QUIET);
 }
+
+/// (4.8.2) Publishers on several shards publishing at once to a shared subscription: each of
+/// their 100 messages goes to exactly one member.
+#[test]
+fn concurrent_publishers_to_shared_group_each_message_once() {
+    let b = Broker::start(BrokerOpts::new().shards(4));
+    let mut members: Vec<Client> = (0..4).map(|i| b.v5(&format!("csg-m{i}"))).collect();
+    for m in &mut members {
+        m.subscribe_ok("$share/cg/csg/t", QoS::AtLeastOnce);
+    }
+    let mut pubs: Vec<Client> = (0..4).map(|i| b.v3(&format!("csg-p{i}"))).collect();
+    std::thread::scope(|scope| {
+        for (i, p) in pubs.iter_mut().enumerate() {
+            scope.spawn(move || {
+                for n in 0..25 {
+                    p.publish(msg("csg/t", format!("{i}-{n}")).qos(QoS::AtLeastOnce));
+                }
+            });
+        }
+    });
+    let per_member = drain(&mut members, 100);
+    let all: Vec<String> = per_member.concat();
+    let unique: std::collections::BTreeSet<&String> = all.iter().collect();
+    assert_eq!(
+        (all.len(), unique.len()),
+        (100, 100),
+        "each message exactly once; per member: {:?}",
+        per_member.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+}
