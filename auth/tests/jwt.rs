@@ -587,3 +587,57 @@ fn oauth2_names_the_client_by_oid() {
     let _ = Arc::clone(o.jwks().unwrap());
     let _ = Duration::ZERO;
 }
+
+#[test]
+fn every_single_character_change_is_refused_and_garbage_never_panics() {
+    let c = hmac_config();
+    let token = hs(Algorithm::HS256, SECRET, None, &claims());
+    let mut cache = JwtCache::with_capacity(0);
+    assert!(auth(&c, &token, &mut cache, now()).is_ok());
+    let bytes = token.as_bytes();
+    for i in 0..bytes.len() {
+        if bytes[i] == b'.' {
+            continue;
+        }
+        let mut changed = bytes.to_vec();
+        changed[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+        let r = jwt::authenticate_with(
+            Some(&c),
+            None,
+            TokenSource::CustomJwt,
+            &changed,
+            &creds("device-1", None),
+            &mut cache,
+            now(),
+        );
+        assert!(
+            matches!(r, Err(AuthError::BadCredentials(_))),
+            "position {i}: {r:?}"
+        );
+    }
+    // Deterministic garbage: dots, base64url and stray bytes in random lengths.
+    let mut seed: u64 = 0x5eed;
+    let alphabet = b"..ABCxyz019-_=+/{}\"\xff\x00eyJ";
+    for _ in 0..2000 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let len = (seed >> 33) as usize % 120;
+        let garbage: Vec<u8> = (0..len)
+            .map(|k| {
+                let x = seed.rotate_left(k as u32 * 7) >> 40;
+                alphabet[x as usize % alphabet.len()]
+            })
+            .collect();
+        let r = jwt::authenticate_with(
+            Some(&c),
+            None,
+            TokenSource::CustomJwt,
+            &garbage,
+            &creds("device-1", None),
+            &mut cache,
+            now(),
+        );
+        assert!(r.is_err());
+    }
+}
