@@ -294,10 +294,13 @@ impl JwksFetcher {
 
     fn signal_stop(&self) {
         self.stop.store(true, Ordering::Release);
-        for e in &self.endpoints {
-            e.fetcher.store(None);
-        }
         if let Some(handle) = &self.handle {
+            let ours = handle.thread().id();
+            for e in &self.endpoints {
+                // Leave a waker another fetcher of the same endpoint installed since.
+                e.fetcher
+                    .rcu(|t| t.as_ref().filter(|t| t.id() != ours).map(Arc::clone));
+            }
             handle.thread().unpark();
         }
     }
