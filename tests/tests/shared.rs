@@ -230,3 +230,27 @@ fn concurrent_publishers_to_shared_group_each_message_once() {
         per_member.iter().map(Vec::len).collect::<Vec<_>>()
     );
 }
+
+/// (4.8.2) A member whose (non-persistent) session ends by DISCONNECT leaves the group: the
+/// messages published afterwards all go to the remaining members.
+#[test]
+fn disconnected_member_leaves_the_group() {
+    let b = Broker::start(BrokerOpts::new().shards(4));
+    let mut stay: Vec<Client> = (0..2).map(|i| b.v5(&format!("dm-stay-{i}"))).collect();
+    for m in &mut stay {
+        m.subscribe_ok("$share/dm/dm/t", QoS::AtLeastOnce);
+    }
+    let mut gone: Vec<Client> = (0..2).map(|i| b.v3(&format!("dm-gone-{i}"))).collect();
+    for m in &mut gone {
+        m.subscribe_ok("$share/dm/dm/t", QoS::AtLeastOnce);
+    }
+    for m in gone {
+        m.disconnect();
+    }
+    let mut p = b.v5("dm-pub");
+    for i in 0..20 {
+        p.publish(msg("dm/t", format!("{i}")).qos(QoS::AtLeastOnce));
+    }
+    let total: usize = drain(&mut stay, 20).iter().map(Vec::len).sum();
+    assert_eq!(total, 20, "messages to departed members are lost");
+}

@@ -487,3 +487,45 @@ fn resubscribe_replaces_subscription_identifier_and_session_keeps_it() {
         "re-subscribed without identifier"
     );
 }
+
+/// [MQTT-3.10.4-1] Unsubscribing removes only the unsubscribing session's subscription: when 7 of
+/// 8 subscribers of a filter (likely sharing shards) unsubscribe, the last one still gets
+/// messages published from every shard.
+#[test]
+fn unsubscribe_keeps_other_subscribers() {
+    let b = Broker::start(BrokerOpts::new().shards(4));
+    let mut subs: Vec<Client> = (0..8).map(|i| b.v5(&format!("ks-{i}"))).collect();
+    for (i, s) in subs.iter_mut().enumerate() {
+        let filter = if i % 2 == 0 { "ks/t" } else { "ks/+" };
+        s.subscribe_ok(filter, QoS::AtLeastOnce);
+    }
+    for (i, s) in subs.iter_mut().enumerate().skip(1) {
+        let filter = if i % 2 == 0 { "ks/t" } else { "ks/+" };
+        assert_eq!(s.unsubscribe(&[filter]), [ReasonCode::SUCCESS]);
+    }
+    let mut pubs: Vec<Client> = (0..4).map(|i| b.v5(&format!("ks-pub-{i}"))).collect();
+    for (i, p) in pubs.iter_mut().enumerate() {
+        p.publish(msg("ks/t", format!("{i}")).qos(QoS::AtLeastOnce));
+    }
+    let mut got: Vec<String> = subs[0].expect_publishes(4).iter().map(text).collect();
+    got.sort();
+    assert_eq!(got, ["0", "1", "2", "3"]);
+    // The 4 messages reached subs[0]: copies for the others would have arrived by now too.
+    for s in &mut subs[1..] {
+        s.expect_nothing(QUIET / 5);
+    }
+}
+
+/// Limit max_subscriptions_per_client: an UNSUBSCRIBE frees the slot for a new subscription.
+#[test]
+fn unsubscribe_frees_subscription_quota() {
+    let b = Broker::start(BrokerOpts::new().limits("max_subscriptions_per_client = 1"));
+    let mut c = b.v5("quota");
+    c.subscribe_ok("quota/1", QoS::AtLeastOnce);
+    assert!(c.subscribe("quota/2", QoS::AtLeastOnce).is_error());
+    c.unsubscribe(&["quota/1"]);
+    c.subscribe_ok("quota/2", QoS::AtLeastOnce);
+    let mut p = b.v5("quota-pub");
+    p.publish(msg("quota/2", "ok").qos(QoS::AtLeastOnce));
+    assert_eq!(text(&c.expect_publish_acked()), "ok");
+}
