@@ -736,3 +736,67 @@ fn signature_algorithms() {
         assert!(auth(&reg, Some("truck-17"), &chain).is_ok(), "{label}");
     }
 }
+
+#[test]
+fn unprocessed_critical_extensions_are_refused() {
+    let f = fleet();
+    let reg = reg_root(
+        &f,
+        vec![client("truck-17", "SubjectMatchesAuthenticationName")],
+    );
+    let mut p = leaf_params("truck-17");
+    let mut ext =
+        rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 99999, 1], vec![0x05, 0x00]);
+    ext.set_criticality(true);
+    p.custom_extensions = vec![ext];
+    let m = refusal(auth(
+        &reg,
+        Some("truck-17"),
+        &[leaf_with(p, &f.inter), f.inter.der().clone()],
+    ));
+    assert_eq!(m, "unsupported critical extension 1.3.6.1.4.1.99999.1");
+
+    // Name constraints (always critical from rcgen) on the intermediate: not enforced, so refused.
+    let mut p = ca_params("Constrained Intermediate");
+    p.name_constraints = Some(rcgen::NameConstraints {
+        permitted_subtrees: vec![rcgen::GeneralSubtree::DnsName("fleet.example".into())],
+        excluded_subtrees: vec![],
+    });
+    let constrained = intermediate_with(p, &f.root);
+    let chain = [leaf("truck-17", &constrained), constrained.der().clone()];
+    let m = refusal(auth(&reg, Some("truck-17"), &chain));
+    assert!(
+        m.contains("unsupported critical extension 2.5.29.30"),
+        "{m}"
+    );
+}
+
+#[test]
+fn every_bit_flip_of_the_leaf_is_refused_without_panic() {
+    let f = fleet();
+    let reg = reg_root(
+        &f,
+        vec![client("truck-17", "SubjectMatchesAuthenticationName")],
+    );
+    let good = leaf("truck-17", &f.inter);
+    let mut accepted = Vec::new();
+    for i in 0..good.len() {
+        for bit in [0x01u8, 0x80] {
+            let mut bytes = good.to_vec();
+            bytes[i] ^= bit;
+            let chain = [CertificateDer::from(bytes), f.inter.der().clone()];
+            if auth(&reg, Some("truck-17"), &chain).is_ok() {
+                accepted.push((i, bit));
+            }
+        }
+    }
+    assert!(
+        accepted.is_empty(),
+        "accepted after flipping (byte, bit): {accepted:?}"
+    );
+    // Truncations too.
+    for len in 0..good.len() {
+        let chain = [CertificateDer::from(good[..len].to_vec())];
+        assert!(auth(&reg, Some("truck-17"), &chain).is_err());
+    }
+}

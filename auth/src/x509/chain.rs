@@ -35,9 +35,13 @@ pub(crate) struct Cert<'a> {
 }
 
 pub(crate) fn parse(der: &[u8]) -> Result<Cert<'_>, String> {
+    check_outer_der(der)?;
     let (rest, x) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
     if !rest.is_empty() {
         return Err("trailing data after the certificate".into());
+    }
+    if x.signature_value.unused_bits != 0 {
+        return Err("signature BIT STRING has unused bits".into());
     }
     let not_before = x.validity().not_before.timestamp();
     let not_after = x.validity().not_after.timestamp();
@@ -46,6 +50,63 @@ pub(crate) fn parse(der: &[u8]) -> Result<Cert<'_>, String> {
         not_before,
         not_after,
     })
+}
+
+/// One DER TLV: (tag, whole encoding, contents, rest). Definite lengths only.
+fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+    let (&tag, after_tag) = input.split_first()?;
+    let (&first, mut after_len) = after_tag.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || after_len.len() < n {
+            return None;
+        }
+        let (bytes, rest) = after_len.split_at(n);
+        after_len = rest;
+        bytes
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
+    };
+    if after_len.len() < len {
+        return None;
+    }
+    let header = input.len() - after_len.len();
+    let (contents, rest) = after_len.split_at(len);
+    Some((tag, &input[..header + len], contents, rest))
+}
+
+/// The outer structure x509-parser is lenient about: `Certificate ::= SEQUENCE { tbs
+/// SEQUENCE, signatureAlgorithm SEQUENCE, signature BIT STRING }` with exactly those tags,
+/// and the outer signatureAlgorithm byte-identical to the one inside the signed part
+/// (RFC 5280 section 4.1.1.2). Without this, flipping tag bits outside the signed part
+/// would make a different byte string that still verifies.
+fn check_outer_der(der: &[u8]) -> Result<(), String> {
+    let bad = || "malformed certificate structure".to_owned();
+    let (tag, _, body, rest) = tlv(der).ok_or_else(bad)?;
+    if tag != 0x30 || !rest.is_empty() {
+        return Err(bad());
+    }
+    let (tbs_tag, _, tbs, body) = tlv(body).ok_or_else(bad)?;
+    let (alg_tag, alg, _, body) = tlv(body).ok_or_else(bad)?;
+    let (sig_tag, _, _, body) = tlv(body).ok_or_else(bad)?;
+    if tbs_tag != 0x30 || alg_tag != 0x30 || sig_tag != 0x03 || !body.is_empty() {
+        return Err(bad());
+    }
+    // tbsCertificate: [0] version (optional), serialNumber, signature AlgorithmIdentifier.
+    let (mut t, _, _, mut rest) = tlv(tbs).ok_or_else(bad)?;
+    if t == 0xa0 {
+        (t, _, _, rest) = tlv(rest).ok_or_else(bad)?;
+    }
+    if t != 0x02 {
+        return Err(bad());
+    }
+    let (_, inner_alg, _, _) = tlv(rest).ok_or_else(bad)?;
+    if inner_alg != alg {
+        return Err("signature algorithm differs from the one in the signed part".into());
+    }
+    Ok(())
 }
 
 /// The extensions the checks use.
