@@ -66,6 +66,8 @@ pub struct Conn {
     /// Who the client is and what it may do; `None` when no policy restricts it (the
     /// embedded default), which keeps such connections small.
     pub auth: Option<Box<ConnAuth>>,
+    /// The authentication name (lowercase) this connection's session belongs to.
+    pub owner: Option<std::sync::Arc<str>>,
     /// Session expiry set at CONNECT was zero (DISCONNECT may not raise it [MQTT-3.14.2-2]).
     pub connect_expiry_zero: bool,
 }
@@ -117,6 +119,7 @@ impl Conn {
             held_input: BytesMut::new(),
             peer_certificates: Vec::new(),
             auth: None,
+            owner: None,
             connect_expiry_zero: false,
         }
     }

@@ -3,6 +3,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::num::{NonZeroU16, NonZeroU32};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,7 +14,7 @@ use rustc_hash::FxHasher;
 use tracing::{debug, info, warn};
 
 use crate::conn::ConnState;
-use crate::core::{Failure, ShardCore, fail, write_connack_refusal, write_packet};
+use crate::core::{DirEntry, Failure, ShardCore, fail, write_connack_refusal, write_packet};
 use crate::mesh::{ConnToken, ShardMsg};
 use crate::session::{PendingWill, Session};
 
@@ -89,6 +90,48 @@ impl ShardCore {
             index: index as u32,
             serial: conn.serial,
         };
+        // The session belongs to the authentication name (compared without case).
+        conn.owner = conn
+            .auth
+            .as_ref()
+            .map(|a| Arc::from(a.identity.authentication_name.to_lowercase()));
+        let owner = conn.owner.clone();
+        let limit = self
+            .auth
+            .load()
+            .registry
+            .as_ref()
+            .map(|r| r.max_client_sessions_per_authentication_name());
+        match (owner, limit) {
+            (Some(name), Some(limit)) => {
+                let to = self.directory_shard(name.as_bytes());
+                let shard = self.id as u16;
+                self.send(
+                    to,
+                    ShardMsg::NameAcquire {
+                        name,
+                        client_id,
+                        shard,
+                        token,
+                        limit,
+                    },
+                );
+            }
+            _ => self.send_claim(index),
+        }
+        Ok(())
+    }
+
+    /// Claims the session of the connection's client id at its directory shard.
+    fn send_claim(&mut self, index: usize) {
+        let Some(conn) = self.conns.get(index) else {
+            return;
+        };
+        let token = ConnToken {
+            index: index as u32,
+            serial: conn.serial,
+        };
+        let (client_id, owner) = (conn.client_id.clone(), conn.owner.clone());
         let dir = self.directory_shard(client_id.as_bytes());
         self.send(
             dir,
@@ -96,9 +139,93 @@ impl ShardCore {
                 client_id,
                 shard: self.id as u16,
                 token,
+                owner,
             },
         );
-        Ok(())
+    }
+
+    /// On the authentication name's shard: at most `limit` client ids hold a session for
+    /// `name`; a client id already holding one (a reconnect) always may.
+    pub(crate) fn on_name_acquire(
+        &mut self,
+        name: Arc<str>,
+        client_id: Str,
+        shard: u16,
+        token: ConnToken,
+        limit: u32,
+    ) {
+        let holders = self.name_holders.entry(name).or_default();
+        let held = holders.iter().any(|c| c == client_id.as_bytes_shared());
+        let granted = held || holders.len() < limit as usize;
+        if granted && !held {
+            holders.push(client_id.into_bytes());
+        }
+        self.send(usize::from(shard), ShardMsg::NameAnswer { token, granted });
+    }
+
+    pub(crate) fn on_name_release(&mut self, name: &Arc<str>, client_id: &Str) {
+        if let Some(holders) = self.name_holders.get_mut(name) {
+            holders.retain(|c| c != client_id.as_bytes_shared());
+            if holders.is_empty() {
+                self.name_holders.remove(name);
+            }
+        }
+    }
+
+    pub(crate) fn on_name_answer(&mut self, token: ConnToken, granted: bool, now: Instant) {
+        if !self.claiming(token) {
+            // The connection went away: give the slot back.
+            return;
+        }
+        let index = token.index as usize;
+        if granted {
+            self.send_claim(index);
+        } else {
+            self.refuse_claiming(index, "too many sessions for this authentication name (maxClientSessionsPerAuthenticationName)", now);
+        }
+    }
+
+    /// The client id's session belongs to another authentication name.
+    pub(crate) fn on_claim_refused(&mut self, _client_id: Str, token: ConnToken, now: Instant) {
+        if self.claiming(token) {
+            let index = token.index as usize;
+            self.release_name(index);
+            self.refuse_claiming(
+                index,
+                "the session of this client id belongs to another authentication name",
+                now,
+            );
+        }
+    }
+
+    fn claiming(&self, token: ConnToken) -> bool {
+        self.conn_live(token)
+            && matches!(
+                self.conns.get(token.index as usize).map(|c| &c.state),
+                Some(ConnState::Claiming { .. })
+            )
+    }
+
+    /// Refuses a CONNECT whose session could not be obtained: CONNACK 0x87 (3.1.1: 0x05).
+    fn refuse_claiming(&mut self, index: usize, why: &str, now: Instant) {
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        warn!(client_id = %conn.client_id, peer = %conn.peer, "CONNECT refused: {why}");
+        write_connack_refusal(conn, &fail(ReasonCode::NOT_AUTHORIZED, why));
+        self.close_conn(index, false, now);
+    }
+
+    /// Gives back the connection's name slot (its session will not exist).
+    fn release_name(&mut self, index: usize) {
+        let Some(conn) = self.conns.get(index) else {
+            return;
+        };
+        if let Some(name) = conn.owner.clone() {
+            let client_id = conn.client_id.clone();
+            let to = self.directory_shard(name.as_bytes());
+            self.send(to, ShardMsg::NameRelease { name, client_id });
+        }
     }
 
     pub(crate) fn directory_shard(&self, client_id: &[u8]) -> usize {
@@ -107,11 +234,33 @@ impl ShardCore {
         (h.finish() % self.shards.max(1) as u64) as usize
     }
 
-    pub(crate) fn on_claim(&mut self, client_id: Str, shard: u16, token: ConnToken) {
+    pub(crate) fn on_claim(
+        &mut self,
+        client_id: Str,
+        shard: u16,
+        token: ConnToken,
+        owner: Option<Arc<str>>,
+    ) {
+        // A session cannot be taken over by another authentication name: refused here, before
+        // anything is kicked, since this shard orders every claim of the client id.
+        if let Some(existing) = self.directory.get(client_id.as_bytes()) {
+            if existing.owner.is_some() && existing.owner != owner {
+                self.send(
+                    usize::from(shard),
+                    ShardMsg::ClaimRefused { client_id, token },
+                );
+                return;
+            }
+        }
+        let entry = DirEntry {
+            shard,
+            claim: token,
+            owner: owner.clone(),
+        };
         let prev = self
             .directory
-            .insert(client_id.as_bytes_shared().clone(), (shard, token))
-            .map(|(owner, _)| owner);
+            .insert(client_id.as_bytes_shared().clone(), entry)
+            .map(|e| e.shard);
         match prev {
             None => self.send(
                 usize::from(shard),
@@ -119,11 +268,16 @@ impl ShardCore {
                     client_id,
                     token,
                     session: None,
+                    owner,
                 },
             ),
             Some(p) if p == shard => self.send(
                 usize::from(shard),
-                ShardMsg::ClaimedLocal { client_id, token },
+                ShardMsg::ClaimedLocal {
+                    client_id,
+                    token,
+                    owner,
+                },
             ),
             Some(p) => self.send(
                 usize::from(p),
@@ -131,13 +285,18 @@ impl ShardCore {
                     client_id,
                     to: shard,
                     token,
+                    owner,
                 },
             ),
         }
     }
 
     pub(crate) fn on_release(&mut self, client_id: Str, shard: u16, claim: ConnToken) {
-        if self.directory.get(client_id.as_bytes()) == Some(&(shard, claim)) {
+        if self
+            .directory
+            .get(client_id.as_bytes())
+            .is_some_and(|e| e.shard == shard && e.claim == claim)
+        {
             self.directory.remove(client_id.as_bytes());
         }
     }
@@ -219,7 +378,24 @@ impl ShardCore {
             self.publish_will(p.will, now);
         }
         let claim = session.claim;
-        self.release_ownership(session.client_id, claim);
+        let owner = session.owner.clone();
+        self.release_all(session.client_id, claim, owner);
+    }
+
+    /// No session will exist for `client_id` here: tell the client-id directory and give back
+    /// the authentication name's slot.
+    fn release_all(&mut self, client_id: Str, claim: ConnToken, owner: Option<Arc<str>>) {
+        if let Some(name) = owner {
+            let to = self.directory_shard(name.as_bytes());
+            self.send(
+                to,
+                ShardMsg::NameRelease {
+                    name,
+                    client_id: client_id.clone(),
+                },
+            );
+        }
+        self.release_ownership(client_id, claim);
     }
 
     /// Tells the directory this shard no longer owns `client_id` (as of `claim`).
@@ -235,7 +411,14 @@ impl ShardCore {
         );
     }
 
-    pub(crate) fn on_takeover(&mut self, client_id: Str, to: u16, token: ConnToken, now: Instant) {
+    pub(crate) fn on_takeover(
+        &mut self,
+        client_id: Str,
+        to: u16,
+        token: ConnToken,
+        owner: Option<Arc<str>>,
+        now: Instant,
+    ) {
         let session = self.take_session(&client_id, now);
         self.send(
             usize::from(to),
@@ -243,6 +426,7 @@ impl ShardCore {
                 client_id,
                 token,
                 session,
+                owner,
             },
         );
     }
@@ -255,6 +439,7 @@ impl ShardCore {
         token: ConnToken,
         moved: Option<Box<Session>>,
         local: bool,
+        owner: Option<Arc<str>>,
         now: Instant,
     ) {
         if local && let Some(&sidx) = self.by_client_id.get(client_id.as_bytes()) {
@@ -269,7 +454,7 @@ impl ShardCore {
             // The new connection went away meanwhile: keep a moved session as offline state.
             if let Some(mut session) = moved {
                 if session.expiry_secs == 0 {
-                    self.release_ownership(client_id, token);
+                    self.release_all(client_id, token, owner.clone());
                 } else {
                     session.expires_at =
                         Some(now + Duration::from_secs(u64::from(session.expiry_secs)));
@@ -288,10 +473,10 @@ impl ShardCore {
                             }
                         }
                     }
-                    None => self.release_ownership(client_id, token),
+                    None => self.release_all(client_id, token, owner.clone()),
                 }
             } else {
-                self.release_ownership(client_id, token);
+                self.release_all(client_id, token, owner.clone());
             }
             return;
         }
@@ -393,9 +578,11 @@ impl ShardCore {
             index: index as u32,
             serial: self.conns.get(index).map_or(0, |c| c.serial),
         };
+        let owner = self.conns.get(index).and_then(|c| c.owner.clone());
         if let Some(s) = self.sessions.get_mut(sidx) {
             s.conn = Some(index);
             s.claim = claim;
+            s.owner = owner.clone();
         }
         let Some(conn) = self.conns.get_mut(index) else {
             return;

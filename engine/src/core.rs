@@ -71,7 +71,10 @@ pub struct ShardCore {
     /// Directory entries for client ids whose hash selects this shard: the owning shard.
     /// The owning shard and the claim (connection token) that made it the owner, so a late
     /// release from an earlier owner cannot erase a newer claim.
-    pub(crate) directory: FxHashMap<Bytes, (u16, ConnToken)>,
+    pub(crate) directory: FxHashMap<Bytes, DirEntry>,
+    /// For authentication names whose hash selects this shard: the client ids holding a
+    /// session for the name (`maxClientSessionsPerAuthenticationName`).
+    pub(crate) name_holders: FxHashMap<std::sync::Arc<str>, Vec<Bytes>>,
     pub(crate) mesh: Option<Mesh>,
     /// Per destination: messages not yet accepted by its inbox.
     pub(crate) outbox: Vec<VecDeque<ShardMsg>>,
@@ -93,6 +96,15 @@ impl std::fmt::Debug for ShardCore {
             .field("sessions", &self.sessions.len())
             .finish_non_exhaustive()
     }
+}
+
+/// A client id's directory entry: the owning shard, the claim that made it the owner, and the
+/// authentication name the session belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DirEntry {
+    pub shard: u16,
+    pub claim: ConnToken,
+    pub owner: Option<std::sync::Arc<str>>,
 }
 
 /// Why a connection is being closed by the server.
@@ -150,6 +162,7 @@ impl ShardCore {
             scratch: Scratch::default(),
             assigned_ids: 0,
             shutdown_since: None,
+            name_holders: FxHashMap::default(),
             stats: Stats::default(),
         }
     }
@@ -630,25 +643,42 @@ impl ShardCore {
                 client_id,
                 shard,
                 token,
-            } => self.on_claim(client_id, shard, token),
+                owner,
+            } => self.on_claim(client_id, shard, token, owner),
+            ShardMsg::ClaimRefused { client_id, token } => {
+                self.on_claim_refused(client_id, token, now)
+            }
             ShardMsg::Takeover {
                 client_id,
                 to,
                 token,
-            } => self.on_takeover(client_id, to, token, now),
+                owner,
+            } => self.on_takeover(client_id, to, token, owner, now),
             ShardMsg::SessionMoved {
                 client_id,
                 token,
                 session,
-            } => self.on_session_ready(client_id, token, session, false, now),
-            ShardMsg::ClaimedLocal { client_id, token } => {
-                self.on_session_ready(client_id, token, None, true, now)
-            }
+                owner,
+            } => self.on_session_ready(client_id, token, session, false, owner, now),
+            ShardMsg::ClaimedLocal {
+                client_id,
+                token,
+                owner,
+            } => self.on_session_ready(client_id, token, None, true, owner, now),
             ShardMsg::Release {
                 client_id,
                 shard,
                 claim,
             } => self.on_release(client_id, shard, claim),
+            ShardMsg::NameAcquire {
+                name,
+                client_id,
+                shard,
+                token,
+                limit,
+            } => self.on_name_acquire(name, client_id, shard, token, limit),
+            ShardMsg::NameAnswer { token, granted } => self.on_name_answer(token, granted, now),
+            ShardMsg::NameRelease { name, client_id } => self.on_name_release(&name, &client_id),
         }
     }
 

@@ -47,26 +47,49 @@ pub enum ShardMsg {
         shard: u16,
         add: bool,
     },
-    /// Sent to the client id's directory shard: `shard` wants the session of `client_id`.
+    /// Sent to the client id's directory shard: `shard` wants the session of `client_id`,
+    /// for the authentication name `owner` (lowercase; `None` without a registry).
     Claim {
         client_id: Str,
         shard: u16,
         token: ConnToken,
+        owner: Option<Arc<str>>,
     },
-    /// Directory → previous owner: hand the session to `to`.
+    /// Directory → claimant: the session belongs to another authentication name.
+    ClaimRefused { client_id: Str, token: ConnToken },
+    /// Sent to the authentication name's shard: may `client_id` hold a session for `name`
+    /// (at most `limit` per name)?
+    NameAcquire {
+        name: Arc<str>,
+        client_id: Str,
+        shard: u16,
+        token: ConnToken,
+        limit: u32,
+    },
+    /// The answer to `NameAcquire`.
+    NameAnswer { token: ConnToken, granted: bool },
+    /// The session of `client_id` for `name` ended (or was never created).
+    NameRelease { name: Arc<str>, client_id: Str },
+    /// Directory → previous owner: hand the session to `to` (claimed for `owner`).
     Takeover {
         client_id: Str,
         to: u16,
         token: ConnToken,
+        owner: Option<Arc<str>>,
     },
     /// The answer to a claim: the session moved from its previous owner (or none existed).
     SessionMoved {
         client_id: Str,
         token: ConnToken,
         session: Option<Box<Session>>,
+        owner: Option<Arc<str>>,
     },
     /// Directory → claimant: the session is already on the claimant's own shard.
-    ClaimedLocal { client_id: Str, token: ConnToken },
+    ClaimedLocal {
+        client_id: Str,
+        token: ConnToken,
+        owner: Option<Arc<str>>,
+    },
     /// Owner → directory: the session ended; forget the owner if it is still `shard` by the
     /// same `claim`.
     Release {

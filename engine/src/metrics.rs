@@ -43,6 +43,13 @@ impl Counter {
         self.add(1);
     }
 
+    /// Mirrors a count the owner already keeps (the auth caches' hit counts, `core::Stats`),
+    /// copied on a tick instead of bumped at each event. It must not go down.
+    pub fn set_total(&self, total: u64) {
+        debug_assert!(total >= self.0.load(Relaxed), "a counter went down");
+        self.0.store(total, Relaxed);
+    }
+
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
@@ -81,10 +88,10 @@ impl Gauge {
 
 /// Declares a label enum with its Prometheus label values, in index order.
 macro_rules! label_enum {
-    ($(#[$m:meta])* $name:ident { $($variant:ident = $label:literal),+ $(,)? }) => {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $label:literal),+ $(,)? }) => {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum $name { $($variant),+ }
+        pub enum $name { $($(#[$vm])* $variant),+ }
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
@@ -119,6 +126,8 @@ label_enum!(
         CustomJwt = "custom_jwt",
         OAuth2Jwt = "oauth2_jwt",
         PasswordJwt = "password_jwt",
+        /// An Authentication Method the broker does not know (counted with `bad_method`).
+        Unknown = "unknown",
     }
 );
 
@@ -294,6 +303,12 @@ impl ShardMetrics {
 
     pub fn auth_cache_lookup(&self, cache: AuthCache, hit: bool) {
         self.auth_cache[cache as usize * 2 + usize::from(!hit)].inc();
+    }
+
+    /// Mirrors a cache's own hit and miss counts (`X509Cache::hits`, `JwtCache::stats`).
+    pub fn auth_cache_totals(&self, cache: AuthCache, hits: u64, misses: u64) {
+        self.auth_cache[cache as usize * 2].set_total(hits);
+        self.auth_cache[cache as usize * 2 + 1].set_total(misses);
     }
 
     pub fn quota_rejected(&self, quota: Quota) {

@@ -67,6 +67,8 @@ pub struct Session {
     pub conn: Option<usize>,
     /// The claim under which the directory shard records this shard as the owner.
     pub claim: ConnToken,
+    /// The authentication name (lowercase) the session belongs to; `None` without a registry.
+    pub owner: Option<std::sync::Arc<str>>,
     /// Session Expiry Interval in force (already capped by the server limit).
     pub expiry_secs: u32,
     /// When an offline session ends; `None` while connected.
@@ -90,6 +92,7 @@ impl Session {
             client_id,
             conn: None,
             claim: ConnToken::default(),
+            owner: None,
             expiry_secs,
             expires_at: None,
             subscriptions: FxHashMap::default(),
