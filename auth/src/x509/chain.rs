@@ -53,7 +53,9 @@ pub(crate) fn parse(der: &[u8]) -> Result<Cert<'_>, String> {
 }
 
 /// One DER TLV: (tag, whole encoding, contents, rest). Definite lengths only.
-fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+fn tlv(input: &[u8]) -> Option<Tlv<'_>> {
     let (&tag, after_tag) = input.split_first()?;
     let (&first, mut after_len) = after_tag.split_first()?;
     let len = if first < 0x80 {
