@@ -67,6 +67,9 @@ fn busy_metrics() -> Metrics {
     a.auth_cache_lookup(AuthCache::X509, true);
     a.auth_cache_lookup(AuthCache::X509, false);
     b.auth_cache_lookup(AuthCache::X509, true);
+    b.auth_cache_totals(AuthCache::Jwt, 5, 2);
+    b.auth_cache_totals(AuthCache::Jwt, 6, 2);
+    a.auth_failed(AuthMethod::Unknown, AuthFailure::BadMethod);
     b.quota_rejected(Quota::ConnectionsPerIp);
     m.auth.registry_reloaded(3);
     m.auth.registry_reload_failed();
@@ -273,7 +276,14 @@ fn rendering_parses_back_with_the_counted_values() {
         )
     };
     assert_eq!((cache("x509", "hit"), cache("x509", "miss")), (2.0, 1.0));
-    assert_eq!((cache("jwt", "hit"), cache("jwt", "miss")), (0.0, 0.0));
+    assert_eq!((cache("jwt", "hit"), cache("jwt", "miss")), (6.0, 2.0));
+    assert_eq!(
+        e.value(
+            "ringmq_auth_failures_total",
+            &[("method", "unknown"), ("reason", "bad_method")]
+        ),
+        1.0
+    );
     assert_eq!(e.value("ringmq_registry_version", &[]), 3.0);
     assert_eq!(
         e.value("ringmq_registry_reloads_total", &[("result", "ok")]),
