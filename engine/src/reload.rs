@@ -27,16 +27,63 @@ pub enum LoadError {
     },
 }
 
+/// The snapshot in force and the JWKS fetcher that keeps its issuers' keys fresh (alive as
+/// long as the snapshot is current; stopped when a reload replaces it).
+pub struct Loaded {
+    pub snapshot: Snapshot,
+    pub fetcher: Option<ringmq_auth::jwt::JwksFetcher>,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("version", &self.snapshot.version)
+            .field("fetcher", &self.fetcher.is_some())
+            .finish()
+    }
+}
+
 /// Builds the snapshot for `config` (the embedded default when no registry is configured).
-pub fn load_snapshot(config: &Config, version: u64) -> Result<Snapshot, LoadError> {
+/// With `previous`, JWKS keys already fetched for unchanged endpoints are carried over;
+/// without it (startup), each JWKS endpoint is fetched once before clients are served.
+pub fn load_snapshot(
+    config: &Config,
+    version: u64,
+    previous: Option<&Snapshot>,
+) -> Result<Loaded, LoadError> {
     let registry = match &config.auth.registry {
         None => None,
         Some(path) => Some(load_registry(path)?),
     };
-    Ok(Snapshot {
-        version,
-        allow_anonymous: config.anonymous_allowed(),
-        registry,
+    let mut fetcher = None;
+    if let Some(reg) = &registry {
+        match previous.and_then(|p| p.registry.as_ref()) {
+            Some(old) => {
+                ringmq_auth::jwt::carry_over_keys(old, reg);
+            }
+            None => {
+                for endpoint in ringmq_auth::jwt::jwks_endpoints(reg) {
+                    if let Err(e) = endpoint.refresh_blocking() {
+                        warn!(
+                            "JWKS {}: first fetch failed, retrying in the background: {e}",
+                            endpoint.config().url
+                        );
+                    }
+                }
+            }
+        }
+        match ringmq_auth::jwt::JwksFetcher::for_registry(reg) {
+            Ok(f) => fetcher = Some(f),
+            Err(e) => warn!("cannot start the JWKS fetcher: {e}"),
+        }
+    }
+    Ok(Loaded {
+        snapshot: Snapshot {
+            version,
+            allow_anonymous: config.anonymous_allowed(),
+            registry,
+        },
+        fetcher,
     })
 }
 
@@ -60,12 +107,18 @@ fn load_registry(path: &Path) -> Result<ringmq_auth::registry::Registry, LoadErr
 }
 
 /// Watches for SIGHUP and changes of the registry file and swaps in each valid new registry.
-pub fn spawn_reloader(config: Config, auth: ringmq_auth::Registry) -> std::io::Result<()> {
+/// Owns the JWKS fetcher of the snapshot in force.
+pub fn spawn_reloader(
+    config: Config,
+    auth: ringmq_auth::Registry,
+    fetcher: Option<ringmq_auth::jwt::JwksFetcher>,
+) -> std::io::Result<()> {
     let Some(path) = config.auth.registry.clone() else {
         return Ok(());
     };
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
     std::thread::Builder::new().name("ringmq-reload".into()).spawn(move || {
+        let mut fetcher = fetcher;
         let mut last_modified = modified(&path);
         loop {
             std::thread::sleep(Duration::from_millis(500));
@@ -75,10 +128,14 @@ pub fn spawn_reloader(config: Config, auth: ringmq_auth::Registry) -> std::io::R
                 continue;
             }
             last_modified = now_modified;
-            let version = auth.load().version + 1;
-            match load_snapshot(&config, version) {
-                Ok(snapshot) => {
-                    auth.store(snapshot);
+            let current = auth.load();
+            let version = current.version + 1;
+            match load_snapshot(&config, version, Some(&current)) {
+                Ok(loaded) => {
+                    auth.store(loaded.snapshot);
+                    if let Some(old) = std::mem::replace(&mut fetcher, loaded.fetcher) {
+                        old.stop();
+                    }
                     info!(file = %path.display(), version, trigger = if hup { "SIGHUP" } else { "file changed" }, "registry reloaded");
                 }
                 Err(e) => error!("registry reload refused, the previous registry stays in force: {e}"),

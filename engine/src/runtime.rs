@@ -84,9 +84,11 @@ impl Server {
             Driver::Auto => Driver::Legacy,
             d => d,
         };
-        let snapshot = crate::reload::load_snapshot(&config, 1).map_err(StartError::Registry)?;
-        let auth = ringmq_auth::Registry::new(snapshot);
-        crate::reload::spawn_reloader(config.clone(), auth.clone()).map_err(StartError::Thread)?;
+        let loaded =
+            crate::reload::load_snapshot(&config, 1, None).map_err(StartError::Registry)?;
+        let auth = ringmq_auth::Registry::new(loaded.snapshot);
+        crate::reload::spawn_reloader(config.clone(), auth.clone(), loaded.fetcher)
+            .map_err(StartError::Thread)?;
         let mesh = Mesh::new(shards, config.limits.shard_queue_capacity);
         let shutdown = Shutdown::default();
         let (stopped_tx, stopped_rx) = mpsc::channel();
