@@ -113,10 +113,18 @@ pub fn spawn_reloader(
     auth: ringmq_auth::Registry,
     fetcher: Option<ringmq_auth::jwt::JwksFetcher>,
 ) -> std::io::Result<()> {
+    // SIGHUP is always handled: its default action would kill the broker (`systemctl reload`).
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
     let Some(path) = config.auth.registry.clone() else {
+        std::thread::Builder::new()
+            .name("ringmq-reload".into())
+            .spawn(move || {
+                for _ in signals.forever() {
+                    info!("SIGHUP: no registry is configured, nothing to reload");
+                }
+            })?;
         return Ok(());
     };
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
     std::thread::Builder::new().name("ringmq-reload".into()).spawn(move || {
         let mut fetcher = fetcher;
         let mut last_modified = modified(&path);

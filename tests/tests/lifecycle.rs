@@ -74,3 +74,20 @@ fn sigterm_disconnects_clients_with_0x8b_and_exits_cleanly() {
         "the listener is closed after exit"
     );
 }
+
+/// SIGHUP without a registry configured must not kill the broker (its default action would;
+/// `systemctl reload` sends it): the broker logs it and keeps serving.
+#[test]
+fn sighup_without_registry_keeps_serving() {
+    let (mut child, addr) = start(1);
+    signal(&child, "HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "broker exited on SIGHUP"
+    );
+    let (_c, ack) = Client::handshake(addr, Opts::v5("after-hup"));
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    signal(&child, "TERM");
+    let _ = child.wait();
+}
