@@ -174,6 +174,21 @@ fn publish_benches(c: &mut Criterion) {
             bench_encode(c, "encode_publish_qos0", id, &packet, version);
         }
     }
+    // The part of a decode iteration that is not the codec: appending the frame to the receive
+    // buffer, splitting it off and freezing it, dropping it. Subtract it to see decode alone.
+    let mut g = c.benchmark_group("buffer_refill_split_only");
+    for payload_len in [64, 1024] {
+        let frame = encoded(&publish(payload_len), ProtocolVersion::V3_1_1);
+        g.throughput(Throughput::Bytes(frame.len() as u64));
+        g.bench_function(format!("{payload_len}B"), |b| {
+            let mut buf = BytesMut::with_capacity(64 * 1024);
+            b.iter(|| {
+                buf.extend_from_slice(&frame);
+                black_box(buf.split_to(frame.len()).freeze())
+            })
+        });
+    }
+    g.finish();
 }
 
 fn publish_header_benches(c: &mut Criterion) {
