@@ -237,16 +237,25 @@ fn parse_chain<'a>(chain: &'a [CertificateDer<'_>]) -> Result<Vec<Cert<'a>>, Aut
 }
 
 fn find_client<'r>(reg: &'r Registry, name: &str) -> Result<&'r Client, AuthError> {
-    let client = reg
-        .client_by_authentication_name(name)
-        .ok_or_else(|| AuthError::BadCredentials(format!("unknown client {name:?}")))?;
+    let client = lookup_client(reg, name)?;
+    ensure_enabled(client)?;
+    Ok(client)
+}
+
+fn lookup_client<'r>(reg: &'r Registry, name: &str) -> Result<&'r Client, AuthError> {
+    reg.client_by_authentication_name(name)
+        .ok_or_else(|| AuthError::BadCredentials(format!("unknown client {name:?}")))
+}
+
+/// A `Disabled` client is refused with 0x87 (valid credentials, not permitted).
+fn ensure_enabled(client: &Client) -> Result<(), AuthError> {
     if client.state == ClientState::Disabled {
         return Err(AuthError::NotAuthorized(format!(
             "client {:?} is disabled",
             &*client.name
         )));
     }
-    Ok(client)
+    Ok(())
 }
 
 /// Validation without the cache: the result and until when it may be cached.
@@ -302,8 +311,12 @@ fn identify(
             })
         })?,
     };
-    let client = find_client(reg, &name)?;
+    // Credentials first, state second: a certificate that does not verify is refused as bad
+    // credentials (0x86) whatever the state of the client it names, so an unverified
+    // certificate learns nothing about the registry (such as a client being disabled).
+    let client = lookup_client(reg, &name)?;
     let valid_until = check_certificate(reg, client, certs, now)?;
+    ensure_enabled(client)?;
     let identity = Identity {
         method: Method::Certificate,
         authentication_name: client.authentication_name.clone(),

@@ -4,123 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fs;
-use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
-};
+mod support;
+
 use ringmq_tests::{broker_binary, free_port, temp_dir};
-
-/// A CA, a server certificate for 127.0.0.1, and a client certificate, written to `dir`.
-#[derive(Debug)]
-pub struct Pki {
-    pub dir: PathBuf,
-}
-
-impl Pki {
-    pub fn new() -> Pki {
-        let dir = temp_dir("tls");
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "ringmq test CA");
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-        fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-
-        let server_key = KeyPair::generate().unwrap();
-        let mut server = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        server
-            .subject_alt_names
-            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        server
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        let server_cert = server.signed_by(&server_key, &ca).unwrap();
-        fs::write(dir.join("server.pem"), server_cert.pem()).unwrap();
-        fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
-
-        let client_key = KeyPair::generate().unwrap();
-        let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
-        client
-            .distinguished_name
-            .push(DnType::CommonName, "truck-17");
-        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let client_cert = client.signed_by(&client_key, &ca).unwrap();
-        fs::write(dir.join("client.pem"), client_cert.pem()).unwrap();
-        fs::write(dir.join("client.key"), client_key.serialize_pem()).unwrap();
-        Pki { dir }
-    }
-
-    pub fn path(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
-    }
-}
-
-/// A broker with a plain listener (for readiness) and an `mqtts` one, killed on drop.
-#[derive(Debug)]
-pub struct TlsBroker {
-    child: Child,
-    pub tls_port: u16,
-    log: PathBuf,
-}
-
-impl TlsBroker {
-    pub fn start(pki: &Pki, client_certificate: &str, extra: &str) -> TlsBroker {
-        let plain_port = free_port();
-        let tls_port = free_port();
-        let config = format!(
-            "[server]\nshards = 2\n{extra}\n[[listener]]\nbind = \"127.0.0.1:{plain_port}\"\n\n[[listener]]\nbind = \"127.0.0.1:{tls_port}\"\nprotocol = \"mqtts\"\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_certificate = \"{client_certificate}\"\n"
-        );
-        let path = pki.dir.join(format!("ringmq-{tls_port}.toml"));
-        fs::write(&path, config).unwrap();
-        let log = pki.dir.join(format!("broker-{tls_port}.log"));
-        let out = fs::File::create(&log).unwrap();
-        let child = Command::new(broker_binary())
-            .arg("--config")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        let broker = TlsBroker {
-            child,
-            tls_port,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "broker did not start:\n{}",
-                broker.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        broker
-    }
-
-    pub fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for TlsBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- broker log:\n{}", self.log());
-        }
-    }
-}
+use support::{Pki, TlsBroker};
 
 fn tls_args(pki: &Pki, port: u16, with_client_cert: bool) -> Vec<String> {
     let mut args = vec![

@@ -1,0 +1,173 @@
+//! Shared by the TLS and identity tests: a test PKI made with rcgen, and a broker launched
+//! with a plain listener plus an `mqtts` listener from a config file.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
+};
+use ringmq_tests::{broker_binary, free_port, temp_dir};
+
+/// A CA, a server certificate for 127.0.0.1, and a client certificate, written to `dir`.
+pub struct Pki {
+    pub dir: PathBuf,
+    pub ca: CertifiedIssuer<'static, KeyPair>,
+    pub intermediate: CertifiedIssuer<'static, KeyPair>,
+    /// A CA that no registry knows.
+    pub rogue: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for Pki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pki")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ca_params(cn: &str) -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let dir = temp_dir("tls");
+        let ca =
+            CertifiedIssuer::self_signed(ca_params("ringmq test CA"), KeyPair::generate().unwrap())
+                .unwrap();
+        fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+
+        let server_key = KeyPair::generate().unwrap();
+        let mut server = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        server
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        server
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let server_cert = server.signed_by(&server_key, &ca).unwrap();
+        fs::write(dir.join("server.pem"), server_cert.pem()).unwrap();
+        fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+
+        let client_key = KeyPair::generate().unwrap();
+        let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+        client
+            .distinguished_name
+            .push(DnType::CommonName, "truck-17");
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client_cert = client.signed_by(&client_key, &ca).unwrap();
+        fs::write(dir.join("client.pem"), client_cert.pem()).unwrap();
+        fs::write(dir.join("client.key"), client_key.serialize_pem()).unwrap();
+        let intermediate = CertifiedIssuer::signed_by(
+            ca_params("ringmq test intermediate"),
+            KeyPair::generate().unwrap(),
+            &ca,
+        )
+        .unwrap();
+        fs::write(dir.join("intermediate.pem"), intermediate.pem()).unwrap();
+        let rogue =
+            CertifiedIssuer::self_signed(ca_params("rogue CA"), KeyPair::generate().unwrap())
+                .unwrap();
+        Pki {
+            dir,
+            ca,
+            intermediate,
+            rogue,
+        }
+    }
+
+    /// A client certificate `{file}.pem` / `{file}.key` with subject CN `cn` and the
+    /// clientAuth extended key usage, issued by `issuer`.
+    pub fn leaf(&self, file: &str, cn: &str, issuer: &CertifiedIssuer<'static, KeyPair>) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, issuer).unwrap();
+        fs::write(self.dir.join(format!("{file}.pem")), cert.pem()).unwrap();
+        fs::write(self.dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
+    }
+
+    pub fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
+    pub fn intermediate_pem(&self) -> String {
+        self.intermediate.pem()
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
+/// A broker with a plain listener (for readiness) and an `mqtts` one, killed on drop.
+#[derive(Debug)]
+pub struct TlsBroker {
+    child: Child,
+    pub tls_port: u16,
+    pub plain_port: u16,
+    log: PathBuf,
+}
+
+impl TlsBroker {
+    pub fn start(pki: &Pki, client_certificate: &str, extra: &str) -> TlsBroker {
+        let plain_port = free_port();
+        let tls_port = free_port();
+        let config = format!(
+            "[server]\nshards = 2\n{extra}\n[[listener]]\nbind = \"127.0.0.1:{plain_port}\"\n\n[[listener]]\nbind = \"127.0.0.1:{tls_port}\"\nprotocol = \"mqtts\"\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_certificate = \"{client_certificate}\"\n"
+        );
+        let path = pki.dir.join(format!("ringmq-{tls_port}.toml"));
+        fs::write(&path, config).unwrap();
+        let log = pki.dir.join(format!("broker-{tls_port}.log"));
+        let out = fs::File::create(&log).unwrap();
+        let child = Command::new(broker_binary())
+            .arg("--config")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let broker = TlsBroker {
+            child,
+            tls_port,
+            plain_port,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "broker did not start:\n{}",
+                broker.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        broker
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for TlsBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- broker log:\n{}", self.log());
+        }
+    }
+}
