@@ -327,3 +327,37 @@ fn no_qos1_loss_across_repeated_takeovers() {
         "QoS 1 messages lost across takeovers: {missing:?}"
     );
 }
+
+/// [MQTT-3.2.2-2] [MQTT-3.2.2-3] Reconnecting right around the moment a session expires: whatever
+/// the broker decides, CONNACK and state agree: session present = 1 means the subscription still
+/// delivers, 0 means it is gone (six rounds around a 1 s expiry, on four shards).
+#[test]
+fn session_present_agrees_with_state_at_expiry_boundary() {
+    let b = Broker::start(BrokerOpts::new().shards(4));
+    let mut p = b.v5("edge-pub");
+    for (round, wait_ms) in [900u64, 960, 1000, 1040, 1100, 980].into_iter().enumerate() {
+        let id = format!("edge-{round}");
+        let topic = format!("edge/{round}");
+        let mut c = b.connect(Opts::v5(&id).clean(false).session_expiry(1));
+        c.subscribe_ok(&topic, QoS::AtLeastOnce);
+        c.disconnect();
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        let mut c = b.connect(Opts::v5(&id).clean(false).session_expiry(60));
+        let present = c.session_present();
+        p.publish(msg(&topic, "probe").qos(QoS::AtLeastOnce));
+        if present {
+            match c.recv(WAIT) {
+                Some(Packet::Publish(m)) => c.ack(&m),
+                other => panic!(
+                    "round {round} ({wait_ms} ms): session present = 1 but its subscription \
+                     does not deliver: {other:?}"
+                ),
+            }
+        } else if let Some(other) = c.recv(QUIET) {
+            panic!(
+                "round {round} ({wait_ms} ms): session present = 0 but the old subscription \
+                 delivered: {other:?}"
+            );
+        }
+    }
+}
