@@ -88,12 +88,26 @@ impl ListenerConfig {
 }
 
 /// `[auth]`: where identities and permissions come from.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// The registry file (docs/registry.md); relative to the config file. Without it, no
     /// authentication is configured and `allow_anonymous` decides.
-    pub registry: Option<PathBuf>,
+        pub registry: Option<PathBuf>,
+    /// Tolerance, in seconds, on certificate notBefore/notAfter (tokens have their own
+    /// `clockSkewSeconds` in the registry).
+    #[serde(default = "default_clock_skew")]
+    pub clock_skew_secs: u32,
+}
+
+fn default_clock_skew() -> u32 {
+    60
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { registry: None, clock_skew_secs: default_clock_skew() }
+    }
 }
 
 fn default_protocol() -> ListenerProtocol {
@@ -305,6 +319,9 @@ impl Config {
         }
         if self.server.shards > crate::MAX_SHARDS {
             return invalid("server.shards", "at most 64 shards are supported");
+        }
+                if self.auth.clock_skew_secs > 3600 {
+            return invalid("auth.clock_skew_secs", "must be at most 3600");
         }
         if self.listeners.is_empty() {
             return invalid("listener", "at least one [[listener]] is required");

@@ -4,7 +4,7 @@
 //! the old one stays in force. Shards notice the new version on their next tick and re-check
 //! their live sessions (`authn.rs`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use ringmq_auth::Snapshot;
@@ -12,20 +12,8 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 
-/// Why the registry could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("{path}: cannot read the registry: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: invalid registry: {error}")]
-    Invalid {
-        path: PathBuf,
-        error: ringmq_auth::RegistryError,
-    },
-}
+/// Why the registry could not be loaded (names the file, the JSON path and the problem).
+pub type LoadError = ringmq_auth::registry::LoadError;
 
 /// The snapshot in force and the JWKS fetcher that keeps its issuers' keys fresh (alive as
 /// long as the snapshot is current; stopped when a reload replaces it).
@@ -53,7 +41,7 @@ pub fn load_snapshot(
 ) -> Result<Loaded, LoadError> {
     let registry = match &config.auth.registry {
         None => None,
-        Some(path) => Some(load_registry(path)?),
+        Some(path) => Some(load_registry(path, config)?),
     };
     let mut fetcher = None;
     if let Some(reg) = &registry {
@@ -87,22 +75,12 @@ pub fn load_snapshot(
     })
 }
 
-fn load_registry(path: &Path) -> Result<ringmq_auth::registry::Registry, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let mut warnings = Vec::new();
-    let registry =
-        ringmq_auth::registry::Registry::parse(&text, &mut warnings).map_err(|error| {
-            LoadError::Invalid {
-                path: path.to_owned(),
-                error,
-            }
-        })?;
+fn load_registry(path: &Path, config: &Config) -> Result<ringmq_auth::registry::Registry, LoadError> {
+    let (mut registry, warnings) = ringmq_auth::registry::Registry::load(path)?;
     for w in warnings {
         warn!(file = %path.display(), "registry: {w}");
     }
+    registry.set_clock_skew(Duration::from_secs(u64::from(config.auth.clock_skew_secs)));
     Ok(registry)
 }
 

@@ -712,3 +712,121 @@ fn sessions_per_authentication_name_and_foreign_takeover() {
     );
     assert!(o.status.success(), "slot released: {}", show(&o));
 }
+
+mod reauth {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use ringmq_codec::{Auth, AuthProperties, Packet, QoS, ReasonCode, Str};
+    use ringmq_tests::client::{Client, Opts};
+    use serde_json::json;
+
+    use super::support::{Pki, TlsBroker};
+    use super::{registry, start, token};
+
+    fn broker(pki: &Pki) -> (TlsBroker, SocketAddr) {
+        let b = start(pki, &registry(pki, &pki.ca_pem(), "Enabled", json!({})));
+        let addr = SocketAddr::from(([127, 0, 0, 1], b.plain_port));
+        (b, addr)
+    }
+
+    /// A client authenticated as `sensor-{id}` (its own authentication name: one session each).
+    fn sensor(id: &str, exp_offset: i64) -> Opts {
+        let sub = format!("sensor-{id}");
+        Opts::v5(id).auth(
+            "CUSTOM-JWT",
+            token(&sub, json!({ "role": "sensor" }), exp_offset).as_bytes(),
+        )
+    }
+
+    fn reauth(c: &mut Client, method: &str, data: &[u8]) {
+        c.send(&Packet::Auth(Auth {
+            reason_code: ReasonCode::RE_AUTHENTICATE,
+            properties: AuthProperties {
+                authentication_method: Some(Str::copy_from(method).unwrap()),
+                authentication_data: Some(bytes::Bytes::copy_from_slice(data)),
+                ..Default::default()
+            },
+        }));
+    }
+
+    /// [MQTT-4.12.1-1] AUTH 0x19 with the same method and a fresh token: AUTH 0x00, the
+    /// session continues past the first token's expiry; CONNACK named the method.
+    #[test]
+    fn reauthentication_extends_the_session() {
+        let pki = Pki::new();
+        let (_b, addr) = broker(&pki);
+        let (mut c, ack) = Client::handshake(addr, sensor("re-ok", 2));
+        assert_eq!(ack.reason_code, ReasonCode::SUCCESS, "{ack:?}");
+        assert_eq!(
+            ack.properties
+                .authentication_method
+                .as_ref()
+                .map(|m| m.as_str()),
+            Some("CUSTOM-JWT")
+        );
+        let fresh = token("sensor-re-ok", json!({ "role": "sensor" }), 3600);
+        reauth(&mut c, "CUSTOM-JWT", fresh.as_bytes());
+        match c.expect_packet(Duration::from_secs(5)) {
+            Packet::Auth(a) => assert_eq!(a.reason_code, ReasonCode::SUCCESS, "{a:?}"),
+            p => panic!("expected AUTH 0x00, got {p:?}"),
+        }
+        // Past the first token's expiry (2 s) the connection is still up.
+        std::thread::sleep(Duration::from_secs(4));
+        c.ping();
+    }
+
+    /// An unrefreshed token's expiry disconnects with 0x87 "token expired"; the will is
+    /// published, as for any server-initiated close.
+    #[test]
+    fn expiry_disconnects_and_publishes_the_will() {
+        let pki = Pki::new();
+        let (_b, addr) = broker(&pki);
+        let (mut watcher, _) = Client::handshake(addr, sensor("watcher", 3600));
+        watcher.subscribe_ok("fleet/+/+/telemetry/#", QoS::AtLeastOnce);
+        let opts = sensor("expiring", 2).will(
+            "fleet/eu/s1/telemetry/status",
+            "expired",
+            QoS::AtLeastOnce,
+            false,
+        );
+        let (mut c, ack) = Client::handshake(addr, opts);
+        assert_eq!(ack.reason_code, ReasonCode::SUCCESS, "{ack:?}");
+        let d = c.expect_disconnect(Duration::from_secs(8));
+        assert_eq!(d.reason_code, ReasonCode::NOT_AUTHORIZED, "{d:?}");
+        assert_eq!(
+            d.properties.reason_string.as_ref().map(|s| s.as_str()),
+            Some("token expired")
+        );
+        let m = watcher.expect_publish_acked();
+        assert_eq!(&m.payload[..], b"expired");
+    }
+
+    /// A failed re-authentication disconnects with 0x87; another method is a protocol error
+    /// (0x82).
+    #[test]
+    fn failed_reauthentication_and_other_method() {
+        let pki = Pki::new();
+        let (_b, addr) = broker(&pki);
+        let (mut c, _) = Client::handshake(addr, sensor("re-bad", 3600));
+        reauth(&mut c, "CUSTOM-JWT", b"not-a-token");
+        assert_eq!(
+            c.expect_disconnect(Duration::from_secs(5)).reason_code,
+            ReasonCode::NOT_AUTHORIZED
+        );
+        let (mut c, _) = Client::handshake(addr, sensor("re-other", 3600));
+        reauth(&mut c, "OAUTH2-JWT", b"x");
+        assert_eq!(
+            c.expect_disconnect(Duration::from_secs(5)).reason_code,
+            ReasonCode::PROTOCOL_ERROR
+        );
+        // A valid token for another identity: not this session's (0x87).
+        let (mut c, _) = Client::handshake(addr, sensor("re-switch", 3600));
+        let other = token("sensor-someone-else", json!({ "role": "sensor" }), 3600);
+        reauth(&mut c, "CUSTOM-JWT", other.as_bytes());
+        assert_eq!(
+            c.expect_disconnect(Duration::from_secs(5)).reason_code,
+            ReasonCode::NOT_AUTHORIZED
+        );
+    }
+}
