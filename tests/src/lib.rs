@@ -40,6 +40,8 @@ pub const WAIT: Duration = Duration::from_secs(5);
 pub const QUIET: Duration = Duration::from_millis(500);
 /// Bound on a broker's start (spawn until a TCP connect succeeds).
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on building the broker binary (once per test process).
+const BUILD_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
 /// How a test wants its broker.
 #[derive(Debug, Clone, Default)]
@@ -341,18 +343,41 @@ fn build_broker() -> Result<PathBuf, String> {
     if exe.to_string_lossy().contains("/release/") {
         cmd.arg("--release");
     }
-    let out = cmd
+    // Bounded like everything else: a cold build takes about two minutes on two cores, more when
+    // other builds hold the target directory's lock.
+    let log_dir = temp_dir("build");
+    let log_path = log_dir.join("cargo-build.log");
+    let log = File::create(&log_path).map_err(|e| format!("create {}: {e}", log_path.display()))?;
+    let log2 = log.try_clone().map_err(|e| e.to_string())?;
+    let mut child = cmd
         .stdin(Stdio::null())
-        .output()
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
         .map_err(|e| format!("run {cmd:?}: {e}"))?;
-    if !out.status.success() {
+    let deadline = Instant::now() + BUILD_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{cmd:?} did not finish within {BUILD_TIMEOUT:?}:\n{}",
+                    read_text(&log_path)
+                ));
+            }
+            Err(e) => return Err(format!("wait for {cmd:?}: {e}")),
+        }
+    };
+    if !status.success() {
         return Err(format!(
-            "{cmd:?} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            "{cmd:?} failed ({status}):\n{}",
+            read_text(&log_path)
         ));
     }
+    let _ = fs::remove_dir_all(&log_dir);
     let bin = profile_dir.join("ringmq");
     if !bin.is_file() {
         return Err(format!(
@@ -406,4 +431,45 @@ pub fn run_broker_with_bad_config(config: &str, timeout: Duration) -> (PathBuf, 
     let out =
         tools::Tool::spawn(&bin.to_string_lossy(), &args, "cargo build -p ringmq").wait(timeout);
     (path, out)
+}
+
+/// A barrier whose `wait` gives up (panics) after `2 × WAIT`: with `std::sync::Barrier`, one
+/// test thread that panics before reaching it would leave the others blocked forever.
+#[derive(Debug)]
+pub struct BoundedBarrier {
+    parties: usize,
+    /// (arrived in this generation, generation)
+    state: Mutex<(usize, u64)>,
+    turned: std::sync::Condvar,
+}
+
+impl BoundedBarrier {
+    pub fn new(parties: usize) -> BoundedBarrier {
+        BoundedBarrier {
+            parties,
+            state: Mutex::new((0, 0)),
+            turned: std::sync::Condvar::new(),
+        }
+    }
+
+    pub fn wait(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = state.1;
+        state.0 += 1;
+        if state.0 == self.parties {
+            *state = (0, generation + 1);
+            self.turned.notify_all();
+            return;
+        }
+        let (_state, timeout) = self
+            .turned
+            .wait_timeout_while(state, WAIT * 2, |s| s.1 == generation)
+            .unwrap_or_else(|e| e.into_inner());
+        assert!(
+            !timeout.timed_out(),
+            "not all {} threads reached the barrier within {:?}",
+            self.parties,
+            WAIT * 2
+        );
+    }
 }

@@ -489,3 +489,32 @@ fn concurrent_connects_with_one_client_id_leave_exactly_one() {
     p.publish(msg("storm/t", "to-survivor").qos(QoS::AtLeastOnce));
     assert_eq!(text(&survivor.expect_publish_acked()), "to-survivor");
 }
+
+/// Forty clients connecting at once from forty threads on four shards: every CONNECT succeeds and
+/// every client gets the message its neighbour publishes to it.
+#[test]
+fn parallel_clients_connect_and_exchange() {
+    const N: usize = 40;
+    let b = Broker::start(BrokerOpts::new().shards(4));
+    let addr = b.addr();
+    let barrier = BoundedBarrier::new(N);
+    std::thread::scope(|scope| {
+        for i in 0..N {
+            let barrier = &barrier;
+            scope.spawn(move || {
+                let opts = if i % 3 == 0 {
+                    Opts::v3(&format!("par-{i}"))
+                } else {
+                    Opts::v5(&format!("par-{i}"))
+                };
+                let mut c = Client::connect(addr, opts);
+                c.subscribe_ok(&format!("par/{i}"), QoS::AtLeastOnce);
+                barrier.wait(); // everyone subscribed
+                let to = (i + 1) % N;
+                c.publish(msg(&format!("par/{to}"), format!("from-{i}")).qos(QoS::AtLeastOnce));
+                let m = c.expect_publish_acked();
+                assert_eq!(text(&m), format!("from-{}", (i + N - 1) % N));
+            });
+        }
+    });
+}

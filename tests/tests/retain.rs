@@ -310,7 +310,7 @@ fn concurrent_retained_updates_converge_across_shards() {
     const TOPICS: usize = 30;
     let b = Broker::start(BrokerOpts::new().shards(4));
     let mut pubs: Vec<Client> = (0..4).map(|i| b.v5(&format!("conv-pub-{i}"))).collect();
-    let barrier = std::sync::Barrier::new(pubs.len());
+    let barrier = BoundedBarrier::new(pubs.len());
     std::thread::scope(|scope| {
         for (i, p) in pubs.iter_mut().enumerate() {
             let barrier = &barrier;
