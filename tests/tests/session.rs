@@ -361,3 +361,33 @@ fn session_present_agrees_with_state_at_expiry_boundary() {
         }
     }
 }
+
+/// Limit max_queued_bytes = 1000 (payload + topic bytes per session): of ten 300-byte messages
+/// published while offline, at most three are kept, and the session works afterwards.
+#[test]
+fn offline_queue_bounded_by_max_queued_bytes() {
+    let b = Broker::start(BrokerOpts::new().limits("max_queued_bytes = 1000"));
+    let opts = || Opts::v5("qbytes").clean(false).session_expiry(60);
+    let mut c = b.connect(opts());
+    c.subscribe_ok("qb/t", QoS::AtLeastOnce);
+    c.disconnect();
+    let mut p = b.v5("qbytes-pub");
+    for i in 0..10u8 {
+        p.publish(msg("qb/t", vec![b'0' + i; 300]).qos(QoS::AtLeastOnce));
+    }
+    let mut c = b.connect(opts());
+    let mut n = 0;
+    while let Some(packet) = c.recv(QUIET) {
+        let Packet::Publish(m) = packet else {
+            panic!("unexpected {packet:?}")
+        };
+        c.ack(&m);
+        n += 1;
+    }
+    assert!(
+        (1..=3).contains(&n),
+        "{n} messages of 300 bytes kept, limit 1000 bytes"
+    );
+    p.publish(msg("qb/t", "after").qos(QoS::AtLeastOnce));
+    assert_eq!(text(&c.expect_publish_acked()), "after");
+}
