@@ -367,9 +367,19 @@ impl ShardCore {
                 QosPid::ExactlyOnce(id) if conn.version.is_v5() => {
                     write_packet(conn, &Packet::PubRec(ack(id)))
                 }
-                // 3.1.1 has no negative acknowledgement: an unauthorized publish is dropped,
-                // any other refusal closes the connection [MQTT-3.3.5-2].
-                _ if reason == ReasonCode::NOT_AUTHORIZED => {}
+                // 3.1.1 has no negative acknowledgement: an unauthorized publish is
+                // acknowledged normally and dropped (as Mosquitto does), so the client does not
+                // resend it forever; any other refusal closes the connection [MQTT-3.3.5-2].
+                QosPid::AtLeastOnce(id) if reason == ReasonCode::NOT_AUTHORIZED => {
+                    write_packet(conn, &Packet::PubAck(PubResp::new(id, ReasonCode::SUCCESS)))
+                }
+                QosPid::ExactlyOnce(id) if reason == ReasonCode::NOT_AUTHORIZED => {
+                    write_packet(conn, &Packet::PubRec(PubResp::new(id, ReasonCode::SUCCESS)));
+                    // The PUBREL that follows completes normally.
+                    if let Some(s) = self.sessions.get_mut(sidx) {
+                        s.incoming_qos2.insert(id.get());
+                    }
+                }
                 _ => return Err(fail(reason, why)),
             }
             return Ok(());

@@ -486,6 +486,27 @@ fn custom_jwt_enhanced_auth_and_password_path() {
         ]),
     );
     assert!(all_output(&o).contains("Not authorized"), "{}", show(&o));
+    // 3.1.1 has no reason codes: a denied QoS 1 publish is acknowledged normally and dropped
+    // (mosquitto_pub completes instead of resending forever), and the broker logs it.
+    let o = run(
+        "mosquitto_pub",
+        &plain(&[
+            "-V",
+            "311",
+            "-u",
+            "any",
+            "-P",
+            &good,
+            "-t",
+            "elsewhere",
+            "-m",
+            "x",
+            "-q",
+            "1",
+        ]),
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(b.log().contains("publish denied"), "{}", b.log());
     // Password path, 3.1.1.
     let o = run(
         "mosquitto_pub",
