@@ -254,3 +254,28 @@ fn disconnected_member_leaves_the_group() {
     let total: usize = drain(&mut stay, 20).iter().map(Vec::len).sum();
     assert_eq!(total, 20, "messages to departed members are lost");
 }
+
+/// (4.8.2) A shared-subscription member's persistent session keeps its group membership when it
+/// moves between connections (and shards) by takeover: as the only member, it gets every message.
+#[test]
+fn shared_membership_moves_with_session_takeover() {
+    let b = Broker::start(BrokerOpts::new().shards(4));
+    let opts = || Opts::v5("sm-member").clean(false).session_expiry(60);
+    let mut member = b.connect(opts());
+    member.subscribe_ok("$share/sm/sm/t", QoS::AtLeastOnce);
+    let mut p = b.v5("sm-pub");
+    for round in 0..5 {
+        let next = b.connect(opts());
+        assert!(next.session_present());
+        member.expect_disconnect_or_close(WAIT);
+        member = next;
+        for i in 0..4 {
+            p.publish(msg("sm/t", format!("{round}-{i}")).qos(QoS::AtLeastOnce));
+        }
+        let mut got: Vec<String> = member.expect_publishes(4).iter().map(text).collect();
+        got.sort();
+        let want: Vec<String> = (0..4).map(|i| format!("{round}-{i}")).collect();
+        assert_eq!(got, want, "round {round}");
+        member.ping();
+    }
+}
