@@ -518,3 +518,15 @@ fn parallel_clients_connect_and_exchange() {
         }
     });
 }
+
+/// [MQTT-3.2.2-21] [MQTT-3.1.2-22] When CONNACK carries a Server Keep Alive, that is the keep alive
+/// in force: a client that asked for 60 s but got 1 s is disconnected after 1.5 s of silence.
+#[test]
+fn server_keep_alive_is_enforced() {
+    let b = Broker::start(BrokerOpts::new().limits("max_keep_alive_secs = 1"));
+    let mut c = b.connect(Opts::v5("ska").keep_alive(60));
+    assert_eq!(c.connack.properties.server_keep_alive_secs, Some(1));
+    if let Some(d) = c.expect_disconnect_or_close(KEEP_ALIVE_WAIT) {
+        assert_eq!(d.reason_code, ReasonCode::KEEP_ALIVE_TIMEOUT, "{d:?}");
+    }
+}
