@@ -365,3 +365,26 @@ fn server_topic_aliases_consistent_for_retained_and_live() {
         .collect();
     assert_eq!(got, want);
 }
+
+/// [MQTT-3.3.2-5] A message that expires while it waits behind a full Receive Maximum window of a
+/// connected client is not delivered once the window opens.
+#[test]
+fn message_expiring_in_window_queue_not_delivered() {
+    let b = Broker::default_start();
+    let mut sub = b.connect(Opts::v5("mw-sub").receive_max(1));
+    sub.subscribe_ok("mw/t", QoS::AtLeastOnce);
+    let mut p = b.v5("mw-pub");
+    p.publish(msg("mw/t", "holds-the-window").qos(QoS::AtLeastOnce));
+    p.publish(
+        msg("mw/t", "expires-waiting")
+            .qos(QoS::AtLeastOnce)
+            .props(|pr| pr.message_expiry_secs = Some(1)),
+    );
+    p.publish(msg("mw/t", "no-expiry").qos(QoS::AtLeastOnce));
+    let first = sub.expect_publish();
+    assert_eq!(text(&first), "holds-the-window");
+    std::thread::sleep(Duration::from_millis(2200));
+    sub.ack(&first);
+    assert_eq!(text(&sub.expect_publish_acked()), "no-expiry");
+    sub.expect_nothing(QUIET);
+}

@@ -361,3 +361,29 @@ fn no_reason_string_when_problem_information_not_requested() {
         "[MQTT-3.1.2-29] {puback:?}"
     );
 }
+
+/// [MQTT-3.1.2-25] A retained message larger than the subscriber's Maximum Packet Size is not
+/// sent at subscribe either; a small one on another topic is.
+#[test]
+fn retained_message_larger_than_client_maximum_not_sent() {
+    let b = Broker::default_start();
+    let mut p = b.v5("rmps-pub");
+    p.publish(
+        msg("rmps/big", vec![b'r'; 500])
+            .qos(QoS::AtLeastOnce)
+            .retain(true),
+    );
+    p.publish(
+        msg("rmps/small", "small")
+            .qos(QoS::AtLeastOnce)
+            .retain(true),
+    );
+    let mut s = b.connect(Opts::v5("rmps-sub").max_packet_size(200));
+    s.subscribe_ok("rmps/+", QoS::AtLeastOnce);
+    let m = s.expect_publish_acked();
+    assert_eq!(
+        (m.topic.as_str(), text(&m).as_str()),
+        ("rmps/small", "small")
+    );
+    s.expect_nothing(QUIET);
+}
