@@ -851,3 +851,132 @@ mod reauth {
         );
     }
 }
+
+/// Reload, without a restart: adding a CA admits its clients; removing a CA disconnects the
+/// live sessions that chained to it (0x87); a CRL revoking a certificate disconnects its live
+/// session (0x87).
+#[test]
+fn reload_adds_and_removes_cas_and_revokes_certificates() {
+    let pki = Pki::new();
+    pki.leaf_with_serial("truck", "truck-17", &pki.ca, 4242);
+    pki.leaf("dashboard", "dashboard", &pki.rogue);
+    let with_cas = |cas: serde_json::Value| -> String {
+        let mut r: serde_json::Value =
+            serde_json::from_str(&registry(&pki, &pki.ca_pem(), "Enabled", json!({}))).unwrap();
+        r["caCertificates"] = cas;
+        serde_json::to_string_pretty(&r).unwrap()
+    };
+    let ca = json!({ "name": "fleet-ca", "encodedCertificate": pki.ca_pem() });
+    let rogue = json!({ "name": "second-ca", "encodedCertificate": pki.rogue_pem() });
+    let b = start(&pki, &with_cas(json!([ca.clone()])));
+
+    // The dashboard's CA is not registered yet.
+    let o = run(
+        "mosquitto_pub",
+        &tls(
+            &pki,
+            &b,
+            "dashboard",
+            &[
+                "-i",
+                "d0",
+                "-t",
+                "fleet/eu/x/telemetry/y",
+                "-m",
+                "x",
+                "-V",
+                "5",
+            ],
+        ),
+    );
+    assert_eq!(o.status.code(), Some(134), "{}", show(&o));
+    // Add the CA: admitted.
+    fs::write(
+        pki.dir.join("registry.json"),
+        with_cas(json!([ca.clone(), rogue.clone()])),
+    )
+    .unwrap();
+    let mut admitted = false;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(250));
+        let o = run(
+            "mosquitto_pub",
+            &tls(
+                &pki,
+                &b,
+                "dashboard",
+                &[
+                    "-i",
+                    "d1",
+                    "-t",
+                    "fleet/eu/x/telemetry/y",
+                    "-m",
+                    "x",
+                    "-V",
+                    "5",
+                ],
+            ),
+        );
+        if o.status.success() {
+            admitted = true;
+            break;
+        }
+    }
+    assert!(admitted, "the added CA was not picked up:\n{}", b.log());
+
+    // Two live sessions, one per CA.
+    let truck = spawn(
+        "mosquitto_sub",
+        &tls(
+            &pki,
+            &b,
+            "truck",
+            &[
+                "-i",
+                "live-truck",
+                "-t",
+                "fleet/eu/truck-17/telemetry/#",
+                "-V",
+                "5",
+                "-d",
+                "-W",
+                "12",
+            ],
+        ),
+    );
+    let dash = spawn(
+        "mosquitto_sub",
+        &tls(
+            &pki,
+            &b,
+            "dashboard",
+            &[
+                "-i",
+                "live-dash",
+                "-t",
+                "fleet/+/+/telemetry/#",
+                "-V",
+                "5",
+                "-d",
+                "-W",
+                "12",
+            ],
+        ),
+    );
+    settle();
+    // Remove the second CA and revoke the truck's certificate with a CRL of the first.
+    let ca_with_crl = json!({ "name": "fleet-ca", "encodedCertificate": pki.ca_pem(), "crls": [pki.crl(&pki.ca, &[4242])] });
+    fs::write(
+        pki.dir.join("registry.json"),
+        with_cas(json!([ca_with_crl])),
+    )
+    .unwrap();
+    for (name, child) in [("revoked certificate", truck), ("removed CA", dash)] {
+        let out = all_output(&child.wait_with_output().unwrap());
+        assert!(
+            out.contains("Received DISCONNECT (135)"),
+            "{name}: disconnected with 0x87:\n{out}\n{}",
+            b.log()
+        );
+    }
+}

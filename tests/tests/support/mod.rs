@@ -98,6 +98,50 @@ impl Pki {
         fs::write(self.dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
     }
 
+    /// Like [`Pki::leaf`], with a chosen serial number (for revocation).
+    pub fn leaf_with_serial(
+        &self,
+        file: &str,
+        cn: &str,
+        issuer: &CertifiedIssuer<'static, KeyPair>,
+        serial: u64,
+    ) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
+        let cert = params.signed_by(&key, issuer).unwrap();
+        fs::write(self.dir.join(format!("{file}.pem")), cert.pem()).unwrap();
+        fs::write(self.dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
+    }
+
+    /// A CRL of `issuer` revoking `serials` (PEM).
+    pub fn crl(&self, issuer: &CertifiedIssuer<'static, KeyPair>, serials: &[u64]) -> String {
+        let now = time::OffsetDateTime::now_utc();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - time::Duration::minutes(1),
+            next_update: now + time::Duration::days(1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|&s| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(s),
+                    revocation_time: now - time::Duration::seconds(30),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(issuer).unwrap().pem().unwrap()
+    }
+
+    pub fn rogue_pem(&self) -> String {
+        self.rogue.pem()
+    }
+
     pub fn ca_pem(&self) -> String {
         self.ca.pem()
     }
