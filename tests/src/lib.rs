@@ -88,6 +88,8 @@ pub struct Broker {
     port: u16,
     dir: PathBuf,
     log_path: PathBuf,
+    /// Set by [`Broker::terminate`]: the exit is then expected, not a crash.
+    terminated: bool,
 }
 
 impl Broker {
@@ -143,6 +145,7 @@ impl Broker {
             port,
             dir,
             log_path,
+            terminated: false,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -190,6 +193,29 @@ impl Broker {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Sends SIGTERM (through `kill -TERM`, std has no signal API) and waits (bounded) for the
+    /// process to exit; returns its exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        self.terminated = true;
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid} failed: {status}");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker still running {timeout:?} after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Connects a client with `opts` and expects a successful CONNACK.
     pub fn connect(&self, opts: Opts) -> Client {
         Client::connect(self.addr(), opts)
@@ -209,7 +235,7 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         let crashed = match self.child.try_wait() {
-            Ok(Some(status)) => Some(status),
+            Ok(Some(status)) if !self.terminated => Some(status),
             _ => None,
         };
         let _ = self.child.kill();

@@ -530,3 +530,19 @@ fn server_keep_alive_is_enforced() {
         assert_eq!(d.reason_code, ReasonCode::KEEP_ALIVE_TIMEOUT, "{d:?}");
     }
 }
+
+/// Graceful shutdown on SIGTERM: v5 clients get DISCONNECT 0x8B (Server shutting down), 3.1.1
+/// connections are closed, the process exits with status 0.
+#[test]
+fn sigterm_disconnects_clients_with_0x8b() {
+    let mut b = Broker::start(BrokerOpts::new().shards(4));
+    let mut v5: Vec<Client> = (0..4).map(|i| b.v5(&format!("term5-{i}"))).collect();
+    let mut v3 = b.v3("term3");
+    let status = b.terminate(WAIT);
+    for c in &mut v5 {
+        let d = c.expect_disconnect(WAIT);
+        assert_eq!(d.reason_code, ReasonCode::SERVER_SHUTTING_DOWN, "{d:?}");
+    }
+    v3.expect_closed(WAIT);
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}
