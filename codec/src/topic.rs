@@ -214,23 +214,28 @@ pub fn filter_contains(outer: &[u8], inner: &[u8]) -> bool {
     }
     let mut outer_levels = levels(outer);
     let mut inner_levels = levels(inner);
-    let mut first = true;
+    // Whether the levels consumed so far join to the empty string (none, or one empty level):
+    // then the parent an inner `#` would match is the empty topic, which is no valid topic.
+    let mut parent_empty = true;
+    let mut consumed = 0usize;
     loop {
         match (outer_levels.next(), inner_levels.next()) {
             // `#` takes whatever inner has left, including nothing (it matches its parent).
             (Some(b"#"), _) => return true,
-            // inner `#` matches its parent (one level fewer than outer `+` needs), except at
-            // the first level where the parent would be a topic of no levels.
+            // inner `#` matches its parent (one level fewer than outer `+` needs), unless that
+            // parent is the empty topic.
             (Some(b"+"), Some(b"#")) => {
-                return first && outer_levels.next() == Some(b"#") && outer_levels.next().is_none();
+                return parent_empty
+                    && outer_levels.next() == Some(b"#")
+                    && outer_levels.next().is_none();
             }
-            (Some(b"+"), Some(_)) => {}
+            (Some(b"+"), Some(level)) => parent_empty = consumed == 0 && level.is_empty(),
             // A literal contains only the same literal (inner `+` and `#` match other values).
-            (Some(o), Some(i)) if o == i => {}
+            (Some(o), Some(i)) if o == i => parent_empty = consumed == 0 && i.is_empty(),
             (None, None) => return true,
             _ => return false,
         }
-        first = false;
+        consumed += 1;
     }
 }
 
