@@ -93,7 +93,7 @@ impl ListenerConfig {
 pub struct AuthConfig {
     /// The registry file (docs/registry.md); relative to the config file. Without it, no
     /// authentication is configured and `allow_anonymous` decides.
-        pub registry: Option<PathBuf>,
+    pub registry: Option<PathBuf>,
     /// Tolerance, in seconds, on certificate notBefore/notAfter (tokens have their own
     /// `clockSkewSeconds` in the registry).
     #[serde(default = "default_clock_skew")]
@@ -106,7 +106,10 @@ fn default_clock_skew() -> u32 {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig { registry: None, clock_skew_secs: default_clock_skew() }
+        AuthConfig {
+            registry: None,
+            clock_skew_secs: default_clock_skew(),
+        }
     }
 }
 
@@ -320,7 +323,7 @@ impl Config {
         if self.server.shards > crate::MAX_SHARDS {
             return invalid("server.shards", "at most 64 shards are supported");
         }
-                if self.auth.clock_skew_secs > 3600 {
+        if self.auth.clock_skew_secs > 3600 {
             return invalid("auth.clock_skew_secs", "must be at most 3600");
         }
         if self.listeners.is_empty() {

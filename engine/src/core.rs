@@ -27,7 +27,6 @@ use tracing::{debug, warn};
 use crate::config::Limits;
 use crate::conn::{Conn, ConnState};
 use crate::mesh::{ConnToken, Mesh, ShardMsg};
-use crate::message::Message;
 use crate::retain::MemoryRetainStore;
 use crate::route::{Interest, LocalSubs, Scratch};
 use crate::session::{InflightState, PendingWill, Session};
@@ -67,7 +66,7 @@ pub struct ShardCore {
     pub(crate) by_client_id: FxHashMap<Bytes, usize>,
     pub(crate) subs: FilterTrie<LocalSubs>,
     pub(crate) interest: FilterTrie<Interest>,
-    pub(crate) retained: MemoryRetainStore<Message>,
+    pub(crate) retained: MemoryRetainStore<crate::route::Retained>,
     /// Directory entries for client ids whose hash selects this shard: the owning shard.
     /// The owning shard and the claim (connection token) that made it the owner, so a late
     /// release from an earlier owner cannot erase a newer claim.
@@ -83,6 +82,8 @@ pub struct ShardCore {
     pub(crate) local_inbox: VecDeque<ShardMsg>,
     pub(crate) scratch: Scratch,
     pub(crate) assigned_ids: u64,
+    /// Retained-update sequence without a mesh (a lone core in tests).
+    local_retain_seq: u64,
     /// When a graceful shutdown began.
     shutdown_since: Option<Instant>,
     pub stats: Stats,
@@ -162,6 +163,7 @@ impl ShardCore {
             scratch: Scratch::default(),
             assigned_ids: 0,
             shutdown_since: None,
+            local_retain_seq: 0,
             name_holders: FxHashMap::default(),
             stats: Stats::default(),
         }
@@ -632,7 +634,7 @@ impl ShardCore {
                 filter,
                 group,
             } => self.deliver_shared_local(&message, &filter, &group, now),
-            ShardMsg::Retain(m) => self.apply_retain(m),
+            ShardMsg::Retain { message, seq } => self.apply_retain(message, seq),
             ShardMsg::Interest {
                 filter,
                 group,
@@ -785,6 +787,17 @@ impl ShardCore {
         };
         let bound = Duration::from_secs(u64::from(self.limits.shutdown_timeout_secs));
         self.conns.is_empty() || now.saturating_duration_since(since) >= bound
+    }
+
+    /// The next retained-update sequence number: one counter for all shards (in the mesh).
+    pub(crate) fn next_retain_seq(&mut self) -> u64 {
+        match &self.mesh {
+            Some(mesh) => mesh.next_retain_seq(),
+            None => {
+                self.local_retain_seq += 1;
+                self.local_retain_seq
+            }
+        }
     }
 
     /// Whether messages are waiting for a full inbox (the runtime retries soon).

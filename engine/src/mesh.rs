@@ -38,8 +38,8 @@ pub enum ShardMsg {
         filter: Bytes,
         group: Bytes,
     },
-    /// Update this shard's replica of the retained store.
-    Retain(Message),
+    /// Update this shard's replica of the retained store (highest `seq` wins per topic).
+    Retain { message: Message, seq: u64 },
     /// `shard` gained its first (`add`) or lost its last subscriber to `filter` (in `group`).
     Interest {
         filter: Bytes,
@@ -112,6 +112,8 @@ pub struct Inbox {
 #[derive(Debug, Clone)]
 pub struct Mesh {
     inboxes: Arc<[Inbox]>,
+    /// Orders retained updates across shards (see `ShardCore::apply_retain`).
+    retain_seq: Arc<AtomicU64>,
 }
 
 impl Mesh {
@@ -123,7 +125,15 @@ impl Mesh {
                 received: AtomicU64::new(0),
             })
             .collect();
-        Mesh { inboxes }
+        Mesh {
+            inboxes,
+            retain_seq: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The next retained-update sequence number (shared by all shards, lock-free).
+    pub fn next_retain_seq(&self) -> u64 {
+        self.retain_seq.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub fn shards(&self) -> usize {

@@ -75,7 +75,10 @@ pub fn load_snapshot(
     })
 }
 
-fn load_registry(path: &Path, config: &Config) -> Result<ringmq_auth::registry::Registry, LoadError> {
+fn load_registry(
+    path: &Path,
+    config: &Config,
+) -> Result<ringmq_auth::registry::Registry, LoadError> {
     let (mut registry, warnings) = ringmq_auth::registry::Registry::load(path)?;
     for w in warnings {
         warn!(file = %path.display(), "registry: {w}");

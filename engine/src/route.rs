@@ -28,6 +28,13 @@ use crate::message::Message;
 use crate::retain::RetainStore;
 use crate::session::{Inflight, InflightState, Outgoing, SubIds};
 
+/// A retained message in a shard's replica; an empty payload is a tombstone (a clear).
+#[derive(Debug, Clone)]
+pub struct Retained {
+    pub seq: u64,
+    pub message: Message,
+}
+
 /// A subscription of a local session, as stored in the trie.
 #[derive(Debug, Clone)]
 pub struct LocalSub {
@@ -428,20 +435,41 @@ impl ShardCore {
     /// shard's replica.
     fn retain_everywhere(&mut self, message: &Message) {
         // The store keeps it indefinitely: one compact copy, shared by every replica.
-        let message = &message.compact();
+        let message = message.compact();
+        let seq = self.next_retain_seq();
         for to in 0..self.shards {
             if to != self.id {
-                self.send(to, ShardMsg::Retain(message.clone()));
+                self.send(
+                    to,
+                    ShardMsg::Retain {
+                        message: message.clone(),
+                        seq,
+                    },
+                );
             }
         }
-        self.apply_retain(message.clone());
+        self.apply_retain(message, seq);
     }
 
-    pub(crate) fn apply_retain(&mut self, message: Message) {
+    /// Applies a retained update to this shard's replica. Replicas converge whatever order
+    /// concurrent updates arrive in: each topic keeps the update with the highest sequence
+    /// number (one counter for all shards), and a clear stays as a tombstone so an older
+    /// update arriving later cannot bring the topic back. Applied locally first, so a client
+    /// that saw its PUBACK and then subscribes finds its own retained message.
+    pub(crate) fn apply_retain(&mut self, message: Message, seq: u64) {
+        if self
+            .retained
+            .get(message.topic.as_bytes())
+            .is_some_and(|r| r.seq > seq)
+        {
+            return;
+        }
         let topic = message.topic.clone();
-        if message.payload.is_empty() {
-            self.retained.remove(topic.as_bytes());
-        } else if self.retained.set(topic.as_bytes(), message).is_err() {
+        if self
+            .retained
+            .set(topic.as_bytes(), Retained { seq, message })
+            .is_err()
+        {
             warn!(topic = %topic, limit = self.limits.max_retained_messages, "retained message dropped: max_retained_messages reached");
         }
     }

@@ -12,8 +12,8 @@ use ringmq_codec::{
 use tracing::info;
 
 use crate::core::{Failure, ShardCore, fail, write_packet};
-use crate::message::Message;
 use crate::retain::RetainStore;
+use crate::route::Retained;
 use crate::route::qos_min;
 use crate::session::{Outgoing, SubIds};
 
@@ -129,7 +129,12 @@ impl ShardCore {
     ) {
         let mut found = Vec::new();
         self.retained
-            .for_each_matching(filter, &mut |_, m: &Message| found.push(m.clone()));
+            .for_each_matching(filter, &mut |_, r: &Retained| {
+                // Tombstones (clears) are not delivered.
+                if !r.message.payload.is_empty() {
+                    found.push(r.message.clone());
+                }
+            });
         for message in found {
             let mut ids = SubIds::new();
             if let Some(id) = id {
