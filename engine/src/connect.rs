@@ -14,7 +14,9 @@ use rustc_hash::FxHasher;
 use tracing::{debug, info, warn};
 
 use crate::conn::ConnState;
-use crate::core::{DirEntry, Failure, ShardCore, fail, write_connack_refusal, write_packet};
+use crate::core::{
+    DirEntry, Failure, PendingClaim, ShardCore, fail, write_connack_refusal, write_packet,
+};
 use crate::mesh::{ConnToken, ShardMsg};
 use crate::session::{PendingWill, Session};
 
@@ -132,6 +134,20 @@ impl ShardCore {
             serial: conn.serial,
         };
         let (client_id, owner) = (conn.client_id.clone(), conn.owner.clone());
+        // One claim per client id in flight from this shard: a second local connection for
+        // the same id waits for the first claim to resolve (then its own claim takes over).
+        if let Some(pending) = self.pending_claims.get_mut(client_id.as_bytes()) {
+            pending.queued.push(token);
+            return;
+        }
+        self.pending_claims.insert(
+            client_id.as_bytes_shared().clone(),
+            PendingClaim {
+                token,
+                deferred: None,
+                queued: Vec::new(),
+            },
+        );
         let dir = self.directory_shard(client_id.as_bytes());
         self.send(
             dir,
@@ -186,7 +202,8 @@ impl ShardCore {
     }
 
     /// The client id's session belongs to another authentication name.
-    pub(crate) fn on_claim_refused(&mut self, _client_id: Str, token: ConnToken, now: Instant) {
+    pub(crate) fn on_claim_refused(&mut self, client_id: Str, token: ConnToken, now: Instant) {
+        let resolved = self.resolve_pending_claim(&client_id, token);
         if self.claiming(token) {
             let index = token.index as usize;
             self.release_name(index);
@@ -196,6 +213,7 @@ impl ShardCore {
                 now,
             );
         }
+        self.after_claim(client_id, resolved, now);
     }
 
     fn claiming(&self, token: ConnToken) -> bool {
@@ -419,6 +437,16 @@ impl ShardCore {
         owner: Option<Arc<str>>,
         now: Instant,
     ) {
+        // This shard's own claim of the client id is still in flight and the session is not
+        // here (it may be on its way): hand over once that claim resolves, or two connections
+        // would live. A shard holding the session hands it over at once, so chains of racing
+        // claims always end.
+        if !self.by_client_id.contains_key(client_id.as_bytes()) {
+            if let Some(pending) = self.pending_claims.get_mut(client_id.as_bytes()) {
+                pending.deferred = Some((to, token, owner));
+                return;
+            }
+        }
         let session = self.take_session(&client_id, now);
         self.send(
             usize::from(to),
@@ -431,9 +459,47 @@ impl ShardCore {
         );
     }
 
+    /// Forgets this shard's pending claim of `client_id` if `token` is it; returns what waited
+    /// for it (a takeover by a newer claim, local connections for the same id).
+    fn resolve_pending_claim(&mut self, client_id: &Str, token: ConnToken) -> Option<PendingClaim> {
+        match self.pending_claims.get(client_id.as_bytes()) {
+            Some(p) if p.token == token => self.pending_claims.remove(client_id.as_bytes()),
+            _ => None,
+        }
+    }
+
+    /// Performs what waited for a claim to resolve.
+    fn after_claim(&mut self, client_id: Str, resolved: Option<PendingClaim>, now: Instant) {
+        let Some(resolved) = resolved else { return };
+        if let Some((to, next, owner)) = resolved.deferred {
+            self.on_takeover(client_id, to, next, owner, now);
+        }
+        for queued in resolved.queued {
+            if self.claiming(queued) {
+                self.send_claim(queued.index as usize);
+            }
+        }
+    }
+
     /// The claim is answered: `moved` is the previous session (from another shard), or the
     /// session is already here (`local`).
     pub(crate) fn on_session_ready(
+        &mut self,
+        client_id: Str,
+        token: ConnToken,
+        moved: Option<Box<Session>>,
+        local: bool,
+        owner: Option<Arc<str>>,
+        now: Instant,
+    ) {
+        let resolved = self.resolve_pending_claim(&client_id, token);
+        self.install_claimed_session(client_id.clone(), token, moved, local, owner, now);
+        // A newer claim arrived while this one was in flight: this connection is taken over
+        // right after it was established (DISCONNECT 0x8E), and the session moves on.
+        self.after_claim(client_id, resolved, now);
+    }
+
+    fn install_claimed_session(
         &mut self,
         client_id: Str,
         token: ConnToken,

@@ -74,6 +74,8 @@ pub struct ShardCore {
     /// For authentication names whose hash selects this shard: the client ids holding a
     /// session for the name (`maxClientSessionsPerAuthenticationName`).
     pub(crate) name_holders: FxHashMap<std::sync::Arc<str>, Vec<Bytes>>,
+    /// Claims this shard has sent and not yet had answered, by client id.
+    pub(crate) pending_claims: FxHashMap<Bytes, PendingClaim>,
     pub(crate) mesh: Option<Mesh>,
     /// Per destination: messages not yet accepted by its inbox.
     pub(crate) outbox: Vec<VecDeque<ShardMsg>>,
@@ -106,6 +108,16 @@ pub(crate) struct DirEntry {
     pub shard: u16,
     pub claim: ConnToken,
     pub owner: Option<std::sync::Arc<str>>,
+}
+
+/// A claim in flight: the connection that made it, and a takeover by a newer claim that
+/// arrived before the answer (performed once the claim resolves).
+#[derive(Debug, Clone)]
+pub(crate) struct PendingClaim {
+    pub token: ConnToken,
+    pub deferred: Option<(u16, ConnToken, Option<std::sync::Arc<str>>)>,
+    /// Later connections on this shard for the same client id, claiming after this one.
+    pub queued: Vec<ConnToken>,
 }
 
 /// Why a connection is being closed by the server.
@@ -165,6 +177,7 @@ impl ShardCore {
             shutdown_since: None,
             local_retain_seq: 0,
             name_holders: FxHashMap::default(),
+            pending_claims: FxHashMap::default(),
             stats: Stats::default(),
         }
     }

@@ -591,3 +591,57 @@ fn concurrent_retained_updates_converge() {
         assert!(cl.recv(&mut s).is_empty(), "cleared on shard {shard}");
     }
 }
+
+/// Regression: CONNECTs for one client id racing on several shards (and twice on one shard)
+/// leave exactly one live connection, every other one taken over, and every CONNACK of a
+/// persistent session says session present.
+#[test]
+fn racing_connects_leave_one_connection() {
+    let mut cl = Cluster::new(3);
+    let (mut first, _) = cl.connect(0, "storm", false, 60);
+    cl.subscribe(&mut first, "storm/t", QoS::AtLeastOnce);
+    cl.drop_conn(&first);
+    // Eight CONNECTs sent before any claim is answered.
+    let mut clients = Vec::new();
+    for shard in [1, 2, 0, 1, 2, 0, 1, 1] {
+        let c = cl.open(shard);
+        let mut connect = connect_packet("storm", ProtocolVersion::V5);
+        connect.clean_start = false;
+        connect.properties.session_expiry_secs = Some(60);
+        let mut buf = bytes::BytesMut::new();
+        encode(
+            &Packet::Connect(Box::new(connect)),
+            ProtocolVersion::V5,
+            &mut buf,
+        )
+        .unwrap();
+        let now = cl.now;
+        cl.cores[shard].on_read(c.index, &mut buf, now);
+        clients.push(c);
+    }
+    cl.pump();
+    let mut open = Vec::new();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let got = cl.recv(c);
+        let Some(Packet::ConnAck(ack)) = got.first() else {
+            panic!("client {i}: {got:?}")
+        };
+        assert!(ack.session_present, "client {i}: {ack:?}");
+        if !cl.is_closing(c) {
+            open.push(i);
+        }
+    }
+    assert_eq!(open.len(), 1, "exactly one connection stays: {open:?}");
+    let total: usize = cl.cores.iter().map(|c| c.counts().1).sum();
+    assert_eq!(total, 1, "exactly one session");
+    // The survivor still gets messages for the subscription made by the first connection.
+    let (publ, _) = cl.connect(2, "p", true, 0);
+    cl.send(
+        &publ,
+        &publish("storm/t", b"still-here", QosPid::AtLeastOnce(pid(1))),
+    );
+    let survivor = open[0];
+    assert!(
+        payloads(&cl.recv(&mut clients[survivor])).contains(&Bytes::from_static(b"still-here"))
+    );
+}
