@@ -574,7 +574,14 @@ fn reproduce_line(args: &CompareArgs) -> String {
     line
 }
 
+/// The commit measured: `RINGMQ_COMMIT` when set (a build from an exported tree has no .git),
+/// else `git rev-parse --short HEAD`.
 fn git_commit() -> Option<String> {
+    if let Ok(commit) = std::env::var("RINGMQ_COMMIT")
+        && !commit.trim().is_empty()
+    {
+        return Some(commit.trim().to_string());
+    }
     let out = std::process::Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .output()
