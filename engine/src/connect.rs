@@ -146,6 +146,7 @@ impl ShardCore {
                 token,
                 deferred: None,
                 queued: Vec::new(),
+                buffered: Vec::new(),
             },
         );
         let dir = self.directory_shard(client_id.as_bytes());
@@ -324,7 +325,11 @@ impl ShardCore {
     pub(crate) fn take_session(&mut self, client_id: &Str, now: Instant) -> Option<Box<Session>> {
         let sidx = *self.by_client_id.get(client_id.as_bytes())?;
         self.kick_session_conn(sidx, now);
-        let mut session = self.remove_session(sidx)?;
+        // Its interests stay advertised while this shard forwards for it.
+        self.moving_until = Some(now + crate::route::FORWARD_GRACE);
+        let session = self.remove_session(sidx);
+        self.moving_until = None;
+        let mut session = session?;
         session.expires_at = None;
         session.conn = None;
         Some(Box::new(session))
@@ -448,6 +453,9 @@ impl ShardCore {
             }
         }
         let session = self.take_session(&client_id, now);
+        if let Some(moved) = &session {
+            self.remember_move(moved, to, now);
+        }
         self.send(
             usize::from(to),
             ShardMsg::SessionMoved {
@@ -492,8 +500,20 @@ impl ShardCore {
         owner: Option<Arc<str>>,
         now: Instant,
     ) {
-        let resolved = self.resolve_pending_claim(&client_id, token);
+        let mut resolved = self.resolve_pending_claim(&client_id, token);
+        let arrived = moved.is_some();
         self.install_claimed_session(client_id.clone(), token, moved, local, owner, now);
+        if arrived {
+            let buffered = resolved
+                .as_mut()
+                .map(|r| std::mem::take(&mut r.buffered))
+                .unwrap_or_default();
+            if let Some(&sidx) = self.by_client_id.get(client_id.as_bytes()) {
+                if !buffered.is_empty() {
+                    self.replay_for_arrived(sidx, buffered, now);
+                }
+            }
+        }
         // A newer claim arrived while this one was in flight: this connection is taken over
         // right after it was established (DISCONNECT 0x8E), and the session moves on.
         self.after_claim(client_id, resolved, now);

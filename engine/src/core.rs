@@ -46,6 +46,8 @@ pub struct Stats {
     pub protocol_errors: u64,
     pub denied_publish: u64,
     pub denied_subscribe: u64,
+    pub forwarded_after_move: u64,
+    pub dropped_no_session: u64,
 }
 
 /// Everything one shard owns.
@@ -74,6 +76,13 @@ pub struct ShardCore {
     /// For authentication names whose hash selects this shard: the client ids holding a
     /// session for the name (`maxClientSessionsPerAuthenticationName`).
     pub(crate) name_holders: FxHashMap<std::sync::Arc<str>, Vec<Bytes>>,
+    /// Sessions that moved to another shard recently: their subscriptions, so a message routed
+    /// here before the move was known is forwarded (see `route::forward_moved`).
+    pub(crate) forwarders: Vec<crate::route::Forwarder>,
+    /// Set while a moving session's subscriptions are removed: their interests are withdrawn
+    /// only after the forwarding grace (`deferred_withdrawals`).
+    pub(crate) moving_until: Option<Instant>,
+    pub(crate) deferred_withdrawals: Vec<(Bytes, Option<Bytes>, Instant)>,
     /// Claims this shard has sent and not yet had answered, by client id.
     pub(crate) pending_claims: FxHashMap<Bytes, PendingClaim>,
     pub(crate) mesh: Option<Mesh>,
@@ -118,6 +127,8 @@ pub(crate) struct PendingClaim {
     pub deferred: Option<(u16, ConnToken, Option<std::sync::Arc<str>>)>,
     /// Later connections on this shard for the same client id, claiming after this one.
     pub queued: Vec<ConnToken>,
+    /// Messages delivered on this shard while the claim was in flight.
+    pub buffered: Vec<crate::message::Message>,
 }
 
 /// Why a connection is being closed by the server.
@@ -178,6 +189,9 @@ impl ShardCore {
             local_retain_seq: 0,
             name_holders: FxHashMap::default(),
             pending_claims: FxHashMap::default(),
+            forwarders: Vec::new(),
+            moving_until: None,
+            deferred_withdrawals: Vec::new(),
             stats: Stats::default(),
         }
     }
@@ -554,6 +568,7 @@ impl ShardCore {
     /// Keep alive [MQTT-3.1.2-22], CONNECT timeout, session expiry, delayed wills.
     pub fn on_tick(&mut self, now: Instant) {
         self.check_auth(now);
+        self.withdraw_deferred_interests(now);
         let connect_timeout = Duration::from_secs(u64::from(self.limits.connect_timeout_secs));
         let mut expired_conns = Vec::new();
         for (index, conn) in &self.conns {
@@ -641,7 +656,13 @@ impl ShardCore {
 
     fn handle_mesh(&mut self, msg: ShardMsg, now: Instant) {
         match msg {
-            ShardMsg::Deliver(m) => self.deliver_local(&m, now),
+            ShardMsg::Deliver { message, targets } => {
+                if !self.forwarders.is_empty() {
+                    self.forward_moved(&message, targets, now);
+                }
+                self.deliver_local(&message, now)
+            }
+            ShardMsg::DeliverTo { client_id, out } => self.on_deliver_to(client_id, out, now),
             ShardMsg::DeliverShared {
                 message,
                 filter,

@@ -30,8 +30,15 @@ pub struct ConnToken {
 /// What shards tell each other.
 #[derive(Debug)]
 pub enum ShardMsg {
-    /// Deliver to this shard's matching (non-shared) subscriptions.
-    Deliver(Message),
+    /// Deliver to this shard's matching (non-shared) subscriptions. `targets`: every shard
+    /// the publisher's shard sent the message to (a bit each).
+    Deliver { message: Message, targets: u64 },
+    /// Deliver to the session of `client_id`, which moved to this shard (forwarded by the
+    /// shard it left, for a message routed there before the move was known).
+    DeliverTo {
+        client_id: Str,
+        out: crate::session::Outgoing,
+    },
     /// Deliver to one member of the shared subscription `$share/{group}/{filter}`.
     DeliverShared {
         message: Message,

@@ -28,6 +28,22 @@ use crate::message::Message;
 use crate::retain::RetainStore;
 use crate::session::{Inflight, InflightState, Outgoing, SubIds};
 
+/// How long a shard forwards messages for a session that moved away: longer than a message
+/// can take to cross the mesh, short enough that few forwarders are ever scanned.
+pub(crate) const FORWARD_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Messages kept per claim in flight (a claim normally resolves within microseconds).
+const PENDING_BUFFER_MAX: usize = 4096;
+
+/// The subscriptions of a session that moved to shard `to`, kept for [`FORWARD_GRACE`].
+#[derive(Debug)]
+pub struct Forwarder {
+    pub client_id: Str,
+    pub to: usize,
+    pub subs: Vec<(Bytes, crate::session::SubRecord)>,
+    pub until: Instant,
+}
+
 /// A retained message in a shard's replica; an empty payload is a tombstone (a clear).
 #[derive(Debug, Clone)]
 pub struct Retained {
@@ -187,7 +203,14 @@ impl ShardCore {
             self.subs.remove(&filter);
         }
         if last {
-            self.broadcast_interest(filter, group, false);
+            match (self.moving_until, &group) {
+                // The session is moving to another shard: keep advertising an ordinary
+                // subscription's interest while this shard forwards (see `forward_moved`);
+                // `on_tick` withdraws it later. A shared group's interest goes at once, or
+                // publishers would keep picking this shard for a member that left.
+                (Some(until), None) => self.deferred_withdrawals.push((filter, group, until)),
+                _ => self.broadcast_interest(filter, group, false),
+            }
         }
     }
 
@@ -527,13 +550,24 @@ impl ShardCore {
                 }
             });
         let me = self.id;
+        let all_targets = targets;
+        // Sessions that just left this shard: their new shard may not be in `targets` yet.
+        if !self.forwarders.is_empty() {
+            self.forward_moved(&message, all_targets, now);
+        }
         while targets != 0 {
             let to = targets.trailing_zeros() as usize;
             targets &= targets - 1;
             if to == me {
                 self.deliver_local(&message, now);
             } else {
-                self.send(to, ShardMsg::Deliver(message.clone()));
+                self.send(
+                    to,
+                    ShardMsg::Deliver {
+                        message: message.clone(),
+                        targets: all_targets,
+                    },
+                );
             }
         }
         for (filter, group, shard) in picks.drain(..) {
@@ -556,6 +590,16 @@ impl ShardCore {
     /// Delivers to this shard's non-shared subscriptions: once per session, at the highest
     /// granted QoS, with every matching subscription id [MQTT-3.3.4-2..5].
     pub(crate) fn deliver_local(&mut self, message: &Message, now: Instant) {
+        // A session may be on its way here for a claim in flight; publishers can already
+        // count this shard in (from an earlier stay). Keep the message for it (replayed when
+        // it lands, `replay_for_arrived`).
+        if !self.pending_claims.is_empty() {
+            for pending in self.pending_claims.values_mut() {
+                if pending.buffered.len() < PENDING_BUFFER_MAX {
+                    pending.buffered.push(message.clone());
+                }
+            }
+        }
         let mut matches = std::mem::take(&mut self.scratch.matches);
         matches.clear();
         let sessions = &self.sessions;
@@ -604,6 +648,175 @@ impl ShardCore {
         }
         matches.clear();
         self.scratch.matches = matches;
+    }
+
+    /// Withdraws interests kept during moves, once their grace has passed, unless local
+    /// subscribers came back meanwhile.
+    pub(crate) fn withdraw_deferred_interests(&mut self, now: Instant) {
+        if self.deferred_withdrawals.is_empty() {
+            return;
+        }
+        let due: Vec<_> = {
+            let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred_withdrawals)
+                .into_iter()
+                .partition(|(_, _, until)| *until <= now);
+            self.deferred_withdrawals = keep;
+            due
+        };
+        for (filter, group, _) in due {
+            let still = self.subs.get(&filter).is_some_and(|e| match &group {
+                None => !e.normal.is_empty(),
+                Some(g) => e
+                    .shared
+                    .iter()
+                    .any(|x| &x.group == g && !x.members.is_empty()),
+            });
+            if !still {
+                self.broadcast_interest(filter, group, false);
+            }
+        }
+    }
+
+    /// Remembers the subscriptions of a session that moved to `to`.
+    pub(crate) fn remember_move(
+        &mut self,
+        session: &crate::session::Session,
+        to: u16,
+        now: Instant,
+    ) {
+        let subs: Vec<_> = session
+            .subscriptions
+            .iter()
+            .filter(|(f, _)| matches!(topic::parse_shared(f), Ok(None)))
+            .map(|(f, r)| (f.clone(), r.clone()))
+            .collect();
+        if !subs.is_empty() {
+            self.forwarders.push(Forwarder {
+                client_id: session.client_id.clone(),
+                to: usize::from(to),
+                subs,
+                until: now + FORWARD_GRACE,
+            });
+        }
+    }
+
+    /// A message reached this shard for subscriptions of a session that has moved: forward it,
+    /// unless the publisher's shard also sent it to the session's new shard (then the new shard
+    /// has it already). QoS 1/2 messages are therefore neither lost nor doubled by a move.
+    pub(crate) fn forward_moved(&mut self, message: &Message, targets: u64, now: Instant) {
+        self.forwarders.retain(|f| f.until > now);
+        let mut sends = Vec::new();
+        for f in &self.forwarders {
+            if targets & (1u64 << f.to) != 0 {
+                continue;
+            }
+            let mut qos = None;
+            let mut retain = false;
+            let mut ids = SubIds::new();
+            for (filter, rec) in &f.subs {
+                if !topic::matches(filter, message.topic.as_bytes()) {
+                    continue;
+                }
+                if rec.options.no_local && message.origin == *f.client_id.as_bytes_shared() {
+                    continue;
+                }
+                let q = qos_min(rec.options.qos, message.qos);
+                qos = Some(qos.map_or(q, |x: QoS| x.max(q)));
+                retain |= rec.options.retain_as_published && message.retain;
+                if let Some(id) = rec.id {
+                    ids.push(id);
+                }
+            }
+            if let Some(qos) = qos {
+                let out = Outgoing {
+                    message: message.clone(),
+                    qos,
+                    retain,
+                    sub_ids: ids,
+                };
+                sends.push((
+                    f.to,
+                    ShardMsg::DeliverTo {
+                        client_id: f.client_id.clone(),
+                        out,
+                    },
+                ));
+            }
+        }
+        for (to, msg) in sends {
+            self.stats.forwarded_after_move += 1;
+            self.send(to, msg);
+        }
+    }
+
+    /// Delivers to a session that just moved here the messages this shard delivered while it
+    /// was on its way (they matched none of its subscriptions then).
+    pub(crate) fn replay_for_arrived(&mut self, sidx: usize, buffered: Vec<Message>, now: Instant) {
+        for message in buffered {
+            let Some(session) = self.sessions.get(sidx) else {
+                return;
+            };
+            let mut qos = None;
+            let mut retain = false;
+            let mut ids = SubIds::new();
+            for (filter, rec) in &session.subscriptions {
+                if !matches!(topic::parse_shared(filter), Ok(None))
+                    || !topic::matches(filter, message.topic.as_bytes())
+                {
+                    continue;
+                }
+                if rec.options.no_local && message.origin == *session.client_id.as_bytes_shared() {
+                    continue;
+                }
+                let q = qos_min(rec.options.qos, message.qos);
+                qos = Some(qos.map_or(q, |x: QoS| x.max(q)));
+                retain |= rec.options.retain_as_published && message.retain;
+                if let Some(id) = rec.id {
+                    ids.push(id);
+                }
+            }
+            if let Some(qos) = qos {
+                self.deliver_to_session(
+                    sidx,
+                    Outgoing {
+                        message,
+                        qos,
+                        retain,
+                        sub_ids: ids,
+                    },
+                    now,
+                );
+            }
+        }
+    }
+
+    /// A forwarded delivery for a session that moved here (or moved on again).
+    pub(crate) fn on_deliver_to(&mut self, client_id: Str, out: Outgoing, now: Instant) {
+        if let Some(&sidx) = self.by_client_id.get(client_id.as_bytes()) {
+            // Only if the session, as it is now, still subscribes to a matching filter: a clean
+            // start or an unsubscribe since the move ends the old subscriptions.
+            let topic = out.message.topic.as_bytes();
+            let subscribed = self.sessions.get(sidx).is_some_and(|s| {
+                s.subscriptions
+                    .keys()
+                    .any(|f| matches!(topic::parse_shared(f), Ok(None)) && topic::matches(f, topic))
+            });
+            if subscribed {
+                self.deliver_to_session(sidx, out, now);
+            } else {
+                self.stats.dropped_no_session += 1;
+            }
+            return;
+        }
+        let next = self
+            .forwarders
+            .iter()
+            .find(|f| f.client_id == client_id && f.until > now)
+            .map(|f| f.to);
+        match next {
+            Some(to) => self.send(to, ShardMsg::DeliverTo { client_id, out }),
+            None => self.stats.dropped_no_session += 1,
+        }
     }
 
     /// Delivers to one member of a local shared group, preferring connected members.
