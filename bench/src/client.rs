@@ -75,7 +75,10 @@ pub fn limits(cfg: &LoadConfig) -> Limits {
 }
 
 /// Reads more bytes into `buf`; `Ok(0)` is end of stream.
-async fn read_more<R: AsyncReadRent>(stream: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
+pub(crate) async fn read_more<R: AsyncReadRent>(
+    stream: &mut R,
+    buf: &mut BytesMut,
+) -> io::Result<usize> {
     buf.reserve(READ_CHUNK);
     // Trap: monoio's `IoBufMut for BytesMut` reads to the *start* of the buffer (write_ptr is
     // `as_mut_ptr()`), overwriting bytes not yet decoded. Reading into the spare capacity
@@ -119,6 +122,7 @@ pub async fn connect(
 ) -> Result<Conn, ClientError> {
     let attempt = async {
         let stream = TcpStream::connect_addr(cfg.addr).await?;
+        crate::sockets::register(std::os::fd::AsRawFd::as_raw_fd(&stream));
         stream.set_nodelay(true)?;
         let mut conn = Conn {
             stream,
@@ -203,7 +207,7 @@ pub async fn run_subscriber(
     } = conn;
     let (mut reader, writer) = stream.into_split();
     let outbox = Rc::new(Outbox::default());
-    monoio::spawn(outbox::run_writer(
+    crate::sockets::spawn_io(outbox::run_writer(
         writer,
         outbox.clone(),
         cfg.protocol,
@@ -355,14 +359,14 @@ pub fn spawn_publisher(
     } = conn;
     let ping_every = outbox::ping_interval(keep_alive_secs);
     let (reader, writer) = stream.into_split();
-    monoio::spawn(read_acks(
+    crate::sockets::spawn_io(read_acks(
         reader,
         rbuf,
         cfg.clone(),
         shared.clone(),
         window.clone(),
     ));
-    monoio::spawn(publish(
+    crate::sockets::spawn_io(publish(
         writer, spec, cfg, shared, window, shape, ping_every,
     ));
 }
@@ -470,6 +474,8 @@ async fn publish<W: AsyncWriteRentExt>(
                 let next_ns = start_ns + offset_ns + (sent as f64 / cfg.rate * 1e9) as u64;
                 let wait =
                     Duration::from_nanos(next_ns.saturating_sub(clock::monotonic_ns()).max(1000));
+                // At most 50 ms: a sleeping publisher must notice the end of the run soon.
+                let wait = wait.min(Duration::from_millis(50));
                 monoio::time::sleep(ping_every.map_or(wait, |every| wait.min(every))).await;
                 continue;
             }

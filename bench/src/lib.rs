@@ -18,6 +18,7 @@ pub mod config;
 pub mod outbox;
 pub mod report;
 pub mod run;
+pub mod sockets;
 pub mod stats;
 pub mod sysinfo;
 pub mod template;

@@ -13,7 +13,7 @@ use monoio::io::AsyncWriteRent;
 use monoio::io::AsyncWriteRentExt;
 use ringmq_codec::{Packet, ProtocolVersion, encode};
 
-use crate::client::Conn;
+use crate::client::{Conn, read_more};
 
 /// How often a client with keep alive `secs` sends PINGREQ when it has nothing else to send:
 /// half the keep alive, so a late ping is still within the 1.5 × grace [MQTT-3.1.2-22].
@@ -113,24 +113,39 @@ pub async fn run_writer<W: AsyncWriteRent>(
     }
 }
 
-/// Keeps an idle connection open, pinging it when it has a keep alive. Runs until the
-/// runtime is dropped at the end of the run.
+/// Keeps an idle connection open until the broker or the end of the run closes it, reading
+/// (and discarding) what the broker sends and pinging when it has a keep alive. Dropping a read
+/// on the ping timer may lose the bytes it received; for an idle client those are PINGRESPs.
 pub async fn hold_idle(conn: Conn, version: ProtocolVersion, keep_alive_secs: u16) {
-    let mut stream = conn.stream;
-    let Some(every) = ping_interval(keep_alive_secs) else {
-        // Nothing to send: park forever; the socket closes with the runtime.
-        core::future::pending::<()>().await;
-        return;
-    };
+    let Conn {
+        mut stream,
+        mut rbuf,
+        ..
+    } = conn;
+    let every = ping_interval(keep_alive_secs);
     let mut out = BytesMut::with_capacity(8);
     loop {
-        monoio::time::sleep(every).await;
-        pingreq(version, &mut out);
-        let (res, mut buf) = stream.write_all(out).await;
-        buf.clear();
-        out = buf;
-        if res.is_err() {
-            return;
+        let read = match every {
+            Some(every) => {
+                match monoio::time::timeout(every, read_more(&mut stream, &mut rbuf)).await {
+                    Ok(read) => read,
+                    Err(_) => {
+                        pingreq(version, &mut out);
+                        let (res, mut buf) = stream.write_all(out).await;
+                        buf.clear();
+                        out = buf;
+                        if res.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+            None => read_more(&mut stream, &mut rbuf).await,
+        };
+        match read {
+            Ok(0) | Err(_) => return,
+            Ok(_) => rbuf.clear(),
         }
     }
 }

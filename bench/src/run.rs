@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use monoio::{FusionDriver, RuntimeBuilder};
 
-use crate::client::{self, Conn};
+use crate::client;
 use crate::clock;
 use crate::config::{LoadConfig, Plan, PubSpec, Scenario, SubSpec};
 use crate::report::{BrokerStats, ConnectStats, Report, si};
@@ -67,8 +67,6 @@ struct ThreadCtx {
     cfg: Rc<LoadConfig>,
     shared: Arc<Shared>,
     latencies: Rc<RefCell<Histogram<u64>>>,
-    /// Keeps idle connections open until the thread ends.
-    idle: RefCell<Vec<Conn>>,
     shape: client::RunShape,
 }
 
@@ -171,7 +169,6 @@ async fn thread_main(
         cfg: Rc::new(cfg),
         shared,
         latencies: Rc::new(RefCell::new(new_histogram())),
-        idle: RefCell::new(Vec::new()),
         shape,
     });
     let first: VecDeque<Job> = (0..plan.idle)
@@ -182,7 +179,22 @@ async fn thread_main(
     client::wait_phase(&ctx.shared, phase::PUBLISHERS).await;
     connect_all(&ctx, plan.publishers.into_iter().map(Job::Pub).collect()).await;
     client::wait_phase(&ctx.shared, phase::DONE).await;
+    close_all().await;
     ctx.latencies.borrow().clone()
+}
+
+/// Shuts down this thread's sockets and waits (at most 3 s) for the tasks owning them to end,
+/// so the descriptors are closed before the thread exits (see [`crate::sockets`]).
+async fn close_all() {
+    crate::sockets::shutdown_all();
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while crate::sockets::live_tasks() > 0 && std::time::Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let left = crate::sockets::live_tasks();
+    if left > 0 {
+        eprintln!("warning: {left} connection tasks did not end; their sockets stay open");
+    }
 }
 
 /// Connects `jobs` with at most `connect_concurrency` attempts in flight.
@@ -233,10 +245,9 @@ async fn open(ctx: &Rc<ThreadCtx>, job: &Job) -> Result<(), client::ClientError>
     let mut conn =
         client::connect(cfg, &job.client_id(&cfg.client_id_prefix), CONNECT_TIMEOUT).await?;
     match job {
-        Job::Idle(_) if conn.keep_alive_secs == 0 => ctx.idle.borrow_mut().push(conn),
         Job::Idle(_) => {
             let keep_alive_secs = conn.keep_alive_secs;
-            monoio::spawn(crate::outbox::hold_idle(
+            crate::sockets::spawn_io(crate::outbox::hold_idle(
                 conn,
                 cfg.protocol,
                 keep_alive_secs,
@@ -249,7 +260,7 @@ async fn open(ctx: &Rc<ThreadCtx>, job: &Job) -> Result<(), client::ClientError>
             )
             .await
             .map_err(|_| client::ClientError::Timeout)??;
-            monoio::spawn(client::run_subscriber(
+            crate::sockets::spawn_io(client::run_subscriber(
                 conn,
                 cfg.clone(),
                 ctx.shared.clone(),
