@@ -143,13 +143,13 @@ impl ShardCore {
             }
         };
         // The session belongs to one authentication name: a token for another is refused.
-        if let Some(owner) = &conn.owner {
-            if identity.authentication_name.to_lowercase() != **owner {
-                return Err(fail(
-                    ReasonCode::NOT_AUTHORIZED,
-                    "re-authentication names another identity",
-                ));
-            }
+        if let Some(owner) = &conn.owner
+            && identity.authentication_name.to_lowercase() != **owner
+        {
+            return Err(fail(
+                ReasonCode::NOT_AUTHORIZED,
+                "re-authentication names another identity",
+            ));
         }
         let permissions = snapshot.permissions(&identity);
         info!(client_id = %client_id, authentication_name = %identity.authentication_name, "client re-authenticated");

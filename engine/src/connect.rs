@@ -262,14 +262,15 @@ impl ShardCore {
     ) {
         // A session cannot be taken over by another authentication name: refused here, before
         // anything is kicked, since this shard orders every claim of the client id.
-        if let Some(existing) = self.directory.get(client_id.as_bytes()) {
-            if existing.owner.is_some() && existing.owner != owner {
-                self.send(
-                    usize::from(shard),
-                    ShardMsg::ClaimRefused { client_id, token },
-                );
-                return;
-            }
+        if let Some(existing) = self.directory.get(client_id.as_bytes())
+            && existing.owner.is_some()
+            && existing.owner != owner
+        {
+            self.send(
+                usize::from(shard),
+                ShardMsg::ClaimRefused { client_id, token },
+            );
+            return;
         }
         let entry = DirEntry {
             shard,
@@ -446,11 +447,11 @@ impl ShardCore {
         // here (it may be on its way): hand over once that claim resolves, or two connections
         // would live. A shard holding the session hands it over at once, so chains of racing
         // claims always end.
-        if !self.by_client_id.contains_key(client_id.as_bytes()) {
-            if let Some(pending) = self.pending_claims.get_mut(client_id.as_bytes()) {
-                pending.deferred = Some((to, token, owner));
-                return;
-            }
+        if !self.by_client_id.contains_key(client_id.as_bytes())
+            && let Some(pending) = self.pending_claims.get_mut(client_id.as_bytes())
+        {
+            pending.deferred = Some((to, token, owner));
+            return;
         }
         let session = self.take_session(&client_id, now);
         if let Some(moved) = &session {
@@ -508,10 +509,10 @@ impl ShardCore {
                 .as_mut()
                 .map(|r| std::mem::take(&mut r.buffered))
                 .unwrap_or_default();
-            if let Some(&sidx) = self.by_client_id.get(client_id.as_bytes()) {
-                if !buffered.is_empty() {
-                    self.replay_for_arrived(sidx, buffered, now);
-                }
+            if let Some(&sidx) = self.by_client_id.get(client_id.as_bytes())
+                && !buffered.is_empty()
+            {
+                self.replay_for_arrived(sidx, buffered, now);
             }
         }
         // A newer claim arrived while this one was in flight: this connection is taken over

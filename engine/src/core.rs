@@ -797,14 +797,15 @@ impl ShardCore {
             .collect();
         tracing::info!(shard = self.id, connections = open.len(), "shutting down");
         for index in open {
-            if let Some(conn) = self.conns.get_mut(index) {
-                if conn.is_connected() && conn.version.is_v5() {
-                    let d = Disconnect {
-                        reason_code: ReasonCode::SERVER_SHUTTING_DOWN,
-                        properties: Default::default(),
-                    };
-                    write_packet(conn, &Packet::Disconnect(d));
-                }
+            if let Some(conn) = self.conns.get_mut(index)
+                && conn.is_connected()
+                && conn.version.is_v5()
+            {
+                let d = Disconnect {
+                    reason_code: ReasonCode::SERVER_SHUTTING_DOWN,
+                    properties: Default::default(),
+                };
+                write_packet(conn, &Packet::Disconnect(d));
             }
             self.close_conn(index, false, now);
         }

@@ -669,7 +669,7 @@ impl ShardCore {
                 Some(g) => e
                     .shared
                     .iter()
-                    .any(|x| &x.group == g && !x.members.is_empty()),
+                    .any(|x| x.group == g && !x.members.is_empty()),
             });
             if !still {
                 self.broadcast_interest(filter, group, false);
@@ -710,30 +710,8 @@ impl ShardCore {
             if targets & (1u64 << f.to) != 0 {
                 continue;
             }
-            let mut qos = None;
-            let mut retain = false;
-            let mut ids = SubIds::new();
-            for (filter, rec) in &f.subs {
-                if !topic::matches(filter, message.topic.as_bytes()) {
-                    continue;
-                }
-                if rec.options.no_local && message.origin == *f.client_id.as_bytes_shared() {
-                    continue;
-                }
-                let q = qos_min(rec.options.qos, message.qos);
-                qos = Some(qos.map_or(q, |x: QoS| x.max(q)));
-                retain |= rec.options.retain_as_published && message.retain;
-                if let Some(id) = rec.id {
-                    ids.push(id);
-                }
-            }
-            if let Some(qos) = qos {
-                let out = Outgoing {
-                    message: message.clone(),
-                    qos,
-                    retain,
-                    sub_ids: ids,
-                };
+            let subs = f.subs.iter().map(|(filter, rec)| (filter, rec));
+            if let Some(out) = aggregate_for_session(subs, message, &f.client_id) {
                 sends.push((
                     f.to,
                     ShardMsg::DeliverTo {
@@ -756,36 +734,10 @@ impl ShardCore {
             let Some(session) = self.sessions.get(sidx) else {
                 return;
             };
-            let mut qos = None;
-            let mut retain = false;
-            let mut ids = SubIds::new();
-            for (filter, rec) in &session.subscriptions {
-                if !matches!(topic::parse_shared(filter), Ok(None))
-                    || !topic::matches(filter, message.topic.as_bytes())
-                {
-                    continue;
-                }
-                if rec.options.no_local && message.origin == *session.client_id.as_bytes_shared() {
-                    continue;
-                }
-                let q = qos_min(rec.options.qos, message.qos);
-                qos = Some(qos.map_or(q, |x: QoS| x.max(q)));
-                retain |= rec.options.retain_as_published && message.retain;
-                if let Some(id) = rec.id {
-                    ids.push(id);
-                }
-            }
-            if let Some(qos) = qos {
-                self.deliver_to_session(
-                    sidx,
-                    Outgoing {
-                        message,
-                        qos,
-                        retain,
-                        sub_ids: ids,
-                    },
-                    now,
-                );
+            if let Some(out) =
+                aggregate_for_session(session.subscriptions.iter(), &message, &session.client_id)
+            {
+                self.deliver_to_session(sidx, out, now);
             }
         }
     }
@@ -905,22 +857,7 @@ impl ShardCore {
             }
             return;
         }
-        let id = session.next_packet_id();
-        if write_publish(
-            conn,
-            &out,
-            QosPid::new(out.qos, id),
-            false,
-            now,
-            &mut self.stats,
-        ) {
-            self.stats.messages_out += 1;
-            session.inflight.push_back(Inflight {
-                packet_id: id,
-                out,
-                state: InflightState::Published,
-            });
-        }
+        publish_in_flight(conn, session, out, now, &mut self.stats);
     }
 
     /// Moves queued messages into the in-flight window.
@@ -945,22 +882,7 @@ impl ShardCore {
                 write_publish(conn, &out, QosPid::AtMostOnce, false, now, &mut self.stats);
                 continue;
             }
-            let id = session.next_packet_id();
-            if write_publish(
-                conn,
-                &out,
-                QosPid::new(out.qos, id),
-                false,
-                now,
-                &mut self.stats,
-            ) {
-                self.stats.messages_out += 1;
-                session.inflight.push_back(Inflight {
-                    packet_id: id,
-                    out,
-                    state: InflightState::Published,
-                });
-            }
+            publish_in_flight(conn, session, out, now, &mut self.stats);
         }
     }
 
@@ -1024,6 +946,61 @@ fn nth_bit(mut mask: u64, n: u32) -> usize {
         mask &= mask - 1;
     }
     mask.trailing_zeros() as usize
+}
+
+/// Sends a QoS 1/2 message under a new packet id and records it in flight (unless it was not
+/// sent, e.g. too large for the client).
+fn publish_in_flight(
+    conn: &mut crate::conn::Conn,
+    session: &mut crate::session::Session,
+    out: Outgoing,
+    now: Instant,
+    stats: &mut crate::core::Stats,
+) {
+    let id = session.next_packet_id();
+    if write_publish(conn, &out, QosPid::new(out.qos, id), false, now, stats) {
+        stats.messages_out += 1;
+        session.inflight.push_back(Inflight {
+            packet_id: id,
+            out,
+            state: InflightState::Published,
+        });
+    }
+}
+
+/// What one session gets of `message` through the ordinary (non-shared) subscriptions in
+/// `subs`: one delivery at the highest granted QoS with every matching identifier
+/// [MQTT-3.3.4-2..5], No Local applied for `client_id` — or `None` when nothing matches.
+fn aggregate_for_session<'a>(
+    subs: impl Iterator<Item = (&'a Bytes, &'a crate::session::SubRecord)>,
+    message: &Message,
+    client_id: &Str,
+) -> Option<Outgoing> {
+    let mut qos: Option<QoS> = None;
+    let mut retain = false;
+    let mut ids = SubIds::new();
+    for (filter, rec) in subs {
+        if !matches!(topic::parse_shared(filter), Ok(None))
+            || !topic::matches(filter, message.topic.as_bytes())
+        {
+            continue;
+        }
+        if rec.options.no_local && message.origin == *client_id.as_bytes_shared() {
+            continue;
+        }
+        let q = qos_min(rec.options.qos, message.qos);
+        qos = Some(qos.map_or(q, |x| x.max(q)));
+        retain |= rec.options.retain_as_published && message.retain;
+        if let Some(id) = rec.id {
+            ids.push(id);
+        }
+    }
+    qos.map(|qos| Outgoing {
+        message: message.clone(),
+        qos,
+        retain,
+        sub_ids: ids,
+    })
 }
 
 /// Payloads at least this large are queued to the socket as the shared `Bytes` instead of
