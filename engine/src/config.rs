@@ -152,6 +152,24 @@ pub struct Limits {
     pub connect_timeout_secs: u16,
     /// Seconds a graceful shutdown (SIGTERM) may take to flush before the process exits.
     pub shutdown_timeout_secs: u16,
+    /// Limits of `APPLICATION` clients (back-end consumers of many devices, as a JWT's client
+    /// type says); the values above apply to `DEVICE` clients.
+    pub application: ApplicationLimits,
+}
+
+/// `[limits.application]`: larger queues and window for `APPLICATION` clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApplicationLimits {
+    pub max_queued_messages: usize,
+    pub max_queued_bytes: usize,
+    pub max_inflight: u16,
+}
+
+impl Default for ApplicationLimits {
+    fn default() -> Self {
+        ApplicationLimits { max_queued_messages: 100_000, max_queued_bytes: 512 * 1024 * 1024, max_inflight: 8192 }
+    }
 }
 
 impl Default for Limits {
@@ -174,6 +192,7 @@ impl Default for Limits {
             shard_queue_capacity: 4096,
             connect_timeout_secs: 10,
             shutdown_timeout_secs: 10,
+            application: ApplicationLimits::default(),
         }
     }
 }
@@ -298,6 +317,9 @@ impl Config {
                 "limits.receive_maximum",
                 "must be at least 1 [MQTT-3.2.2.3.3]",
             );
+        }
+        if l.application.max_inflight == 0 || l.application.max_inflight > 32_768 {
+            return invalid("limits.application.max_inflight", "must be between 1 and 32768");
         }
         if l.max_inflight == 0 {
             return invalid("limits.max_inflight", "must be at least 1");

@@ -823,13 +823,10 @@ impl ShardCore {
             self.stats.dropped_expired += 1;
             return;
         }
-        let (max_msgs, max_bytes) = (
-            self.limits.max_queued_messages,
-            self.limits.max_queued_bytes,
-        );
         let Some(session) = self.sessions.get_mut(sidx) else {
             return;
         };
+        let (max_msgs, max_bytes) = (session.max_queued_messages, session.max_queued_bytes);
         let conn = session
             .conn
             .and_then(|c| self.conns.get_mut(c))

@@ -84,6 +84,9 @@ pub struct Session {
     pub pending_will: Option<PendingWill>,
     /// Messages dropped because a queue limit was hit.
     pub dropped: u64,
+    /// This session's queue limits (by client type: `limits` or `limits.application`).
+    pub max_queued_messages: usize,
+    pub max_queued_bytes: usize,
 }
 
 impl Session {
@@ -103,6 +106,8 @@ impl Session {
             incoming_qos2: FxHashSet::default(),
             pending_will: None,
             dropped: 0,
+            max_queued_messages: crate::config::Limits::default().max_queued_messages,
+            max_queued_bytes: crate::config::Limits::default().max_queued_bytes,
         }
     }
 

@@ -23,7 +23,8 @@ fn registry(pki: &Pki, ca_pem: &str, truck_state: &str, extra: serde_json::Value
                 "tokenIssuer": "https://issuer.test",
                 "audience": "ringmq",
                 "hmacSecrets": ["test-secret-0123456789"],
-                "acceptTokenInPassword": true
+                "acceptTokenInPassword": true,
+                "clientTypeClaims": { "role": "app" }
             }
         }},
         // One registered CA: the single-line form Event Grid's guide uploads.
@@ -39,7 +40,7 @@ fn registry(pki: &Pki, ca_pem: &str, truck_state: &str, extra: serde_json::Value
         ],
         "clientGroups": [
             { "name": "trucks", "query": "attributes.type = 'truck'" },
-            { "name": "apps", "query": "attributes.type = 'app' OR attributes.role = 'sensor'" }
+            { "name": "apps", "query": "attributes.type = 'app' OR attributes.role IN ['sensor', 'app']" }
         ],
         "topicSpaces": [
             { "name": "own-telemetry", "topicTemplates": ["fleet/${client.attributes.zone}/${client.authenticationName}/telemetry/#"] },
@@ -979,4 +980,45 @@ fn reload_adds_and_removes_cas_and_revokes_certificates() {
             b.log()
         );
     }
+}
+
+/// The client type from the token (clientTypeClaims: role = app → APPLICATION) selects the
+/// session limits: with max_inflight 5 for devices and 50 for applications, an application
+/// receives 20 unacknowledged QoS 1 messages, a device 5.
+#[test]
+fn application_clients_get_their_own_limits() {
+    use ringmq_codec::{Packet, QoS};
+    use ringmq_tests::client::{Client, Opts, PublishExt, msg};
+    let pki = Pki::new();
+    fs::write(
+        pki.dir.join("registry.json"),
+        registry(&pki, &pki.ca_pem(), "Enabled", json!({})),
+    )
+    .unwrap();
+    let limits = "[limits]\nmax_inflight = 5\n[limits.application]\nmax_inflight = 50\n[auth]\nregistry = \"registry.json\"\n";
+    let b = TlsBroker::start(&pki, "optional", limits);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], b.plain_port));
+    let connect = |id: &str, role: &str| {
+        let t = token(&format!("{id}-name"), json!({ "role": role }), 3600);
+        Client::connect(addr, Opts::v5(id).auth("CUSTOM-JWT", t.as_bytes()))
+    };
+    let mut device = connect("device", "sensor");
+    let mut app = connect("app", "app");
+    device.subscribe_ok("fleet/+/+/telemetry/#", QoS::AtLeastOnce);
+    app.subscribe_ok("fleet/+/+/telemetry/#", QoS::AtLeastOnce);
+    let mut publisher = connect("publisher", "sensor");
+    for i in 0..20 {
+        publisher.publish(msg("fleet/eu/x/telemetry/t", format!("{i}")).qos(QoS::AtLeastOnce));
+    }
+    let unacked = |c: &mut Client| {
+        let mut n = 0;
+        while let Some(p) = c.recv(Duration::from_millis(700)) {
+            if matches!(p, Packet::Publish(_)) {
+                n += 1;
+            }
+        }
+        n
+    };
+    assert_eq!(unacked(&mut device), 5, "device window");
+    assert_eq!(unacked(&mut app), 20, "application window");
 }
