@@ -1022,3 +1022,38 @@ fn application_clients_get_their_own_limits() {
     assert_eq!(unacked(&mut device), 5, "device window");
     assert_eq!(unacked(&mut app), 20, "application window");
 }
+
+/// paho-mqtt 2.x with CUSTOM-JWT enhanced authentication: CONNACK 0, PUBACK 0 inside the
+/// permissions and 0x87 (135) outside them; a forged token gets CONNACK 0x86 (134).
+#[test]
+fn paho_custom_jwt() {
+    let pki = Pki::new();
+    let b = start(&pki, &registry(&pki, &pki.ca_pem(), "Enabled", json!({})));
+    let script = ringmq_tests::workspace_root().join("tests/py/paho_jwt.py");
+    let run_paho = |token: &str, topics: &[&str]| -> String {
+        let mut cmd = Command::new("python3");
+        cmd.arg(&script)
+            .arg(b.plain_port.to_string())
+            .arg("CUSTOM-JWT")
+            .arg(token)
+            .args(topics);
+        let o = cmd
+            .stdin(Stdio::null())
+            .output()
+            .expect("python3 with paho-mqtt (pip install 'paho-mqtt>=2')");
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+    };
+    let good = token("paho-sensor", json!({ "role": "sensor" }), 3600);
+    let out = run_paho(&good, &["fleet/eu/p/telemetry/t", "not/allowed"]);
+    assert!(out.contains("CONNACK 0"), "{out}");
+    assert!(out.contains("PUBACK fleet/eu/p/telemetry/t 0"), "{out}");
+    assert!(out.contains("PUBACK not/allowed 135"), "{out}");
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({ "sub": "x", "iss": "https://issuer.test", "aud": "ringmq", "exp": 4_000_000_000u64 }),
+        &jsonwebtoken::EncodingKey::from_secret(b"not-the-secret"),
+    )
+    .unwrap();
+    let out = run_paho(&forged, &[]);
+    assert!(out.contains("CONNACK 134"), "{out}");
+}
