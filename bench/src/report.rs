@@ -105,7 +105,9 @@ pub fn si(value: f64) -> String {
 
 /// Bytes as KiB/MiB with one decimal.
 pub fn bytes(n: f64) -> String {
-    if n.abs() >= 1024.0 * 1024.0 {
+    if n.abs() >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.1} GiB", n / (1024.0 * 1024.0 * 1024.0))
+    } else if n.abs() >= 1024.0 * 1024.0 {
         format!("{:.1} MiB", n / (1024.0 * 1024.0))
     } else if n.abs() >= 1024.0 {
         format!("{:.1} KiB", n / 1024.0)
@@ -322,6 +324,7 @@ pub(crate) mod tests {
         assert_eq!(bytes(512.0), "512 B");
         assert_eq!(bytes(3.5 * 1024.0), "3.5 KiB");
         assert_eq!(bytes(5.0 * 1024.0 * 1024.0), "5.0 MiB");
+        assert_eq!(bytes(24.0 * 1024.0 * 1024.0 * 1024.0), "24.0 GiB");
         assert_eq!(micros(180.4), "180 µs");
         assert_eq!(micros(15_300.0), "15.3 ms");
     }

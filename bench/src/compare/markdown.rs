@@ -360,6 +360,22 @@ fn problems(s: &mut String, cmp: &Comparison) {
     {
         let (o, r) = o;
         let errors = r.disconnected + r.decode_errors + r.refused + r.connections.failed;
+        if errors == 0 && r.delivery_ratio >= 0.999 && r.written_off > 0 {
+            if !listed {
+                let _ = writeln!(s, "### Problems seen\n");
+                listed = true;
+            }
+            let _ = writeln!(
+                s,
+                "- **{} / {}**: delivery stalls — {} messages were written off by the window (no \
+                 delivery for 50 ms while it was full); they arrived later (delivered {:.2} %)",
+                o.broker,
+                o.scenario,
+                group_digits(r.written_off),
+                r.delivery_ratio * 100.0
+            );
+            continue;
+        }
         if errors > 0 || (r.expected > 0 && r.delivery_ratio < 0.999) {
             if !listed {
                 let _ = writeln!(s, "### Problems seen\n");

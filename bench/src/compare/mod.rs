@@ -357,6 +357,7 @@ pub fn compare(args: &CompareArgs) -> Result<(), CompareError> {
             cmp.outcomes.push(outcome);
         }
     }
+    cmp.load_after = sysinfo::load_average();
     let svg_path = args
         .svg
         .clone()
