@@ -431,7 +431,7 @@ fn method(s: &mut String, cmp: &Comparison) {
          - **Broker RSS** is VmRSS from /proc/PID/status before connecting and 1 s after the last \
          connection; **broker CPU** is utime + stime from /proc/PID/stat over the measured part.\n\
          - mosquitto runs with its defaults plus a loopback listener, `allow_anonymous true`, \
-         `persistence false`, `max_connections -1` and connection logging off; rumqttd (when \
+         `persistence false`, `max_connections -1`, `set_tcp_nodelay true` (its default leaves Nagle on, which adds milliseconds to small messages) and connection logging off; rumqttd (when \
          present) runs its generated default config with a loopback v4 listener, the connection \
          throttle off and `max_connections` raised for the conn scenario, spoken to over MQTT 3.1.1.\n\
          - Not covered yet: TLS, QoS 2, retained messages, persistent sessions, the auth paths \
