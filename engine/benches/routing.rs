@@ -166,5 +166,47 @@ fn bench_retain(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_trie, bench_retain);
+/// Cross-shard hand-off: one `ShardMsg::Deliver` (a 64-byte message, shared `Bytes`) pushed
+/// into a shard's inbox and popped on the other side, in batches of 64 as a loop turn does.
+fn bench_mesh(c: &mut Criterion) {
+    use bytes::Bytes;
+    use ringmq::mesh::{Mesh, ShardMsg};
+    use ringmq::message::Message;
+    use ringmq_codec::{PublishProperties, QoS, Str};
+    let mesh = Mesh::new(2, 4096);
+    let message = Message {
+        topic: Str::from_static("fleet/truck-17/telemetry"),
+        payload: Bytes::from_static(&[7u8; 64]),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: PublishProperties::default(),
+        expires_at: None,
+        origin: Bytes::from_static(b"publisher"),
+    };
+    let mut group = c.benchmark_group("mesh");
+    group.throughput(Throughput::Elements(64));
+    group.bench_function("deliver_handoff_batch_64", |b| {
+        b.iter(|| {
+            for _ in 0..64 {
+                let msg = ShardMsg::Deliver {
+                    message: message.clone(),
+                    targets: 0b10,
+                };
+                if mesh.push(1, black_box(msg)).is_err() {
+                    panic!("inbox full");
+                }
+            }
+            mesh.wake(1);
+            let mut n = 0;
+            while let Some(m) = mesh.pop(1) {
+                black_box(&m);
+                n += 1;
+            }
+            n
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_trie, bench_retain, bench_mesh);
 criterion_main!(benches);

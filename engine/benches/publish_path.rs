@@ -1,0 +1,148 @@
+//! The publish → route → deliver path without sockets, for instruction counts and timing.
+//!
+//! Two shard cores joined by the real mesh: a publisher on shard 0, a subscriber on shard 0
+//! and one on shard 1. Each iteration feeds one encoded QoS 0 PUBLISH (64-byte payload) to
+//! shard 0, hands the cross-shard copy over the mesh, and drains both subscribers' output as
+//! the writer tasks would. Run it plainly for ns/message, or under callgrind for a count that
+//! does not depend on the machine's load:
+//!
+//! ```sh
+//! cargo bench -p ringmq --bench publish_path --no-run
+//! valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out \
+//!   target/release/deps/publish_path-* 20000
+//! ```
+//! and divide the reported `Collected` instructions (minus those of a run with 0 messages) by
+//! the message count; `ringmq-bench`'s `docs/benchmarks.md` section records the figure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use ringmq::config::Limits;
+use ringmq::core::ShardCore;
+use ringmq::mesh::Mesh;
+use ringmq_codec::*;
+
+fn connect(core: &mut ShardCore, id: &str, now: Instant) -> usize {
+    let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let token = core.accept(peer, now).unwrap();
+    let connect = Connect {
+        protocol: ProtocolVersion::V5,
+        clean_start: true,
+        keep_alive_secs: 0,
+        properties: ConnectProperties::default(),
+        client_id: Str::copy_from(id).unwrap(),
+        will: None,
+        username: None,
+        password: None,
+    };
+    let mut b = BytesMut::new();
+    encode(
+        &Packet::Connect(Box::new(connect)),
+        ProtocolVersion::V5,
+        &mut b,
+    )
+    .unwrap();
+    core.on_read(token.index as usize, &mut b, now);
+    token.index as usize
+}
+
+fn drain(core: &mut ShardCore, index: usize, spare: &mut BytesMut) -> usize {
+    let conn = core.conn_mut(index).unwrap();
+    let mut n = 0;
+    while let Some(out) = conn.take_output(spare) {
+        if let ringmq::conn::Output::Buffer(mut b) = out {
+            n += b.len();
+            b.clear();
+            *spare = b;
+        }
+    }
+    n
+}
+
+fn pump(cores: &mut [ShardCore], mesh: &Mesh, now: Instant) {
+    for _ in 0..4 {
+        for c in cores.iter_mut() {
+            c.flush_mesh();
+        }
+        for (i, c) in cores.iter_mut().enumerate() {
+            while let Some(m) = mesh.pop(i) {
+                c.on_mesh(m, now);
+            }
+        }
+    }
+}
+
+fn main() {
+    let messages: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(200_000);
+    let mesh = Mesh::new(2, 4096);
+    let auth = ringmq_auth::Registry::new(ringmq_auth::Snapshot::allow_all());
+    let mut cores: Vec<ShardCore> = (0..2)
+        .map(|i| ShardCore::new(i, Some(mesh.clone()), Limits::default(), auth.clone()))
+        .collect();
+    let now = Instant::now();
+    let publisher = connect(&mut cores[0], "pub", now);
+    let subs = [
+        (0usize, connect(&mut cores[0], "sub0", now)),
+        (1usize, connect(&mut cores[1], "sub1", now)),
+    ];
+    pump(&mut cores, &mesh, now);
+    for &(shard, index) in &subs {
+        let s = Subscribe {
+            packet_id: std::num::NonZeroU16::new(1).unwrap(),
+            subscription_id: None,
+            user_properties: UserProperties::new(),
+            filters: vec![SubscribeFilter {
+                filter: Str::from_static("fleet/+/telemetry"),
+                options: SubscriptionOptions::default(),
+            }],
+        };
+        let mut b = BytesMut::new();
+        encode(&Packet::Subscribe(s), ProtocolVersion::V5, &mut b).unwrap();
+        cores[shard].on_read(index, &mut b, now);
+    }
+    pump(&mut cores, &mesh, now);
+    let mut frame = BytesMut::new();
+    let publish = Publish {
+        dup: false,
+        qos_pid: QosPid::AtMostOnce,
+        retain: false,
+        topic: Str::from_static("fleet/truck-17/telemetry"),
+        properties: PublishProperties::default(),
+        payload: Bytes::from_static(&[7u8; 64]),
+    };
+    encode(&Packet::Publish(publish), ProtocolVersion::V5, &mut frame).unwrap();
+    let mut input = BytesMut::with_capacity(4096);
+    let mut spare = BytesMut::new();
+    let mut delivered = 0usize;
+    let started = Instant::now();
+    for _ in 0..messages {
+        input.extend_from_slice(&frame);
+        cores[0].on_read(publisher, &mut input, now);
+        cores[0].flush_mesh();
+        while let Some(m) = mesh.pop(1) {
+            cores[1].on_mesh(m, now);
+        }
+        for &(shard, index) in &subs {
+            if drain(&mut cores[shard], index, &mut spare) > 0 {
+                delivered += 1;
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(
+        delivered,
+        messages * subs.len(),
+        "every message delivered to both subscribers"
+    );
+    if messages > 0 {
+        println!(
+            "{messages} messages, {delivered} deliveries (one subscriber on the publisher's shard, one across the mesh): {:.0} ns per message",
+            elapsed.as_nanos() as f64 / messages as f64
+        );
+    }
+}
