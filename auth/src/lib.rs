@@ -113,17 +113,17 @@ impl Snapshot {
         if !creds.peer_certificates.is_empty() {
             return x509::authenticate(reg, creds, &mut caches.x509, self.version, now);
         }
-        if let Some(password) = creds.password {
-            if reg.accepts_token_in_password() {
-                return jwt::authenticate(
-                    reg,
-                    jwt::TokenSource::Password,
-                    password,
-                    creds,
-                    &mut caches.jwt,
-                    now,
-                );
-            }
+        if let Some(password) = creds.password
+            && reg.accepts_token_in_password()
+        {
+            return jwt::authenticate(
+                reg,
+                jwt::TokenSource::Password,
+                password,
+                creds,
+                &mut caches.jwt,
+                now,
+            );
         }
         if self.allow_anonymous {
             return Ok(Identity::anonymous(creds.client_id));
@@ -161,6 +161,7 @@ impl Registry {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 

@@ -14,16 +14,28 @@ pub enum DecodeError {
     PacketTooLarge { size: u64, max: u32 },
     /// The bytes do not form a valid packet (reason 0x81).
     #[error("[{statement}] malformed packet: {what}")]
-    Malformed { statement: &'static str, what: &'static str },
+    Malformed {
+        statement: &'static str,
+        what: &'static str,
+    },
     /// The packet is well-formed but breaks a protocol rule (reason 0x82).
     #[error("[{statement}] protocol error: {what}")]
-    Protocol { statement: &'static str, what: &'static str },
+    Protocol {
+        statement: &'static str,
+        what: &'static str,
+    },
     /// A topic name is invalid (reason 0x90).
     #[error("[{statement}] invalid topic name: {what}")]
-    TopicName { statement: &'static str, what: &'static str },
+    TopicName {
+        statement: &'static str,
+        what: &'static str,
+    },
     /// A topic filter is invalid (reason 0x8F).
     #[error("[{statement}] invalid topic filter: {what}")]
-    TopicFilter { statement: &'static str, what: &'static str },
+    TopicFilter {
+        statement: &'static str,
+        what: &'static str,
+    },
     /// CONNECT carries a protocol name or level this codec does not speak (reason 0x84;
     /// MQTT 3.1.1 return code 0x01).
     #[error("[MQTT-3.1.2-2] unsupported protocol {name:?} level {level}")]
@@ -68,10 +80,15 @@ impl DecodeError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EncodeError {
-    #[error("[MQTT-1.5.4-1] {field} is {len} bytes, more than the 65535 a string or binary can hold")]
+    #[error(
+        "[MQTT-1.5.4-1] {field} is {len} bytes, more than the 65535 a string or binary can hold"
+    )]
     FieldTooLong { field: &'static str, len: usize },
     #[error("[MQTT-2.2.3] packet of {len} bytes exceeds the 268435455 remaining length maximum")]
     PacketTooLarge { len: usize },
     #[error("{packet} cannot be encoded for protocol {version:?}")]
-    NotInVersion { packet: &'static str, version: crate::ProtocolVersion },
+    NotInVersion {
+        packet: &'static str,
+        version: crate::ProtocolVersion,
+    },
 }

@@ -23,8 +23,8 @@ mod packet;
 mod props;
 mod reason;
 mod str;
-mod wire;
 pub mod topic;
+mod wire;
 
 pub use decode::{decode, peek_frame_len};
 pub use encode::encode;
@@ -50,6 +50,8 @@ impl Default for Limits {
     /// 1 MiB: large enough for ordinary telemetry and commands, small enough that a hostile
     /// peer cannot make the broker buffer much.
     fn default() -> Self {
-        Limits { max_packet_size: 1024 * 1024 }
+        Limits {
+            max_packet_size: 1024 * 1024,
+        }
     }
 }

@@ -276,7 +276,11 @@ pub struct PubResp {
 
 impl PubResp {
     pub fn new(packet_id: NonZeroU16, reason_code: ReasonCode) -> PubResp {
-        PubResp { packet_id, reason_code, properties: AckProperties::default() }
+        PubResp {
+            packet_id,
+            reason_code,
+            properties: AckProperties::default(),
+        }
     }
 }
 

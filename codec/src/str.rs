@@ -18,7 +18,10 @@ impl Str {
 
     /// A string from a literal; panics on an invalid literal (a programming error, never input).
     pub fn from_static(s: &'static str) -> Str {
-        assert!(validate(s.as_bytes()).is_ok(), "invalid MQTT string literal {s:?}");
+        assert!(
+            validate(s.as_bytes()).is_ok(),
+            "invalid MQTT string literal {s:?}"
+        );
         Str(Bytes::from_static(s.as_bytes()))
     }
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Routing benchmarks: the subscription trie on the publish path and the retained store on the
 //! subscribe path, at 10 000 filters / topics shaped like a device fleet
 //! (`fleet/{region}/{device}/telemetry/{sensor}`).

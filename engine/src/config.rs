@@ -168,7 +168,11 @@ pub struct ApplicationLimits {
 
 impl Default for ApplicationLimits {
     fn default() -> Self {
-        ApplicationLimits { max_queued_messages: 100_000, max_queued_bytes: 512 * 1024 * 1024, max_inflight: 8192 }
+        ApplicationLimits {
+            max_queued_messages: 100_000,
+            max_queued_bytes: 512 * 1024 * 1024,
+            max_inflight: 8192,
+        }
     }
 }
 
@@ -319,7 +323,10 @@ impl Config {
             );
         }
         if l.application.max_inflight == 0 || l.application.max_inflight > 32_768 {
-            return invalid("limits.application.max_inflight", "must be between 1 and 32768");
+            return invalid(
+                "limits.application.max_inflight",
+                "must be between 1 and 32768",
+            );
         }
         if l.max_inflight == 0 {
             return invalid("limits.max_inflight", "must be at least 1");
@@ -374,6 +381,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -474,6 +482,7 @@ mod tests {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod example_tests {
     use super::*;
 

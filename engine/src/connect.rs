@@ -628,12 +628,19 @@ impl ShardCore {
         conn.client_max_packet = props.maximum_packet_size.map_or(u32::MAX, |m| m.get());
         let client_rm = props.receive_maximum.map_or(u16::MAX, |m| m.get());
         // APPLICATION clients (a token's client type) get the larger window and queues.
-        let application = conn.auth.as_ref().is_some_and(|a| a.identity.client_type == ringmq_auth::ClientType::Application);
+        let application = conn
+            .auth
+            .as_ref()
+            .is_some_and(|a| a.identity.client_type == ringmq_auth::ClientType::Application);
         let (max_inflight, max_queued_messages, max_queued_bytes) = if application {
             let a = &limits.application;
             (a.max_inflight, a.max_queued_messages, a.max_queued_bytes)
         } else {
-            (limits.max_inflight, limits.max_queued_messages, limits.max_queued_bytes)
+            (
+                limits.max_inflight,
+                limits.max_queued_messages,
+                limits.max_queued_bytes,
+            )
         };
         conn.window = client_rm.min(max_inflight);
         conn.client_alias_max = props

@@ -113,6 +113,7 @@ pub fn compact_will(w: &Will) -> Will {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 

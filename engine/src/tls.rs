@@ -154,6 +154,7 @@ fn webpki_parse(cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
