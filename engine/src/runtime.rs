@@ -438,11 +438,7 @@ async fn connection(stream: TcpStream, index: usize, core: Core) {
 
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
-        // Backpressure: while another shard cannot keep up, read nothing more.
-        while core.borrow().mesh_congested() {
-            core.borrow_mut().flush_mesh();
-            monoio::time::sleep(Duration::from_millis(1)).await;
-        }
+        wait_for_mesh_room(&core).await;
         // Reserve what the next frame needs (bounded by max_packet_size in peek_frame_len).
         let want = {
             let c = core.borrow();
@@ -480,6 +476,20 @@ async fn connection(stream: TcpStream, index: usize, core: Core) {
         }
     }
     let _ = write_task.await;
+    release_connection(&core, index);
+}
+
+/// Backpressure, before each read: while another shard cannot keep up, read nothing more, so
+/// a fast publisher is slowed by TCP instead of growing the outbox.
+pub(crate) async fn wait_for_mesh_room(core: &Core) {
+    while core.borrow().mesh_congested() {
+        core.borrow_mut().flush_mesh();
+        monoio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// The connection's reader and writer have both ended: free its slot in the core.
+pub(crate) fn release_connection(core: &Core, index: usize) {
     let mut c = core.borrow_mut();
     c.release(index, Instant::now());
     c.flush_mesh();

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, BufMut, BytesMut};
 use monoio::buf::IoBufMut;
@@ -95,10 +95,7 @@ pub(crate) async fn connection(
     let mut plain = BytesMut::new();
     let mut certificates_taken = false;
     loop {
-        while core.borrow().mesh_congested() {
-            core.borrow_mut().flush_mesh();
-            monoio::time::sleep(Duration::from_millis(1)).await;
-        }
+        crate::runtime::wait_for_mesh_room(&core).await;
         if cipher.capacity() - cipher.len() < READ_CHUNK {
             // Grow towards one full record only when records actually arrive in pieces.
             cipher.reserve(if cipher.is_empty() {
@@ -157,9 +154,7 @@ pub(crate) async fn connection(
         }
     }
     let _ = write_task.await;
-    let mut c = core.borrow_mut();
-    c.release(index, Instant::now());
-    c.flush_mesh();
+    crate::runtime::release_connection(&core, index);
 }
 
 /// Feeds received ciphertext to rustls and appends the plaintext it yields. Returns whether
