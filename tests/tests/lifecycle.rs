@@ -69,10 +69,6 @@ fn sigterm_disconnects_clients_with_0x8b_and_exits_cleanly() {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
     assert!(status.success(), "exit status {status:?}\n{log}");
     assert!(log.contains("shutting down gracefully"), "{log}");
-    assert!(
-        TcpStream::connect(addr).is_err(),
-        "the listener is closed after exit"
-    );
 }
 
 /// SIGHUP without a registry configured must not kill the broker (its default action would;
