@@ -47,6 +47,8 @@ pub enum ListenerProtocol {
     Mqtt,
     /// MQTT over TLS.
     Mqtts,
+    /// MQTT over WebSockets (subprotocol `mqtt`, binary frames) on plain TCP.
+    Ws,
 }
 
 /// Whether an `mqtts` listener asks for a client certificate.
@@ -73,6 +75,13 @@ pub struct ListenerConfig {
     pub key: Option<PathBuf>,
     #[serde(default)]
     pub client_certificate: ClientCertificateMode,
+    /// `ws`: the HTTP path of the endpoint.
+    #[serde(default = "default_ws_path")]
+    pub path: String,
+}
+
+fn default_ws_path() -> String {
+    "/mqtt".to_owned()
 }
 
 impl ListenerConfig {
@@ -83,6 +92,7 @@ impl ListenerConfig {
             cert: None,
             key: None,
             client_certificate: ClientCertificateMode::None,
+            path: default_ws_path(),
         }
     }
 }
@@ -363,7 +373,7 @@ impl Config {
                 ListenerProtocol::Mqtts if l.cert.is_none() || l.key.is_none() => {
                     return invalid("listener.cert", "an mqtts listener needs `cert` and `key`");
                 }
-                ListenerProtocol::Mqtt
+                ListenerProtocol::Mqtt | ListenerProtocol::Ws
                     if l.cert.is_some()
                         || l.key.is_some()
                         || l.client_certificate != ClientCertificateMode::None =>
@@ -372,6 +382,9 @@ impl Config {
                         "listener.protocol",
                         "`cert`, `key` and `client_certificate` need protocol = \"mqtts\"",
                     );
+                }
+                ListenerProtocol::Ws if !l.path.starts_with('/') => {
+                    return invalid("listener.path", "must start with '/'");
                 }
                 _ => {}
             }

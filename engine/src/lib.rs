@@ -26,6 +26,7 @@ pub mod tls;
 mod tls_pump;
 pub mod trie;
 pub mod ws;
+mod ws_pump;
 
 /// Shard bitmasks are `u64`.
 pub const MAX_SHARDS: usize = 64;

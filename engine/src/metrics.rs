@@ -198,6 +198,7 @@ impl ListenerLabel {
             protocol: match l.protocol {
                 ListenerProtocol::Mqtt => "mqtt",
                 ListenerProtocol::Mqtts => "mqtts",
+                ListenerProtocol::Ws => "ws",
             },
         }
     }

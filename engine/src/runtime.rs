@@ -270,12 +270,22 @@ async fn shard_main(setup: ShardSetup) {
             }
             _ => None,
         };
+        let transport = match (tls, l.protocol) {
+            (Some(config), _) => Transport::Tls(config),
+            (None, ListenerProtocol::Ws) => Transport::Ws(Arc::new(crate::ws::WsConfig {
+                path: l.path.clone(),
+                max_frame_size: (config.limits.max_packet_size as usize)
+                    .max(crate::ws::WsConfig::DEFAULT_MAX_FRAME_SIZE),
+                max_handshake_size: crate::ws::WsConfig::DEFAULT_MAX_HANDSHAKE_SIZE,
+            })),
+            (None, _) => Transport::Plain,
+        };
         let opts = ListenerOpts::new()
             .reuse_port(true)
             .reuse_addr(true)
             .backlog(4096);
         match TcpListener::bind_with_config(l.bind, &opts) {
-            Ok(listener) => listeners.push((listener, tls)),
+            Ok(listener) => listeners.push((listener, transport)),
             Err(source) => {
                 let _ = ready.send(Err(StartError::Bind {
                     shard,
@@ -292,8 +302,8 @@ async fn shard_main(setup: ShardSetup) {
         config.limits.clone(),
         auth,
     )));
-    for (listener, tls) in listeners {
-        monoio::spawn(accept_loop(listener, core.clone(), tls));
+    for (listener, transport) in listeners {
+        monoio::spawn(accept_loop(listener, core.clone(), transport));
     }
     monoio::spawn(tick_loop(core.clone(), mesh.clone(), shutdown));
     let _ = ready.send(Ok(()));
@@ -355,7 +365,15 @@ async fn tick_loop(core: Core, mesh: Mesh, shutdown: Shutdown) {
     }
 }
 
-async fn accept_loop(listener: TcpListener, core: Core, tls: Option<Arc<rustls::ServerConfig>>) {
+/// What a listener speaks under MQTT.
+#[derive(Debug, Clone)]
+enum Transport {
+    Plain,
+    Tls(Arc<rustls::ServerConfig>),
+    Ws(Arc<crate::ws::WsConfig>),
+}
+
+async fn accept_loop(listener: TcpListener, core: Core, transport: Transport) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -373,11 +391,19 @@ async fn accept_loop(listener: TcpListener, core: Core, tls: Option<Arc<rustls::
         let token = core.borrow_mut().accept(peer, Instant::now());
         let Some(token) = token else { continue };
         let index = token.index as usize;
-        match &tls {
-            None => {
+        match &transport {
+            Transport::Plain => {
                 monoio::spawn(connection(stream, index, core.clone()));
             }
-            Some(config) => match rustls::ServerConnection::new(config.clone()) {
+            Transport::Ws(config) => {
+                monoio::spawn(crate::ws_pump::connection(
+                    stream,
+                    index,
+                    core.clone(),
+                    config.clone(),
+                ));
+            }
+            Transport::Tls(config) => match rustls::ServerConnection::new(config.clone()) {
                 Ok(mut session) => {
                     // Our own limits bound what is queued; rustls' buffer must not refuse it.
                     session.set_buffer_limit(None);
