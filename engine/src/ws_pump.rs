@@ -125,10 +125,10 @@ pub(crate) async fn connection(stream: TcpStream, index: usize, core: Core, conf
             }
             Ok(_) => false,
         };
-        if !link.borrow().wire.is_empty() {
-            if let Some(conn) = c.conn_mut(index) {
-                conn.wake_writer();
-            }
+        if !link.borrow().wire.is_empty()
+            && let Some(conn) = c.conn_mut(index)
+        {
+            conn.wake_writer();
         }
         c.flush_mesh();
         if stop || c.conn(index).is_none_or(|conn| conn.is_closing()) {
