@@ -146,7 +146,7 @@ impl ShardCore {
                 token,
                 deferred: None,
                 queued: Vec::new(),
-                buffered: Vec::new(),
+                log_from: self.claim_log_base + self.claim_log.len() as u64,
             },
         );
         let dir = self.directory_shard(client_id.as_bytes());
@@ -479,6 +479,7 @@ impl ShardCore {
 
     /// Performs what waited for a claim to resolve.
     fn after_claim(&mut self, client_id: Str, resolved: Option<PendingClaim>, now: Instant) {
+        self.trim_claim_log();
         let Some(resolved) = resolved else { return };
         if let Some((to, next, owner)) = resolved.deferred {
             self.on_takeover(client_id, to, next, owner, now);
@@ -501,13 +502,13 @@ impl ShardCore {
         owner: Option<Arc<str>>,
         now: Instant,
     ) {
-        let mut resolved = self.resolve_pending_claim(&client_id, token);
+        let resolved = self.resolve_pending_claim(&client_id, token);
         let arrived = moved.is_some();
         self.install_claimed_session(client_id.clone(), token, moved, local, owner, now);
         if arrived {
             let buffered = resolved
-                .as_mut()
-                .map(|r| std::mem::take(&mut r.buffered))
+                .as_ref()
+                .map(|r| self.claim_log_since(r.log_from))
                 .unwrap_or_default();
             if let Some(&sidx) = self.by_client_id.get(client_id.as_bytes())
                 && !buffered.is_empty()

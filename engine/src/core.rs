@@ -85,6 +85,10 @@ pub struct ShardCore {
     pub(crate) deferred_withdrawals: Vec<(Bytes, Option<Bytes>, Instant)>,
     /// Claims this shard has sent and not yet had answered, by client id.
     pub(crate) pending_claims: FxHashMap<Bytes, PendingClaim>,
+    /// Messages delivered on this shard while claims are in flight, shared by all of them (one
+    /// push per delivery, whatever their number); `claim_log_base` numbers the front entry.
+    pub(crate) claim_log: VecDeque<crate::message::Message>,
+    pub(crate) claim_log_base: u64,
     pub(crate) mesh: Option<Mesh>,
     /// Per destination: messages not yet accepted by its inbox.
     pub(crate) outbox: Vec<VecDeque<ShardMsg>>,
@@ -127,8 +131,9 @@ pub(crate) struct PendingClaim {
     pub deferred: Option<(u16, ConnToken, Option<std::sync::Arc<str>>)>,
     /// Later connections on this shard for the same client id, claiming after this one.
     pub queued: Vec<ConnToken>,
-    /// Messages delivered on this shard while the claim was in flight.
-    pub buffered: Vec<crate::message::Message>,
+    /// Position in the shard's claim log when the claim was sent: the messages delivered on
+    /// this shard since then are replayed if the session arrives (`ShardCore::claim_log`).
+    pub log_from: u64,
 }
 
 /// Why a connection is being closed by the server.
@@ -189,6 +194,8 @@ impl ShardCore {
             local_retain_seq: 0,
             name_holders: FxHashMap::default(),
             pending_claims: FxHashMap::default(),
+            claim_log: VecDeque::new(),
+            claim_log_base: 0,
             forwarders: Vec::new(),
             moving_until: None,
             deferred_withdrawals: Vec::new(),

@@ -32,8 +32,9 @@ use crate::session::{Inflight, InflightState, Outgoing, SubIds};
 /// can take to cross the mesh, short enough that few forwarders are ever scanned.
 pub(crate) const FORWARD_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Messages kept per claim in flight (a claim normally resolves within microseconds).
-const PENDING_BUFFER_MAX: usize = 4096;
+/// Messages kept in a shard's claim log (claims normally resolve within microseconds; beyond
+/// this, messages are not kept for sessions on their way).
+const CLAIM_LOG_MAX: usize = 16_384;
 
 /// The subscriptions of a session that moved to shard `to`, kept for [`FORWARD_GRACE`].
 #[derive(Debug)]
@@ -593,12 +594,8 @@ impl ShardCore {
         // A session may be on its way here for a claim in flight; publishers can already
         // count this shard in (from an earlier stay). Keep the message for it (replayed when
         // it lands, `replay_for_arrived`).
-        if !self.pending_claims.is_empty() {
-            for pending in self.pending_claims.values_mut() {
-                if pending.buffered.len() < PENDING_BUFFER_MAX {
-                    pending.buffered.push(message.clone());
-                }
-            }
+        if !self.pending_claims.is_empty() && self.claim_log.len() < CLAIM_LOG_MAX {
+            self.claim_log.push_back(message.clone());
         }
         let mut matches = std::mem::take(&mut self.scratch.matches);
         matches.clear();
@@ -739,6 +736,23 @@ impl ShardCore {
             {
                 self.deliver_to_session(sidx, out, now);
             }
+        }
+    }
+
+    /// The messages of the claim log from position `from` on.
+    pub(crate) fn claim_log_since(&self, from: u64) -> Vec<Message> {
+        let skip = from.saturating_sub(self.claim_log_base) as usize;
+        self.claim_log.iter().skip(skip).cloned().collect()
+    }
+
+    /// Drops the claim log's entries no pending claim can still need.
+    pub(crate) fn trim_claim_log(&mut self) {
+        let keep_from = self.pending_claims.values().map(|p| p.log_from).min();
+        let end = self.claim_log_base + self.claim_log.len() as u64;
+        let keep_from = keep_from.unwrap_or(end).min(end);
+        while self.claim_log_base < keep_from {
+            self.claim_log.pop_front();
+            self.claim_log_base += 1;
         }
     }
 
