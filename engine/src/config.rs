@@ -26,8 +26,19 @@ pub struct ServerConfig {
     pub shards: usize,
     pub driver: Driver,
     pub log_level: String,
+    /// `text` (human-readable lines) or `json` (one JSON object per line, for log shippers).
+    pub log_format: LogFormat,
     /// Pin each shard thread to a core.
     pub pin_cores: bool,
+}
+
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Default for ServerConfig {
@@ -36,6 +47,7 @@ impl Default for ServerConfig {
             shards: 0,
             driver: Driver::Auto,
             log_level: "info".into(),
+            log_format: LogFormat::Text,
             pin_cores: true,
         }
     }

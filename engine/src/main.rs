@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ringmq::config::{Config, Driver, ListenerConfig};
+use ringmq::config::{Config, Driver, ListenerConfig, LogFormat};
 use ringmq::runtime::Server;
 
 #[global_allocator]
@@ -28,6 +28,9 @@ struct Cli {
     /// Log level or filter (error, warn, info, debug, trace, or a tracing filter).
     #[arg(long)]
     log_level: Option<String>,
+    /// Log line format: text or json (one object per line).
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
     /// I/O driver.
     #[arg(long, value_enum)]
     driver: Option<Driver>,
@@ -61,6 +64,9 @@ fn main() -> ExitCode {
     if let Some(level) = cli.log_level {
         config.server.log_level = level;
     }
+    if let Some(format) = cli.log_format {
+        config.server.log_format = format;
+    }
     let source = cli
         .config
         .clone()
@@ -85,10 +91,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match config.server.log_format {
+        LogFormat::Text => logs.init(),
+        // Flattened: the event's fields sit beside `timestamp`, `level` and `target`, as log
+        // shippers (Vector, Fluent Bit, Loki) expect; the thread name carries the shard.
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_thread_names(true)
+            .init(),
+    }
     match Server::start(config) {
         Ok(server) => {
             if let Err(e) = watch_stop_signals(server.shutdown_handle()) {

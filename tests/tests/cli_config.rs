@@ -182,3 +182,39 @@ fn legacy_driver_and_single_shard_serve() {
     p.publish(msg("legacy/t", "epoll").qos(QoS::ExactlyOnce));
     assert_eq!(text(&s.expect_publish_acked()), "epoll");
 }
+
+/// server.log_format = "json": every log line is one JSON object with the level, timestamp,
+/// target and message, and an event's own fields beside them (flattened).
+#[test]
+fn json_log_format_writes_one_object_per_line() {
+    let b = Broker::start(BrokerOpts::new().config("[server]\nlog_format = \"json\"\n"));
+    b.v5("json-log").ping();
+    let log = b.log();
+    let mut lines = 0;
+    let mut listening = None;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+        for key in ["timestamp", "level", "target", "message"] {
+            assert!(value.get(key).is_some(), "no {key} in {line}");
+        }
+        if value["message"] == "ringmq listening" {
+            listening = Some(value);
+        }
+        lines += 1;
+    }
+    assert!(lines > 0, "no log lines:\n{log}");
+    let listening = listening.expect("the startup line");
+    assert_eq!(listening["level"], "INFO");
+    // Flattened: the event's `shards` field is a top-level key.
+    assert!(
+        listening["shards"].as_u64().is_some_and(|n| n >= 1),
+        "{listening}"
+    );
+}
+
+/// An unknown log format is a startup error naming the value.
+#[test]
+fn unknown_log_format_refused() {
+    assert_refused("[server]\nlog_format = \"xml\"\n", "log_format");
+}
