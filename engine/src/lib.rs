@@ -5,13 +5,16 @@
 //! What it must never do: panic on anything a peer or config can influence, block a shard, or
 //! let one slow client stall others. Unsafe code lives only in `sys`.
 //!
-//! `core` (with `route`) is the sans-IO broker logic; `runtime` is the monoio byte pump.
+//! `core` (with `route`) is the sans-IO broker logic; `runtime` is the monoio byte pump, with
+//! `layer_pump` for the listeners whose bytes pass through a transport `layer` (TLS, WebSocket).
 
 pub mod authn;
 pub mod config;
 pub mod conn;
 mod connect;
 pub mod core;
+mod layer;
+mod layer_pump;
 pub mod mesh;
 pub mod message;
 pub mod metrics;
@@ -23,10 +26,8 @@ pub mod session;
 mod subscribe;
 mod sys;
 pub mod tls;
-mod tls_pump;
 pub mod trie;
 pub mod ws;
-mod ws_pump;
 
 /// Shard bitmasks are `u64`.
 pub const MAX_SHARDS: usize = 64;

@@ -20,7 +20,10 @@ use tracing::{debug, error, info, warn};
 use crate::config::{Config, Driver, ListenerProtocol};
 use crate::conn::Output;
 use crate::core::ShardCore;
+use crate::layer::{Bare, Tls};
+use crate::layer_pump;
 use crate::mesh::Mesh;
+use crate::ws::WsServer;
 
 pub(crate) type Core = Rc<RefCell<ShardCore>>;
 
@@ -391,28 +394,19 @@ async fn accept_loop(listener: TcpListener, core: Core, transport: Transport) {
         let token = core.borrow_mut().accept(peer, Instant::now());
         let Some(token) = token else { continue };
         let index = token.index as usize;
+        let core = core.clone();
         match &transport {
             Transport::Plain => {
-                monoio::spawn(connection(stream, index, core.clone()));
+                monoio::spawn(connection(stream, index, core));
             }
-            Transport::Ws(config) => {
-                monoio::spawn(crate::ws_pump::connection(
-                    stream,
-                    index,
-                    core.clone(),
-                    config.clone(),
-                ));
+            Transport::Ws(ws) => {
+                let layer = WsServer::new(ws.clone());
+                monoio::spawn(layer_pump::connection(stream, index, core, layer));
             }
             Transport::Tls(config) => match rustls::ServerConnection::new(config.clone()) {
-                Ok(mut session) => {
-                    // Our own limits bound what is queued; rustls' buffer must not refuse it.
-                    session.set_buffer_limit(None);
-                    monoio::spawn(crate::tls_pump::connection(
-                        stream,
-                        index,
-                        core.clone(),
-                        session,
-                    ));
+                Ok(session) => {
+                    let layer = Tls::new(session, Bare);
+                    monoio::spawn(layer_pump::connection(stream, index, core, layer));
                 }
                 Err(e) => {
                     warn!(%peer, "TLS session setup failed: {e}");

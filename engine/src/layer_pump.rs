@@ -1,13 +1,12 @@
-//! The byte pump of a `ws` connection (MQTT over WebSockets, RFC 6455, subprotocol `mqtt`):
-//! bytes from the socket go through the sans-IO [`WsServer`] (handshake, unmasking, control
-//! frames) into the shard core; the core's output leaves as binary frames. Same shape as the
-//! plain pump in `runtime.rs`; the WebSocket state is shared by the reader and the writer.
+//! The byte pump of a connection whose MQTT bytes travel inside a transport [`Layer`]
+//! (`mqtts`, `ws`, `wss`): bytes from the socket go through the layer into the shard core; the
+//! core's output goes through the layer back to the socket. Same shape as the plain pump in
+//! `runtime.rs` (a reader and a writer task); the layer is shared by both, on one thread.
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
@@ -18,21 +17,26 @@ use monoio::net::TcpStream;
 use tracing::{debug, warn};
 
 use crate::conn::Output;
+use crate::layer::{Layer, Received};
 use crate::runtime::{Core, READ_CHUNK, release_connection, wait_for_mesh_room};
-use crate::ws::{CloseCode, WsConfig, WsEvent, WsServer};
 
-/// The WebSocket state and the frames waiting to be written.
-struct Link {
-    ws: WsServer,
+/// The layer and the bytes it has ready for the peer.
+struct Link<L> {
+    layer: L,
     wire: BytesMut,
 }
 
-type Shared = Rc<RefCell<Link>>;
+type Shared<L> = Rc<RefCell<Link<L>>>;
 
-pub(crate) async fn connection(stream: TcpStream, index: usize, core: Core, config: Arc<WsConfig>) {
+pub(crate) async fn connection<L: Layer + 'static>(
+    stream: TcpStream,
+    index: usize,
+    core: Core,
+    layer: L,
+) {
     let fd = stream.as_raw_fd();
-    let link: Shared = Rc::new(RefCell::new(Link {
-        ws: WsServer::new(config),
+    let link: Shared<L> = Rc::new(RefCell::new(Link {
+        layer,
         wire: BytesMut::new(),
     }));
     let (mut reader, mut writer) = stream.into_split();
@@ -50,27 +54,30 @@ pub(crate) async fn connection(stream: TcpStream, index: usize, core: Core, conf
             };
             {
                 let mut l = write_link.borrow_mut();
-                let Link { ws, wire: pending } = &mut *l;
-                match output {
-                    Some(Output::Frame(frame)) => ws.send(&frame, pending),
+                let Link {
+                    layer,
+                    wire: pending,
+                } = &mut *l;
+                let sent = match output {
+                    Some(Output::Frame(frame)) => layer.send(&frame, pending),
                     Some(Output::Buffer(mut buf)) => {
-                        ws.send(&buf, pending);
+                        let sent = layer.send(&buf, pending);
                         buf.clear();
                         spare = buf;
+                        sent
                     }
-                    None => {}
+                    None => Ok(()),
+                };
+                if let Err(e) = sent {
+                    debug!(index, "write failed: {e}");
+                    break;
                 }
                 let drained = write_core
                     .borrow()
                     .conn(index)
                     .is_none_or(|c| c.pending_bytes() == 0);
                 if closing && drained && !close_sent {
-                    let code = if write_core.borrow().is_shutting_down() {
-                        CloseCode::GOING_AWAY
-                    } else {
-                        CloseCode::NORMAL
-                    };
-                    ws.close(code, pending);
+                    layer.close(write_core.borrow().is_shutting_down(), pending);
                     close_sent = true;
                 }
                 std::mem::swap(&mut wire, pending);
@@ -85,45 +92,55 @@ pub(crate) async fn connection(stream: TcpStream, index: usize, core: Core, conf
                 }
             }
         }
+        // Ends the reader's pending read too.
         crate::sys::shutdown_socket(fd);
     });
 
     let mut raw = BytesMut::with_capacity(READ_CHUNK);
     let mut mqtt = BytesMut::new();
+    let mut certificates_taken = false;
     loop {
         wait_for_mesh_room(&core).await;
-        if raw.capacity() - raw.len() < READ_CHUNK / 2 {
-            raw.reserve(READ_CHUNK);
-        }
+        link.borrow().layer.reserve_for_read(&mut raw);
+        // Trap: monoio's `IoBufMut for BytesMut` reads from offset 0; read after the bytes
+        // already buffered instead.
         let filled = raw.len();
         let (res, slice) = reader.read(raw.slice_mut(filled..)).await;
         raw = slice.into_inner();
         let now = Instant::now();
-        let event = match res {
-            Ok(0) | Err(_) => Ok(WsEvent::Closed),
+        let received = match res {
+            Ok(0) | Err(_) => Ok(Received::PeerClosed),
             Ok(_) => {
                 let mut l = link.borrow_mut();
-                let Link { ws, wire } = &mut *l;
-                ws.receive(&mut raw, &mut mqtt, wire)
+                let Link { layer, wire } = &mut *l;
+                layer.receive(&mut raw, &mut mqtt, wire)
             }
         };
         let mut c = core.borrow_mut();
+        // The client chain must be in place before the CONNECT that follows the handshake
+        // reaches the core (X.509 authentication reads it there).
+        if !certificates_taken && let Some(certs) = link.borrow().layer.peer_certificates() {
+            certificates_taken = true;
+            if let Some(conn) = c.conn_mut(index) {
+                conn.peer_certificates = certs;
+            }
+        }
         c.poll_mesh(now, usize::MAX);
         if !mqtt.is_empty() {
             c.on_read(index, &mut mqtt, now);
         }
-        let stop = match event {
-            Ok(WsEvent::Closed) => {
+        let stop = match received {
+            Ok(Received::PeerClosed) => {
                 c.on_closed(index, now);
                 true
             }
             Err(e) => {
-                // The refusal (HTTP status or close frame) is in the wire buffer already.
-                warn!(index, "WebSocket: {e}");
+                // The layer's goodbye (alert, HTTP status, close frame) is in the wire buffer.
+                warn!(index, "{e}");
                 c.close_conn(index, true, now);
                 true
             }
-            Ok(_) => false,
+            Ok(Received::Open) => false,
         };
         if !link.borrow().wire.is_empty()
             && let Some(conn) = c.conn_mut(index)
@@ -139,11 +156,12 @@ pub(crate) async fn connection(stream: TcpStream, index: usize, core: Core, conf
     release_connection(&core, index);
 }
 
-/// Waits until the writer has something to do: output from the core, WebSocket frames or an
-/// HTTP response waiting, or a close to finish. `None` when the connection is done.
-fn next_step<'a>(
+/// Waits until the writer has something to do: output from the core, bytes the layer has for
+/// the peer (handshake, pongs, alerts, a refusal), or a close to finish. `None` when the
+/// connection is done.
+fn next_step<'a, L>(
     core: &'a Core,
-    link: &'a Shared,
+    link: &'a Shared<L>,
     index: usize,
     spare: &'a mut BytesMut,
     close_sent: bool,
