@@ -61,9 +61,32 @@ pub enum ListenerProtocol {
     Mqtts,
     /// MQTT over WebSockets (subprotocol `mqtt`, binary frames) on plain TCP.
     Ws,
+    /// MQTT over WebSockets over TLS: `ws` inside `mqtts`.
+    Wss,
 }
 
-/// Whether an `mqtts` listener asks for a client certificate.
+impl ListenerProtocol {
+    /// Whether the listener speaks TLS (and needs `cert` and `key`).
+    pub fn is_tls(self) -> bool {
+        matches!(self, ListenerProtocol::Mqtts | ListenerProtocol::Wss)
+    }
+
+    /// Whether the listener speaks WebSocket (and serves `path`).
+    pub fn is_websocket(self) -> bool {
+        matches!(self, ListenerProtocol::Ws | ListenerProtocol::Wss)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerProtocol::Mqtt => "mqtt",
+            ListenerProtocol::Mqtts => "mqtts",
+            ListenerProtocol::Ws => "ws",
+            ListenerProtocol::Wss => "wss",
+        }
+    }
+}
+
+/// Whether an `mqtts` or `wss` listener asks for a client certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientCertificateMode {
@@ -79,15 +102,16 @@ pub struct ListenerConfig {
     pub bind: SocketAddr,
     #[serde(default = "default_protocol")]
     pub protocol: ListenerProtocol,
-    /// Server certificate chain (PEM), for `mqtts`. Relative paths are relative to the config file.
+    /// Server certificate chain (PEM), for `mqtts` and `wss`. Relative paths are relative to
+    /// the config file. Reloaded on SIGHUP and when the file changes.
     #[serde(default)]
     pub cert: Option<PathBuf>,
-    /// Server private key (PEM), for `mqtts`.
+    /// Server private key (PEM), for `mqtts` and `wss`.
     #[serde(default)]
     pub key: Option<PathBuf>,
     #[serde(default)]
     pub client_certificate: ClientCertificateMode,
-    /// `ws`: the HTTP path of the endpoint.
+    /// `ws` and `wss`: the HTTP path of the endpoint.
     #[serde(default = "default_ws_path")]
     pub path: String,
 }
@@ -97,6 +121,37 @@ fn default_ws_path() -> String {
 }
 
 impl ListenerConfig {
+    /// The key at fault and the problem, for settings that do not fit the protocol.
+    fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        let p = self.protocol;
+        if p.is_tls() && self.cert.is_none() {
+            return Err((
+                "listener.cert",
+                "a TLS listener needs `cert` (the server certificate chain, PEM)",
+            ));
+        }
+        if p.is_tls() && self.key.is_none() {
+            return Err((
+                "listener.key",
+                "a TLS listener needs `key` (the server's private key, PEM)",
+            ));
+        }
+        if !p.is_tls()
+            && (self.cert.is_some()
+                || self.key.is_some()
+                || self.client_certificate != ClientCertificateMode::None)
+        {
+            return Err((
+                "listener.protocol",
+                "`cert`, `key` and `client_certificate` need protocol = \"mqtts\" or \"wss\"",
+            ));
+        }
+        if p.is_websocket() && !self.path.starts_with('/') {
+            return Err(("listener.path", "must start with '/'"));
+        }
+        Ok(())
+    }
+
     pub fn plain(bind: SocketAddr) -> ListenerConfig {
         ListenerConfig {
             bind,
@@ -381,25 +436,17 @@ impl Config {
             return invalid("listener", "at least one [[listener]] is required");
         }
         for l in &self.listeners {
-            match l.protocol {
-                ListenerProtocol::Mqtts if l.cert.is_none() || l.key.is_none() => {
-                    return invalid("listener.cert", "an mqtts listener needs `cert` and `key`");
-                }
-                ListenerProtocol::Mqtt | ListenerProtocol::Ws
-                    if l.cert.is_some()
-                        || l.key.is_some()
-                        || l.client_certificate != ClientCertificateMode::None =>
-                {
-                    return invalid(
-                        "listener.protocol",
-                        "`cert`, `key` and `client_certificate` need protocol = \"mqtts\"",
-                    );
-                }
-                ListenerProtocol::Ws if !l.path.starts_with('/') => {
-                    return invalid("listener.path", "must start with '/'");
-                }
-                _ => {}
-            }
+            let Err(problem) = l.check() else { continue };
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                key: problem.0,
+                problem: format!(
+                    "listener {} (protocol = \"{}\"): {}",
+                    l.bind,
+                    l.protocol.name(),
+                    problem.1
+                ),
+            });
         }
         Ok(())
     }
@@ -495,6 +542,41 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(e.contains("listener.protocol"), "{e}");
+    }
+
+    #[test]
+    fn wss_listener_needs_cert_and_key_and_defaults_its_path() {
+        let e =
+            parse("[[listener]]\nbind = \"127.0.0.1:8443\"\nprotocol = \"wss\"\nkey = \"k.pem\"\n")
+                .unwrap_err()
+                .to_string();
+        assert_eq!(
+            e,
+            "test.toml: key `listener.cert`: listener 127.0.0.1:8443 (protocol = \"wss\"): a TLS listener needs `cert` (the server certificate chain, PEM)"
+        );
+        let e = parse(
+            "[[listener]]\nbind = \"127.0.0.1:8443\"\nprotocol = \"wss\"\ncert = \"c.pem\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("key `listener.key`"), "{e}");
+        let c = parse(
+            "[[listener]]\nbind = \"127.0.0.1:8443\"\nprotocol = \"wss\"\ncert = \"c.pem\"\nkey = \"k.pem\"\nclient_certificate = \"required\"\n",
+        )
+        .unwrap();
+        let l = &c.listeners[0];
+        assert_eq!(l.protocol, ListenerProtocol::Wss);
+        assert_eq!(l.path, "/mqtt");
+        assert_eq!(l.client_certificate, ClientCertificateMode::Required);
+        let e = parse("[[listener]]\nbind = \"127.0.0.1:8443\"\nprotocol = \"wss\"\ncert = \"c.pem\"\nkey = \"k.pem\"\npath = \"mqtt\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("key `listener.path`"), "{e}");
+        let e =
+            parse("[[listener]]\nbind = \"127.0.0.1:8080\"\nprotocol = \"ws\"\ncert = \"c.pem\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("key `listener.protocol`"), "{e}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use tracing::{debug, warn};
 
-use crate::config::{ListenerConfig, ListenerProtocol};
+use crate::config::ListenerConfig;
 
 // ---- counters and gauges ------------------------------------------------------------------
 
@@ -195,11 +195,7 @@ impl ListenerLabel {
     pub fn from_config(l: &ListenerConfig) -> ListenerLabel {
         ListenerLabel {
             name: l.bind.to_string(),
-            protocol: match l.protocol {
-                ListenerProtocol::Mqtt => "mqtt",
-                ListenerProtocol::Mqtts => "mqtts",
-                ListenerProtocol::Ws => "ws",
-            },
+            protocol: l.protocol.name(),
         }
     }
 }

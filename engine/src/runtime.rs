@@ -23,7 +23,7 @@ use crate::core::ShardCore;
 use crate::layer::{Bare, Tls};
 use crate::layer_pump;
 use crate::mesh::Mesh;
-use crate::ws::WsServer;
+use crate::ws::{WsConfig, WsServer};
 
 pub(crate) type Core = Rc<RefCell<ShardCore>>;
 
@@ -261,8 +261,8 @@ async fn shard_main(setup: ShardSetup) {
     } = setup;
     let mut listeners = Vec::new();
     for l in &config.listeners {
-        let tls = match (l.protocol, &l.cert, &l.key) {
-            (ListenerProtocol::Mqtts, Some(cert), Some(key)) => {
+        let tls = match (l.protocol.is_tls(), &l.cert, &l.key) {
+            (true, Some(cert), Some(key)) => {
                 match crate::tls::server_config(cert, key, l.client_certificate) {
                     Ok(c) => Some(c),
                     Err(e) => {
@@ -273,15 +273,20 @@ async fn shard_main(setup: ShardSetup) {
             }
             _ => None,
         };
-        let transport = match (tls, l.protocol) {
-            (Some(config), _) => Transport::Tls(config),
-            (None, ListenerProtocol::Ws) => Transport::Ws(Arc::new(crate::ws::WsConfig {
+        let ws = || {
+            Arc::new(crate::ws::WsConfig {
                 path: l.path.clone(),
                 max_frame_size: (config.limits.max_packet_size as usize)
                     .max(crate::ws::WsConfig::DEFAULT_MAX_FRAME_SIZE),
                 max_handshake_size: crate::ws::WsConfig::DEFAULT_MAX_HANDSHAKE_SIZE,
-            })),
-            (None, _) => Transport::Plain,
+            })
+        };
+        // `Config::validate` made sure TLS protocols have `cert` and `key`.
+        let transport = match (l.protocol, tls) {
+            (ListenerProtocol::Wss, Some(tls)) => Transport::Wss(tls, ws()),
+            (ListenerProtocol::Ws, _) => Transport::Ws(ws()),
+            (_, Some(tls)) => Transport::Tls(tls),
+            (_, None) => Transport::Plain,
         };
         let opts = ListenerOpts::new()
             .reuse_port(true)
@@ -373,7 +378,8 @@ async fn tick_loop(core: Core, mesh: Mesh, shutdown: Shutdown) {
 enum Transport {
     Plain,
     Tls(Arc<rustls::ServerConfig>),
-    Ws(Arc<crate::ws::WsConfig>),
+    Ws(Arc<WsConfig>),
+    Wss(Arc<rustls::ServerConfig>, Arc<WsConfig>),
 }
 
 async fn accept_loop(listener: TcpListener, core: Core, transport: Transport) {
@@ -403,16 +409,35 @@ async fn accept_loop(listener: TcpListener, core: Core, transport: Transport) {
                 let layer = WsServer::new(ws.clone());
                 monoio::spawn(layer_pump::connection(stream, index, core, layer));
             }
-            Transport::Tls(config) => match rustls::ServerConnection::new(config.clone()) {
-                Ok(session) => {
+            Transport::Tls(tls) => {
+                if let Some(session) = tls_session(tls, peer, &core, index) {
                     let layer = Tls::new(session, Bare);
                     monoio::spawn(layer_pump::connection(stream, index, core, layer));
                 }
-                Err(e) => {
-                    warn!(%peer, "TLS session setup failed: {e}");
-                    core.borrow_mut().release(index, Instant::now());
+            }
+            Transport::Wss(tls, ws) => {
+                if let Some(session) = tls_session(tls, peer, &core, index) {
+                    let layer = Tls::new(session, WsServer::new(ws.clone()));
+                    monoio::spawn(layer_pump::connection(stream, index, core, layer));
                 }
-            },
+            }
+        }
+    }
+}
+
+/// A TLS session for a new connection. On failure the connection's slot is released.
+fn tls_session(
+    tls: &Arc<rustls::ServerConfig>,
+    peer: std::net::SocketAddr,
+    core: &Core,
+    index: usize,
+) -> Option<rustls::ServerConnection> {
+    match rustls::ServerConnection::new(tls.clone()) {
+        Ok(session) => Some(session),
+        Err(e) => {
+            warn!(%peer, "TLS session setup failed: {e}");
+            core.borrow_mut().release(index, Instant::now());
+            None
         }
     }
 }

@@ -24,14 +24,18 @@ impl Drop for WsBroker {
 fn start() -> WsBroker {
     let dir = temp_dir("ws");
     let ws_port = free_port();
+    let shards = std::env::var("RINGMQ_TEST_SHARDS").unwrap_or_else(|_| "2".to_owned());
     let config = format!(
-        "[server]\nshards = 2\n[[listener]]\nbind = \"127.0.0.1:{ws_port}\"\nprotocol = \"ws\"\npath = \"/mqtt\"\n"
+        "[server]\nshards = {shards}\n[[listener]]\nbind = \"127.0.0.1:{ws_port}\"\nprotocol = \"ws\"\npath = \"/mqtt\"\n"
     );
     let path = dir.join("ringmq.toml");
     std::fs::write(&path, config).unwrap();
-    let child = Command::new(broker_binary())
-        .arg("--config")
-        .arg(&path)
+    let mut cmd = Command::new(broker_binary());
+    cmd.arg("--config").arg(&path);
+    if let Ok(driver) = std::env::var("RINGMQ_TEST_DRIVER") {
+        cmd.arg("--driver").arg(driver);
+    }
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -156,28 +156,51 @@ impl Pki {
 }
 
 /// A broker with a plain listener (for readiness) and an `mqtts` one, killed on drop.
+///
+/// Like the harness's `Broker`, it runs `RINGMQ_TEST_SHARDS` shards (default 2) on the
+/// `RINGMQ_TEST_DRIVER` driver when those are set.
 #[derive(Debug)]
 pub struct TlsBroker {
     child: Child,
     pub tls_port: u16,
     pub plain_port: u16,
+    /// The ports of the TLS listeners, in the order they were asked for (`tls_port` first).
+    pub tls_ports: Vec<u16>,
     log: PathBuf,
 }
 
 impl TlsBroker {
     pub fn start(pki: &Pki, client_certificate: &str, extra: &str) -> TlsBroker {
+        TlsBroker::start_listeners(pki, extra, &[("mqtts", client_certificate)])
+    }
+
+    /// A plain listener plus one TLS listener per `(protocol, client_certificate)` (`mqtts`
+    /// or `wss`), all serving `server.pem` / `server.key` from the PKI directory.
+    pub fn start_listeners(pki: &Pki, extra: &str, listeners: &[(&str, &str)]) -> TlsBroker {
         let plain_port = free_port();
-        let tls_port = free_port();
-        let config = format!(
-            "[server]\nshards = 2\n{extra}\n[[listener]]\nbind = \"127.0.0.1:{plain_port}\"\n\n[[listener]]\nbind = \"127.0.0.1:{tls_port}\"\nprotocol = \"mqtts\"\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_certificate = \"{client_certificate}\"\n"
+        let shards = std::env::var("RINGMQ_TEST_SHARDS").unwrap_or_else(|_| "2".to_owned());
+        let mut config = format!(
+            "[server]\nshards = {shards}\n{extra}\n[[listener]]\nbind = \"127.0.0.1:{plain_port}\"\n"
         );
+        let mut tls_ports = Vec::new();
+        for (protocol, client_certificate) in listeners {
+            let port = free_port();
+            config.push_str(&format!(
+                "\n[[listener]]\nbind = \"127.0.0.1:{port}\"\nprotocol = \"{protocol}\"\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_certificate = \"{client_certificate}\"\n"
+            ));
+            tls_ports.push(port);
+        }
+        let tls_port = tls_ports[0];
         let path = pki.dir.join(format!("ringmq-{tls_port}.toml"));
         fs::write(&path, config).unwrap();
         let log = pki.dir.join(format!("broker-{tls_port}.log"));
         let out = fs::File::create(&log).unwrap();
-        let child = Command::new(broker_binary())
-            .arg("--config")
-            .arg(&path)
+        let mut cmd = Command::new(broker_binary());
+        cmd.arg("--config").arg(&path);
+        if let Ok(driver) = std::env::var("RINGMQ_TEST_DRIVER") {
+            cmd.arg("--driver").arg(driver);
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -187,22 +210,30 @@ impl TlsBroker {
             child,
             tls_port,
             plain_port,
+            tls_ports,
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "broker did not start:\n{}",
-                broker.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        for port in broker.tls_ports.iter().chain([&plain_port]) {
+            while TcpStream::connect(("127.0.0.1", *port)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "broker did not start:\n{}",
+                    broker.log()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         broker
     }
 
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The broker's process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
