@@ -1,16 +1,23 @@
-//! The authentication policy: loaded from the registry file at startup (an invalid file stops
-//! startup, naming it), reloaded on SIGHUP and when the file changes. A reload builds a new
-//! immutable snapshot and swaps it in; an invalid new registry is refused with a log line and
-//! the old one stays in force. Shards notice the new version on their next tick and re-check
-//! their live sessions (`authn.rs`).
+//! Reloads without a restart, on SIGHUP and when a watched file changes (checked every 0.5 s):
+//!
+//! - the authentication policy: loaded from the registry file at startup (an invalid file stops
+//!   startup, naming it). A reload builds a new immutable snapshot and swaps it in; an invalid
+//!   new registry is refused with a log line and the old one stays in force. Shards notice the
+//!   new version on their next tick and re-check their live sessions (`authn.rs`);
+//! - the certificate and key of every TLS listener (`tls.rs`): new connections use the new
+//!   ones, established connections keep theirs; files that do not load are refused with a log
+//!   line naming the file, and the previous certificate stays in force.
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ringmq_auth::Snapshot;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::tls::ListenerTls;
 
 /// Why the registry could not be loaded (names the file, the JSON path and the problem).
 pub type LoadError = ringmq_auth::registry::LoadError;
@@ -87,51 +94,124 @@ fn load_registry(
     Ok(registry)
 }
 
-/// Watches for SIGHUP and changes of the registry file and swaps in each valid new registry.
-/// Owns the JWKS fetcher of the snapshot in force.
+/// Watches for SIGHUP and for changes of the registry file and of the TLS listeners'
+/// certificate and key files; swaps in each valid new registry and TLS configuration. Owns the
+/// JWKS fetcher of the snapshot in force.
 pub fn spawn_reloader(
     config: Config,
     auth: ringmq_auth::Registry,
     fetcher: Option<ringmq_auth::jwt::JwksFetcher>,
+    tls: Vec<(SocketAddr, Arc<ListenerTls>)>,
 ) -> std::io::Result<()> {
     // SIGHUP is always handled: its default action would kill the broker (`systemctl reload`).
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
-    let Some(path) = config.auth.registry.clone() else {
+    if config.auth.registry.is_none() && tls.is_empty() {
         std::thread::Builder::new()
             .name("ringmq-reload".into())
             .spawn(move || {
                 for _ in signals.forever() {
-                    info!("SIGHUP: no registry is configured, nothing to reload");
+                    info!(
+                        "SIGHUP: no registry and no TLS listener are configured, nothing to reload"
+                    );
                 }
             })?;
         return Ok(());
-    };
-    std::thread::Builder::new().name("ringmq-reload".into()).spawn(move || {
-        let mut fetcher = fetcher;
-        let mut last_modified = modified(&path);
-        loop {
-            std::thread::sleep(Duration::from_millis(500));
-            let hup = signals.pending().count() > 0;
-            let now_modified = modified(&path);
-            if !hup && now_modified == last_modified {
-                continue;
-            }
-            last_modified = now_modified;
-            let current = auth.load();
-            let version = current.version + 1;
-            match load_snapshot(&config, version, Some(&current)) {
-                Ok(loaded) => {
-                    auth.store(loaded.snapshot);
-                    if let Some(old) = std::mem::replace(&mut fetcher, loaded.fetcher) {
-                        old.stop();
-                    }
-                    info!(file = %path.display(), version, trigger = if hup { "SIGHUP" } else { "file changed" }, "registry reloaded");
+    }
+    std::thread::Builder::new()
+        .name("ringmq-reload".into())
+        .spawn(move || {
+            let mut registry = config.auth.registry.clone().map(|path| RegistryWatch {
+                last_modified: modified(&path),
+                path,
+                fetcher,
+            });
+            let mut certificates: Vec<TlsWatch> = tls
+                .into_iter()
+                .map(|(bind, tls)| TlsWatch {
+                    last_modified: tls.files_modified(),
+                    bind,
+                    tls,
+                })
+                .collect();
+            loop {
+                std::thread::sleep(Duration::from_millis(500));
+                let hup = signals.pending().count() > 0;
+                if let Some(watch) = &mut registry {
+                    watch.poll(&config, &auth, hup);
                 }
-                Err(e) => error!("registry reload refused, the previous registry stays in force: {e}"),
+                for watch in &mut certificates {
+                    watch.poll(hup);
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// The registry file and the JWKS fetcher of the snapshot in force.
+struct RegistryWatch {
+    path: PathBuf,
+    last_modified: Option<SystemTime>,
+    fetcher: Option<ringmq_auth::jwt::JwksFetcher>,
+}
+
+impl RegistryWatch {
+    fn poll(&mut self, config: &Config, auth: &ringmq_auth::Registry, hup: bool) {
+        let now_modified = modified(&self.path);
+        if !hup && now_modified == self.last_modified {
+            return;
+        }
+        self.last_modified = now_modified;
+        let current = auth.load();
+        let version = current.version + 1;
+        match load_snapshot(config, version, Some(&current)) {
+            Ok(loaded) => {
+                auth.store(loaded.snapshot);
+                if let Some(old) = std::mem::replace(&mut self.fetcher, loaded.fetcher) {
+                    old.stop();
+                }
+                info!(file = %self.path.display(), version, trigger = trigger(hup), "registry reloaded");
+            }
+            Err(e) => {
+                error!("registry reload refused, the previous registry stays in force: {e}")
             }
         }
-    })?;
-    Ok(())
+    }
+}
+
+/// One TLS listener's certificate and key files.
+struct TlsWatch {
+    bind: SocketAddr,
+    tls: Arc<ListenerTls>,
+    last_modified: (Option<SystemTime>, Option<SystemTime>),
+}
+
+impl TlsWatch {
+    fn poll(&mut self, hup: bool) {
+        let now_modified = self.tls.files_modified();
+        if !hup && now_modified == self.last_modified {
+            return;
+        }
+        // A failed attempt is not retried until the next change or SIGHUP: a certificate
+        // written before its key fails once, then loads when the key arrives.
+        self.last_modified = now_modified;
+        match self.tls.reload() {
+            Ok(()) => info!(
+                listener = %self.bind,
+                cert = %self.tls.cert.display(),
+                key = %self.tls.key.display(),
+                trigger = trigger(hup),
+                "TLS certificate reloaded; new connections use it"
+            ),
+            Err(e) => error!(
+                listener = %self.bind,
+                "TLS certificate reload refused, the previous certificate stays in force: {e}"
+            ),
+        }
+    }
+}
+
+fn trigger(hup: bool) -> &'static str {
+    if hup { "SIGHUP" } else { "file changed" }
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {

@@ -23,6 +23,7 @@ use crate::core::ShardCore;
 use crate::layer::{Bare, Tls};
 use crate::layer_pump;
 use crate::mesh::Mesh;
+use crate::tls::ListenerTls;
 use crate::ws::{WsConfig, WsServer};
 
 pub(crate) type Core = Rc<RefCell<ShardCore>>;
@@ -90,7 +91,28 @@ impl Server {
         let loaded =
             crate::reload::load_snapshot(&config, 1, None).map_err(StartError::Registry)?;
         let auth = ringmq_auth::Registry::new(loaded.snapshot);
-        crate::reload::spawn_reloader(config.clone(), auth.clone(), loaded.fetcher)
+        // One TLS configuration per listener, shared by the shards and swapped by reloads.
+        let mut tls = Vec::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            tls.push(match (l.protocol.is_tls(), &l.cert, &l.key) {
+                (true, Some(cert), Some(key)) => Some(Arc::new(
+                    ListenerTls::load(cert, key, l.client_certificate).map_err(StartError::Tls)?,
+                )),
+                (true, _, _) => {
+                    return Err(StartError::Tls(crate::tls::TlsError::Missing {
+                        bind: l.bind,
+                    }));
+                }
+                (false, _, _) => None,
+            });
+        }
+        let reloadable = config
+            .listeners
+            .iter()
+            .zip(&tls)
+            .filter_map(|(l, t)| t.clone().map(|t| (l.bind, t)))
+            .collect();
+        crate::reload::spawn_reloader(config.clone(), auth.clone(), loaded.fetcher, reloadable)
             .map_err(StartError::Thread)?;
         let mesh = Mesh::new(shards, config.limits.shard_queue_capacity);
         let shutdown = Shutdown::default();
@@ -102,6 +124,7 @@ impl Server {
             let config = config.clone();
             let mesh = mesh.clone();
             let auth = auth.clone();
+            let tls = tls.clone();
             let shutdown = shutdown.clone();
             let ready = ready_tx.clone();
             let stopped = stopped_tx.clone();
@@ -116,7 +139,17 @@ impl Server {
                     if let Some(id) = core_id {
                         core_affinity::set_for_current(id);
                     }
-                    run_shard(shard, driver, config, mesh, auth, shutdown, ready, stopped);
+                    let setup = ShardSetup {
+                        shard,
+                        config,
+                        mesh,
+                        auth,
+                        tls,
+                        shutdown,
+                        ready,
+                        stopped,
+                    };
+                    run_shard(driver, setup);
                 })
                 .map_err(StartError::Thread)?;
             threads.push(handle);
@@ -204,31 +237,16 @@ struct ShardSetup {
     config: Config,
     mesh: Mesh,
     auth: ringmq_auth::Registry,
+    /// Per listener (same order as `config.listeners`): its TLS configuration, if TLS.
+    tls: Vec<Option<Arc<ListenerTls>>>,
     shutdown: Shutdown,
     ready: Ready,
     stopped: mpsc::Sender<usize>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_shard(
-    shard: usize,
-    driver: Driver,
-    config: Config,
-    mesh: Mesh,
-    auth: ringmq_auth::Registry,
-    shutdown: Shutdown,
-    ready: Ready,
-    stopped: mpsc::Sender<usize>,
-) {
-    let setup = ShardSetup {
-        shard,
-        config,
-        mesh,
-        auth,
-        shutdown,
-        ready: ready.clone(),
-        stopped,
-    };
+fn run_shard(driver: Driver, setup: ShardSetup) {
+    let shard = setup.shard;
+    let ready = setup.ready.clone();
     let result = match driver {
         Driver::Legacy => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()
@@ -255,24 +273,13 @@ async fn shard_main(setup: ShardSetup) {
         config,
         mesh,
         auth,
+        tls,
         shutdown,
         ready,
         stopped,
     } = setup;
     let mut listeners = Vec::new();
-    for l in &config.listeners {
-        let tls = match (l.protocol.is_tls(), &l.cert, &l.key) {
-            (true, Some(cert), Some(key)) => {
-                match crate::tls::server_config(cert, key, l.client_certificate) {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        let _ = ready.send(Err(StartError::Tls(e)));
-                        return;
-                    }
-                }
-            }
-            _ => None,
-        };
+    for (l, tls) in config.listeners.iter().zip(tls) {
         let ws = || {
             Arc::new(crate::ws::WsConfig {
                 path: l.path.clone(),
@@ -281,7 +288,7 @@ async fn shard_main(setup: ShardSetup) {
                 max_handshake_size: crate::ws::WsConfig::DEFAULT_MAX_HANDSHAKE_SIZE,
             })
         };
-        // `Config::validate` made sure TLS protocols have `cert` and `key`.
+        // `Server::start` loaded a TLS configuration for every TLS listener.
         let transport = match (l.protocol, tls) {
             (ListenerProtocol::Wss, Some(tls)) => Transport::Wss(tls, ws()),
             (ListenerProtocol::Ws, _) => Transport::Ws(ws()),
@@ -377,9 +384,9 @@ async fn tick_loop(core: Core, mesh: Mesh, shutdown: Shutdown) {
 #[derive(Debug, Clone)]
 enum Transport {
     Plain,
-    Tls(Arc<rustls::ServerConfig>),
+    Tls(Arc<ListenerTls>),
     Ws(Arc<WsConfig>),
-    Wss(Arc<rustls::ServerConfig>, Arc<WsConfig>),
+    Wss(Arc<ListenerTls>, Arc<WsConfig>),
 }
 
 async fn accept_loop(listener: TcpListener, core: Core, transport: Transport) {
@@ -425,14 +432,15 @@ async fn accept_loop(listener: TcpListener, core: Core, transport: Transport) {
     }
 }
 
-/// A TLS session for a new connection. On failure the connection's slot is released.
+/// A TLS session with the listener's current configuration (a reload since the last accept
+/// takes effect here). On failure the connection's slot is released.
 fn tls_session(
-    tls: &Arc<rustls::ServerConfig>,
+    tls: &ListenerTls,
     peer: std::net::SocketAddr,
     core: &Core,
     index: usize,
 ) -> Option<rustls::ServerConnection> {
-    match rustls::ServerConnection::new(tls.clone()) {
+    match rustls::ServerConnection::new(tls.current()) {
         Ok(session) => Some(session),
         Err(e) => {
             warn!(%peer, "TLS session setup failed: {e}");

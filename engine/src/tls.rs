@@ -1,14 +1,23 @@
-//! TLS for `mqtts` listeners: rustls (aws-lc-rs provider, TLS 1.2 and 1.3) driven as a
-//! sans-IO `ServerConnection` inside the connection's own byte pump (see `runtime.rs`), so no
-//! byte read during or after the handshake is lost (the trap of monoio-rustls' `into_parts`).
+//! TLS for `mqtts` and `wss` listeners: rustls (aws-lc-rs provider, TLS 1.2 and 1.3) driven
+//! as a sans-IO `ServerConnection` inside the connection's own byte pump (`layer.rs`,
+//! `layer_pump.rs`), so no byte read during or after the handshake is lost (the trap of
+//! monoio-rustls' `into_parts`).
+//!
+//! Each listener's configuration sits behind an `ArcSwap` ([`ListenerTls`]): a reload (SIGHUP,
+//! or the certificate or key file changing) builds a new one from the files and swaps it in;
+//! accepts pick up the current one without a lock, and established connections keep the one
+//! they started with. A file that does not load leaves the previous configuration in force.
 //!
 //! The TLS layer checks only that the client holds the key of the certificate it presents
 //! (the handshake signature). Chain, validity, revocation and name checks are authentication's
 //! job (`ringmq_auth::x509`), so a rejected client gets a CONNACK with a reason code and
 //! string instead of a bare TLS alert.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::WebPkiSupportedAlgorithms;
@@ -28,6 +37,8 @@ pub enum TlsError {
     NoCerts { path: String },
     #[error("{path}: cannot read private key: {message}")]
     Key { path: String, message: String },
+    #[error("listener {bind}: a TLS listener needs `cert` and `key`")]
+    Missing { bind: std::net::SocketAddr },
     #[error("certificate {cert} and key {key} do not form a usable TLS configuration: {message}")]
     Config {
         cert: String,
@@ -36,7 +47,52 @@ pub enum TlsError {
     },
 }
 
-/// Builds the server configuration of one `mqtts` listener.
+/// The TLS configuration of one `mqtts` or `wss` listener, reloadable from its files.
+#[derive(Debug)]
+pub struct ListenerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub mode: ClientCertificateMode,
+    current: ArcSwap<ServerConfig>,
+}
+
+impl ListenerTls {
+    /// Loads the certificate chain and key (at startup: an error stops startup).
+    pub fn load(
+        cert: &Path,
+        key: &Path,
+        mode: ClientCertificateMode,
+    ) -> Result<ListenerTls, TlsError> {
+        let config = server_config(cert, key, mode)?;
+        Ok(ListenerTls {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            mode,
+            current: ArcSwap::new(config),
+        })
+    }
+
+    /// The configuration for a new connection (a reference count, no lock).
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.current.load_full()
+    }
+
+    /// Reads the files again and swaps in the new configuration. On an error the current
+    /// configuration stays in force.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let config = server_config(&self.cert, &self.key, self.mode)?;
+        self.current.store(config);
+        Ok(())
+    }
+
+    /// The modification times of the certificate and key files, to notice a change.
+    pub fn files_modified(&self) -> (Option<SystemTime>, Option<SystemTime>) {
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        (modified(&self.cert), modified(&self.key))
+    }
+}
+
+/// Builds the server configuration of one `mqtts` or `wss` listener.
 pub fn server_config(
     cert: &Path,
     key: &Path,
@@ -79,10 +135,17 @@ pub fn server_config(
     };
     let config = builder
         .with_single_cert(certs, key_der)
-        .map_err(|e| TlsError::Config {
-            cert: cert_name,
-            key: key_name,
-            message: e.to_string(),
+        .map_err(|e| match e {
+            // rustls words this for a peer's certificate; here it is our own file.
+            rustls::Error::InvalidCertificate(problem) => TlsError::Certs {
+                path: cert_name,
+                message: format!("not a usable X.509 certificate ({problem:?})"),
+            },
+            e => TlsError::Config {
+                cert: cert_name,
+                key: key_name,
+                message: e.to_string(),
+            },
         })?;
     Ok(Arc::new(config))
 }
@@ -195,5 +258,86 @@ mod tests {
             .is_err()
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A reload swaps in the new certificate; a broken file leaves the current one in force,
+    /// with an error naming the file.
+    #[test]
+    fn reload_swaps_or_keeps_the_current_certificate() {
+        let dir = std::env::temp_dir().join(format!("ringmq-tls-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
+        let write = |names: Vec<String>| {
+            let ck = rcgen::generate_simple_self_signed(names).unwrap();
+            std::fs::write(&cert, ck.cert.pem()).unwrap();
+            std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+            ck.cert.der().clone()
+        };
+        let served = |l: &ListenerTls, root: &CertificateDer<'static>, name: &'static str| {
+            peer_certificate(l.current(), root, name)
+        };
+        let a = write(vec!["a.test".into()]);
+        let l = ListenerTls::load(&cert, &key, ClientCertificateMode::None).unwrap();
+        let before = l.current();
+        assert_eq!(served(&l, &a, "a.test"), a);
+        let b = write(vec!["b.test".into()]);
+        l.reload().unwrap();
+        assert_eq!(served(&l, &b, "b.test"), b);
+        // A connection set up before the reload keeps its configuration.
+        assert!(!Arc::ptr_eq(&before, &l.current()));
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let e = l.reload().unwrap_err().to_string();
+        assert!(e.contains(&cert.display().to_string()), "{e}");
+        assert_eq!(served(&l, &b, "b.test"), b);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Runs a handshake in memory with a client trusting `root` for `name`; returns the
+    /// certificate the server presented.
+    fn peer_certificate(
+        config: Arc<ServerConfig>,
+        root: &CertificateDer<'static>,
+        name: &'static str,
+    ) -> CertificateDer<'static> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(root.clone()).unwrap();
+        let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(name).unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(client_config), name).unwrap();
+        let mut server = rustls::ServerConnection::new(config).unwrap();
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut buf).unwrap();
+            }
+            let mut input = &buf[..];
+            while !input.is_empty() {
+                server.read_tls(&mut input).unwrap();
+                server.process_new_packets().unwrap();
+            }
+            buf.clear();
+            while server.wants_write() {
+                server.write_tls(&mut buf).unwrap();
+            }
+            let mut input = &buf[..];
+            while !input.is_empty() {
+                client.read_tls(&mut input).unwrap();
+                client.process_new_packets().unwrap();
+            }
+            if !client.is_handshaking() {
+                return client.peer_certificates().unwrap()[0].clone().into_owned();
+            }
+        }
+        panic!("handshake did not complete");
     }
 }
