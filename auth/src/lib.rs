@@ -75,8 +75,31 @@ impl Snapshot {
         }
     }
 
-    /// Authenticates a CONNECT. Order: enhanced authentication (Authentication Method), then a
-    /// client certificate, then a token in the password, then anonymous access.
+    /// The method [`Snapshot::authenticate`] uses for `creds`, in its order: enhanced
+    /// authentication (Authentication Method), then a client certificate, then a token in the
+    /// password, then anonymous access. `None`: an Authentication Method ringmq does not
+    /// support. For labelling refusals; the method of a success is in the [`Identity`].
+    pub fn attempted_method(&self, creds: &Credentials<'_>) -> Option<Method> {
+        if let Some(method) = creds.auth_method {
+            return match method {
+                CUSTOM_JWT => Some(Method::CustomJwt),
+                OAUTH2_JWT => Some(Method::OAuth2Jwt),
+                _ => None,
+            };
+        }
+        let Some(reg) = &self.registry else {
+            return Some(Method::Anonymous);
+        };
+        if !creds.peer_certificates.is_empty() {
+            Some(Method::Certificate)
+        } else if creds.password.is_some() && reg.accepts_token_in_password() {
+            Some(Method::PasswordJwt)
+        } else {
+            Some(Method::Anonymous)
+        }
+    }
+
+    /// Authenticates a CONNECT with the method [`Snapshot::attempted_method`] names.
     pub fn authenticate(
         &self,
         creds: &Credentials<'_>,
@@ -97,40 +120,28 @@ impl Snapshot {
                 ))
             };
         };
-        if let Some(method) = creds.auth_method {
-            let kind = match method {
-                CUSTOM_JWT => jwt::TokenSource::CustomJwt,
-                OAUTH2_JWT => jwt::TokenSource::OAuth2Jwt,
-                other => {
-                    return Err(AuthError::BadMethod(format!(
-                        "authentication method {other:?} is not supported"
-                    )));
-                }
-            };
-            let token = creds.auth_data.unwrap_or_default();
-            return jwt::authenticate(reg, kind, token, creds, &mut caches.jwt, now);
+        let jwt = |kind, token: Option<&[u8]>, caches: &mut Caches| {
+            let token = token.unwrap_or_default();
+            jwt::authenticate(reg, kind, token, creds, &mut caches.jwt, now)
+        };
+        match self.attempted_method(creds) {
+            Some(Method::CustomJwt) => jwt(jwt::TokenSource::CustomJwt, creds.auth_data, caches),
+            Some(Method::OAuth2Jwt) => jwt(jwt::TokenSource::OAuth2Jwt, creds.auth_data, caches),
+            None => Err(AuthError::BadMethod(format!(
+                "authentication method {:?} is not supported",
+                creds.auth_method.unwrap_or_default()
+            ))),
+            Some(Method::Certificate) => {
+                x509::authenticate(reg, creds, &mut caches.x509, self.version, now)
+            }
+            Some(Method::PasswordJwt) => jwt(jwt::TokenSource::Password, creds.password, caches),
+            Some(Method::Anonymous) if self.allow_anonymous => {
+                Ok(Identity::anonymous(creds.client_id))
+            }
+            Some(Method::Anonymous) => Err(AuthError::BadCredentials(
+                "no client certificate, token or supported authentication method".into(),
+            )),
         }
-        if !creds.peer_certificates.is_empty() {
-            return x509::authenticate(reg, creds, &mut caches.x509, self.version, now);
-        }
-        if let Some(password) = creds.password
-            && reg.accepts_token_in_password()
-        {
-            return jwt::authenticate(
-                reg,
-                jwt::TokenSource::Password,
-                password,
-                creds,
-                &mut caches.jwt,
-                now,
-            );
-        }
-        if self.allow_anonymous {
-            return Ok(Identity::anonymous(creds.client_id));
-        }
-        Err(AuthError::BadCredentials(
-            "no client certificate, token or supported authentication method".into(),
-        ))
     }
 
     /// What `identity` may publish and subscribe to.
@@ -196,6 +207,24 @@ mod tests {
         assert_eq!(
             e.reason_code(),
             ringmq_codec::ReasonCode::BAD_AUTHENTICATION_METHOD
+        );
+    }
+
+    #[test]
+    fn attempted_method_follows_the_authentication_order() {
+        let s = Snapshot::allow_all();
+        assert_eq!(
+            s.attempted_method(&creds("c", Some(CUSTOM_JWT))),
+            Some(Method::CustomJwt)
+        );
+        assert_eq!(
+            s.attempted_method(&creds("c", Some(OAUTH2_JWT))),
+            Some(Method::OAuth2Jwt)
+        );
+        assert_eq!(s.attempted_method(&creds("c", Some("SCRAM-SHA-1"))), None);
+        assert_eq!(
+            s.attempted_method(&creds("c", None)),
+            Some(Method::Anonymous)
         );
     }
 

@@ -63,6 +63,8 @@ pub struct Jwks {
     early_requests: AtomicU64,
     fetches_ok: AtomicU64,
     fetches_failed: AtomicU64,
+    /// Whether the last fetch succeeded (meaningless while both counts are 0).
+    last_fetch_ok: AtomicBool,
     /// The fetcher thread serving this endpoint, to wake it.
     fetcher: ArcSwapOption<Thread>,
 }
@@ -77,6 +79,7 @@ impl Jwks {
             early_requests: AtomicU64::new(0),
             fetches_ok: AtomicU64::new(0),
             fetches_failed: AtomicU64::new(0),
+            last_fetch_ok: AtomicBool::new(false),
             fetcher: ArcSwapOption::empty(),
         }
     }
@@ -144,6 +147,12 @@ impl Jwks {
         self.fetches_failed.load(Ordering::Relaxed)
     }
 
+    /// Whether the last fetch succeeded; `None` before the first one.
+    pub fn last_fetch_succeeded(&self) -> Option<bool> {
+        let fetched = self.fetches_ok() != 0 || self.fetches_failed() != 0;
+        fetched.then(|| self.last_fetch_ok.load(Ordering::Relaxed))
+    }
+
     /// Fetches the document now, on the calling thread (blocking, up to [`FETCH_TIMEOUT`]),
     /// and publishes the new key set. On failure the current key set stays. Not for shards.
     pub fn refresh_blocking(&self) -> Result<Arc<KeySet>, JwksError> {
@@ -161,10 +170,12 @@ impl Jwks {
                     tracing::warn!(url = %self.config.url, "JWKS key skipped: {why}");
                 }
                 self.keys.store(Arc::clone(&set));
+                self.last_fetch_ok.store(true, Ordering::Relaxed);
                 self.fetches_ok.fetch_add(1, Ordering::Relaxed);
                 Ok(set)
             }
             Err(e) => {
+                self.last_fetch_ok.store(false, Ordering::Relaxed);
                 self.fetches_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(url = %self.config.url, "JWKS fetch failed, keeping the last good keys: {e}");
                 Err(e)
