@@ -190,6 +190,29 @@ impl Default for AuthConfig {
     }
 }
 
+/// `[metrics]`: the HTTP endpoint (`/metrics`, `/health`, `/ready`) and `$SYS` topics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the HTTP endpoint; none = no endpoint. It has no authentication: bind it to
+    /// loopback or a management network.
+    pub bind: Option<SocketAddr>,
+    /// Seconds between `$SYS/broker/...` publications (retained, by shard 0); 0 = none.
+    pub sys_interval_secs: u32,
+}
+
+/// Mosquitto's `sys_interval` default.
+pub const DEFAULT_SYS_INTERVAL_SECS: u32 = 10;
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            bind: None,
+            sys_interval_secs: DEFAULT_SYS_INTERVAL_SECS,
+        }
+    }
+}
+
 fn default_protocol() -> ListenerProtocol {
     ListenerProtocol::Mqtt
 }
@@ -294,6 +317,8 @@ pub struct Config {
     pub allow_anonymous: Option<bool>,
     #[serde(default)]
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 fn default_listeners() -> Vec<ListenerConfig> {
@@ -312,6 +337,7 @@ impl Default for Config {
             limits: Limits::default(),
             allow_anonymous: None,
             auth: AuthConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -434,6 +460,26 @@ impl Config {
         }
         if self.listeners.is_empty() {
             return invalid("listener", "at least one [[listener]] is required");
+        }
+        if self.metrics.sys_interval_secs > 86_400 {
+            return invalid(
+                "metrics.sys_interval_secs",
+                "must be at most 86400 (one day); 0 turns $SYS off",
+            );
+        }
+        if let Some(bind) = self.metrics.bind {
+            if bind.port() == 0 {
+                return invalid(
+                    "metrics.bind",
+                    "port 0 is not allowed: a scraper needs a known port",
+                );
+            }
+            if self.listeners.iter().any(|l| l.bind == bind) {
+                return invalid(
+                    "metrics.bind",
+                    &format!("{bind} is also an MQTT [[listener]] address"),
+                );
+            }
         }
         for l in &self.listeners {
             let Err(problem) = l.check() else { continue };
@@ -580,6 +626,34 @@ mod tests {
     }
 
     #[test]
+    fn metrics_section_defaults_and_checks() {
+        let c = parse("").unwrap();
+        assert_eq!(c.metrics.bind, None);
+        assert_eq!(c.metrics.sys_interval_secs, DEFAULT_SYS_INTERVAL_SECS);
+        let c = parse("[metrics]\nbind = \"127.0.0.1:9100\"\nsys_interval_secs = 0\n").unwrap();
+        assert_eq!(c.metrics.bind, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(c.metrics.sys_interval_secs, 0);
+        let e = parse("[metrics]\nbind = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bind"), "{e}");
+        let e = parse("[metrics]\nsys_interval_secs = 100000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("metrics.sys_interval_secs"), "{e}");
+        let e = parse("[metrics]\nbind = \"127.0.0.1:0\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("metrics.bind"), "{e}");
+        let e = parse("[metrics]\nbind = \"127.0.0.1:1883\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("metrics.bind") && e.contains("listener"), "{e}");
+        let e = parse("[metrics]\nport = 9100\n").unwrap_err().to_string();
+        assert!(e.contains("port"), "{e}");
+    }
+
+    #[test]
     fn bad_bind_address_is_an_error() {
         let e = parse("[[listener]]\nbind = \"nonsense\"\n")
             .unwrap_err()
@@ -604,5 +678,7 @@ mod example_tests {
         assert_eq!(c.limits.shard_queue_capacity, d.shard_queue_capacity);
         assert_eq!(c.limits.connect_timeout_secs, d.connect_timeout_secs);
         assert_eq!(c.listeners[0].bind.port(), 1883);
+        assert_eq!(c.metrics.bind, MetricsConfig::default().bind);
+        assert_eq!(c.metrics.sys_interval_secs, DEFAULT_SYS_INTERVAL_SECS);
     }
 }

@@ -668,6 +668,9 @@ fn deploy_config_parses() {
         c.auth.registry.as_deref(),
         Some(Path::new("/etc/ringmq/registry.json"))
     );
+    let metrics = c.metrics.bind.unwrap();
+    assert!(metrics.ip().is_loopback(), "{metrics}");
+    assert_eq!(c.metrics.sys_interval_secs, 10);
     // Every commented-out section is marked as planned.
     for line in text.lines().filter(|l| l.starts_with("# [")) {
         let i = text.find(line).unwrap();
