@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use crate::conn::ConnAuth;
 use crate::core::{Failure, ShardCore, fail, write_packet};
 use crate::message::{compact_bytes, compact_str};
+use crate::metrics::{AuthCache, AuthFailure, AuthMethod, ShardMetrics};
 
 /// The credentials a connection authenticated with, kept (compact) so a reload can check the
 /// session again and a re-authentication can name the same method.
@@ -54,6 +55,8 @@ impl ShardCore {
             &conn.peer_certificates,
             connect.protocol.is_v5(),
             &mut self.auth_caches,
+            true,
+            &self.metrics,
         )?;
         if snapshot.registry.is_none() {
             // The embedded default: nothing restricts this client.
@@ -133,6 +136,8 @@ impl ShardCore {
             &conn.peer_certificates,
             v5,
             &mut self.auth_caches,
+            true,
+            &self.metrics,
         ) {
             Ok(identity) => identity,
             Err(f) => {
@@ -215,6 +220,9 @@ impl ShardCore {
                 &conn.peer_certificates,
                 v5,
                 &mut self.auth_caches,
+                // A re-check after a reload is not a login: only the caches are mirrored.
+                false,
+                &self.metrics,
             ) {
                 Ok(identity) => {
                     let permissions = snapshot.permissions(&identity);
@@ -259,6 +267,9 @@ impl ShardCore {
     }
 }
 
+/// Authenticates stored credentials; a `login` (CONNECT, re-authentication) is counted in
+/// `metrics` by method and reason. The caches' hit and miss totals are mirrored either way.
+#[allow(clippy::too_many_arguments)]
 fn authenticate(
     snapshot: &Snapshot,
     client_id: &str,
@@ -266,6 +277,8 @@ fn authenticate(
     peer_certificates: &[rustls_pki_types::CertificateDer<'static>],
     v5: bool,
     caches: &mut ringmq_auth::Caches,
+    login: bool,
+    metrics: &ShardMetrics,
 ) -> Result<ringmq_auth::Identity, Failure> {
     let creds = Credentials {
         client_id,
@@ -276,7 +289,24 @@ fn authenticate(
         peer_certificates,
         v5,
     };
-    snapshot
-        .authenticate(&creds, caches, SystemTime::now())
-        .map_err(|e| fail(e.reason_code(), e.to_string()))
+    let result = snapshot.authenticate(&creds, caches, SystemTime::now());
+    metrics.auth_cache_totals(
+        AuthCache::X509,
+        caches.x509.hits(),
+        caches.x509.verifications(),
+    );
+    let jwt = caches.jwt.stats();
+    metrics.auth_cache_totals(AuthCache::Jwt, jwt.hits, jwt.misses);
+    if login {
+        match &result {
+            Ok(identity) => metrics.auth_succeeded(identity.method.into()),
+            Err(e) => {
+                let method = snapshot
+                    .attempted_method(&creds)
+                    .map_or(AuthMethod::Unknown, AuthMethod::from);
+                metrics.auth_failed(method, AuthFailure::from(e));
+            }
+        }
+    }
+    result.map_err(|e| fail(e.reason_code(), e.to_string()))
 }

@@ -32,6 +32,8 @@ pub enum ConnState {
 pub struct Conn {
     pub serial: u64,
     pub peer: SocketAddr,
+    /// The listener that accepted it (config order), for per-listener metrics.
+    pub listener: usize,
     pub state: ConnState,
     pub version: ProtocolVersion,
     pub session: Option<usize>,
@@ -99,6 +101,7 @@ impl Conn {
         Conn {
             serial,
             peer,
+            listener: 0,
             state: ConnState::AwaitConnect { since: now },
             version: ProtocolVersion::V5,
             session: None,

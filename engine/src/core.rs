@@ -27,26 +27,19 @@ use tracing::{debug, warn};
 use crate::config::Limits;
 use crate::conn::{Conn, ConnState};
 use crate::mesh::{ConnToken, Mesh, ShardMsg};
+use crate::metrics::{ShardHandle, ShardMetrics};
 use crate::retain::MemoryRetainStore;
 use crate::route::{Interest, LocalSubs, Scratch};
 use crate::session::{InflightState, PendingWill, Session};
 use crate::trie::FilterTrie;
 
-/// Counters kept per shard (exported as metrics later).
+/// Internal counters of session moves, for tests and debugging; what an operator needs is in
+/// [`ShardCore::metrics`].
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
-    pub connections_total: u64,
-    pub messages_in: u64,
-    pub messages_out: u64,
-    pub dropped_qos0_slow: u64,
-    pub dropped_queue_full: u64,
-    pub dropped_too_large: u64,
-    pub dropped_expired: u64,
-    pub mesh_overflow: u64,
-    pub protocol_errors: u64,
-    pub denied_publish: u64,
-    pub denied_subscribe: u64,
+    /// Messages forwarded to a session's new shard after it moved.
     pub forwarded_after_move: u64,
+    /// Forwarded messages that found no session (or no matching subscription) on arrival.
     pub dropped_no_session: u64,
 }
 
@@ -102,6 +95,13 @@ pub struct ShardCore {
     /// When a graceful shutdown began.
     shutdown_since: Option<Instant>,
     pub stats: Stats,
+    /// This shard's metrics (written here only; read by the exporter and `$SYS`).
+    pub(crate) metrics: ShardHandle,
+    /// Retained messages in this replica, clears (tombstones) and `$` topics left out.
+    pub(crate) retained_live: u64,
+    /// `$SYS` publication period (shard 0 only) and the next one due.
+    sys_interval: Option<Duration>,
+    next_sys_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for ShardCore {
@@ -159,11 +159,24 @@ pub(crate) fn fail(reason: ReasonCode, message: impl Into<String>) -> Failure {
 }
 
 impl ShardCore {
+    /// A core counting into metrics of its own (protocol tests, benches).
     pub fn new(
         id: usize,
         mesh: Option<Mesh>,
         limits: Limits,
         auth: ringmq_auth::Registry,
+    ) -> ShardCore {
+        let shards = mesh.as_ref().map_or(1, Mesh::shards);
+        ShardCore::with_metrics(id, mesh, limits, auth, ShardHandle::standalone(id, shards))
+    }
+
+    /// A core counting into the server's metrics.
+    pub fn with_metrics(
+        id: usize,
+        mesh: Option<Mesh>,
+        limits: Limits,
+        auth: ringmq_auth::Registry,
+        metrics: ShardHandle,
     ) -> ShardCore {
         let shards = mesh.as_ref().map_or(1, Mesh::shards);
         ShardCore {
@@ -200,21 +213,49 @@ impl ShardCore {
             moving_until: None,
             deferred_withdrawals: Vec::new(),
             stats: Stats::default(),
+            metrics,
+            retained_live: 0,
+            sys_interval: None,
+            next_sys_at: None,
         }
+    }
+
+    /// This shard's metrics.
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.metrics
+    }
+
+    /// Publishes `$SYS/broker/...` every `interval` from the next tick on (one shard does).
+    pub fn publish_sys_every(&mut self, interval: Duration) {
+        self.sys_interval = Some(interval);
+        self.next_sys_at = None;
     }
 
     // ---- connection lifecycle -------------------------------------------------------------
 
-    /// A new network connection; `None` when the connection limit is reached.
+    /// A new network connection on listener 0; `None` when the connection limit is reached.
     pub fn accept(&mut self, peer: SocketAddr, now: Instant) -> Option<ConnToken> {
+        self.accept_on(0, peer, now)
+    }
+
+    /// A new network connection on listener number `listener` (config order), counted
+    /// there until [`ShardCore::release`]; `None` when the connection limit is reached.
+    pub fn accept_on(
+        &mut self,
+        listener: usize,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Option<ConnToken> {
         let per_shard = self.limits.max_connections.div_ceil(self.shards.max(1));
         if self.conns.len() >= per_shard {
             warn!(%peer, limit = self.limits.max_connections, "connection refused: max_connections reached");
             return None;
         }
         self.next_serial += 1;
-        self.stats.connections_total += 1;
-        let index = self.conns.insert(Conn::new(self.next_serial, peer, now));
+        self.metrics.connection_opened(listener);
+        let mut conn = Conn::new(self.next_serial, peer, now);
+        conn.listener = listener;
+        let index = self.conns.insert(conn);
         Some(ConnToken {
             index: index as u32,
             serial: self.next_serial,
@@ -298,7 +339,8 @@ impl ShardCore {
             if !conn.is_closing() {
                 self.close_conn(index, true, now);
             }
-            self.conns.remove(index);
+            let conn = self.conns.remove(index);
+            self.metrics.connection_closed(conn.listener);
         }
         self.drain_local(now);
     }
@@ -312,7 +354,9 @@ impl ShardCore {
         if conn.is_closing() {
             return;
         }
-        self.stats.protocol_errors += 1;
+        if is_protocol_error(f.reason) {
+            self.metrics.protocol_errors.inc();
+        }
         warn!(client_id = %conn.client_id, peer = %conn.peer, reason = %f.reason, "closing connection: {}", f.message);
         match conn.state {
             ConnState::AwaitConnect { .. }
@@ -608,8 +652,12 @@ impl ShardCore {
         }
         let mut ended = Vec::new();
         let mut wills = Vec::new();
+        // Gauges are sampled here, in the pass over the sessions that expiry makes anyway.
+        let (mut online, mut subscriptions) = (0u64, 0u64);
         for (sidx, s) in &mut self.sessions {
+            subscriptions += s.subscriptions.len() as u64;
             if s.conn.is_some() {
+                online += 1;
                 continue;
             }
             if s.pending_will.as_ref().is_some_and(|p| p.publish_at <= now) {
@@ -632,7 +680,49 @@ impl ShardCore {
             debug!(sidx, "session expired");
             self.end_session(sidx, now);
         }
+        self.sample_gauges(online, subscriptions);
+        if let Some(interval) = self.sys_interval
+            && self.next_sys_at.is_none_or(|at| now >= at)
+        {
+            self.next_sys_at = Some(now + interval);
+            self.publish_sys(now);
+        }
         self.drain_local(now);
+    }
+
+    /// Session and mesh gauges, sampled each tick (`online` and `subscriptions` counted by
+    /// the caller before sessions expired; the difference lasts one tick).
+    fn sample_gauges(&mut self, online: u64, subscriptions: u64) {
+        let total = self.sessions.len() as u64;
+        self.metrics.sessions_online.set(online.min(total));
+        self.metrics
+            .sessions_offline
+            .set(total.saturating_sub(online));
+        self.metrics.subscriptions.set(subscriptions);
+        let depth = self.mesh.as_ref().map_or(0, |m| m.len(self.id));
+        self.metrics.mesh_inbox_depth.set(depth as u64);
+    }
+
+    /// Publishes the `$SYS/broker/...` values as retained QoS 0 messages through the normal
+    /// routing path, like Mosquitto. Periodic, so it may allocate.
+    fn publish_sys(&mut self, now: Instant) {
+        let topics = self.metrics.all().sys_topics(env!("CARGO_PKG_VERSION"));
+        for (topic, value) in topics {
+            let Ok(topic) = Str::copy_from(&topic) else {
+                continue;
+            };
+            let message = crate::message::Message {
+                topic,
+                payload: Bytes::from(value.into_bytes()),
+                qos: QoS::AtMostOnce,
+                retain: true,
+                properties: Default::default(),
+                expires_at: None,
+                origin: Bytes::new(),
+            };
+            self.retain_everywhere(&message);
+            self.route(message, now);
+        }
     }
 
     // ---- mesh -------------------------------------------------------------------------------
@@ -763,7 +853,7 @@ impl ShardCore {
                     Ok(()) => pushed = true,
                     Err(msg) => {
                         outbox.push_front(msg);
-                        self.stats.mesh_overflow += 1;
+                        self.metrics.mesh_overflow.inc();
                         break;
                     }
                 }
@@ -871,6 +961,23 @@ impl ShardCore {
             ..Default::default()
         }
     }
+}
+
+/// Whether closing a connection with `reason` counts as a protocol error (the peer broke the
+/// protocol), as opposed to keep alive, authorization or the server's own limits.
+fn is_protocol_error(reason: ReasonCode) -> bool {
+    matches!(
+        reason,
+        ReasonCode::MALFORMED_PACKET
+            | ReasonCode::PROTOCOL_ERROR
+            | ReasonCode::UNSUPPORTED_PROTOCOL_VERSION
+            | ReasonCode::TOPIC_FILTER_INVALID
+            | ReasonCode::TOPIC_NAME_INVALID
+            | ReasonCode::RECEIVE_MAXIMUM_EXCEEDED
+            | ReasonCode::TOPIC_ALIAS_INVALID
+            | ReasonCode::PACKET_TOO_LARGE
+            | ReasonCode::PAYLOAD_FORMAT_INVALID
+    )
 }
 
 /// Encodes a control packet into the connection's output and wakes its writer.

@@ -86,9 +86,13 @@ pub(crate) async fn connection<L: Layer + 'static>(
                 let (res, w) = writer.write_all(wire).await;
                 wire = w;
                 wire.clear();
-                if let Err(e) = res {
-                    debug!(index, "write failed: {e}");
-                    break;
+                match res {
+                    // Counted as they leave the socket (TLS: encrypted; ws: with framing).
+                    Ok(n) => write_core.borrow().metrics().bytes_out.add(n as u64),
+                    Err(e) => {
+                        debug!(index, "write failed: {e}");
+                        break;
+                    }
                 }
             }
         }
@@ -110,7 +114,9 @@ pub(crate) async fn connection<L: Layer + 'static>(
         let now = Instant::now();
         let received = match res {
             Ok(0) | Err(_) => Ok(Received::PeerClosed),
-            Ok(_) => {
+            Ok(n) => {
+                // Counted as they arrive (TLS: encrypted; ws: with framing).
+                core.borrow().metrics().bytes_in.add(n as u64);
                 let mut l = link.borrow_mut();
                 let Link { layer, wire } = &mut *l;
                 layer.receive(&mut raw, &mut mqtt, wire)

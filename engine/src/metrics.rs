@@ -313,6 +313,49 @@ impl ShardMetrics {
     }
 }
 
+/// A shard's handle on the broker's metrics: dereferences to its own [`ShardMetrics`], which
+/// only that shard writes, and reaches the whole set for `$SYS` (`all`).
+#[derive(Debug, Clone)]
+pub struct ShardHandle {
+    all: Arc<Metrics>,
+    id: usize,
+}
+
+impl ShardHandle {
+    /// Shard `id`'s handle; `id` must be below `all.shards().len()`.
+    pub fn new(all: Arc<Metrics>, id: usize) -> ShardHandle {
+        assert!(id < all.shards.len(), "shard {id} has no metrics");
+        ShardHandle { all, id }
+    }
+
+    /// Metrics of a core that runs outside a server (protocol tests, benches): its own set,
+    /// with one unnamed listener (number 0).
+    pub fn standalone(id: usize, shards: usize) -> ShardHandle {
+        let listener = ListenerLabel {
+            name: "standalone".into(),
+            protocol: "mqtt",
+        };
+        ShardHandle::new(
+            Arc::new(Metrics::new(shards.max(id + 1), vec![listener])),
+            id,
+        )
+    }
+
+    /// Every shard's metrics (read only: a shard writes its own through `Deref`).
+    pub fn all(&self) -> &Metrics {
+        &self.all
+    }
+}
+
+impl std::ops::Deref for ShardHandle {
+    type Target = ShardMetrics;
+
+    #[inline]
+    fn deref(&self) -> &ShardMetrics {
+        &self.all.shards[self.id]
+    }
+}
+
 // ---- shared, written off the shards ---------------------------------------------------------
 
 /// One JWKS endpoint's fetch state.

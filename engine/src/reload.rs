@@ -11,12 +11,15 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use ringmq_auth::Snapshot;
+use ringmq_auth::jwt::Jwks;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::metrics::{AuthMetrics, Metrics};
 use crate::tls::ListenerTls;
 
 /// Why the registry could not be loaded (names the file, the JSON path and the problem).
@@ -96,13 +99,22 @@ fn load_registry(
 
 /// Watches for SIGHUP and for changes of the registry file and of the TLS listeners'
 /// certificate and key files; swaps in each valid new registry and TLS configuration. Owns the
-/// JWKS fetcher of the snapshot in force.
+/// JWKS fetcher of the snapshot in force, and records the registry version, reloads and JWKS
+/// fetches in `metrics.auth` (checked every 0.5 s, like the files).
 pub fn spawn_reloader(
     config: Config,
     auth: ringmq_auth::Registry,
     fetcher: Option<ringmq_auth::jwt::JwksFetcher>,
     tls: Vec<(SocketAddr, Arc<ListenerTls>)>,
+    metrics: Arc<Metrics>,
 ) -> std::io::Result<()> {
+    let first = auth.load();
+    metrics
+        .auth
+        .registry_version
+        .store(first.version, Ordering::Relaxed);
+    let jwks = JwksMirror::new(&first, &metrics.auth);
+    drop(first);
     // SIGHUP is always handled: its default action would kill the broker (`systemctl reload`).
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
     if config.auth.registry.is_none() && tls.is_empty() {
@@ -124,6 +136,7 @@ pub fn spawn_reloader(
                 last_modified: modified(&path),
                 path,
                 fetcher,
+                jwks,
             });
             let mut certificates: Vec<TlsWatch> = tls
                 .into_iter()
@@ -134,10 +147,13 @@ pub fn spawn_reloader(
                 })
                 .collect();
             loop {
+                if let Some(watch) = &mut registry {
+                    watch.jwks.sync(&metrics.auth);
+                }
                 std::thread::sleep(Duration::from_millis(500));
                 let hup = signals.pending().count() > 0;
                 if let Some(watch) = &mut registry {
-                    watch.poll(&config, &auth, hup);
+                    watch.poll(&config, &auth, hup, &metrics.auth);
                 }
                 for watch in &mut certificates {
                     watch.poll(hup);
@@ -152,10 +168,18 @@ struct RegistryWatch {
     path: PathBuf,
     last_modified: Option<SystemTime>,
     fetcher: Option<ringmq_auth::jwt::JwksFetcher>,
+    /// The fetch counts of the snapshot's JWKS endpoints, copied into the metrics.
+    jwks: JwksMirror,
 }
 
 impl RegistryWatch {
-    fn poll(&mut self, config: &Config, auth: &ringmq_auth::Registry, hup: bool) {
+    fn poll(
+        &mut self,
+        config: &Config,
+        auth: &ringmq_auth::Registry,
+        hup: bool,
+        metrics: &AuthMetrics,
+    ) {
         let now_modified = modified(&self.path);
         if !hup && now_modified == self.last_modified {
             return;
@@ -165,13 +189,18 @@ impl RegistryWatch {
         let version = current.version + 1;
         match load_snapshot(config, version, Some(&current)) {
             Ok(loaded) => {
+                // The old fetcher's last fetches still count for its endpoints.
+                self.jwks.sync(metrics);
+                self.jwks = JwksMirror::new(&loaded.snapshot, metrics);
                 auth.store(loaded.snapshot);
                 if let Some(old) = std::mem::replace(&mut self.fetcher, loaded.fetcher) {
                     old.stop();
                 }
+                metrics.registry_reloaded(version);
                 info!(file = %self.path.display(), version, trigger = trigger(hup), "registry reloaded");
             }
             Err(e) => {
+                metrics.registry_reload_failed();
                 error!("registry reload refused, the previous registry stays in force: {e}")
             }
         }
@@ -206,6 +235,59 @@ impl TlsWatch {
                 listener = %self.bind,
                 "TLS certificate reload refused, the previous certificate stays in force: {e}"
             ),
+        }
+    }
+}
+
+/// Copies the JWKS endpoints' own fetch counts into [`AuthMetrics`], labelled by URL: the
+/// counts an endpoint made since the last sync are added, so totals survive reloads (a reload
+/// makes new endpoints, counting from 0).
+struct JwksMirror {
+    /// Each endpoint with the (ok, failed) counts already copied.
+    seen: Vec<(Arc<Jwks>, u64, u64)>,
+}
+
+impl JwksMirror {
+    /// The endpoints of `snapshot`, named in `metrics` (which keeps the state of URLs that
+    /// stay). Nothing is copied yet: fetches made before (at startup) are counted by `sync`.
+    fn new(snapshot: &ringmq_auth::Snapshot, metrics: &AuthMetrics) -> JwksMirror {
+        let endpoints = snapshot
+            .registry
+            .as_ref()
+            .map(ringmq_auth::jwt::jwks_endpoints)
+            .unwrap_or_default();
+        let mut urls: Vec<&str> = endpoints.iter().map(|e| e.config().url.as_str()).collect();
+        urls.sort_unstable();
+        urls.dedup();
+        metrics.set_jwks_issuers(&urls);
+        JwksMirror {
+            seen: endpoints.into_iter().map(|e| (e, 0, 0)).collect(),
+        }
+    }
+
+    fn sync(&mut self, metrics: &AuthMetrics) {
+        for (endpoint, ok_seen, failed_seen) in &mut self.seen {
+            let (ok, failed) = (endpoint.fetches_ok(), endpoint.fetches_failed());
+            if ok == *ok_seen && failed == *failed_seen {
+                continue;
+            }
+            let url = endpoint.config().url.as_str();
+            let fetched_at = endpoint.keys().fetched_at().unwrap_or_else(SystemTime::now);
+            let failures = failed.saturating_sub(*failed_seen);
+            let successes = ok.saturating_sub(*ok_seen);
+            // The outcome of the last fetch is recorded last, so `up` ends right.
+            let last_ok = endpoint.last_fetch_succeeded().unwrap_or(true);
+            let (first, then) = if last_ok {
+                ((false, failures), (true, successes))
+            } else {
+                ((true, successes), (false, failures))
+            };
+            for (result, n) in [first, then] {
+                for _ in 0..n {
+                    metrics.jwks_fetched(url, result, fetched_at);
+                }
+            }
+            (*ok_seen, *failed_seen) = (ok, failed);
         }
     }
 }

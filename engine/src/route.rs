@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 use crate::core::{Failure, ShardCore, fail, write_packet};
 use crate::mesh::ShardMsg;
 use crate::message::Message;
+use crate::metrics::{DropCause, ShardMetrics};
 use crate::retain::RetainStore;
 use crate::session::{Inflight, InflightState, Outgoing, SubIds};
 
@@ -375,7 +376,7 @@ impl ShardCore {
 
         if let Some((reason, why)) = refusal {
             if reason == ReasonCode::NOT_AUTHORIZED {
-                self.stats.denied_publish += 1;
+                self.metrics.dropped(DropCause::NotAuthorized);
                 info!(client_id = %client_id, topic = %topic, qos = ?qos, "publish denied: {why}");
             } else {
                 debug!(client_id = %client_id, topic = %topic, reason = %reason, "publish refused: {why}");
@@ -430,7 +431,7 @@ impl ShardCore {
             expires_at,
             origin: client_id.into_bytes(),
         };
-        self.stats.messages_in += 1;
+        self.metrics.message_in(qos);
         if message.retain {
             self.retain_everywhere(&message);
         }
@@ -457,7 +458,7 @@ impl ShardCore {
 
     /// Stores (or clears, for an empty payload [MQTT-3.3.1-6]) the retained message on every
     /// shard's replica.
-    fn retain_everywhere(&mut self, message: &Message) {
+    pub(crate) fn retain_everywhere(&mut self, message: &Message) {
         // The store keeps it indefinitely: one compact copy, shared by every replica.
         let message = message.compact();
         let seq = self.next_retain_seq();
@@ -481,13 +482,12 @@ impl ShardCore {
     /// update arriving later cannot bring the topic back. Applied locally first, so a client
     /// that saw its PUBACK and then subscribes finds its own retained message.
     pub(crate) fn apply_retain(&mut self, message: Message, seq: u64) {
-        if self
-            .retained
-            .get(message.topic.as_bytes())
-            .is_some_and(|r| r.seq > seq)
-        {
+        let current = self.retained.get(message.topic.as_bytes());
+        if current.is_some_and(|r| r.seq > seq) {
             return;
         }
+        let was_live = current.is_some_and(|r| !r.message.payload.is_empty());
+        let is_live = !message.payload.is_empty();
         let topic = message.topic.clone();
         if self
             .retained
@@ -495,6 +495,16 @@ impl ShardCore {
             .is_err()
         {
             warn!(topic = %topic, limit = self.limits.max_retained_messages, "retained message dropped: max_retained_messages reached");
+            return;
+        }
+        // The gauge counts what clients retained: not clears, not the broker's `$SYS` values.
+        if !topic.as_bytes().starts_with(b"$") && was_live != is_live {
+            if is_live {
+                self.retained_live += 1;
+            } else {
+                self.retained_live = self.retained_live.saturating_sub(1);
+            }
+            self.metrics.retained_messages.set(self.retained_live);
         }
     }
 
@@ -834,7 +844,7 @@ impl ShardCore {
     /// or drops (QoS 0 to an offline session, as Mosquitto does by default).
     pub(crate) fn deliver_to_session(&mut self, sidx: usize, out: Outgoing, now: Instant) {
         if out.message.is_expired(now) {
-            self.stats.dropped_expired += 1;
+            self.metrics.dropped(DropCause::Expired);
             return;
         }
         let Some(session) = self.sessions.get_mut(sidx) else {
@@ -847,28 +857,26 @@ impl ShardCore {
             .filter(|c| c.is_connected());
         let Some(conn) = conn else {
             if out.qos != QoS::AtMostOnce && !session.enqueue(out, max_msgs, max_bytes) {
-                self.stats.dropped_queue_full += 1;
+                self.metrics.dropped(DropCause::QueueFull);
             }
             return;
         };
         if out.qos == QoS::AtMostOnce {
             // A slow reader's QoS 0 backlog is bounded by max_queued_bytes.
             if conn.pending_bytes() > max_bytes {
-                self.stats.dropped_qos0_slow += 1;
+                self.metrics.dropped(DropCause::Qos0SlowConsumer);
                 return;
             }
-            if write_publish(conn, &out, QosPid::AtMostOnce, false, now, &mut self.stats) {
-                self.stats.messages_out += 1;
-            }
+            write_publish(conn, &out, QosPid::AtMostOnce, false, now, &self.metrics);
             return;
         }
         if session.inflight.len() >= usize::from(conn.window) || !session.queue.is_empty() {
             if !session.enqueue(out, max_msgs, max_bytes) {
-                self.stats.dropped_queue_full += 1;
+                self.metrics.dropped(DropCause::QueueFull);
             }
             return;
         }
-        publish_in_flight(conn, session, out, now, &mut self.stats);
+        publish_in_flight(conn, session, out, now, &self.metrics);
     }
 
     /// Moves queued messages into the in-flight window.
@@ -886,14 +894,14 @@ impl ShardCore {
         while session.inflight.len() < usize::from(conn.window) {
             let Some(out) = session.dequeue() else { break };
             if out.message.is_expired(now) {
-                self.stats.dropped_expired += 1;
+                self.metrics.dropped(DropCause::Expired);
                 continue;
             }
             if out.qos == QoS::AtMostOnce {
-                write_publish(conn, &out, QosPid::AtMostOnce, false, now, &mut self.stats);
+                write_publish(conn, &out, QosPid::AtMostOnce, false, now, &self.metrics);
                 continue;
             }
-            publish_in_flight(conn, session, out, now, &mut self.stats);
+            publish_in_flight(conn, session, out, now, &self.metrics);
         }
     }
 
@@ -916,7 +924,7 @@ impl ShardCore {
                         QosPid::new(f.out.qos, f.packet_id),
                         true,
                         now,
-                        &mut self.stats,
+                        &self.metrics,
                     );
                 }
                 InflightState::Released => {
@@ -966,11 +974,10 @@ fn publish_in_flight(
     session: &mut crate::session::Session,
     out: Outgoing,
     now: Instant,
-    stats: &mut crate::core::Stats,
+    metrics: &ShardMetrics,
 ) {
     let id = session.next_packet_id();
-    if write_publish(conn, &out, QosPid::new(out.qos, id), false, now, stats) {
-        stats.messages_out += 1;
+    if write_publish(conn, &out, QosPid::new(out.qos, id), false, now, metrics) {
         session.inflight.push_back(Inflight {
             packet_id: id,
             out,
@@ -1021,14 +1028,14 @@ pub const PAYLOAD_BY_REFERENCE: usize = 8 * 1024;
 
 /// Encodes one PUBLISH to `conn`: the header (topic or alias, expiry, subscription ids) and
 /// the payload. A packet larger than the client's Maximum Packet Size is not sent
-/// [MQTT-3.1.2-25]. Returns whether it was written.
+/// [MQTT-3.1.2-25]. Returns whether it was written (and counted in `metrics`).
 pub(crate) fn write_publish(
     conn: &mut crate::conn::Conn,
     out: &Outgoing,
     qos_pid: QosPid,
     dup: bool,
     now: Instant,
-    stats: &mut crate::core::Stats,
+    metrics: &ShardMetrics,
 ) -> bool {
     let m = &out.message;
     let topic = m.topic.as_bytes();
@@ -1059,7 +1066,7 @@ pub(crate) fn write_publish(
         }
     };
     if len > conn.client_max_packet as usize {
-        stats.dropped_too_large += 1;
+        metrics.dropped(DropCause::TooLarge);
         debug!(client_id = %conn.client_id, len, max = conn.client_max_packet, "message larger than the client's Maximum Packet Size dropped");
         return false;
     }
@@ -1082,6 +1089,7 @@ pub(crate) fn write_publish(
         conn.aliases_out
             .insert(m.topic.as_bytes_shared().clone(), alias);
     }
+    metrics.message_out(qos_pid.qos());
     conn.wake_writer();
     true
 }

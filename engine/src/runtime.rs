@@ -25,6 +25,7 @@ use crate::layer_pump;
 use crate::mesh::Mesh;
 use crate::tls::ListenerTls;
 use crate::ws::{WsConfig, WsServer};
+use crate::metrics::{Health, Metrics, ShardHandle};
 
 pub(crate) type Core = Rc<RefCell<ShardCore>>;
 
@@ -58,6 +59,11 @@ pub enum StartError {
     Tls(crate::tls::TlsError),
     #[error("shard {0} stopped during startup")]
     Lost(usize),
+    #[error("metrics.bind {addr}: cannot listen: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A running server: its shard threads.
@@ -71,6 +77,9 @@ pub struct Server {
     shutdown_timeout: Duration,
     pub shards: usize,
     pub driver: Driver,
+    /// Every shard's counters and gauges (also served by the HTTP endpoint, if configured).
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
 }
 
 impl Server {
@@ -88,6 +97,14 @@ impl Server {
             Driver::Auto => Driver::Legacy,
             d => d,
         };
+        let metrics = Arc::new(Metrics::for_config(shards, &config.listeners));
+        let health = Arc::new(Health::default());
+        // Bound before anything else starts, so a taken address stops startup cleanly.
+        if let Some(addr) = config.metrics.bind {
+            crate::metrics::spawn_http(addr, metrics.clone(), health.clone())
+                .map_err(|source| StartError::Metrics { addr, source })?;
+            info!(%addr, "metrics endpoint listening (/metrics, /health, /ready)");
+        }
         let loaded =
             crate::reload::load_snapshot(&config, 1, None).map_err(StartError::Registry)?;
         let auth = ringmq_auth::Registry::new(loaded.snapshot);
@@ -112,22 +129,32 @@ impl Server {
             .zip(&tls)
             .filter_map(|(l, t)| t.clone().map(|t| (l.bind, t)))
             .collect();
-        crate::reload::spawn_reloader(config.clone(), auth.clone(), loaded.fetcher, reloadable)
-            .map_err(StartError::Thread)?;
+        crate::reload::spawn_reloader(
+            config.clone(),
+            auth.clone(),
+            loaded.fetcher,
+            reloadable,
+            metrics.clone(),
+        )
+        .map_err(StartError::Thread)?;
         let mesh = Mesh::new(shards, config.limits.shard_queue_capacity);
-        let shutdown = Shutdown::default();
+        let shutdown = Shutdown(health.clone());
         let (stopped_tx, stopped_rx) = mpsc::channel();
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut threads = Vec::with_capacity(shards);
         for shard in 0..shards {
-            let config = config.clone();
-            let mesh = mesh.clone();
-            let auth = auth.clone();
-            let tls = tls.clone();
-            let shutdown = shutdown.clone();
-            let ready = ready_tx.clone();
-            let stopped = stopped_tx.clone();
+            let setup = ShardSetup {
+                shard,
+                config: config.clone(),
+                mesh: mesh.clone(),
+                auth: auth.clone(),
+                tls: tls.clone(),
+                metrics: ShardHandle::new(metrics.clone(), shard),
+                shutdown: shutdown.clone(),
+                ready: ready_tx.clone(),
+                stopped: stopped_tx.clone(),
+            };
             let core_id = if config.server.pin_cores && !cores.is_empty() {
                 cores.get(shard % cores.len()).copied()
             } else {
@@ -139,17 +166,7 @@ impl Server {
                     if let Some(id) = core_id {
                         core_affinity::set_for_current(id);
                     }
-                    let setup = ShardSetup {
-                        shard,
-                        config,
-                        mesh,
-                        auth,
-                        tls,
-                        shutdown,
-                        ready,
-                        stopped,
-                    };
-                    run_shard(driver, setup);
+                    run_shard(setup, driver);
                 })
                 .map_err(StartError::Thread)?;
             threads.push(handle);
@@ -163,6 +180,9 @@ impl Server {
             }
         }
         info!(shards, ?driver, listeners = ?config.listeners.iter().map(|l| l.bind).collect::<Vec<_>>(), "ringmq listening");
+        health
+            .ready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         drop(threads);
         Ok(Server {
             stopped: stopped_rx,
@@ -170,6 +190,8 @@ impl Server {
             shutdown_timeout: Duration::from_secs(u64::from(config.limits.shutdown_timeout_secs)),
             shards,
             driver,
+            metrics,
+            health,
         })
     }
 
@@ -215,17 +237,20 @@ impl Server {
     }
 }
 
-/// Shared by the shards: set once when the server is asked to stop.
+/// Shared by the shards: set once when the server is asked to stop. It is the health's
+/// `draining` flag, so `/ready` answers 503 from the moment a graceful stop begins.
 #[derive(Debug, Clone, Default)]
-pub struct Shutdown(Arc<std::sync::atomic::AtomicBool>);
+pub struct Shutdown(Arc<Health>);
 
 impl Shutdown {
     pub fn begin(&self) {
-        self.0.store(true, std::sync::atomic::Ordering::Release);
+        self.0
+            .draining
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     pub fn requested(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Acquire)
+        self.0.draining.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -239,14 +264,14 @@ struct ShardSetup {
     auth: ringmq_auth::Registry,
     /// Per listener (same order as `config.listeners`): its TLS configuration, if TLS.
     tls: Vec<Option<Arc<ListenerTls>>>,
+    metrics: ShardHandle,
     shutdown: Shutdown,
     ready: Ready,
     stopped: mpsc::Sender<usize>,
 }
 
-fn run_shard(driver: Driver, setup: ShardSetup) {
-    let shard = setup.shard;
-    let ready = setup.ready.clone();
+fn run_shard(setup: ShardSetup, driver: Driver) {
+    let (shard, ready) = (setup.shard, setup.ready.clone());
     let result = match driver {
         Driver::Legacy => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()
@@ -274,6 +299,7 @@ async fn shard_main(setup: ShardSetup) {
         mesh,
         auth,
         tls,
+        metrics,
         shutdown,
         ready,
         stopped,
@@ -311,14 +337,21 @@ async fn shard_main(setup: ShardSetup) {
             }
         }
     }
-    let core: Core = Rc::new(RefCell::new(ShardCore::new(
+    let mut core = ShardCore::with_metrics(
         shard,
         Some(mesh.clone()),
         config.limits.clone(),
         auth,
-    )));
-    for (listener, transport) in listeners {
-        monoio::spawn(accept_loop(listener, core.clone(), transport));
+        metrics,
+    );
+    if shard == 0 && config.metrics.sys_interval_secs > 0 {
+        core.publish_sys_every(Duration::from_secs(u64::from(
+            config.metrics.sys_interval_secs,
+        )));
+    }
+    let core: Core = Rc::new(RefCell::new(core));
+    for (number, (listener, transport)) in listeners.into_iter().enumerate() {
+        monoio::spawn(accept_loop(listener, number, core.clone(), transport));
     }
     monoio::spawn(tick_loop(core.clone(), mesh.clone(), shutdown));
     let _ = ready.send(Ok(()));
@@ -389,7 +422,8 @@ enum Transport {
     Wss(Arc<ListenerTls>, Arc<WsConfig>),
 }
 
-async fn accept_loop(listener: TcpListener, core: Core, transport: Transport) {
+/// Accepts connections of listener `number` (config order, for per-listener metrics).
+async fn accept_loop(listener: TcpListener, number: usize, core: Core, transport: Transport) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -404,7 +438,7 @@ async fn accept_loop(listener: TcpListener, core: Core, transport: Transport) {
             continue; // dropping the stream closes it
         }
         let _ = stream.set_nodelay(true);
-        let token = core.borrow_mut().accept(peer, Instant::now());
+        let token = core.borrow_mut().accept_on(number, peer, Instant::now());
         let Some(token) = token else { continue };
         let index = token.index as usize;
         let core = core.clone();
@@ -472,9 +506,12 @@ async fn connection(stream: TcpStream, index: usize, core: Core) {
                 }
                 Output::Frame(frame) => writer.write_all(frame).await.0,
             };
-            if let Err(e) = res {
-                debug!(index, "write failed: {e}");
-                break;
+            match res {
+                Ok(n) => write_core.borrow().metrics().bytes_out.add(n as u64),
+                Err(e) => {
+                    debug!(index, "write failed: {e}");
+                    break;
+                }
             }
             if closing
                 && write_core
@@ -517,8 +554,9 @@ async fn connection(stream: TcpStream, index: usize, core: Core) {
                 c.flush_mesh();
                 break;
             }
-            Ok(_) => {
+            Ok(n) => {
                 let mut c = core.borrow_mut();
+                c.metrics().bytes_in.add(n as u64);
                 c.poll_mesh(now, usize::MAX);
                 c.on_read(index, &mut buf, now);
                 c.flush_mesh();

@@ -61,7 +61,7 @@ impl ShardCore {
                 .get(index)
                 .is_some_and(|c| c.may_subscribe(inner))
             {
-                self.stats.denied_subscribe += 1;
+                self.metrics.subscribe_denied.inc();
                 info!(filter = %String::from_utf8_lossy(&full), "subscription denied: not authorized");
                 codes.push(if v5 {
                     ReasonCode::NOT_AUTHORIZED

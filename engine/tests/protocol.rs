@@ -645,3 +645,113 @@ fn racing_connects_leave_one_connection() {
         payloads(&cl.recv(&mut clients[survivor])).contains(&Bytes::from_static(b"still-here"))
     );
 }
+
+/// `$SYS` values: shard 0 publishes them on its tick as retained QoS 0 messages, so a
+/// subscriber on another shard gets the latest values on SUBSCRIBE and live ones after; `#`
+/// matches none of them [MQTT-4.7.2-1]; clients cannot publish there.
+#[test]
+fn sys_topics_published_retained_and_not_matched_by_hash() {
+    let mut cl = Cluster::new(2);
+    cl.cores[0].publish_sys_every(Duration::from_secs(1));
+    let (mut all, _) = cl.connect(1, "all", true, 0);
+    cl.subscribe(&mut all, "#", QoS::AtMostOnce);
+    cl.advance(Duration::from_millis(250));
+    assert!(cl.recv(&mut all).is_empty(), "`#` matched a $SYS topic");
+
+    let (mut sys, _) = cl.connect(1, "sys", true, 0);
+    cl.subscribe(&mut sys, "$SYS/broker/clients/connected", QoS::AtMostOnce);
+    let retained = match cl.recv_one(&mut sys) {
+        Packet::Publish(p) => p,
+        p => panic!("expected the retained value, got {p:?}"),
+    };
+    assert!(retained.retain);
+    // Gauges are sampled on each shard's tick; core 0 published on the first tick, before
+    // core 1 (which holds `all`) had sampled anything.
+    assert_eq!(&retained.payload[..], b"0");
+
+    // Not due yet after 250 ms more; due after a whole interval, with the new count.
+    cl.advance(Duration::from_millis(250));
+    assert!(cl.recv(&mut sys).is_empty());
+    cl.advance(Duration::from_millis(750));
+    let live = cl.recv(&mut sys);
+    assert_eq!(payloads(&live), vec![Bytes::from_static(b"2")]);
+    assert!(cl.recv(&mut all).is_empty(), "`#` matched a $SYS topic");
+
+    // A client's PUBLISH to $SYS is refused (QoS 1: PUBACK 0x87) and reaches nobody.
+    let p = Publish {
+        dup: false,
+        qos_pid: QosPid::AtLeastOnce(pid(7)),
+        retain: true,
+        topic: Str::from_static("$SYS/broker/clients/connected"),
+        properties: PublishProperties::default(),
+        payload: Bytes::from_static(b"9"),
+    };
+    cl.send(&all, &Packet::Publish(p));
+    match cl.recv_one(&mut all) {
+        Packet::PubAck(a) => assert_eq!(a.reason_code, ReasonCode::NOT_AUTHORIZED),
+        p => panic!("expected PUBACK 0x87, got {p:?}"),
+    }
+    assert!(cl.recv(&mut sys).is_empty());
+}
+
+/// Sum of one counter over the cluster's shards.
+fn total(cl: &Cluster, f: impl Fn(&ringmq::metrics::ShardMetrics) -> u64) -> u64 {
+    cl.metrics.shards().iter().map(f).sum()
+}
+
+/// The shard cores count into the shared metrics: messages by QoS on the shard that received
+/// or delivered them, drops by cause (a full offline queue, a message above the client's
+/// Maximum Packet Size), sessions and subscriptions sampled on the tick, protocol errors.
+#[test]
+fn metrics_count_deliveries_and_drops() {
+    let limits = ringmq::config::Limits {
+        max_queued_messages: 2,
+        ..Default::default()
+    };
+    let mut cl = Cluster::with_limits(2, limits);
+    let (mut sub, _) = cl.connect(1, "sub", true, 0);
+    cl.subscribe(&mut sub, "m/#", QoS::AtLeastOnce);
+    let (mut away, _) = cl.connect(0, "away", true, 3600);
+    cl.subscribe(&mut away, "m/#", QoS::AtLeastOnce);
+    cl.drop_conn(&away);
+    let mut small = cl.open(1);
+    let mut connect = connect_packet("small", ProtocolVersion::V5);
+    connect.properties.maximum_packet_size = std::num::NonZeroU32::new(64);
+    cl.send(&small, &Packet::Connect(Box::new(connect)));
+    cl.recv(&mut small);
+    cl.subscribe(&mut small, "m/#", QoS::AtMostOnce);
+
+    let (mut publ, _) = cl.connect(0, "pub", true, 0);
+    for n in 1..=3 {
+        let p = publish("m/a", b"one", QosPid::AtLeastOnce(pid(n)));
+        cl.send(&publ, &p);
+    }
+    cl.send(&publ, &publish("m/b", &[b'x'; 100], QosPid::AtMostOnce));
+    assert_eq!(cl.recv(&mut publ).len(), 3, "three PUBACKs");
+    assert_eq!(payloads(&cl.recv(&mut sub)).len(), 4);
+    assert_eq!(payloads(&cl.recv(&mut small)).len(), 3);
+    cl.advance(Duration::from_millis(250));
+
+    use ringmq::metrics::DropCause;
+    assert_eq!(total(&cl, |s| s.messages_in[1].get()), 3);
+    assert_eq!(total(&cl, |s| s.messages_in[0].get()), 1);
+    // sub: 3 at QoS 1 and 1 at QoS 0; small: 3 downgraded to QoS 0.
+    assert_eq!(total(&cl, |s| s.messages_out[1].get()), 3);
+    assert_eq!(total(&cl, |s| s.messages_out[0].get()), 4);
+    let dropped = |c: DropCause| total(&cl, |s| s.dropped[c as usize].get());
+    // away's queue holds 2 of the 3 QoS 1 messages; QoS 0 is not queued for it.
+    assert_eq!(dropped(DropCause::QueueFull), 1);
+    assert_eq!(dropped(DropCause::TooLarge), 1);
+    assert_eq!(total(&cl, |s| s.sessions_online.get()), 3);
+    assert_eq!(total(&cl, |s| s.sessions_offline.get()), 1);
+    assert_eq!(total(&cl, |s| s.subscriptions.get()), 3);
+    let anonymous = ringmq::metrics::AuthMethod::Anonymous as usize;
+    assert_eq!(total(&cl, |s| s.auth_successes[anonymous].get()), 4);
+
+    // A protocol violation (a second CONNECT) is counted.
+    cl.send(
+        &publ,
+        &Packet::Connect(Box::new(connect_packet("pub", ProtocolVersion::V5))),
+    );
+    assert_eq!(total(&cl, |s| s.protocol_errors.get()), 1);
+}

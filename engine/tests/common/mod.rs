@@ -4,18 +4,22 @@
 
 use std::net::SocketAddr;
 use std::num::{NonZeroU16, NonZeroU32};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use ringmq::config::Limits;
 use ringmq::core::ShardCore;
 use ringmq::mesh::Mesh;
+use ringmq::metrics::{ListenerLabel, Metrics, ShardHandle};
 use ringmq_codec::*;
 
 pub struct Cluster {
     pub cores: Vec<ShardCore>,
     pub mesh: Mesh,
     pub now: Instant,
+    /// Every core's metrics, as a server shares them.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Cluster {
@@ -25,13 +29,19 @@ impl Cluster {
 
     pub fn with_limits(shards: usize, limits: Limits) -> Cluster {
         let mesh = Mesh::new(shards, 1024);
+        let listener = ListenerLabel {
+            name: "test".into(),
+            protocol: "mqtt",
+        };
+        let metrics = Arc::new(Metrics::new(shards, vec![listener]));
         let cores = (0..shards)
             .map(|i| {
-                ShardCore::new(
+                ShardCore::with_metrics(
                     i,
                     Some(mesh.clone()),
                     limits.clone(),
                     ringmq_auth::Registry::new(ringmq_auth::Snapshot::allow_all()),
+                    ShardHandle::new(metrics.clone(), i),
                 )
             })
             .collect();
@@ -39,6 +49,7 @@ impl Cluster {
             cores,
             mesh,
             now: Instant::now(),
+            metrics,
         }
     }
 
