@@ -239,6 +239,9 @@ pub struct Client {
     /// Packet ids of QoS 1/2 PUBLISH packets received and not yet completed (PUBACK, PUBCOMP or
     /// a failing PUBREC sent).
     inflight_in: HashSet<u16>,
+    /// Bytes written to / read from the socket so far (the broker's byte counters must agree).
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
 }
 
 impl Client {
@@ -262,6 +265,8 @@ impl Client {
             max_packet_size: Limits::PROTOCOL_MAX_PACKET_SIZE,
             topic_alias_max: 0,
             inflight_in: HashSet::new(),
+            bytes_sent: 0,
+            bytes_received: 0,
         }
     }
 
@@ -392,12 +397,14 @@ impl Client {
         let mut out = BytesMut::new();
         encode(packet, self.version, &mut out)
             .unwrap_or_else(|e| panic!("[{}] encode {packet:?}: {e}", self.name));
-        self.stream.write_all(&out)
+        self.send_raw(&out)
     }
 
     /// Writes raw bytes (for malformed input).
     pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes)
+        self.stream.write_all(bytes)?;
+        self.bytes_sent += bytes.len() as u64;
+        Ok(())
     }
 
     /// Stops writing (TCP FIN), keeps reading.
@@ -444,7 +451,10 @@ impl Client {
             let mut chunk = [0u8; 16 * 1024];
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Err(RecvError::Closed),
-                Ok(n) => self.rbuf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    self.bytes_received += n as u64;
+                    self.rbuf.extend_from_slice(&chunk[..n]);
+                }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e)
@@ -852,7 +862,10 @@ impl Client {
             let mut chunk = [0u8; 4096];
             match self.stream.read(&mut chunk) {
                 Ok(0) => return (bytes, true),
-                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    self.bytes_received += n as u64;
+                    bytes.extend_from_slice(&chunk[..n]);
+                }
                 Err(e)
                     if matches!(
                         e.kind(),

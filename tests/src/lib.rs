@@ -196,6 +196,12 @@ impl Broker {
     /// Sends SIGTERM (through `kill -TERM`, std has no signal API) and waits (bounded) for the
     /// process to exit; returns its exit status.
     pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        self.begin_terminate();
+        self.wait_exit(timeout)
+    }
+
+    /// Sends SIGTERM without waiting: the broker starts its graceful shutdown.
+    pub fn begin_terminate(&mut self) {
         self.terminated = true;
         let pid = self.child.id().to_string();
         let status = Command::new("kill")
@@ -203,6 +209,10 @@ impl Broker {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -TERM {pid} failed: {status}");
+    }
+
+    /// Waits (bounded) for the process to exit after [`Broker::begin_terminate`].
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
