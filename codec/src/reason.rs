@@ -78,7 +78,9 @@ impl ReasonCode {
     }
 
     /// The MQTT 3.1.1 CONNACK return code closest to this v5 CONNACK reason code
-    /// (MQTT 5.0 table 3-1 / 3.1.1 table 3.1).
+    /// (MQTT 5.0 table 3-1 / 3.1.1 table 3.1). A quota or rate refusal is 0x03 (Server
+    /// unavailable): the server cannot take the connection now, which is not the client's
+    /// authorization (0x05).
     pub fn to_v3_connack(self) -> u8 {
         match self {
             ReasonCode::SUCCESS => 0x00,
@@ -88,7 +90,9 @@ impl ReasonCode {
             | ReasonCode::SERVER_BUSY
             | ReasonCode::SERVER_SHUTTING_DOWN
             | ReasonCode::USE_ANOTHER_SERVER
-            | ReasonCode::SERVER_MOVED => 0x03,
+            | ReasonCode::SERVER_MOVED
+            | ReasonCode::QUOTA_EXCEEDED
+            | ReasonCode::CONNECTION_RATE_EXCEEDED => 0x03,
             ReasonCode::BAD_USER_NAME_OR_PASSWORD | ReasonCode::BAD_AUTHENTICATION_METHOD => 0x04,
             _ => 0x05,
         }

@@ -221,6 +221,17 @@ fn connack_v311_return_codes() {
         ..Default::default()
     });
     assert_eq!(encode_vec(&banned, V311), hex("20 02 00 05"));
+    // A quota or connection-rate refusal: 0x03 Server unavailable, not "not authorized".
+    for reason in [
+        ReasonCode::QUOTA_EXCEEDED,
+        ReasonCode::CONNECTION_RATE_EXCEEDED,
+    ] {
+        let refused = Packet::ConnAck(ConnAck {
+            reason_code: reason,
+            ..Default::default()
+        });
+        assert_eq!(encode_vec(&refused, V311), hex("20 02 00 03"), "{reason:?}");
+    }
 }
 
 #[test]
