@@ -242,8 +242,27 @@ pub struct Limits {
     pub max_keep_alive_secs: u16,
     /// A larger requested session expiry is lowered to this.
     pub max_session_expiry_secs: u32,
-    /// Open connections per shard × shards.
+    /// Open connections in all (counted across shards).
     pub max_connections: usize,
+    /// Open connections per client IP, across shards; 0 = unlimited.
+    pub max_connections_per_ip: u32,
+    /// New connections per second per client IP; 0 = unlimited.
+    pub max_connection_rate_per_ip: u32,
+    /// Connections one IP may open at once before the rate applies; 0 = one second's worth.
+    pub connection_rate_burst_per_ip: u32,
+    /// PUBLISH packets per second per connection; 0 = unlimited.
+    pub max_publish_rate: u32,
+    /// PUBLISH packets a connection may send at once before the rate applies; 0 = one
+    /// second's worth.
+    pub publish_rate_burst: u32,
+    /// PUBLISH bytes (whole packets) per second per connection; 0 = unlimited.
+    pub max_publish_bandwidth: u32,
+    /// PUBLISH bytes a connection may send at once before the bandwidth applies; 0 = one
+    /// second's worth.
+    pub publish_bandwidth_burst: u32,
+    /// Connections over a connection quota kept open (in all, divided among shards) to read
+    /// their CONNECT and answer CONNACK 0x97; beyond this they are closed at once.
+    pub max_pending_refusals: usize,
     pub max_client_id_len: usize,
     pub max_retained_messages: usize,
     /// Messages buffered per destination shard when its queue is full (QoS 0 beyond: dropped).
@@ -276,6 +295,29 @@ impl Default for ApplicationLimits {
     }
 }
 
+impl Limits {
+    /// The per-IP connection quotas.
+    pub fn ip_limits(&self) -> crate::quota::IpLimits {
+        crate::quota::IpLimits {
+            max_connections: self.max_connections_per_ip,
+            rate: crate::quota::Rate::new(
+                self.max_connection_rate_per_ip,
+                self.connection_rate_burst_per_ip,
+            ),
+        }
+    }
+
+    /// PUBLISH packets per second of one connection.
+    pub fn publish_rate(&self) -> crate::quota::Rate {
+        crate::quota::Rate::new(self.max_publish_rate, self.publish_rate_burst)
+    }
+
+    /// PUBLISH bytes per second of one connection.
+    pub fn publish_bandwidth(&self) -> crate::quota::Rate {
+        crate::quota::Rate::new(self.max_publish_bandwidth, self.publish_bandwidth_burst)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -291,6 +333,14 @@ impl Default for Limits {
             max_keep_alive_secs: u16::MAX,
             max_session_expiry_secs: u32::MAX,
             max_connections: 1_000_000,
+            max_connections_per_ip: 0,
+            max_connection_rate_per_ip: 0,
+            connection_rate_burst_per_ip: 0,
+            max_publish_rate: 0,
+            publish_rate_burst: 0,
+            max_publish_bandwidth: 0,
+            publish_bandwidth_burst: 0,
+            max_pending_refusals: 128,
             max_client_id_len: 256,
             max_retained_messages: 1_000_000,
             shard_queue_capacity: 4096,
@@ -442,6 +492,34 @@ impl Config {
         }
         if l.max_connections == 0 {
             return invalid("limits.max_connections", "must be at least 1");
+        }
+        // A burst without its rate would silently do nothing.
+        for (burst_key, burst, rate_key, rate) in [
+            (
+                "limits.connection_rate_burst_per_ip",
+                l.connection_rate_burst_per_ip,
+                "limits.max_connection_rate_per_ip",
+                l.max_connection_rate_per_ip,
+            ),
+            (
+                "limits.publish_rate_burst",
+                l.publish_rate_burst,
+                "limits.max_publish_rate",
+                l.max_publish_rate,
+            ),
+            (
+                "limits.publish_bandwidth_burst",
+                l.publish_bandwidth_burst,
+                "limits.max_publish_bandwidth",
+                l.max_publish_bandwidth,
+            ),
+        ] {
+            if burst > 0 && rate == 0 {
+                return invalid(
+                    burst_key,
+                    &format!("has no effect without `{rate_key}` (0 = unlimited)"),
+                );
+            }
         }
         if l.max_client_id_len < 23 {
             return invalid(
@@ -654,6 +732,43 @@ mod tests {
     }
 
     #[test]
+    fn quota_keys_parse_and_burst_defaults_to_one_second() {
+        let c = parse(
+            "[limits]\nmax_connections_per_ip = 10\nmax_connection_rate_per_ip = 5\nmax_publish_rate = 100\npublish_rate_burst = 500\nmax_publish_bandwidth = 65536\nmax_pending_refusals = 0\n",
+        )
+        .unwrap();
+        let l = &c.limits;
+        assert_eq!(l.ip_limits().max_connections, 10);
+        assert_eq!(l.ip_limits().rate, crate::quota::Rate::new(5, 5));
+        assert_eq!(l.publish_rate().burst, 500);
+        assert_eq!(l.publish_bandwidth().burst, 65536);
+        assert_eq!(l.max_pending_refusals, 0);
+        let d = parse("").unwrap().limits;
+        assert!(d.publish_rate().is_unlimited() && d.publish_bandwidth().is_unlimited());
+        assert!(d.ip_limits().rate.is_unlimited());
+        assert_eq!(d.max_connections_per_ip, 0);
+    }
+
+    #[test]
+    fn quota_burst_without_rate_names_key() {
+        let e = parse("[limits]\npublish_bandwidth_burst = 1000\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "test.toml: key `limits.publish_bandwidth_burst`: has no effect without `limits.max_publish_bandwidth` (0 = unlimited)"
+        );
+        let e = parse("[limits]\nmax_publish_rate = -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_publish_rate"), "{e}");
+        let e = parse("[limits]\nmax_connections_per_ip = 5000000000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_connections_per_ip"), "{e}");
+    }
+
+    #[test]
     fn bad_bind_address_is_an_error() {
         let e = parse("[[listener]]\nbind = \"nonsense\"\n")
             .unwrap_err()
@@ -677,6 +792,10 @@ mod example_tests {
         assert_eq!(c.limits.max_queued_bytes, d.max_queued_bytes);
         assert_eq!(c.limits.shard_queue_capacity, d.shard_queue_capacity);
         assert_eq!(c.limits.connect_timeout_secs, d.connect_timeout_secs);
+        assert_eq!(c.limits.max_connections_per_ip, d.max_connections_per_ip);
+        assert_eq!(c.limits.max_publish_rate, d.max_publish_rate);
+        assert_eq!(c.limits.max_publish_bandwidth, d.max_publish_bandwidth);
+        assert_eq!(c.limits.max_pending_refusals, d.max_pending_refusals);
         assert_eq!(c.listeners[0].bind.port(), 1883);
         assert_eq!(c.metrics.bind, MetricsConfig::default().bind);
         assert_eq!(c.metrics.sys_interval_secs, DEFAULT_SYS_INTERVAL_SECS);

@@ -72,6 +72,14 @@ pub struct Conn {
     pub owner: Option<std::sync::Arc<str>>,
     /// Session expiry set at CONNECT was zero (DISCONNECT may not raise it [MQTT-3.14.2-2]).
     pub connect_expiry_zero: bool,
+    /// Over this connection quota at accept: kept open only to answer its CONNECT with a
+    /// refusal (it holds no connection count).
+    pub refusal: Option<crate::metrics::Quota>,
+    /// Holds a per-IP connection count (given back when the connection is released).
+    pub ip_counted: bool,
+    /// `limits.max_publish_rate` and `limits.max_publish_bandwidth`, checked per PUBLISH.
+    pub publish_rate: crate::quota::TokenBucket,
+    pub publish_bytes: crate::quota::TokenBucket,
 }
 
 /// The authenticated identity of a connection and the permissions compiled from it.
@@ -124,6 +132,10 @@ impl Conn {
             auth: None,
             owner: None,
             connect_expiry_zero: false,
+            refusal: None,
+            ip_counted: false,
+            publish_rate: crate::quota::TokenBucket::new(now),
+            publish_bytes: crate::quota::TokenBucket::new(now),
         }
     }
 

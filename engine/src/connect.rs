@@ -15,9 +15,11 @@ use tracing::{debug, info, warn};
 
 use crate::conn::ConnState;
 use crate::core::{
-    DirEntry, Failure, PendingClaim, ShardCore, fail, write_connack_refusal, write_packet,
+    DirEntry, Failure, PendingClaim, ShardCore, fail, over_quota, write_connack_refusal,
+    write_packet,
 };
 use crate::mesh::{ConnToken, ShardMsg};
+use crate::metrics::Quota;
 use crate::session::{PendingWill, Session};
 
 impl ShardCore {
@@ -29,6 +31,16 @@ impl ShardCore {
         connect: Box<Connect>,
         now: Instant,
     ) -> Result<(), Failure> {
+        if let Some(conn) = self.conns.get_mut(index)
+            && let Some(quota) = conn.refusal
+        {
+            conn.version = connect.protocol;
+            let f = connection_quota_refusal(quota);
+            warn!(client_id = %connect.client_id, peer = %conn.peer, reason = %f.reason, quota = quota.label(), "CONNECT refused: {}", f.message);
+            write_connack_refusal(conn, &f);
+            self.close_conn(index, false, now);
+            return Ok(());
+        }
         if let Err(f) = self.accept_connect(index, connect, now) {
             let Some(conn) = self.conns.get_mut(index) else {
                 return Ok(());
@@ -198,7 +210,13 @@ impl ShardCore {
         if granted {
             self.send_claim(index);
         } else {
-            self.refuse_claiming(index, "too many sessions for this authentication name (maxClientSessionsPerAuthenticationName)", now);
+            self.metrics.quota_rejected(Quota::SessionsPerName);
+            let f = over_quota(
+                Quota::SessionsPerName,
+                ReasonCode::QUOTA_EXCEEDED,
+                "too many sessions for this authentication name (maxClientSessionsPerAuthenticationName)",
+            );
+            self.refuse_claiming(index, f, now);
         }
     }
 
@@ -208,11 +226,11 @@ impl ShardCore {
         if self.claiming(token) {
             let index = token.index as usize;
             self.release_name(index);
-            self.refuse_claiming(
-                index,
+            let f = fail(
+                ReasonCode::NOT_AUTHORIZED,
                 "the session of this client id belongs to another authentication name",
-                now,
             );
+            self.refuse_claiming(index, f, now);
         }
         self.after_claim(client_id, resolved, now);
     }
@@ -225,13 +243,14 @@ impl ShardCore {
             )
     }
 
-    /// Refuses a CONNECT whose session could not be obtained: CONNACK 0x87 (3.1.1: 0x05).
-    fn refuse_claiming(&mut self, index: usize, why: &str, now: Instant) {
+    /// Refuses a CONNECT whose session could not be obtained: CONNACK with `f.reason` (0x87
+    /// for another name's session, 0x97 over the sessions-per-name quota).
+    fn refuse_claiming(&mut self, index: usize, f: Failure, now: Instant) {
         let Some(conn) = self.conns.get_mut(index) else {
             return;
         };
-        warn!(client_id = %conn.client_id, peer = %conn.peer, "CONNECT refused: {why}");
-        write_connack_refusal(conn, &fail(ReasonCode::NOT_AUTHORIZED, why));
+        warn!(client_id = %conn.client_id, peer = %conn.peer, reason = %f.reason, quota = f.quota.map(Quota::label), "CONNECT refused: {}", f.message);
+        write_connack_refusal(conn, &f);
         self.close_conn(index, false, now);
     }
 
@@ -730,4 +749,25 @@ impl ShardCore {
             self.on_read(index, &mut held, now);
         }
     }
+}
+
+/// The CONNACK refusal for a connection accepted over a connection quota: 0x97 Quota
+/// exceeded, or 0x9F Connection rate exceeded, the code MQTT 5 has for exactly that (3.1.1:
+/// both 0x03 Server unavailable).
+fn connection_quota_refusal(quota: Quota) -> Failure {
+    let (reason, why) = match quota {
+        Quota::ConnectionsPerIp => (
+            ReasonCode::QUOTA_EXCEEDED,
+            "too many connections from this IP address (limits.max_connections_per_ip)",
+        ),
+        Quota::ConnectionRate => (
+            ReasonCode::CONNECTION_RATE_EXCEEDED,
+            "connecting too often from this IP address (limits.max_connection_rate_per_ip)",
+        ),
+        _ => (
+            ReasonCode::QUOTA_EXCEEDED,
+            "the server has its maximum of connections (limits.max_connections)",
+        ),
+    };
+    over_quota(quota, reason, why)
 }

@@ -27,7 +27,7 @@ use tracing::{debug, warn};
 use crate::config::Limits;
 use crate::conn::{Conn, ConnState};
 use crate::mesh::{ConnToken, Mesh, ShardMsg};
-use crate::metrics::{ShardHandle, ShardMetrics};
+use crate::metrics::{Quota, ShardHandle, ShardMetrics};
 use crate::retain::MemoryRetainStore;
 use crate::route::{Interest, LocalSubs, Scratch};
 use crate::session::{InflightState, PendingWill, Session};
@@ -94,6 +94,16 @@ pub struct ShardCore {
     local_retain_seq: u64,
     /// When a graceful shutdown began.
     shutdown_since: Option<Instant>,
+    /// Connection counts shared with the other shards (in all, per IP).
+    pub(crate) conn_quotas: std::sync::Arc<crate::quota::ConnQuotas>,
+    pub(crate) ip_limits: crate::quota::IpLimits,
+    pub(crate) publish_rate: crate::quota::Rate,
+    pub(crate) publish_bandwidth: crate::quota::Rate,
+    /// Either publish quota is configured (otherwise PUBLISH skips the check).
+    publish_quotas_on: bool,
+    /// Connections open only to refuse their CONNECT (`Conn::refusal`), at most
+    /// this shard's share of `limits.max_pending_refusals`.
+    pending_refusals: usize,
     pub stats: Stats,
     /// This shard's metrics (written here only; read by the exporter and `$SYS`).
     pub(crate) metrics: ShardHandle,
@@ -140,14 +150,13 @@ pub(crate) struct PendingClaim {
 pub(crate) struct Failure {
     pub reason: ReasonCode,
     pub message: String,
+    /// A quota, not a protocol error, closed the connection (counted as such).
+    pub quota: Option<Quota>,
 }
 
 impl From<DecodeError> for Failure {
     fn from(e: DecodeError) -> Failure {
-        Failure {
-            reason: e.reason_code(),
-            message: e.to_string(),
-        }
+        fail(e.reason_code(), e.to_string())
     }
 }
 
@@ -155,6 +164,15 @@ pub(crate) fn fail(reason: ReasonCode, message: impl Into<String>) -> Failure {
     Failure {
         reason,
         message: message.into(),
+        quota: None,
+    }
+}
+
+/// A refusal or disconnect because of `quota`.
+pub(crate) fn over_quota(quota: Quota, reason: ReasonCode, message: impl Into<String>) -> Failure {
+    Failure {
+        quota: Some(quota),
+        ..fail(reason, message)
     }
 }
 
@@ -179,7 +197,17 @@ impl ShardCore {
         metrics: ShardHandle,
     ) -> ShardCore {
         let shards = mesh.as_ref().map_or(1, Mesh::shards);
+        let conn_quotas = mesh
+            .as_ref()
+            .map_or_else(Default::default, |m| m.conn_quotas().clone());
         ShardCore {
+            conn_quotas,
+            ip_limits: limits.ip_limits(),
+            publish_rate: limits.publish_rate(),
+            publish_bandwidth: limits.publish_bandwidth(),
+            publish_quotas_on: !limits.publish_rate().is_unlimited()
+                || !limits.publish_bandwidth().is_unlimited(),
+            pending_refusals: 0,
             id,
             shards,
             codec_limits: ringmq_codec::Limits {
@@ -233,33 +261,64 @@ impl ShardCore {
 
     // ---- connection lifecycle -------------------------------------------------------------
 
-    /// A new network connection on listener 0; `None` when the connection limit is reached.
+    /// A new network connection on listener 0; `None`: close it at once.
     pub fn accept(&mut self, peer: SocketAddr, now: Instant) -> Option<ConnToken> {
         self.accept_on(0, peer, now)
     }
 
     /// A new network connection on listener number `listener` (config order), counted
-    /// there until [`ShardCore::release`]; `None` when the connection limit is reached.
+    /// there until [`ShardCore::release`]; `None`: close it at once.
+    ///
+    /// A connection over a connection quota (`max_connections`, `max_connections_per_ip`,
+    /// `max_connection_rate_per_ip`) is still accepted while this shard's share of
+    /// `max_pending_refusals` lasts, only to answer its CONNECT with CONNACK 0x97 / 0x9F
+    /// (3.1.1: 0x03) so the client learns why; beyond that it is closed without a word, which
+    /// bounds what a flood of refused connections costs.
     pub fn accept_on(
         &mut self,
         listener: usize,
         peer: SocketAddr,
         now: Instant,
     ) -> Option<ConnToken> {
-        let per_shard = self.limits.max_connections.div_ceil(self.shards.max(1));
-        if self.conns.len() >= per_shard {
-            warn!(%peer, limit = self.limits.max_connections, "connection refused: max_connections reached");
-            return None;
-        }
+        let ip = peer.ip().to_canonical();
+        let max = self.limits.max_connections;
+        let (refusal, ip_counted) = match self.conn_quotas.admit(ip, max, &self.ip_limits, now) {
+            Ok(ip_counted) => (None, ip_counted),
+            Err(quota) => {
+                self.metrics.quota_rejected(quota);
+                let slots = self
+                    .limits
+                    .max_pending_refusals
+                    .div_ceil(self.shards.max(1));
+                if self.pending_refusals >= slots {
+                    debug!(%peer, quota = quota.label(), "connection closed at accept: over quota, no refusal slot left");
+                    return None;
+                }
+                self.pending_refusals += 1;
+                (Some(quota), false)
+            }
+        };
         self.next_serial += 1;
         self.metrics.connection_opened(listener);
         let mut conn = Conn::new(self.next_serial, peer, now);
         conn.listener = listener;
+        conn.refusal = refusal;
+        conn.ip_counted = ip_counted;
         let index = self.conns.insert(conn);
         Some(ConnToken {
             index: index as u32,
             serial: self.next_serial,
         })
+    }
+
+    /// Gives back what an accepted connection held: its connection counts, or its refusal slot.
+    fn release_quotas(&mut self, conn: &Conn, now: Instant) {
+        if conn.refusal.is_some() {
+            self.pending_refusals = self.pending_refusals.saturating_sub(1);
+        } else {
+            let ip = conn.ip_counted.then(|| conn.peer.ip().to_canonical());
+            self.conn_quotas.release(ip, self.ip_limits.rate, now);
+        }
     }
 
     pub(crate) fn conn_live(&self, token: ConnToken) -> bool {
@@ -303,6 +362,20 @@ impl ShardCore {
                 break;
             }
             let version = conn.version;
+            let conn = if self.publish_quotas_on {
+                if let Err(f) = self.check_publish_frame(index, buf, now) {
+                    // The message is not routed; the will is published (close by the server,
+                    // not a normal DISCONNECT [MQTT-3.1.2-8]).
+                    self.fail_conn(index, f, now);
+                    continue;
+                }
+                match self.conns.get_mut(index) {
+                    Some(conn) => conn,
+                    None => return,
+                }
+            } else {
+                conn
+            };
             match ringmq_codec::decode(buf, &self.codec_limits, version) {
                 Ok(Some(packet)) => {
                     conn.last_rx = now;
@@ -341,6 +414,7 @@ impl ShardCore {
             }
             let conn = self.conns.remove(index);
             self.metrics.connection_closed(conn.listener);
+            self.release_quotas(&conn, now);
         }
         self.drain_local(now);
     }
@@ -354,10 +428,12 @@ impl ShardCore {
         if conn.is_closing() {
             return;
         }
-        if is_protocol_error(f.reason) {
+        if let Some(quota) = f.quota {
+            self.metrics.quota_rejected(quota);
+        } else if is_protocol_error(f.reason) {
             self.metrics.protocol_errors.inc();
         }
-        warn!(client_id = %conn.client_id, peer = %conn.peer, reason = %f.reason, "closing connection: {}", f.message);
+        warn!(client_id = %conn.client_id, peer = %conn.peer, reason = %f.reason, quota = f.quota.map(Quota::label), "closing connection: {}", f.message);
         match conn.state {
             ConnState::AwaitConnect { .. }
                 if f.reason == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION =>

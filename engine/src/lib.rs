@@ -1,7 +1,8 @@
 //! ringmq: a thread-per-core MQTT 5.0 / 3.1.1 broker.
 //!
 //! What it is for: owning connections, sessions and subscriptions per shard (one pinned thread
-//! each, no locks), routing messages between shards over bounded lock-free queues.
+//! each, no locks — except the striped connection counts of `quota`, on the accept path only),
+//! routing messages between shards over bounded lock-free queues.
 //! What it must never do: panic on anything a peer or config can influence, block a shard, or
 //! let one slow client stall others. Unsafe code lives only in `sys`.
 //!
@@ -18,6 +19,7 @@ mod layer_pump;
 pub mod mesh;
 pub mod message;
 pub mod metrics;
+pub mod quota;
 pub mod reload;
 pub mod retain;
 pub mod route;

@@ -121,6 +121,9 @@ pub struct Mesh {
     inboxes: Arc<[Inbox]>,
     /// Orders retained updates across shards (see `ShardCore::apply_retain`).
     retain_seq: Arc<AtomicU64>,
+    /// Connection counts in all and per client IP, consulted on every shard's accept path
+    /// (see `quota.rs` for why this one structure is shared under striped locks).
+    conn_quotas: Arc<crate::quota::ConnQuotas>,
 }
 
 impl Mesh {
@@ -135,7 +138,13 @@ impl Mesh {
         Mesh {
             inboxes,
             retain_seq: Arc::new(AtomicU64::new(0)),
+            conn_quotas: Arc::new(crate::quota::ConnQuotas::new()),
         }
+    }
+
+    /// The connection counts every shard shares.
+    pub fn conn_quotas(&self) -> &Arc<crate::quota::ConnQuotas> {
+        &self.conn_quotas
     }
 
     /// The next retained-update sequence number (shared by all shards, lock-free).

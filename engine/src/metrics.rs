@@ -156,6 +156,10 @@ label_enum!(
         ConnectionsPerIp = "connections_per_ip",
         ConnectionRate = "connection_rate",
         MessageRate = "message_rate",
+        /// `limits.max_publish_bandwidth`: PUBLISH bytes per second of one connection.
+        Bandwidth = "bandwidth",
+        /// The registry's `maxClientSessionsPerAuthenticationName`.
+        SessionsPerName = "sessions_per_name",
     }
 );
 

@@ -23,9 +23,9 @@ use crate::core::ShardCore;
 use crate::layer::{Bare, Tls};
 use crate::layer_pump;
 use crate::mesh::Mesh;
+use crate::metrics::{Health, Metrics, ShardHandle};
 use crate::tls::ListenerTls;
 use crate::ws::{WsConfig, WsServer};
-use crate::metrics::{Health, Metrics, ShardHandle};
 
 pub(crate) type Core = Rc<RefCell<ShardCore>>;
 

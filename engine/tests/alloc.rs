@@ -65,7 +65,11 @@ fn run(
 }
 
 fn scenario(shards: usize, sub_shards: &[usize]) {
-    let mut cl = Cluster::new(shards);
+    scenario_with(shards, sub_shards, ringmq::config::Limits::default());
+}
+
+fn scenario_with(shards: usize, sub_shards: &[usize], limits: ringmq::config::Limits) {
+    let mut cl = Cluster::with_limits(shards, limits);
     let mut subs = Vec::new();
     for (i, &shard) in sub_shards.iter().enumerate() {
         let (mut s, _) = cl.connect(shard, &format!("sub{i}"), true, 0);
@@ -101,4 +105,12 @@ fn steady_state_qos0_publish_allocates_nothing() {
     scenario(3, &[1, 2]);
     // Fan-out: several subscribers on the publisher's shard and another.
     scenario(2, &[0, 0, 1, 1]);
+    // With the publish rate and bandwidth quotas on (high enough not to trip): the token
+    // buckets cost no allocation either.
+    let limits = ringmq::config::Limits {
+        max_publish_rate: 1_000_000,
+        max_publish_bandwidth: 1_000_000_000,
+        ..Default::default()
+    };
+    scenario_with(2, &[1], limits);
 }

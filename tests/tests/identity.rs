@@ -577,7 +577,8 @@ fn custom_jwt_enhanced_auth_and_password_path() {
 }
 
 /// `maxClientSessionsPerAuthenticationName` (default 1): a second client id with the same
-/// certificate identity is refused with 0x87 while the first session lives; the same client
+/// certificate identity is refused with 0x97 Quota exceeded (3.1.1: 0x03) while the first
+/// session lives; the same client
 /// id reconnecting takes its own session over. A session cannot be taken over by another
 /// authentication name: refused with 0x87, and the original connection stays up.
 #[test]
@@ -625,7 +626,7 @@ fn sessions_per_authentication_name_and_foreign_takeover() {
             ],
         ),
     );
-    assert_eq!(o.status.code(), Some(135), "{}", show(&o));
+    assert_eq!(o.status.code(), Some(151), "{}", show(&o));
     let o = run(
         "mosquitto_pub",
         &tls(
@@ -644,7 +645,7 @@ fn sessions_per_authentication_name_and_foreign_takeover() {
             ],
         ),
     );
-    assert_eq!(o.status.code(), Some(5), "{}", show(&o));
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
     // Another authentication name trying to take over client id truck-a: refused.
     let o = run(
         "mosquitto_pub",

@@ -82,14 +82,38 @@ impl Cluster {
     }
 
     pub fn open(&mut self, shard: usize) -> Client {
-        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        let token = self.cores[shard].accept(peer, self.now).expect("accept");
-        Client {
+        self.open_from(shard, "127.0.0.1:40000")
+    }
+
+    /// A connection from `peer` (`"10.0.0.1:5000"`), which must be accepted.
+    pub fn open_from(&mut self, shard: usize, peer: &str) -> Client {
+        self.try_open_from(shard, peer).expect("accept")
+    }
+
+    /// A connection from `peer`; `None` when the core closes it at accept.
+    pub fn try_open_from(&mut self, shard: usize, peer: &str) -> Option<Client> {
+        let peer: SocketAddr = peer.parse().unwrap();
+        let token = self.cores[shard].accept(peer, self.now)?;
+        Some(Client {
             shard,
             index: token.index as usize,
             version: ProtocolVersion::V5,
             rx: BytesMut::new(),
             pending: Vec::new(),
+        })
+    }
+
+    /// Sends CONNECT on an open connection and returns the first packet back (CONNACK).
+    pub fn connect_on(&mut self, c: &mut Client, id: &str) -> ConnAck {
+        let connect = connect_packet(id, c.version);
+        self.send(c, &Packet::Connect(Box::new(connect)));
+        let mut packets = self.recv(c);
+        assert!(!packets.is_empty(), "no CONNACK");
+        let first = packets.remove(0);
+        c.pending = packets;
+        match first {
+            Packet::ConnAck(a) => a,
+            p => panic!("expected CONNACK, got {p:?}"),
         }
     }
 
