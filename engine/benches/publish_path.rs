@@ -13,6 +13,8 @@
 //! ```
 //! and divide the reported `Collected` instructions (minus those of a run with 0 messages) by
 //! the message count; `ringmq-bench`'s `docs/benchmarks.md` section records the figure.
+//! A second argument `quotas` turns on the publish rate and bandwidth quotas (too high to
+//! trip), to see what their token buckets cost per message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
@@ -79,10 +81,18 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(200_000);
+    let limits = match std::env::args().nth(2).as_deref() {
+        Some("quotas") => Limits {
+            max_publish_rate: u32::MAX,
+            max_publish_bandwidth: u32::MAX,
+            ..Limits::default()
+        },
+        _ => Limits::default(),
+    };
     let mesh = Mesh::new(2, 4096);
     let auth = ringmq_auth::Registry::new(ringmq_auth::Snapshot::allow_all());
     let mut cores: Vec<ShardCore> = (0..2)
-        .map(|i| ShardCore::new(i, Some(mesh.clone()), Limits::default(), auth.clone()))
+        .map(|i| ShardCore::new(i, Some(mesh.clone()), limits.clone(), auth.clone()))
         .collect();
     let now = Instant::now();
     let publisher = connect(&mut cores[0], "pub", now);
