@@ -18,7 +18,9 @@ use tracing::{debug, warn};
 
 use crate::conn::Output;
 use crate::layer::{Layer, Received};
-use crate::runtime::{Core, READ_CHUNK, release_connection, wait_for_mesh_room};
+use crate::runtime::{
+    Core, LINGER_BYTES, READ_CHUNK, ReadDone, finish_writes, release_connection, wait_for_mesh_room,
+};
 
 /// The layer and the bytes it has ready for the peer.
 struct Link<L> {
@@ -42,10 +44,13 @@ pub(crate) async fn connection<L: Layer + 'static>(
     let (mut reader, mut writer) = stream.into_split();
     let write_core = core.clone();
     let write_link = link.clone();
+    let read_done = Rc::new(ReadDone::default());
+    let write_done = read_done.clone();
     let write_task = monoio::spawn(async move {
         let mut spare = BytesMut::new();
         let mut wire = BytesMut::new();
         let mut close_sent = false;
+        let mut flushed = true;
         loop {
             let Some((output, closing)) =
                 next_step(&write_core, &write_link, index, &mut spare, close_sent).await
@@ -70,6 +75,7 @@ pub(crate) async fn connection<L: Layer + 'static>(
                 };
                 if let Err(e) = sent {
                     debug!(index, "write failed: {e}");
+                    flushed = false;
                     break;
                 }
                 let drained = write_core
@@ -91,18 +97,19 @@ pub(crate) async fn connection<L: Layer + 'static>(
                     Ok(n) => write_core.borrow().metrics().bytes_out.add(n as u64),
                     Err(e) => {
                         debug!(index, "write failed: {e}");
+                        flushed = false;
                         break;
                     }
                 }
             }
         }
-        // Ends the reader's pending read too.
-        crate::sys::shutdown_socket(fd);
+        finish_writes(fd, flushed, &write_done).await;
     });
 
     let mut raw = BytesMut::with_capacity(READ_CHUNK);
     let mut mqtt = BytesMut::new();
     let mut certificates_taken = false;
+    let mut discarded = 0;
     loop {
         wait_for_mesh_room(&core).await;
         link.borrow().layer.reserve_for_read(&mut raw);
@@ -112,6 +119,18 @@ pub(crate) async fn connection<L: Layer + 'static>(
         let (res, slice) = reader.read(raw.slice_mut(filled..)).await;
         raw = slice.into_inner();
         let now = Instant::now();
+        if let Ok(n @ 1..) = res
+            && core.borrow().conn(index).is_none_or(|c| c.is_closing())
+        {
+            // Ended by the server: what the client still sends is discarded (LINGER).
+            core.borrow().metrics().bytes_in.add(n as u64);
+            raw.clear();
+            discarded += n;
+            if discarded > LINGER_BYTES {
+                break;
+            }
+            continue;
+        }
         let received = match res {
             Ok(0) | Err(_) => Ok(Received::PeerClosed),
             Ok(n) => {
@@ -141,10 +160,11 @@ pub(crate) async fn connection<L: Layer + 'static>(
                 true
             }
             Err(e) => {
-                // The layer's goodbye (alert, HTTP status, close frame) is in the wire buffer.
+                // The layer's goodbye (alert, HTTP status, close frame) is in the wire buffer;
+                // input is discarded from here on (LINGER).
                 warn!(index, "{e}");
                 c.close_conn(index, true, now);
-                true
+                false
             }
             Ok(Received::Open) => false,
         };
@@ -154,10 +174,11 @@ pub(crate) async fn connection<L: Layer + 'static>(
             conn.wake_writer();
         }
         c.flush_mesh();
-        if stop || c.conn(index).is_none_or(|conn| conn.is_closing()) {
+        if stop {
             break;
         }
     }
+    read_done.set();
     let _ = write_task.await;
     release_connection(&core, index);
 }

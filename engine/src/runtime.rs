@@ -490,8 +490,11 @@ async fn connection(stream: TcpStream, index: usize, core: Core) {
     let fd = stream.as_raw_fd();
     let (mut reader, mut writer) = stream.into_split();
     let write_core = core.clone();
+    let read_done = Rc::new(ReadDone::default());
+    let write_done = read_done.clone();
     let write_task = monoio::spawn(async move {
         let mut spare = BytesMut::new();
+        let mut flushed = true;
         loop {
             let (output, closing) = match next_output(&write_core, index, &mut spare).await {
                 Some(x) => x,
@@ -510,6 +513,7 @@ async fn connection(stream: TcpStream, index: usize, core: Core) {
                 Ok(n) => write_core.borrow().metrics().bytes_out.add(n as u64),
                 Err(e) => {
                     debug!(index, "write failed: {e}");
+                    flushed = false;
                     break;
                 }
             }
@@ -522,11 +526,11 @@ async fn connection(stream: TcpStream, index: usize, core: Core) {
                 break;
             }
         }
-        // Ends the reader's pending read too.
-        crate::sys::shutdown_socket(fd);
+        finish_writes(fd, flushed, &write_done).await;
     });
 
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut discarded = 0;
     loop {
         wait_for_mesh_room(&core).await;
         // Reserve what the next frame needs (bounded by max_packet_size in peek_frame_len).
@@ -557,17 +561,68 @@ async fn connection(stream: TcpStream, index: usize, core: Core) {
             Ok(n) => {
                 let mut c = core.borrow_mut();
                 c.metrics().bytes_in.add(n as u64);
+                if c.conn(index).is_none_or(|conn| conn.is_closing()) {
+                    // Ended by the server: what the client still sends is discarded (LINGER).
+                    buf.clear();
+                    discarded += n;
+                    if discarded > LINGER_BYTES {
+                        break;
+                    }
+                    continue;
+                }
                 c.poll_mesh(now, usize::MAX);
                 c.on_read(index, &mut buf, now);
                 c.flush_mesh();
-                if c.conn(index).is_none_or(|conn| conn.is_closing()) {
-                    break;
-                }
             }
         }
     }
+    read_done.set();
     let _ = write_task.await;
     release_connection(&core, index);
+}
+
+/// How long a connection the server ended keeps reading, and discarding, after its last
+/// packet and FIN. Closing a socket with unread input makes the kernel answer with a reset,
+/// and a client still sending (a publisher over its quota, above all) then sees a write error
+/// before it reads the DISCONNECT or CONNACK that says why; while the server reads, the
+/// client's writes succeed until it has read the reason and closed. Bounded in time and bytes.
+pub(crate) const LINGER: Duration = Duration::from_secs(1);
+pub(crate) const LINGER_BYTES: usize = 256 * 1024;
+
+/// Set by a connection's reader when input has ended (the client closed, or the socket was
+/// shut down); wakes the writer waiting in [`finish_writes`].
+#[derive(Debug, Default)]
+pub(crate) struct ReadDone {
+    done: std::cell::Cell<bool>,
+    waker: RefCell<Option<std::task::Waker>>,
+}
+
+impl ReadDone {
+    pub(crate) fn set(&self) {
+        self.done.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}
+
+/// The writer's end of a connection. After a clean flush: FIN, then wait (at most [`LINGER`])
+/// for the reader to see the client close; then, or at once after a write error, shut both
+/// directions, which ends a read still pending.
+pub(crate) async fn finish_writes(fd: std::os::fd::RawFd, flushed: bool, read_done: &ReadDone) {
+    if flushed {
+        crate::sys::shutdown_write(fd);
+        let mut deadline = std::pin::pin!(monoio::time::sleep(LINGER));
+        std::future::poll_fn(|cx| {
+            if read_done.done.get() || deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            *read_done.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+    }
+    crate::sys::shutdown_socket(fd);
 }
 
 /// Backpressure, before each read: while another shard cannot keep up, read nothing more, so

@@ -11,3 +11,12 @@ pub fn shutdown_socket(fd: RawFd) {
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
 }
+
+/// Shuts the writing direction of the socket `fd` (sends FIN after what was written); reads
+/// go on until the peer closes.
+pub fn shutdown_write(fd: RawFd) {
+    // SAFETY: as in `shutdown_socket`: the caller's half of the stream keeps `fd` open for
+    // the duration of this call, and the borrow does not outlive it.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Write);
+}
