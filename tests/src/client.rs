@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::num::{NonZeroU16, NonZeroU32};
 use std::time::{Duration, Instant};
 
@@ -249,6 +249,28 @@ impl Client {
     pub fn open(addr: SocketAddr, version: ProtocolVersion) -> Client {
         let stream = TcpStream::connect_timeout(&addr, WAIT)
             .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        Client::from_stream(stream, version)
+    }
+
+    /// TCP connection from the local address `source` (e.g. 127.0.0.2: every 127/8 address is
+    /// loopback on Linux, so a test can be several client IPs); nothing sent.
+    pub fn open_from(addr: SocketAddr, source: IpAddr, version: ProtocolVersion) -> Client {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .expect("socket");
+        socket
+            .bind(&SocketAddr::new(source, 0).into())
+            .unwrap_or_else(|e| panic!("bind {source}: {e}"));
+        socket
+            .connect_timeout(&addr.into(), WAIT)
+            .unwrap_or_else(|e| panic!("connect {addr} from {source}: {e}"));
+        Client::from_stream(socket.into(), version)
+    }
+
+    fn from_stream(stream: TcpStream, version: ProtocolVersion) -> Client {
         stream.set_nodelay(true).expect("set_nodelay");
         stream
             .set_write_timeout(Some(WAIT))
@@ -325,7 +347,30 @@ impl Client {
 
     /// Connects, sends CONNECT and returns the client and the CONNACK, whatever its code.
     pub fn handshake(addr: SocketAddr, opts: Opts) -> (Client, ConnAck) {
-        let mut client = Client::open(addr, opts.connect.protocol);
+        let client = Client::open(addr, opts.connect.protocol);
+        client.handshake_on(opts)
+    }
+
+    /// [`Client::handshake`] from the local address `source` (see [`Client::open_from`]).
+    pub fn handshake_from(addr: SocketAddr, source: IpAddr, opts: Opts) -> (Client, ConnAck) {
+        let client = Client::open_from(addr, source, opts.connect.protocol);
+        client.handshake_on(opts)
+    }
+
+    /// [`Client::connect`] from the local address `source` (see [`Client::open_from`]).
+    pub fn connect_from(addr: SocketAddr, source: IpAddr, opts: Opts) -> Client {
+        let (client, connack) = Client::handshake_from(addr, source, opts);
+        assert_eq!(
+            connack.reason_code,
+            ReasonCode::SUCCESS,
+            "[{}] CONNACK refused: {connack:?}",
+            client.name
+        );
+        client
+    }
+
+    fn handshake_on(self, opts: Opts) -> (Client, ConnAck) {
+        let mut client = self;
         client.name = opts.connect.client_id.to_string();
         if opts.connect.protocol.is_v5() {
             let props = &opts.connect.properties;
