@@ -396,3 +396,49 @@ fn bad_quota_config_names_the_key() {
         assert!(out.stderr.contains(key), "names the key {key}:\n{out}");
     }
 }
+
+/// The value of `ringmq_quota_rejections_total{quota="<quota>"}` on the metrics endpoint.
+fn quota_metric(metrics: std::net::SocketAddr, quota: &str) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&metrics, WAIT).ok()?;
+    s.set_read_timeout(Some(WAIT)).ok()?;
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {metrics}\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let prefix = format!("ringmq_quota_rejections_total{{quota=\"{quota}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Every refusal is counted in `ringmq_quota_rejections_total` by quota.
+#[test]
+fn rejections_are_counted_in_metrics() {
+    let port = ringmq_tests::free_port();
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let b = Broker::start(
+        BrokerOpts::new()
+            .config(&format!("[metrics]\nbind = \"127.0.0.1:{port}\"\n"))
+            .limits("max_connections_per_ip = 1\nmax_publish_rate = 5"),
+    );
+    let src = ip("127.0.0.17");
+    let mut c = Client::connect_from(b.addr(), src, Opts::v5("counted"));
+    for _ in 0..2 {
+        let (mut over, ack) = Client::handshake_from(b.addr(), src, Opts::v5("over"));
+        assert_eq!(ack.reason_code, ReasonCode::QUOTA_EXCEEDED);
+        over.expect_closed(WAIT);
+    }
+    flood(&mut c, "quota/m", "m", 50);
+    c.expect_disconnect_reason(ReasonCode::MESSAGE_RATE_TOO_HIGH, WAIT);
+    let counted = wait_until(WAIT, || {
+        quota_metric(metrics, "connections_per_ip") == Some(2)
+            && quota_metric(metrics, "message_rate") == Some(1)
+    });
+    assert!(
+        counted,
+        "connections_per_ip {:?}, message_rate {:?}",
+        quota_metric(metrics, "connections_per_ip"),
+        quota_metric(metrics, "message_rate")
+    );
+    assert_eq!(quota_metric(metrics, "bandwidth"), Some(0));
+}
