@@ -125,6 +125,36 @@ pub struct LoadArgs {
     /// MQTT 5 Authentication Data property of CONNECT (as UTF-8 text).
     #[arg(long)]
     pub auth_data: Option<String>,
+    /// Connect over TLS (mqtts). The broker's certificate is verified against --cacertfile
+    /// for --sni; one of --cacertfile or --insecure is required (emqtt-bench verifies nothing
+    /// by default; ringmq-bench makes that a choice).
+    #[arg(short = 'S', long, help_heading = "TLS")]
+    pub ssl: bool,
+    /// PEM file of the CA certificate(s) the broker's certificate must chain to.
+    #[arg(long, value_name = "PEM", help_heading = "TLS")]
+    pub cacertfile: Option<String>,
+    /// Client certificate chain (PEM) presented to the broker. `%i` is replaced by the client
+    /// index, as in -t (p2p: pair i's publisher and subscriber share certificate i), so each
+    /// client can present its own identity; emqtt-bench has one certificate for all clients.
+    /// Without `%i` the file is loaded once at startup; with it, by each client as it
+    /// connects (a missing or bad file then fails that client, counted as a TLS failure).
+    #[arg(long, value_name = "PEM", requires = "keyfile", help_heading = "TLS")]
+    pub certfile: Option<String>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of --certfile; `%i` as there.
+    #[arg(long, value_name = "PEM", requires = "certfile", help_heading = "TLS")]
+    pub keyfile: Option<String>,
+    /// Do not verify the broker's certificate (its handshake signature is still checked).
+    #[arg(
+        long,
+        visible_alias = "no-verify",
+        conflicts_with = "cacertfile",
+        help_heading = "TLS"
+    )]
+    pub insecure: bool,
+    /// Server name sent as SNI and checked against the broker's certificate (default: --host;
+    /// an IP address sends no SNI and must be in the certificate's IP SANs).
+    #[arg(long, value_name = "NAME", help_heading = "TLS")]
+    pub sni: Option<String>,
     /// Broker name shown in the report.
     #[arg(long)]
     pub label: Option<String>,
@@ -276,6 +306,66 @@ mod tests {
         assert_eq!(args.json, Some(PathBuf::from("/tmp/x.json")));
         assert_eq!(args.threads, Some(3));
         assert_eq!(args.shared, Some(4));
+    }
+
+    #[test]
+    fn tls_flags_as_emqtt_bench_names_them() {
+        let cli = parse(&[
+            "ringmq-bench",
+            "conn",
+            "-S",
+            "--cacertfile",
+            "ca.pem",
+            "--certfile",
+            "certs/%i.pem",
+            "--keyfile",
+            "certs/%i.key",
+            "--sni",
+            "broker.example",
+        ]);
+        let Command::Conn(args) = cli.command else {
+            panic!("expected conn")
+        };
+        assert!(args.ssl);
+        assert_eq!(args.cacertfile.as_deref(), Some("ca.pem"));
+        assert_eq!(args.certfile.as_deref(), Some("certs/%i.pem"));
+        assert_eq!(args.keyfile.as_deref(), Some("certs/%i.key"));
+        assert_eq!(args.sni.as_deref(), Some("broker.example"));
+        assert!(!args.insecure);
+        let cli = parse(&["ringmq-bench", "p2p", "--ssl", "--no-verify"]);
+        let Command::P2p(args) = cli.command else {
+            panic!("expected p2p")
+        };
+        assert!(args.ssl && args.insecure);
+        // A certificate needs its key and the other way round; verification is on or off.
+        for bad in [
+            &[
+                "ringmq-bench",
+                "conn",
+                "-S",
+                "--insecure",
+                "--certfile",
+                "c.pem",
+            ][..],
+            &[
+                "ringmq-bench",
+                "conn",
+                "-S",
+                "--insecure",
+                "--keyfile",
+                "c.key",
+            ],
+            &[
+                "ringmq-bench",
+                "conn",
+                "-S",
+                "--insecure",
+                "--cacertfile",
+                "ca.pem",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
+use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
 use ringmq_codec::{DecodeError, Limits, Packet, ProtocolVersion, QoS, QosPid, ReasonCode, decode};
 
@@ -26,6 +26,8 @@ use crate::clock;
 use crate::config::{LoadConfig, PubSpec};
 use crate::outbox::{self, Outbox};
 use crate::stats::{Shared, phase};
+use crate::tls::TlsError;
+use crate::transport::{ReadHalf, Stream, TlsIoError, TlsStream, WriteHalf};
 use crate::wire::{self, PacketIds, WireError};
 
 /// Bytes reserved before each read.
@@ -36,7 +38,14 @@ const PUBLISH_BATCH: u64 = 32;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("i/o: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+    /// The TLS handshake or a TLS record failed (an alert from the broker, a certificate the
+    /// broker's CA file does not vouch for, ...).
+    #[error("TLS: {0}")]
+    Tls(TlsIoError),
+    /// This client's certificate or key could not be loaded (`%i` paths).
+    #[error(transparent)]
+    Identity(#[from] TlsError),
     #[error(transparent)]
     Wire(#[from] WireError),
     #[error("undecodable frame from the broker: {0}")]
@@ -54,10 +63,28 @@ pub enum ClientError {
     Timeout,
 }
 
+impl From<io::Error> for ClientError {
+    /// An error of the TLS layer stays one, so it is counted as a TLS failure.
+    fn from(err: io::Error) -> ClientError {
+        match crate::transport::tls_error(&err) {
+            Some(tls) => ClientError::Tls(TlsIoError::Tls(tls.clone())),
+            None => ClientError::Io(err),
+        }
+    }
+}
+
+impl ClientError {
+    /// Whether TLS, not MQTT or the network, failed: the handshake, a record, or loading the
+    /// client's certificate.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ClientError::Tls(_) | ClientError::Identity(_))
+    }
+}
+
 /// An established MQTT connection.
 #[derive(Debug)]
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// Bytes read but not yet decoded.
     pub rbuf: BytesMut,
     /// The broker's Receive Maximum (65 535 when it sent none, or in 3.1.1).
@@ -90,14 +117,6 @@ pub(crate) async fn read_more<R: AsyncReadRent>(
     res
 }
 
-async fn write_buf<W: AsyncWriteRentExt>(stream: &mut W, buf: &mut BytesMut) -> io::Result<()> {
-    let owned = std::mem::take(buf);
-    let (res, mut owned) = stream.write_all(owned).await;
-    owned.clear();
-    *buf = owned;
-    res.map(|_| ())
-}
-
 /// Reads until one whole packet is decoded.
 async fn read_packet(
     conn: &mut Conn,
@@ -108,22 +127,40 @@ async fn read_packet(
         if let Some(packet) = decode(&mut conn.rbuf, limits, version)? {
             return Ok(packet);
         }
-        if read_more(&mut conn.stream, &mut conn.rbuf).await? == 0 {
+        if conn.stream.read_more(&mut conn.rbuf).await? == 0 {
             return Err(ClientError::Closed);
         }
     }
 }
 
-/// Opens TCP, sends CONNECT and waits for a successful CONNACK.
+/// Opens TCP (and TLS with `--ssl`, presenting client `index`'s certificate), sends CONNECT
+/// and waits for a successful CONNACK.
 pub async fn connect(
     cfg: &LoadConfig,
     client_id: &str,
+    index: u32,
     timeout: Duration,
 ) -> Result<Conn, ClientError> {
     let attempt = async {
-        let stream = TcpStream::connect_addr(cfg.addr).await?;
-        crate::sockets::register(std::os::fd::AsRawFd::as_raw_fd(&stream));
-        stream.set_nodelay(true)?;
+        // Loaded before the TCP connect: a client whose files are missing costs the broker
+        // nothing.
+        let tls_config = match &cfg.tls {
+            Some(tls) => Some((tls.client_config(index)?, tls.server_name().clone())),
+            None => None,
+        };
+        let tcp = TcpStream::connect_addr(cfg.addr).await?;
+        crate::sockets::register(std::os::fd::AsRawFd::as_raw_fd(&tcp));
+        tcp.set_nodelay(true)?;
+        let stream = match tls_config {
+            None => Stream::Plain(tcp),
+            Some((config, name)) => {
+                let session = rustls::ClientConnection::new(config, name)
+                    .map_err(|e| ClientError::Tls(TlsIoError::Tls(e)))?;
+                let mut tls = TlsStream::new(tcp, session);
+                tls.handshake().await.map_err(ClientError::Tls)?;
+                Stream::Tls(tls)
+            }
+        };
         let mut conn = Conn {
             stream,
             rbuf: BytesMut::new(),
@@ -132,7 +169,7 @@ pub async fn connect(
         };
         let mut out = BytesMut::with_capacity(256);
         wire::connect(cfg, client_id, &mut out)?;
-        write_buf(&mut conn.stream, &mut out).await?;
+        conn.stream.write_all(&mut out).await?;
         match read_packet(&mut conn, &limits(cfg), cfg.protocol).await? {
             Packet::ConnAck(ack) if ack.reason_code.is_error() => {
                 Err(ClientError::Refused(ack.reason_code))
@@ -168,7 +205,7 @@ pub async fn subscribe(cfg: &LoadConfig, conn: &mut Conn, filter: &str) -> Resul
         cfg.qos,
         &mut out,
     )?;
-    write_buf(&mut conn.stream, &mut out).await?;
+    conn.stream.write_all(&mut out).await?;
     loop {
         match read_packet(conn, &limits(cfg), cfg.protocol).await? {
             Packet::SubAck(ack) => {
@@ -215,7 +252,7 @@ pub async fn run_subscriber(
     ));
     let mut acks = BytesMut::with_capacity(4096);
     loop {
-        match read_more(&mut reader, &mut rbuf).await {
+        match reader.read_more(&mut rbuf).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
@@ -371,8 +408,8 @@ pub fn spawn_publisher(
     ));
 }
 
-async fn read_acks<R: AsyncReadRent>(
-    mut reader: R,
+async fn read_acks(
+    mut reader: ReadHalf,
     mut rbuf: BytesMut,
     cfg: Rc<LoadConfig>,
     shared: Arc<Shared>,
@@ -403,7 +440,7 @@ async fn read_acks<R: AsyncReadRent>(
             Shared::add(counter, 1);
             break;
         }
-        match read_more(&mut reader, &mut rbuf).await {
+        match reader.read_more(&mut rbuf).await {
             Ok(n) if n > 0 => {}
             _ => {
                 if shared.phase() < phase::DONE {
@@ -423,8 +460,8 @@ pub async fn wait_phase(shared: &Shared, target: u8) {
     }
 }
 
-async fn publish<W: AsyncWriteRentExt>(
-    mut writer: W,
+async fn publish(
+    mut writer: WriteHalf,
     spec: PubSpec,
     cfg: Rc<LoadConfig>,
     shared: Arc<Shared>,
@@ -466,7 +503,7 @@ async fn publish<W: AsyncWriteRentExt>(
             if due <= sent {
                 if ping_due(last_write) {
                     outbox::pingreq(cfg.protocol, &mut out);
-                    if write_buf(&mut writer, &mut out).await.is_err() {
+                    if writer.write_all(&mut out).await.is_err() {
                         break;
                     }
                     last_write = std::time::Instant::now();
@@ -511,7 +548,7 @@ async fn publish<W: AsyncWriteRentExt>(
         if cfg.qos != QoS::AtMostOnce {
             window.acquire(n as u32);
         }
-        if write_buf(&mut writer, &mut out).await.is_err() {
+        if writer.write_all(&mut out).await.is_err() {
             if shared.phase() < phase::DONE {
                 Shared::add(&shared.disconnected, 1);
             }
@@ -533,7 +570,7 @@ async fn publish<W: AsyncWriteRentExt>(
         monoio::time::sleep(Duration::from_millis(5)).await;
         if ping_due(last_write) {
             outbox::pingreq(cfg.protocol, &mut out);
-            if write_buf(&mut writer, &mut out).await.is_err() {
+            if writer.write_all(&mut out).await.is_err() {
                 break;
             }
             last_write = std::time::Instant::now();

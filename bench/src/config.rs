@@ -1,6 +1,7 @@
 //! A validated load configuration and the plan of clients it implies.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ringmq_codec::{ProtocolVersion, QoS};
@@ -8,6 +9,7 @@ use serde::Serialize;
 
 use crate::cli::LoadArgs;
 use crate::template;
+use crate::tls::{TlsError, TlsOptions, TlsSetup};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -66,6 +68,14 @@ pub enum ConfigError {
     NoThreads,
     #[error("--auth-method and --auth-data need MQTT 5 (-V 5)")]
     AuthNeedsV5,
+    #[error("{0} needs --ssl")]
+    TlsOptionWithoutSsl(&'static str),
+    #[error(
+        "--ssl needs --cacertfile to verify the broker's certificate, or --insecure to skip that"
+    )]
+    SslWithoutTrust,
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +107,8 @@ pub struct LoadConfig {
     pub password: Option<String>,
     pub auth_method: Option<String>,
     pub auth_data: Option<String>,
+    /// `--ssl`: how clients set up TLS; `None` is plain TCP.
+    pub tls: Option<Arc<TlsSetup>>,
     pub label: Option<String>,
     pub quiet: bool,
 }
@@ -140,6 +152,7 @@ impl LoadConfig {
         if !protocol.is_v5() && (args.auth_method.is_some() || args.auth_data.is_some()) {
             return Err(ConfigError::AuthNeedsV5);
         }
+        let tls = tls_setup(args)?;
         let rate = if scenario == Scenario::Latency && args.rate == 0.0 {
             DEFAULT_LATENCY_RATE
         } else {
@@ -182,10 +195,40 @@ impl LoadConfig {
             password: args.password.clone(),
             auth_method: args.auth_method.clone(),
             auth_data: args.auth_data.clone(),
+            tls,
             label: args.label.clone(),
             quiet: args.quiet,
         })
     }
+}
+
+/// The TLS setup `--ssl` and its options ask for (files loaded now, so a bad one stops the run
+/// before it starts), or `None` for plain TCP.
+fn tls_setup(args: &LoadArgs) -> Result<Option<Arc<TlsSetup>>, ConfigError> {
+    if !args.ssl {
+        let stray = [
+            ("--cacertfile", args.cacertfile.is_some()),
+            ("--certfile", args.certfile.is_some()),
+            ("--keyfile", args.keyfile.is_some()),
+            ("--insecure", args.insecure),
+            ("--sni", args.sni.is_some()),
+        ];
+        return match stray.iter().find(|(_, given)| *given) {
+            Some((flag, _)) => Err(ConfigError::TlsOptionWithoutSsl(flag)),
+            None => Ok(None),
+        };
+    }
+    if args.cacertfile.is_none() && !args.insecure {
+        return Err(ConfigError::SslWithoutTrust);
+    }
+    let options = TlsOptions {
+        ca_file: args.cacertfile.clone(),
+        cert_file: args.certfile.clone(),
+        key_file: args.keyfile.clone(),
+        insecure: args.insecure,
+        server_name: args.sni.clone().unwrap_or_else(|| args.host.clone()),
+    };
+    Ok(Some(Arc::new(TlsSetup::new(&options)?)))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -435,6 +478,49 @@ mod tests {
             ProtocolVersion::V3_1_1
         );
         assert_eq!(config(&["b", "p2p"]).protocol, ProtocolVersion::V5);
+    }
+
+    fn config_error(argv: &[&str]) -> ConfigError {
+        let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
+        let Command::Conn(args) = cli.command else {
+            panic!("expected conn")
+        };
+        match LoadConfig::from_args(Scenario::Conn, &args) {
+            Ok(cfg) => panic!("{argv:?} should be refused, got {cfg:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn tls_options_need_ssl_and_a_trust_decision() {
+        assert!(config(&["b", "conn"]).tls.is_none());
+        assert!(matches!(
+            config_error(&["b", "conn", "--cacertfile", "ca.pem"]),
+            ConfigError::TlsOptionWithoutSsl("--cacertfile")
+        ));
+        assert!(matches!(
+            config_error(&["b", "conn", "--insecure"]),
+            ConfigError::TlsOptionWithoutSsl("--insecure")
+        ));
+        assert!(matches!(
+            config_error(&["b", "conn", "-S"]),
+            ConfigError::SslWithoutTrust
+        ));
+        let err = config_error(&["b", "conn", "-S", "--cacertfile", "/nonexistent/ca.pem"]);
+        assert!(
+            err.to_string().contains("/nonexistent/ca.pem"),
+            "the message names the file: {err}"
+        );
+        let Some(tls) = config(&["b", "conn", "-S", "--insecure", "-h", "localhost"]).tls else {
+            panic!("--ssl sets up TLS")
+        };
+        assert_eq!(tls.options().server_name, "localhost");
+        assert!(tls.options().insecure);
+        let Some(tls) = config(&["b", "conn", "-S", "--insecure", "--sni", "broker.test"]).tls
+        else {
+            panic!("--ssl sets up TLS")
+        };
+        assert_eq!(tls.options().server_name, "broker.test");
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub mod sockets;
 pub mod stats;
 pub mod sysinfo;
 pub mod template;
+pub mod tls;
+pub mod transport;
 pub mod wire;
 
 use std::path::Path;

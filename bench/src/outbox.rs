@@ -9,11 +9,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use monoio::io::AsyncWriteRent;
-use monoio::io::AsyncWriteRentExt;
 use ringmq_codec::{Packet, ProtocolVersion, encode};
 
-use crate::client::{Conn, read_more};
+use crate::client::Conn;
+use crate::transport::WriteHalf;
 
 /// How often a client with keep alive `secs` sends PINGREQ when it has nothing else to send:
 /// half the keep alive, so a late ping is still within the 1.5 × grace [MQTT-3.1.2-22].
@@ -76,8 +75,8 @@ impl Outbox {
 
 /// Writes what the outbox collects, and a PINGREQ whenever nothing was written for a ping
 /// interval. Ends when the outbox is closed or a write fails.
-pub async fn run_writer<W: AsyncWriteRent>(
-    mut writer: W,
+pub async fn run_writer(
+    mut writer: WriteHalf,
     outbox: Rc<Outbox>,
     version: ProtocolVersion,
     keep_alive_secs: u16,
@@ -103,10 +102,7 @@ pub async fn run_writer<W: AsyncWriteRent>(
             }
             pingreq(version, &mut spare);
         }
-        let (res, mut buf) = writer.write_all(spare).await;
-        buf.clear();
-        spare = buf;
-        if res.is_err() {
+        if writer.write_all(&mut spare).await.is_err() {
             return;
         }
         last_write = Instant::now();
@@ -115,7 +111,10 @@ pub async fn run_writer<W: AsyncWriteRent>(
 
 /// Keeps an idle connection open until the broker or the end of the run closes it, reading
 /// (and discarding) what the broker sends and pinging when it has a keep alive. Dropping a read
-/// on the ping timer may lose the bytes it received; for an idle client those are PINGRESPs.
+/// on the ping timer may lose the bytes it received; for an idle client those are PINGRESPs,
+/// and the timer fires half a keep alive after the last one, so the read it drops is idle. (Over
+/// TLS a lost record would break the stream; that needs the broker to send unasked exactly as
+/// the timer fires.)
 pub async fn hold_idle(conn: Conn, version: ProtocolVersion, keep_alive_secs: u16) {
     let Conn {
         mut stream,
@@ -126,22 +125,17 @@ pub async fn hold_idle(conn: Conn, version: ProtocolVersion, keep_alive_secs: u1
     let mut out = BytesMut::with_capacity(8);
     loop {
         let read = match every {
-            Some(every) => {
-                match monoio::time::timeout(every, read_more(&mut stream, &mut rbuf)).await {
-                    Ok(read) => read,
-                    Err(_) => {
-                        pingreq(version, &mut out);
-                        let (res, mut buf) = stream.write_all(out).await;
-                        buf.clear();
-                        out = buf;
-                        if res.is_err() {
-                            return;
-                        }
-                        continue;
+            Some(every) => match monoio::time::timeout(every, stream.read_more(&mut rbuf)).await {
+                Ok(read) => read,
+                Err(_) => {
+                    pingreq(version, &mut out);
+                    if stream.write_all(&mut out).await.is_err() {
+                        return;
                     }
+                    continue;
                 }
-            }
-            None => read_more(&mut stream, &mut rbuf).await,
+            },
+            None => stream.read_more(&mut rbuf).await,
         };
         match read {
             Ok(0) | Err(_) => return,

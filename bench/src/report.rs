@@ -11,6 +11,9 @@ pub struct ConnectStats {
     pub attempted: u64,
     pub ok: u64,
     pub failed: u64,
+    /// Of `failed`: the TLS handshake failed or the client's certificate did not load.
+    #[serde(default)]
+    pub tls_failed: u64,
     /// From the first attempt to the last client settled.
     pub elapsed_secs: f64,
     /// Successful connections per second over `elapsed_secs`.
@@ -34,6 +37,9 @@ pub struct Report {
     pub scenario: String,
     pub label: Option<String>,
     pub broker: String,
+    /// Connected over TLS (`--ssl`).
+    #[serde(default)]
+    pub tls: bool,
     pub protocol_level: u8,
     pub qos: u8,
     pub payload_bytes: usize,
@@ -129,10 +135,13 @@ impl Report {
     /// The human-readable table printed at the end of a run.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let broker = match &self.label {
+        let mut broker = match &self.label {
             Some(label) => format!("{label} at {}", self.broker),
             None => self.broker.clone(),
         };
+        if self.tls {
+            broker.push_str(" over TLS");
+        }
         let rate = if self.rate_per_publisher > 0.0 {
             format!("{} msg/s per publisher", si(self.rate_per_publisher))
         } else if self.window > 0 {
@@ -160,9 +169,14 @@ impl Report {
             );
         }
         let c = &self.connections;
+        let tls_failed = if c.tls_failed > 0 {
+            format!(" ({} in TLS)", group_digits(c.tls_failed))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "  {:<12} {} ok, {} failed in {:.2} s ({} conn/s)",
+            "  {:<12} {} ok, {} failed{tls_failed} in {:.2} s ({} conn/s)",
             "connections",
             group_digits(c.ok),
             group_digits(c.failed),
@@ -253,6 +267,7 @@ pub(crate) mod tests {
             scenario: "p2p".into(),
             label: Some("mosquitto".into()),
             broker: "127.0.0.1:1883".into(),
+            tls: false,
             protocol_level: 5,
             qos: 1,
             payload_bytes: 64,
@@ -266,6 +281,7 @@ pub(crate) mod tests {
                 attempted: 100,
                 ok: 100,
                 failed: 0,
+                tls_failed: 0,
                 elapsed_secs: 0.05,
                 per_sec: 2000.0,
             },
@@ -382,6 +398,35 @@ pub(crate) mod tests {
             text.contains("RSS 10.0 MiB → 20.0 MiB (1.0 KiB per connection)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn tls_runs_say_so_and_count_tls_failures() {
+        let mut r = sample();
+        r.tls = true;
+        r.connections.failed = 3;
+        r.connections.tls_failed = 2;
+        let text = r.render();
+        assert!(
+            text.starts_with("p2p — mosquitto at 127.0.0.1:1883 over TLS, MQTT level 5"),
+            "{text}"
+        );
+        assert!(text.contains("100 ok, 3 failed (2 in TLS) in"), "{text}");
+        assert!(!sample().render().contains("in TLS"));
+    }
+
+    #[test]
+    fn reports_without_tls_fields_still_load() {
+        let mut json = serde_json::to_value(sample()).unwrap_or_else(|e| panic!("{e}"));
+        let Some(obj) = json.as_object_mut() else {
+            panic!("a report is an object")
+        };
+        obj.remove("tls");
+        if let Some(c) = obj.get_mut("connections").and_then(|c| c.as_object_mut()) {
+            c.remove("tls_failed");
+        }
+        let back: Report = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, sample());
     }
 
     #[test]

@@ -33,8 +33,18 @@ pub enum RunError {
     Thread { thread: usize, reason: String },
     #[error("{0} clients did not finish connecting in time")]
     ConnectStalled(u64),
-    #[error("none of the {0} clients could connect (the first errors are printed above)")]
-    NothingConnected(u64),
+    #[error(
+        "none of the {attempted} clients could connect{} (the first errors are printed above)",
+        tls_failures(*tls_failed)
+    )]
+    NothingConnected { attempted: u64, tls_failed: u64 },
+}
+
+fn tls_failures(n: u64) -> String {
+    match n {
+        0 => String::new(),
+        n => format!(", {n} of them in TLS"),
+    }
 }
 
 /// What a load thread connects.
@@ -228,6 +238,9 @@ async fn connect_worker(ctx: Rc<ThreadCtx>, queue: Rc<RefCell<VecDeque<Job>>>, s
         match open(&ctx, &job).await {
             Ok(()) => Shared::add(&ctx.shared.connected, 1),
             Err(err) => {
+                if err.is_tls() {
+                    Shared::add(&ctx.shared.tls_failed, 1);
+                }
                 if ctx.shared.connect_failed.fetch_add(1, Ordering::Relaxed) < 5 {
                     eprintln!("{}: {err}", job.client_id(&ctx.cfg.client_id_prefix));
                 }
@@ -242,8 +255,13 @@ async fn connect_worker(ctx: Rc<ThreadCtx>, queue: Rc<RefCell<VecDeque<Job>>>, s
 
 async fn open(ctx: &Rc<ThreadCtx>, job: &Job) -> Result<(), client::ClientError> {
     let cfg = &ctx.cfg;
-    let mut conn =
-        client::connect(cfg, &job.client_id(&cfg.client_id_prefix), CONNECT_TIMEOUT).await?;
+    let mut conn = client::connect(
+        cfg,
+        &job.client_id(&cfg.client_id_prefix),
+        job.ordinal(),
+        CONNECT_TIMEOUT,
+    )
+    .await?;
     match job {
         Job::Idle(_) => {
             let keep_alive_secs = conn.keep_alive_secs;
@@ -315,7 +333,7 @@ impl Coordinator<'_> {
         let first = u64::from(self.plan.idle) + self.plan.subscribers.len() as u64;
         self.wait_settled(first, |s| Shared::get(&s.subscribers_settled), "connect")?;
         if first > 0 && Shared::get(&self.shared.connected) == 0 {
-            return Err(RunError::NothingConnected(first));
+            return Err(self.nothing_connected(first));
         }
         if self.cfg.scenario == Scenario::Conn {
             m.connect_secs = self.connect_secs();
@@ -332,7 +350,7 @@ impl Coordinator<'_> {
         let pubs = self.plan.publishers.len() as u64;
         self.wait_settled(pubs, |s| Shared::get(&s.publishers_settled), "connect")?;
         if Shared::get(&self.shared.connected) == 0 {
-            return Err(RunError::NothingConnected(first + pubs));
+            return Err(self.nothing_connected(first + pubs));
         }
         m.connect_secs = self.connect_secs();
         let cpu_start = (self.cfg.broker_pid.map(ProcSample::take), own_cpu_secs());
@@ -365,6 +383,13 @@ impl Coordinator<'_> {
         m.rss_after = self.cfg.broker_pid.and_then(sysinfo::rss_bytes);
         self.finish_cpu(&mut m, cpu_start, run_start);
         Ok(m)
+    }
+
+    fn nothing_connected(&self, attempted: u64) -> RunError {
+        RunError::NothingConnected {
+            attempted,
+            tls_failed: Shared::get(&self.shared.tls_failed),
+        }
     }
 
     /// From the start of the run to the last connect attempt settled.
@@ -516,10 +541,12 @@ fn build_report(
         threads: cfg.threads,
         rate_per_publisher: cfg.rate,
         window: cfg.window,
+        tls: cfg.tls.is_some(),
         connections: ConnectStats {
             attempted,
             ok,
             failed: Shared::get(&shared.connect_failed),
+            tls_failed: Shared::get(&shared.tls_failed),
             elapsed_secs: m.connect_secs,
             per_sec: per_sec(ok, m.connect_secs),
         },

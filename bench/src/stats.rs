@@ -30,6 +30,8 @@ pub struct Shared {
     pub start_ns: AtomicU64,
     pub connected: AtomicU64,
     pub connect_failed: AtomicU64,
+    /// Of `connect_failed`: the TLS handshake failed or the client's certificate did not load.
+    pub tls_failed: AtomicU64,
     /// Clients (of the current phase) whose connect attempt finished, successful or not.
     pub subscribers_settled: AtomicU64,
     pub publishers_settled: AtomicU64,
