@@ -1,0 +1,436 @@
+//! End-to-end: the real `ringmq-bench` binary over TLS against the real `ringmq` binary with an
+//! `mqtts` listener that requires client certificates. Certificates are made here with rcgen.
+//!
+//! Honours `RINGMQ_TEST_SHARDS` and `RINGMQ_TEST_DRIVER` like the tests in tests/.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
+};
+use ringmq_tests::{broker_binary, free_port, temp_dir};
+
+/// A CA, the broker's certificate for 127.0.0.1 / localhost, a client certificate
+/// (`client.pem`/`client.key`) and per-client ones (`dev-{i}.pem`/`dev-{i}.key`).
+struct Pki {
+    dir: PathBuf,
+    ca: CertifiedIssuer<'static, KeyPair>,
+}
+
+fn ca_params(cn: &str) -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params
+}
+
+impl Pki {
+    fn new(per_client: u32) -> Pki {
+        let dir = temp_dir("bench-tls");
+        let ca =
+            CertifiedIssuer::self_signed(ca_params("bench test CA"), KeyPair::generate().unwrap())
+                .unwrap();
+        fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        let server_key = KeyPair::generate().unwrap();
+        let mut server = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        server
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        server
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let server_cert = server.signed_by(&server_key, &ca).unwrap();
+        fs::write(dir.join("server.pem"), server_cert.pem()).unwrap();
+        fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+        let pki = Pki { dir, ca };
+        pki.leaf("client", "bench-client");
+        for i in 0..per_client {
+            pki.leaf(&format!("dev-{i}"), &format!("device-{i}"));
+        }
+        // A CA that did not sign the broker's certificate.
+        let rogue =
+            CertifiedIssuer::self_signed(ca_params("rogue CA"), KeyPair::generate().unwrap())
+                .unwrap();
+        fs::write(pki.dir.join("rogue.pem"), rogue.pem()).unwrap();
+        pki
+    }
+
+    fn leaf(&self, file: &str, cn: &str) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        fs::write(self.dir.join(format!("{file}.pem")), cert.pem()).unwrap();
+        fs::write(self.dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// ringmq with an `mqtts` listener requiring client certificates, killed on drop.
+struct Broker {
+    child: Child,
+    tls_port: u16,
+    log: PathBuf,
+}
+
+impl Broker {
+    fn start(pki: &Pki) -> Broker {
+        let shards = std::env::var("RINGMQ_TEST_SHARDS").unwrap_or_else(|_| "2".into());
+        let plain_port = free_port();
+        let tls_port = free_port();
+        let config = format!(
+            "[server]\nshards = {shards}\n\n[[listener]]\nbind = \"127.0.0.1:{plain_port}\"\n\n\
+             [[listener]]\nbind = \"127.0.0.1:{tls_port}\"\nprotocol = \"mqtts\"\n\
+             cert = \"server.pem\"\nkey = \"server.key\"\nclient_certificate = \"required\"\n"
+        );
+        let path = pki.dir.join(format!("ringmq-{tls_port}.toml"));
+        fs::write(&path, config).unwrap();
+        let log = pki.dir.join(format!("broker-{tls_port}.log"));
+        let out = fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(broker_binary());
+        cmd.arg("--config").arg(&path);
+        if let Ok(driver) = std::env::var("RINGMQ_TEST_DRIVER") {
+            cmd.arg("--driver").arg(driver);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let broker = Broker {
+            child,
+            tls_port,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "broker did not start:\n{}",
+                broker.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        broker
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- broker log:\n{}", self.log());
+        }
+    }
+}
+
+/// What one `ringmq-bench` run printed, and its JSON report when it wrote one.
+struct Run {
+    out: Output,
+    report: Option<serde_json::Value>,
+}
+
+impl Run {
+    fn text(&self) -> String {
+        format!(
+            "status {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.out.status,
+            String::from_utf8_lossy(&self.out.stdout),
+            String::from_utf8_lossy(&self.out.stderr)
+        )
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+
+    /// The report of a run that must have succeeded.
+    fn report(&self) -> &serde_json::Value {
+        assert!(self.out.status.success(), "{}", self.text());
+        self.report
+            .as_ref()
+            .expect("a successful run writes its report")
+    }
+}
+
+/// `ringmq-bench SCENARIO -p PORT -S ARGS… --quiet --json FILE`; bounded by the run's own
+/// --duration and connect timeouts.
+fn bench(dir: &Path, scenario: &str, port: u16, args: &[&str]) -> Run {
+    let json = dir.join(format!("report-{}.json", free_port()));
+    let out = Command::new(env!("CARGO_BIN_EXE_ringmq-bench"))
+        .arg(scenario)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--threads", "2"])
+        .args(args)
+        .arg("--quiet")
+        .arg("--json")
+        .arg(&json)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let report = fs::read_to_string(&json)
+        .ok()
+        .map(|text| serde_json::from_str(&text).unwrap());
+    Run { out, report }
+}
+
+fn with_ca<'a>(pki: &'a Pki, ca: &'a str, rest: &[&'a str]) -> Vec<String> {
+    let mut args = vec!["-S".to_string(), "--cacertfile".into(), pki.path(ca)];
+    args.extend(rest.iter().map(|s| s.to_string()));
+    args
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+fn client_cert(pki: &Pki) -> Vec<String> {
+    vec![
+        "--certfile".into(),
+        pki.path("client.pem"),
+        "--keyfile".into(),
+        pki.path("client.key"),
+    ]
+}
+
+/// conn and p2p (QoS 0 and 1, MQTT 5 and 3.1.1) over mutual TLS: every client connects and
+/// every message arrives.
+#[test]
+fn conn_and_p2p_over_mutual_tls() {
+    let pki = Pki::new(0);
+    let broker = Broker::start(&pki);
+    let mut args = with_ca(&pki, "ca.pem", &["-c", "40", "--duration", "0.5"]);
+    args.extend(client_cert(&pki));
+    let run = bench(&pki.dir, "conn", broker.tls_port, &strs(&args));
+    let r = run.report();
+    assert_eq!(r["tls"], true, "{r:#}");
+    assert_eq!(r["connections"]["ok"], 40, "{r:#}");
+    assert_eq!(r["connections"]["failed"], 0, "{r:#}");
+    assert!(run.text().contains("over TLS"), "{}", run.text());
+
+    for (qos, version) in [("0", "5"), ("1", "4")] {
+        let mut args = with_ca(
+            &pki,
+            "ca.pem",
+            &[
+                "-c",
+                "3",
+                "-L",
+                "600",
+                "-q",
+                qos,
+                "-V",
+                version,
+                "--duration",
+                "30",
+            ],
+        );
+        args.extend(client_cert(&pki));
+        let run = bench(&pki.dir, "p2p", broker.tls_port, &strs(&args));
+        let r = run.report();
+        assert_eq!(r["published"], 600, "QoS {qos}: {r:#}");
+        assert_eq!(r["delivered"], 600, "QoS {qos}: {r:#}");
+        assert_eq!(r["expected"], 600, "QoS {qos}: {r:#}");
+        assert_eq!(r["connections"]["ok"], 6, "QoS {qos}: {r:#}");
+        assert_eq!(r["disconnected"], 0, "QoS {qos}: {r:#}");
+        assert_eq!(r["decode_errors"], 0, "QoS {qos}: {r:#}");
+        if qos == "1" {
+            assert_eq!(r["acked"], 600, "{r:#}");
+        }
+    }
+}
+
+/// Payloads larger than a TLS record (16 KiB) cross intact: the subscribers decode every
+/// message and its stamp.
+#[test]
+fn messages_larger_than_a_tls_record() {
+    let pki = Pki::new(0);
+    let broker = Broker::start(&pki);
+    let mut args = with_ca(
+        &pki,
+        "ca.pem",
+        &["-c", "2", "-s", "40000", "-L", "50", "--duration", "30"],
+    );
+    args.extend(client_cert(&pki));
+    let run = bench(&pki.dir, "p2p", broker.tls_port, &strs(&args));
+    let r = run.report();
+    assert_eq!(r["delivered"], 50, "{r:#}");
+    assert_eq!(r["latency"]["count"], 50, "{r:#}");
+    assert_eq!(r["decode_errors"], 0, "{r:#}");
+}
+
+/// `%i` in --certfile/--keyfile: each client presents its own certificate; a client whose files
+/// are missing fails alone and is counted as a TLS failure.
+#[test]
+fn per_client_certificates() {
+    let pki = Pki::new(3);
+    let broker = Broker::start(&pki);
+    let per_client = [
+        "--certfile",
+        &pki.path("dev-%i.pem"),
+        "--keyfile",
+        &pki.path("dev-%i.key"),
+    ]
+    .map(String::from);
+    let mut args = with_ca(
+        &pki,
+        "ca.pem",
+        &["-c", "3", "-L", "300", "--duration", "30"],
+    );
+    args.extend(per_client.iter().cloned());
+    let r = bench(&pki.dir, "p2p", broker.tls_port, &strs(&args))
+        .report()
+        .clone();
+    assert_eq!(r["connections"]["ok"], 6, "{r:#}");
+    assert_eq!(r["delivered"], 300, "{r:#}");
+
+    // Four clients, certificates for three: client 3 fails, the others hold.
+    let mut args = with_ca(&pki, "ca.pem", &["-c", "4", "--duration", "0.2"]);
+    args.extend(per_client.iter().cloned());
+    let run = bench(&pki.dir, "conn", broker.tls_port, &strs(&args));
+    let r = run.report();
+    assert_eq!(r["connections"]["ok"], 3, "{r:#}");
+    assert_eq!(r["connections"]["failed"], 1, "{r:#}");
+    assert_eq!(r["connections"]["tls_failed"], 1, "{r:#}");
+    let stderr = run.stderr();
+    assert!(
+        stderr.contains("cannot read client certificate") && stderr.contains("dev-3.pem"),
+        "{stderr}"
+    );
+    assert!(run.text().contains("1 failed (1 in TLS)"), "{}", run.text());
+}
+
+/// A listener that requires a client certificate refuses a client without one: every attempt
+/// fails in TLS, the run says so and exits non-zero. A CA that did not sign the broker's
+/// certificate fails the handshake the same way; --insecure skips that check.
+#[test]
+fn tls_failures_are_reported() {
+    let pki = Pki::new(0);
+    let broker = Broker::start(&pki);
+    let run = bench(
+        &pki.dir,
+        "conn",
+        broker.tls_port,
+        &strs(&with_ca(&pki, "ca.pem", &["-c", "5", "--duration", "0.2"])),
+    );
+    assert!(!run.out.status.success(), "{}", run.text());
+    let stderr = run.stderr();
+    assert!(
+        stderr.contains("none of the 5 clients could connect, 5 of them in TLS"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("TLS: received fatal alert"), "{stderr}");
+
+    let mut args = with_ca(&pki, "rogue.pem", &["-c", "3", "--duration", "0.2"]);
+    args.extend(client_cert(&pki));
+    let run = bench(&pki.dir, "conn", broker.tls_port, &strs(&args));
+    assert!(!run.out.status.success(), "{}", run.text());
+    let stderr = run.stderr();
+    assert!(
+        stderr.contains("none of the 3 clients could connect, 3 of them in TLS"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("invalid peer certificate"), "{stderr}");
+
+    let mut args = vec!["-S", "--insecure", "-c", "3", "--duration", "0.2"];
+    let cert = client_cert(&pki);
+    args.extend(strs(&cert));
+    let r = bench(&pki.dir, "conn", broker.tls_port, &args)
+        .report()
+        .clone();
+    assert_eq!(r["connections"]["ok"], 3, "{r:#}");
+
+    // Verification checks the name too: the certificate is for 127.0.0.1 and localhost.
+    let mut args = with_ca(&pki, "ca.pem", &["-c", "2", "--sni", "other.example"]);
+    args.extend(client_cert(&pki));
+    let run = bench(&pki.dir, "conn", broker.tls_port, &strs(&args));
+    assert!(!run.out.status.success(), "{}", run.text());
+    assert!(
+        run.stderr().contains("invalid peer certificate"),
+        "{}",
+        run.text()
+    );
+}
+
+/// Bad files stop the run before it connects, naming the file and the problem.
+#[test]
+fn bad_certificate_files_are_startup_errors() {
+    let pki = Pki::new(1);
+    let port = free_port().to_string();
+    let startup_error = |args: &[&str]| -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_ringmq-bench"))
+            .args(["conn", "-p", &port, "-c", "1", "--quiet"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} must be refused");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let ca = pki.path("ca.pem");
+    let missing = pki.path("missing.pem");
+    let err = startup_error(&["-S", "--cacertfile", &missing]);
+    assert!(
+        err.contains("cannot read CA file") && err.contains("missing.pem"),
+        "{err}"
+    );
+    // A key file given as the CA file.
+    let key = pki.path("client.key");
+    let err = startup_error(&["-S", "--cacertfile", &key]);
+    assert!(err.contains("no CERTIFICATE block"), "{err}");
+    // A certificate with another client's key.
+    let (cert, other_key) = (pki.path("client.pem"), pki.path("dev-0.key"));
+    let err = startup_error(&[
+        "-S",
+        "--cacertfile",
+        &ca,
+        "--certfile",
+        &cert,
+        "--keyfile",
+        &other_key,
+    ]);
+    assert!(
+        err.contains("client certificate") && err.contains("dev-0.key"),
+        "{err}"
+    );
+    // A certificate file as the key.
+    let err = startup_error(&[
+        "-S",
+        "--cacertfile",
+        &ca,
+        "--certfile",
+        &cert,
+        "--keyfile",
+        &cert,
+    ]);
+    assert!(err.contains("no PRIVATE KEY"), "{err}");
+    let err = startup_error(&["-S"]);
+    assert!(err.contains("--ssl needs --cacertfile"), "{err}");
+    let err = startup_error(&["--cacertfile", &ca]);
+    assert!(err.contains("--cacertfile needs --ssl"), "{err}");
+}
