@@ -133,11 +133,12 @@ pub struct LoadArgs {
     /// PEM file of the CA certificate(s) the broker's certificate must chain to.
     #[arg(long, value_name = "PEM", help_heading = "TLS")]
     pub cacertfile: Option<String>,
-    /// Client certificate chain (PEM) presented to the broker. `%i` is replaced by the client
-    /// index, as in -t (p2p: pair i's publisher and subscriber share certificate i), so each
-    /// client can present its own identity; emqtt-bench has one certificate for all clients.
-    /// Without `%i` the file is loaded once at startup; with it, by each client as it
-    /// connects (a missing or bad file then fails that client, counted as a TLS failure).
+    /// Client certificate chain (PEM) presented to the broker. `%i` is replaced by the
+    /// connection number, unique per connection: idle clients and subscribers from 0, then
+    /// publishers (p2p -c 50: subscribers 0-49, publishers 50-99). So every connection can
+    /// present its own identity; emqtt-bench has one certificate for all clients. Without `%i`
+    /// the file is loaded once at startup; with it, by each client as it connects (a missing or
+    /// bad file then fails that client, counted as a TLS failure).
     #[arg(long, value_name = "PEM", requires = "keyfile", help_heading = "TLS")]
     pub certfile: Option<String>,
     /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of --certfile; `%i` as there.

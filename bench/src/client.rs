@@ -133,19 +133,20 @@ async fn read_packet(
     }
 }
 
-/// Opens TCP (and TLS with `--ssl`, presenting client `index`'s certificate), sends CONNECT
-/// and waits for a successful CONNACK.
+/// Opens TCP (and TLS with `--ssl`, presenting the certificate of connection number
+/// `connection`, see [`crate::tls::TlsSetup::client_config`]), sends CONNECT and waits for a
+/// successful CONNACK.
 pub async fn connect(
     cfg: &LoadConfig,
     client_id: &str,
-    index: u32,
+    connection: u32,
     timeout: Duration,
 ) -> Result<Conn, ClientError> {
     let attempt = async {
         // Loaded before the TCP connect: a client whose files are missing costs the broker
         // nothing.
         let tls_config = match &cfg.tls {
-            Some(tls) => Some((tls.client_config(index)?, tls.server_name().clone())),
+            Some(tls) => Some((tls.client_config(connection)?, tls.server_name().clone())),
             None => None,
         };
         let tcp = TcpStream::connect_addr(cfg.addr).await?;
@@ -368,6 +369,8 @@ pub struct RunShape {
     pub publishers: u32,
     /// Deliveries per published message.
     pub fanout: u64,
+    /// Idle clients and subscribers, which connect before the publishers.
+    pub first_connections: u32,
 }
 
 /// Starts a publisher's writer and reader tasks on the current runtime.

@@ -64,6 +64,16 @@ impl Job {
         }
     }
 
+    /// This client's number among all connections of the run, unique: idle clients and
+    /// subscribers from 0, then publishers (`%i` in certificate paths).
+    fn connection_number(&self, shape: &client::RunShape) -> u32 {
+        match self {
+            Job::Idle(i) => *i,
+            Job::Sub(s) => s.index,
+            Job::Pub(p) => shape.first_connections + p.index,
+        }
+    }
+
     fn client_id(&self, prefix: &str) -> String {
         match self {
             Job::Idle(i) => format!("{prefix}-c{i}"),
@@ -139,6 +149,7 @@ fn spawn_threads(
     let shape = client::RunShape {
         publishers: plan.publishers.len() as u32,
         fanout: plan.fanout,
+        first_connections: plan.idle + plan.subscribers.len() as u32,
     };
     (0..cfg.threads)
         .map(|t| {
@@ -258,7 +269,7 @@ async fn open(ctx: &Rc<ThreadCtx>, job: &Job) -> Result<(), client::ClientError>
     let mut conn = client::connect(
         cfg,
         &job.client_id(&cfg.client_id_prefix),
-        job.ordinal(),
+        job.connection_number(&ctx.shape),
         CONNECT_TIMEOUT,
     )
     .await?;
@@ -573,5 +584,53 @@ fn build_report(
         disconnected: Shared::get(&shared.disconnected),
         decode_errors: Shared::get(&shared.decode_errors),
         refused: Shared::get(&shared.refused),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn plan(argv: &[&str]) -> Plan {
+        let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
+        let (scenario, args) = match cli.command {
+            Command::Conn(a) => (Scenario::Conn, a),
+            Command::P2p(a) => (Scenario::P2p, a),
+            Command::FanIn(a) => (Scenario::FanIn, a),
+            Command::FanOut(a) => (Scenario::FanOut, a),
+            Command::Latency(a) => (Scenario::Latency, a),
+            Command::Compare(_) => panic!("not a load command"),
+        };
+        Plan::new(&LoadConfig::from_args(scenario, &args).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    /// `%i` in certificate paths: every connection of a run has its own number, 0 … n-1.
+    #[test]
+    fn connection_numbers_are_unique_and_dense() {
+        for argv in [
+            &["b", "conn", "-c", "5"][..],
+            &["b", "p2p", "-c", "3"],
+            &["b", "fan-in", "-c", "4", "--shared", "2"],
+            &["b", "fan-out", "-c", "3"],
+        ] {
+            let plan = plan(argv);
+            let shape = client::RunShape {
+                publishers: plan.publishers.len() as u32,
+                fanout: plan.fanout,
+                first_connections: plan.idle + plan.subscribers.len() as u32,
+            };
+            let jobs: Vec<Job> = (0..plan.idle)
+                .map(Job::Idle)
+                .chain(plan.subscribers.iter().cloned().map(Job::Sub))
+                .chain(plan.publishers.iter().cloned().map(Job::Pub))
+                .collect();
+            let mut numbers: Vec<u32> = jobs.iter().map(|j| j.connection_number(&shape)).collect();
+            numbers.sort_unstable();
+            let expected: Vec<u32> = (0..jobs.len() as u32).collect();
+            assert_eq!(numbers, expected, "{argv:?}");
+        }
     }
 }

@@ -56,7 +56,7 @@ pub enum TlsError {
 pub struct TlsOptions {
     /// PEM CA certificates the broker's certificate must chain to; `None` with `insecure`.
     pub ca_file: Option<String>,
-    /// Client certificate chain and key (PEM) templates; `%i` is the client index.
+    /// Client certificate chain and key (PEM) templates; `%i` is the connection number.
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
     /// Accept any broker certificate (its handshake signature is still verified).
@@ -136,8 +136,10 @@ impl TlsSetup {
         Ok(setup)
     }
 
-    /// The configuration client `index` connects with: the shared one, or one built from its
-    /// own certificate and key files.
+    /// The configuration connection number `index` connects with: the shared one, or one
+    /// built from its own certificate and key files. Connection numbers are unique in a run
+    /// (idle clients and subscribers from 0, then publishers), so no two connections present
+    /// the same certificate: a broker may allow one session per identity.
     pub fn client_config(&self, index: u32) -> Result<Arc<ClientConfig>, TlsError> {
         match &self.identity {
             Identity::Shared(config) => Ok(config.clone()),
