@@ -94,14 +94,20 @@ struct Broker {
 }
 
 impl Broker {
+    /// `client_certificate = "required"`, no registry: any certificate whose key the client
+    /// holds is accepted.
     fn start(pki: &Pki) -> Broker {
+        Broker::start_with(pki, "required", "")
+    }
+
+    fn start_with(pki: &Pki, client_certificate: &str, extra: &str) -> Broker {
         let shards = std::env::var("RINGMQ_TEST_SHARDS").unwrap_or_else(|_| "2".into());
         let plain_port = free_port();
         let tls_port = free_port();
         let config = format!(
-            "[server]\nshards = {shards}\n\n[[listener]]\nbind = \"127.0.0.1:{plain_port}\"\n\n\
+            "[server]\nshards = {shards}\n{extra}\n[[listener]]\nbind = \"127.0.0.1:{plain_port}\"\n\n\
              [[listener]]\nbind = \"127.0.0.1:{tls_port}\"\nprotocol = \"mqtts\"\n\
-             cert = \"server.pem\"\nkey = \"server.key\"\nclient_certificate = \"required\"\n"
+             cert = \"server.pem\"\nkey = \"server.key\"\nclient_certificate = \"{client_certificate}\"\n"
         );
         let path = pki.dir.join(format!("ringmq-{tls_port}.toml"));
         fs::write(&path, config).unwrap();
@@ -284,11 +290,12 @@ fn messages_larger_than_a_tls_record() {
     assert_eq!(r["decode_errors"], 0, "{r:#}");
 }
 
-/// `%i` in --certfile/--keyfile: each client presents its own certificate; a client whose files
-/// are missing fails alone and is counted as a TLS failure.
+/// `%i` in --certfile/--keyfile: each connection presents its own certificate (p2p -c 3:
+/// subscribers 0-2, publishers 3-5); a client whose files are missing fails alone and is
+/// counted as a TLS failure.
 #[test]
 fn per_client_certificates() {
-    let pki = Pki::new(3);
+    let pki = Pki::new(6);
     let broker = Broker::start(&pki);
     let per_client = [
         "--certfile",
@@ -309,17 +316,17 @@ fn per_client_certificates() {
     assert_eq!(r["connections"]["ok"], 6, "{r:#}");
     assert_eq!(r["delivered"], 300, "{r:#}");
 
-    // Four clients, certificates for three: client 3 fails, the others hold.
-    let mut args = with_ca(&pki, "ca.pem", &["-c", "4", "--duration", "0.2"]);
+    // Seven clients, certificates for six: client 6 fails, the others hold.
+    let mut args = with_ca(&pki, "ca.pem", &["-c", "7", "--duration", "0.2"]);
     args.extend(per_client.iter().cloned());
     let run = bench(&pki.dir, "conn", broker.tls_port, &strs(&args));
     let r = run.report();
-    assert_eq!(r["connections"]["ok"], 3, "{r:#}");
+    assert_eq!(r["connections"]["ok"], 6, "{r:#}");
     assert_eq!(r["connections"]["failed"], 1, "{r:#}");
     assert_eq!(r["connections"]["tls_failed"], 1, "{r:#}");
     let stderr = run.stderr();
     assert!(
-        stderr.contains("cannot read client certificate") && stderr.contains("dev-3.pem"),
+        stderr.contains("cannot read client certificate") && stderr.contains("dev-6.pem"),
         "{stderr}"
     );
     assert!(run.text().contains("1 failed (1 in TLS)"), "{}", run.text());
@@ -433,4 +440,145 @@ fn bad_certificate_files_are_startup_errors() {
     assert!(err.contains("--ssl needs --cacertfile"), "{err}");
     let err = startup_error(&["--cacertfile", &ca]);
     assert!(err.contains("--cacertfile needs --ssl"), "{err}");
+}
+
+/// A registry that knows the CA, clients `device-0` and `device-1` (authenticated by their
+/// certificate's CN) and CUSTOM-JWT tokens signed with a test secret; both may publish and
+/// subscribe under `bench/#`. Two sessions per authentication name: a p2p pair with one token.
+fn registry(pki: &Pki) -> String {
+    let ca = fs::read_to_string(pki.dir.join("ca.pem")).unwrap();
+    let client = |name: &str| {
+        serde_json::json!({ "name": name, "authenticationName": name,
+            "clientCertificateAuthentication": { "validationScheme": "SubjectMatchesAuthenticationName" },
+            "attributes": { "type": "bench" } })
+    };
+    serde_json::json!({
+        "namespace": { "clientAuthentication": {
+            "alternativeAuthenticationNameSources": ["ClientCertificateSubject"],
+            "customJwtAuthentication": {
+                "tokenIssuer": "https://issuer.test",
+                "audience": "ringmq",
+                "hmacSecrets": ["bench-secret-0123456789-0123456789-0123456789"]
+            }
+        },
+        "maxClientSessionsPerAuthenticationName": 2 },
+        "caCertificates": [ { "name": "bench-ca", "encodedCertificate": ca.replace('\n', "") } ],
+        "clients": [ client("device-0"), client("device-1") ],
+        "clientGroups": [
+            { "name": "bench", "query": "attributes.type = 'bench' OR attributes.role = 'bench'" }
+        ],
+        "topicSpaces": [ { "name": "bench", "topicTemplates": ["bench/#"] } ],
+        "permissionBindings": [
+            { "name": "bench-pub", "clientGroupName": "bench", "topicSpaceName": "bench", "permission": "Publisher" },
+            { "name": "bench-sub", "clientGroupName": "bench", "topicSpaceName": "bench", "permission": "Subscriber" }
+        ]
+    })
+    .to_string()
+}
+
+fn jwt(secret: &[u8]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({ "sub": "bench-app", "iss": "https://issuer.test",
+        "aud": "ringmq", "iat": now, "exp": now + 3600, "role": "bench" });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+/// Against a registry, which allows one session per identity: `%i` certificates are distinct
+/// identities (devices 0 and 1 are registered, device 2 is not and is refused at CONNECT, not
+/// in TLS; in p2p -c 1 the subscriber is device 0 and the publisher device 1), and a CUSTOM-JWT
+/// token sent as MQTT 5 authentication data over TLS authenticates a p2p run; a forged one is
+/// refused.
+#[test]
+fn per_client_identities_and_jwt_against_a_registry() {
+    let pki = Pki::new(3);
+    fs::write(pki.dir.join("registry.json"), registry(&pki)).unwrap();
+    let broker = Broker::start_with(&pki, "optional", "[auth]\nregistry = \"registry.json\"\n");
+    let per_client = [
+        "--certfile".to_string(),
+        pki.path("dev-%i.pem"),
+        "--keyfile".into(),
+        pki.path("dev-%i.key"),
+    ];
+    let mut args = with_ca(&pki, "ca.pem", &["-c", "3", "--duration", "0.2"]);
+    args.extend(per_client.iter().cloned());
+    let run = bench(&pki.dir, "conn", broker.tls_port, &strs(&args));
+    let r = run.report();
+    assert_eq!(r["connections"]["ok"], 2, "{r:#}");
+    assert_eq!(r["connections"]["failed"], 1, "{r:#}");
+    assert_eq!(r["connections"]["tls_failed"], 0, "{r:#}");
+    assert!(
+        run.stderr().contains("c2: broker refused"),
+        "{}",
+        run.text()
+    );
+
+    let mut args = with_ca(
+        &pki,
+        "ca.pem",
+        &["-c", "1", "-L", "200", "--duration", "30"],
+    );
+    args.extend(per_client.iter().cloned());
+    let r = bench(&pki.dir, "p2p", broker.tls_port, &strs(&args))
+        .report()
+        .clone();
+    assert_eq!(r["connections"]["ok"], 2, "{r:#}");
+    assert_eq!(r["delivered"], 200, "{r:#}");
+    assert_eq!(r["refused"], 0, "{r:#}");
+
+    // No client certificate: the token is the identity (the listener's certificate is
+    // optional).
+    let token = jwt(b"bench-secret-0123456789-0123456789-0123456789");
+    let args = with_ca(
+        &pki,
+        "ca.pem",
+        &[
+            "-c",
+            "1",
+            "-L",
+            "200",
+            "--duration",
+            "30",
+            "--auth-method",
+            "CUSTOM-JWT",
+            "--auth-data",
+            &token,
+        ],
+    );
+    let r = bench(&pki.dir, "p2p", broker.tls_port, &strs(&args))
+        .report()
+        .clone();
+    assert_eq!(r["connections"]["ok"], 2, "{r:#}");
+    assert_eq!(r["delivered"], 200, "{r:#}");
+    // The broker logs the authentication name, the token's `sub`.
+    assert!(broker.log().contains("bench-app"), "{}", broker.log());
+
+    let forged = jwt(b"not-the-secret-0123456789");
+    let args = with_ca(
+        &pki,
+        "ca.pem",
+        &[
+            "-c",
+            "1",
+            "--auth-method",
+            "CUSTOM-JWT",
+            "--auth-data",
+            &forged,
+        ],
+    );
+    let run = bench(&pki.dir, "p2p", broker.tls_port, &strs(&args));
+    assert!(!run.out.status.success(), "{}", run.text());
+    let stderr = run.stderr();
+    assert!(stderr.contains("broker refused"), "{stderr}");
+    assert!(
+        stderr.contains("none of the 1 clients could connect"),
+        "{stderr}"
+    );
 }
