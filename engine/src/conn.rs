@@ -46,23 +46,16 @@ pub struct Conn {
     pub window: u16,
     /// Topic Alias Maximum the client accepts from us.
     pub client_alias_max: u16,
-    /// Client → server aliases (index = alias - 1).
-    pub aliases_in: Vec<Option<Str>>,
-    /// Server → client aliases in use.
-    pub aliases_out: FxHashMap<Bytes, NonZeroU16>,
     pub request_problem_info: bool,
-    pub will: Option<Will>,
-    /// Encoded packets waiting to be written (after `out_chunks`).
+    /// The will, boxed: most connections have none and it is large.
+    pub will: Option<Box<Will>>,
+    /// Encoded packets waiting to be written (after the queued frames, see [`ConnExtra`]).
     pub out: BytesMut,
-    /// Frames written before `out`: a large payload is queued as the publisher's own `Bytes`
-    /// (shared, not copied per subscriber), preceded by the bytes encoded before it.
-    pub out_chunks: VecDeque<Bytes>,
-    /// Bytes held in `out_chunks`.
-    pub out_chunk_bytes: usize,
     /// The writer task, parked until `out` has data or the connection closes.
     pub writer: Option<Waker>,
-    /// Bytes received after CONNECT while the session was being claimed.
-    pub held_input: BytesMut,
+    /// What few connections use (topic aliases, frames queued by reference, input held while
+    /// the session is claimed), allocated on first use: an idle connection stays small.
+    extra: Option<Box<ConnExtra>>,
     /// The TLS client certificate chain, leaf first (empty without TLS or certificate).
     pub peer_certificates: Vec<rustls_pki_types::CertificateDer<'static>>,
     /// Who the client is and what it may do; `None` when no policy restricts it (the
@@ -80,6 +73,22 @@ pub struct Conn {
     /// `limits.max_publish_rate` and `limits.max_publish_bandwidth`, checked per PUBLISH.
     pub publish_rate: crate::quota::TokenBucket,
     pub publish_bytes: crate::quota::TokenBucket,
+}
+
+/// The rarely used parts of a [`Conn`].
+#[derive(Debug, Default)]
+pub struct ConnExtra {
+    /// Client → server aliases (index = alias - 1).
+    pub aliases_in: Vec<Option<Str>>,
+    /// Server → client aliases in use.
+    pub aliases_out: FxHashMap<Bytes, NonZeroU16>,
+    /// Frames written before `out`: a large payload is queued as the publisher's own `Bytes`
+    /// (shared, not copied per subscriber), preceded by the bytes encoded before it.
+    pub out_chunks: VecDeque<Bytes>,
+    /// Bytes held in `out_chunks`.
+    pub out_chunk_bytes: usize,
+    /// Bytes received after CONNECT while the session was being claimed.
+    pub held_input: BytesMut,
 }
 
 /// The authenticated identity of a connection and the permissions compiled from it.
@@ -119,15 +128,11 @@ impl Conn {
             client_max_packet: ringmq_codec::Limits::PROTOCOL_MAX_PACKET_SIZE,
             window: 1,
             client_alias_max: 0,
-            aliases_in: Vec::new(),
-            aliases_out: FxHashMap::default(),
             request_problem_info: true,
             will: None,
             out: BytesMut::new(),
-            out_chunks: VecDeque::new(),
-            out_chunk_bytes: 0,
             writer: None,
-            held_input: BytesMut::new(),
+            extra: None,
             peer_certificates: Vec::new(),
             auth: None,
             owner: None,
@@ -147,28 +152,46 @@ impl Conn {
         matches!(self.state, ConnState::Closing)
     }
 
+    /// The rarely used parts, if the connection ever needed them.
+    pub fn extra(&self) -> Option<&ConnExtra> {
+        self.extra.as_deref()
+    }
+
+    /// The rarely used parts, mutably, if the connection ever needed them.
+    pub fn extra_mut_if_any(&mut self) -> Option<&mut ConnExtra> {
+        self.extra.as_deref_mut()
+    }
+
+    /// The rarely used parts, allocated on first use.
+    pub fn extra_mut(&mut self) -> &mut ConnExtra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
     /// Bytes waiting to be written.
     pub fn pending_bytes(&self) -> usize {
-        self.out.len() + self.out_chunk_bytes
+        self.out.len() + self.extra.as_ref().map_or(0, |e| e.out_chunk_bytes)
     }
 
     /// Queues a payload by reference: what is encoded so far becomes a frame, then the
     /// payload follows as its own frame.
     pub fn push_payload(&mut self, payload: Bytes) {
-        if !self.out.is_empty() {
-            let head = self.out.split().freeze();
-            self.out_chunk_bytes += head.len();
-            self.out_chunks.push_back(head);
+        let head = (!self.out.is_empty()).then(|| self.out.split().freeze());
+        let extra = self.extra_mut();
+        if let Some(head) = head {
+            extra.out_chunk_bytes += head.len();
+            extra.out_chunks.push_back(head);
         }
-        self.out_chunk_bytes += payload.len();
-        self.out_chunks.push_back(payload);
+        extra.out_chunk_bytes += payload.len();
+        extra.out_chunks.push_back(payload);
     }
 
     /// The next frame for the writer: queued frames first, then `out` (swapped with
     /// `spare`, so steady state allocates nothing).
     pub fn take_output(&mut self, spare: &mut BytesMut) -> Option<Output> {
-        if let Some(chunk) = self.out_chunks.pop_front() {
-            self.out_chunk_bytes -= chunk.len();
+        if let Some(extra) = self.extra.as_mut()
+            && let Some(chunk) = extra.out_chunks.pop_front()
+        {
+            extra.out_chunk_bytes -= chunk.len();
             return Some(Output::Frame(chunk));
         }
         if self.out.is_empty() {

@@ -385,7 +385,7 @@ impl ShardCore {
         // it (complete_connect).
         if let Some(will) = will {
             match will.properties.will_delay_secs.unwrap_or(0) {
-                0 => self.publish_will(will, now),
+                0 => self.publish_will(*will, now),
                 delay => {
                     let publish_at = now + Duration::from_secs(u64::from(delay));
                     session.pending_will = Some(PendingWill { will, publish_at });
@@ -418,7 +418,7 @@ impl ShardCore {
             return;
         };
         if let Some(p) = session.pending_will.take() {
-            self.publish_will(p.will, now);
+            self.publish_will(*p.will, now);
         }
         let claim = session.claim;
         let owner = session.owner.clone();
@@ -668,7 +668,10 @@ impl ShardCore {
             .unwrap_or(0)
             .min(limits.topic_alias_maximum.max(16));
         conn.request_problem_info = props.request_problem_information.unwrap_or(true);
-        conn.will = connect.will.as_ref().map(crate::message::compact_will);
+        conn.will = connect
+            .will
+            .as_ref()
+            .map(|w| Box::new(crate::message::compact_will(w)));
         let client_id = conn.client_id.clone();
 
         // Resume or create the session.
@@ -690,7 +693,7 @@ impl ShardCore {
                 if let Some(mut old) = self.remove_session(sidx)
                     && let Some(p) = old.pending_will.take()
                 {
-                    self.publish_will(p.will, now);
+                    self.publish_will(*p.will, now);
                 }
                 self.insert_session(Session::new(client_id.clone(), expiry))
             }
@@ -742,7 +745,10 @@ impl ShardCore {
             }
         }
         write_packet(conn, &Packet::ConnAck(ack));
-        let mut held = std::mem::take(&mut conn.held_input);
+        let mut held = conn
+            .extra_mut_if_any()
+            .map(|e| std::mem::take(&mut e.held_input))
+            .unwrap_or_default();
         debug!(client_id = %client_id, session_present, version = ?connect.protocol, "client connected");
         self.resume_delivery(sidx, now);
         if !held.is_empty() {

@@ -348,7 +348,8 @@ impl ShardCore {
             if matches!(conn.state, ConnState::Claiming { .. }) {
                 // Packets pipelined after CONNECT wait until the session is ready (it may be
                 // coming from another shard); complete_connect processes them.
-                if conn.held_input.len() + buf.len() > self.codec_limits.max_packet_size as usize {
+                let held = conn.extra().map_or(0, |e| e.held_input.len());
+                if held + buf.len() > self.codec_limits.max_packet_size as usize {
                     let f = fail(
                         ReasonCode::QUOTA_EXCEEDED,
                         "too much data sent before CONNACK",
@@ -357,7 +358,9 @@ impl ShardCore {
                     buf.clear();
                     break;
                 }
-                conn.held_input.extend_from_slice(buf);
+                if !buf.is_empty() {
+                    conn.extra_mut().held_input.extend_from_slice(buf);
+                }
                 buf.clear();
                 break;
             }
@@ -501,7 +504,7 @@ impl ShardCore {
         if let Some(will) = will {
             let delay = will.properties.will_delay_secs.unwrap_or(0);
             if delay == 0 || ends_now {
-                self.publish_will(will, now);
+                self.publish_will(*will, now);
             } else {
                 let delay = delay.min(session.expiry_secs);
                 session.pending_will = Some(PendingWill {
@@ -749,7 +752,7 @@ impl ShardCore {
                 .get_mut(sidx)
                 .and_then(|s| s.pending_will.take())
             {
-                self.publish_will(p.will, now);
+                self.publish_will(*p.will, now);
             }
         }
         for sidx in ended {

@@ -302,7 +302,11 @@ impl ShardCore {
                     ));
                 }
                 if p.topic.is_empty() {
-                    match conn.aliases_in.get(slot).and_then(Option::as_ref) {
+                    match conn
+                        .extra()
+                        .and_then(|e| e.aliases_in.get(slot))
+                        .and_then(Option::as_ref)
+                    {
                         Some(t) => t.clone(),
                         None => {
                             return Err(fail(
@@ -313,10 +317,11 @@ impl ShardCore {
                     }
                 } else {
                     // The table grows on first use: idle connections carry none.
-                    if conn.aliases_in.len() <= slot {
-                        conn.aliases_in.resize(slot + 1, None);
+                    let aliases = &mut conn.extra_mut().aliases_in;
+                    if aliases.len() <= slot {
+                        aliases.resize(slot + 1, None);
                     }
-                    conn.aliases_in[slot] = Some(p.topic.clone());
+                    aliases[slot] = Some(p.topic.clone());
                     p.topic.clone()
                 }
             }
@@ -1040,11 +1045,11 @@ pub(crate) fn write_publish(
     let m = &out.message;
     let topic = m.topic.as_bytes();
     // Server → client topic alias: reuse one, or assign one while the client allows more.
-    let existing = conn.aliases_out.get(topic).copied();
+    let aliases = conn.extra().map(|e| &e.aliases_out);
+    let existing = aliases.and_then(|a| a.get(topic)).copied();
+    let in_use = aliases.map_or(0, |a| a.len());
     let new_alias = match existing {
-        None if usize::from(conn.client_alias_max) > conn.aliases_out.len() => {
-            NonZeroU16::new(conn.aliases_out.len() as u16 + 1)
-        }
+        None if usize::from(conn.client_alias_max) > in_use => NonZeroU16::new(in_use as u16 + 1),
         _ => None,
     };
     let header = PublishHeader {
@@ -1086,7 +1091,8 @@ pub(crate) fn write_publish(
         conn.out.extend_from_slice(&m.payload);
     }
     if let Some(alias) = new_alias {
-        conn.aliases_out
+        conn.extra_mut()
+            .aliases_out
             .insert(m.topic.as_bytes_shared().clone(), alias);
     }
     metrics.message_out(qos_pid.qos());

@@ -55,7 +55,8 @@ pub struct Inflight {
 /// A will waiting out its delay [MQTT-3.1.3-9].
 #[derive(Debug, Clone)]
 pub struct PendingWill {
-    pub will: Will,
+    /// Boxed like the connection's will, so an idle session stays small.
+    pub will: Box<Will>,
     pub publish_at: Instant,
 }
 

@@ -524,6 +524,8 @@ fn large_payload_shared_not_copied_per_subscriber() {
         .map(|s| {
             let conn = cl.cores[s.shard].conn(s.index).unwrap();
             let big = conn
+                .extra()
+                .expect("frames queued")
                 .out_chunks
                 .iter()
                 .find(|c| c.len() == payload.len())
