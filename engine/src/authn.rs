@@ -185,7 +185,7 @@ impl ShardCore {
         let wall = SystemTime::now();
         let mut expired = Vec::new();
         let mut recheck = Vec::new();
-        for (index, conn) in &self.conns {
+        for (index, conn) in self.conns.iter() {
             let Some(a) = &conn.auth else { continue };
             if !conn.is_connected() {
                 continue;

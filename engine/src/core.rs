@@ -21,13 +21,13 @@ use ringmq_codec::{
     Packet, ProtocolVersion, PubResp, QoS, ReasonCode, Str,
 };
 use rustc_hash::FxHashMap;
-use slab::Slab;
 use tracing::{debug, warn};
 
 use crate::config::Limits;
 use crate::conn::{Conn, ConnState};
 use crate::mesh::{ConnToken, Mesh, ShardMsg};
 use crate::metrics::{Quota, ShardHandle, ShardMetrics};
+use crate::pages::PagedSlab;
 use crate::retain::MemoryRetainStore;
 use crate::route::{Interest, LocalSubs, Scratch};
 use crate::session::{InflightState, PendingWill, Session};
@@ -55,9 +55,9 @@ pub struct ShardCore {
     pub(crate) auth_version: u64,
     /// This shard's verification caches (no sharing, no locks).
     pub(crate) auth_caches: ringmq_auth::Caches,
-    pub(crate) conns: Slab<Conn>,
+    pub(crate) conns: PagedSlab<Conn>,
     pub(crate) next_serial: u64,
-    pub(crate) sessions: Slab<Session>,
+    pub(crate) sessions: PagedSlab<Session>,
     pub(crate) by_client_id: FxHashMap<Bytes, usize>,
     pub(crate) subs: FilterTrie<LocalSubs>,
     pub(crate) interest: FilterTrie<Interest>,
@@ -218,9 +218,9 @@ impl ShardCore {
             auth_version: auth.load().version,
             auth,
             auth_caches: ringmq_auth::Caches::default(),
-            conns: Slab::new(),
+            conns: PagedSlab::new(),
             next_serial: 0,
-            sessions: Slab::new(),
+            sessions: PagedSlab::new(),
             by_client_id: FxHashMap::default(),
             subs: FilterTrie::new(),
             interest: FilterTrie::new(),
@@ -415,9 +415,10 @@ impl ShardCore {
             if !conn.is_closing() {
                 self.close_conn(index, true, now);
             }
-            let conn = self.conns.remove(index);
-            self.metrics.connection_closed(conn.listener);
-            self.release_quotas(&conn, now);
+            if let Some(conn) = self.conns.try_remove(index) {
+                self.metrics.connection_closed(conn.listener);
+                self.release_quotas(&conn, now);
+            }
         }
         self.drain_local(now);
     }
@@ -701,7 +702,7 @@ impl ShardCore {
         self.withdraw_deferred_interests(now);
         let connect_timeout = Duration::from_secs(u64::from(self.limits.connect_timeout_secs));
         let mut expired_conns = Vec::new();
-        for (index, conn) in &self.conns {
+        for (index, conn) in self.conns.iter() {
             match &conn.state {
                 ConnState::AwaitConnect { since } | ConnState::Claiming { since, .. }
                     if now.saturating_duration_since(*since) > connect_timeout =>
@@ -733,7 +734,7 @@ impl ShardCore {
         let mut wills = Vec::new();
         // Gauges are sampled here, in the pass over the sessions that expiry makes anyway.
         let (mut online, mut subscriptions) = (0u64, 0u64);
-        for (sidx, s) in &mut self.sessions {
+        for (sidx, s) in self.sessions.iter_mut() {
             subscriptions += s.subscriptions.len() as u64;
             if s.conn.is_some() {
                 online += 1;

@@ -19,6 +19,7 @@ mod layer_pump;
 pub mod mesh;
 pub mod message;
 pub mod metrics;
+mod pages;
 pub mod quota;
 pub mod reload;
 pub mod retain;
