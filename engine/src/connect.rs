@@ -753,6 +753,8 @@ impl ShardCore {
         self.resume_delivery(sidx, now);
         if !held.is_empty() {
             self.on_read(index, &mut held, now);
+            // A frame that arrived in part waits for the rest.
+            self.keep_partial_input(index, held);
         }
     }
 }

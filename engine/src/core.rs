@@ -335,8 +335,48 @@ impl ShardCore {
         self.conns.get_mut(index)
     }
 
-    /// Bytes arrived on a connection: decode and handle every complete packet.
+    /// Bytes arrived on a connection: decode and handle every complete packet. A frame that
+    /// is not complete stays in `buf` for the caller to continue.
     pub fn on_read(&mut self, index: usize, buf: &mut BytesMut, now: Instant) {
+        // Input held while the session was claimed may end with a frame in part (see
+        // `complete_connect`): these bytes continue it.
+        if let Some(conn) = self.conns.get_mut(index)
+            && !matches!(conn.state, ConnState::Claiming { .. })
+            && let Some(extra) = conn.extra_mut_if_any()
+            && !extra.held_input.is_empty()
+        {
+            let mut held = std::mem::take(&mut extra.held_input);
+            held.extend_from_slice(buf);
+            buf.clear();
+            self.decode_input(index, &mut held, now);
+            self.keep_partial_input(index, held);
+        } else {
+            self.decode_input(index, buf, now);
+        }
+        self.drain_local(now);
+    }
+
+    /// What remains of held input after decoding (a frame in part) waits for the next read.
+    pub(crate) fn keep_partial_input(&mut self, index: usize, rest: BytesMut) {
+        if rest.is_empty() {
+            return;
+        }
+        if let Some(conn) = self.conns.get_mut(index)
+            && !conn.is_closing()
+        {
+            let held = &mut conn.extra_mut().held_input;
+            if held.is_empty() {
+                *held = rest;
+            } else {
+                // Claiming again meanwhile: the newer bytes are already behind these.
+                let mut rest = rest;
+                rest.extend_from_slice(held);
+                *held = rest;
+            }
+        }
+    }
+
+    fn decode_input(&mut self, index: usize, buf: &mut BytesMut, now: Instant) {
         loop {
             let Some(conn) = self.conns.get_mut(index) else {
                 return;
@@ -394,7 +434,6 @@ impl ShardCore {
                 }
             }
         }
-        self.drain_local(now);
     }
 
     /// The peer closed the connection or the socket failed.

@@ -757,3 +757,52 @@ fn metrics_count_deliveries_and_drops() {
     );
     assert_eq!(total(&cl, |s| s.protocol_errors.get()), 1);
 }
+
+/// A frame cut right after CONNECT (CONNECT and the first part of a PUBLISH in one read) is
+/// kept while the session is claimed and completed by the next read, on the client id's own
+/// shard and when the claim goes through another shard.
+#[test]
+fn frame_cut_after_connect_is_completed_by_the_next_read() {
+    for (shards, id) in [(1, "cut-1"), (2, "cut-a"), (2, "cut-b"), (2, "cut-c")] {
+        let mut cl = Cluster::new(shards);
+        let (mut sub, _) = cl.connect(0, "cut-sub", true, 0);
+        cl.subscribe(&mut sub, "cut/t", QoS::AtLeastOnce);
+        let mut wire = bytes::BytesMut::new();
+        let connect = Packet::Connect(Box::new(connect_packet(id, ProtocolVersion::V5)));
+        encode(&connect, ProtocolVersion::V5, &mut wire).unwrap();
+        let connect_len = wire.len();
+        let payload = [0x5au8; 300];
+        let p = Packet::Publish(Publish {
+            dup: false,
+            qos_pid: QosPid::AtLeastOnce(pid(9)),
+            retain: false,
+            topic: Str::from_static("cut/t"),
+            properties: PublishProperties::default(),
+            payload: Bytes::copy_from_slice(&payload),
+        });
+        encode(&p, ProtocolVersion::V5, &mut wire).unwrap();
+        let mut c = cl.open(shards - 1);
+        // CONNECT and 100 bytes of the PUBLISH, then the rest.
+        let mut first = bytes::BytesMut::from(&wire[..connect_len + 100]);
+        cl.cores[c.shard].on_read(c.index, &mut first, cl.now);
+        cl.pump();
+        let mut rest = bytes::BytesMut::from(&wire[connect_len + 100..]);
+        // What the runtime does with what on_read leaves: continues it with the next read.
+        first.extend_from_slice(&rest);
+        rest = first;
+        cl.cores[c.shard].on_read(c.index, &mut rest, cl.now);
+        cl.pump();
+        assert!(rest.is_empty(), "{id}: everything handled");
+        let got = cl.recv(&mut c);
+        assert!(
+            matches!(got.as_slice(), [Packet::ConnAck(_), Packet::PubAck(a)] if a.packet_id == pid(9)),
+            "{id}: CONNACK then PUBACK, got {got:?}"
+        );
+        let got = cl.recv(&mut sub);
+        assert_eq!(
+            payloads(&got),
+            vec![Bytes::copy_from_slice(&payload)],
+            "{id}"
+        );
+    }
+}
