@@ -7,7 +7,7 @@ use std::num::NonZeroU16;
 use std::task::Waker;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use ringmq_codec::{Connect, ProtocolVersion, Str, Will};
 use rustc_hash::FxHashMap;
 
@@ -175,6 +175,10 @@ impl Conn {
     /// Queues a payload by reference: what is encoded so far becomes a frame, then the
     /// payload follows as its own frame.
     pub fn push_payload(&mut self, payload: Bytes) {
+        if payload.is_empty() {
+            // An empty frame would read as "nothing to write" (`next_output`).
+            return;
+        }
         let head = (!self.out.is_empty()).then(|| self.out.split().freeze());
         let extra = self.extra_mut();
         if let Some(head) = head {
@@ -203,6 +207,34 @@ impl Conn {
         )))
     }
 
+    /// The bytes to write next, in place (queued frames first, then `out`); empty when
+    /// nothing is waiting. Written bytes are then dropped with [`Conn::consume_output`].
+    pub fn next_output(&self) -> &[u8] {
+        match self.extra.as_ref().and_then(|e| e.out_chunks.front()) {
+            Some(chunk) => chunk,
+            None => &self.out,
+        }
+    }
+
+    /// Drops the first `n` bytes of [`Conn::next_output`] once written. `out` keeps its
+    /// capacity, so steady state allocates nothing.
+    pub fn consume_output(&mut self, n: usize) {
+        if let Some(extra) = self.extra.as_mut()
+            && let Some(chunk) = extra.out_chunks.front_mut()
+        {
+            let n = n.min(chunk.len());
+            chunk.advance(n);
+            extra.out_chunk_bytes -= n;
+            if chunk.is_empty() {
+                extra.out_chunks.pop_front();
+            }
+            return;
+        }
+        // The space written from is reclaimed by the next `reserve` (no allocation while
+        // the buffer is not shared).
+        self.out.advance(n.min(self.out.len()));
+    }
+
     /// Wakes the writer after `out` changed.
     pub fn wake_writer(&mut self) {
         if let Some(waker) = self.writer.take() {
@@ -218,4 +250,65 @@ pub enum Output {
     Frame(Bytes),
     /// The encode buffer; handed back to the connection as its spare when written.
     Buffer(BytesMut),
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn conn() -> Conn {
+        Conn::new(1, "127.0.0.1:1883".parse().unwrap(), Instant::now())
+    }
+
+    /// Drains output the way the plain pump does, `step` bytes per write.
+    fn drain(c: &mut Conn, step: usize) -> Vec<u8> {
+        let mut written = Vec::new();
+        loop {
+            let data = c.next_output();
+            if data.is_empty() {
+                return written;
+            }
+            let n = step.min(data.len());
+            written.extend_from_slice(&data[..n]);
+            c.consume_output(n);
+        }
+    }
+
+    #[test]
+    fn output_in_place_keeps_order_across_partial_writes() {
+        let mut c = conn();
+        c.out.extend_from_slice(b"head");
+        c.push_payload(Bytes::from_static(b"PAYLOAD"));
+        c.out.extend_from_slice(b"tail");
+        assert_eq!(c.pending_bytes(), 15);
+        assert_eq!(drain(&mut c, 3), b"headPAYLOADtail");
+        assert_eq!(c.pending_bytes(), 0);
+        assert!(c.extra().unwrap().out_chunks.is_empty());
+    }
+
+    #[test]
+    fn written_output_space_is_reused_without_allocating() {
+        let mut c = conn();
+        c.out.reserve(64);
+        let start = c.out.as_ptr();
+        for round in 0..100u8 {
+            c.out.extend_from_slice(&[round; 40]);
+            assert_eq!(c.out.as_ptr(), start, "the same allocation, reclaimed");
+            assert_eq!(drain(&mut c, 16), vec![round; 40]);
+        }
+    }
+
+    #[test]
+    fn an_idle_connection_has_no_extra_parts() {
+        let mut c = conn();
+        c.out.extend_from_slice(b"x");
+        assert_eq!(drain(&mut c, 100), b"x");
+        assert!(c.extra().is_none());
+        assert!(
+            std::mem::size_of::<Conn>() <= 320,
+            "Conn grew: {}",
+            std::mem::size_of::<Conn>()
+        );
+    }
 }

@@ -20,6 +20,7 @@ pub mod mesh;
 pub mod message;
 pub mod metrics;
 mod pages;
+mod plain_pump;
 pub mod quota;
 pub mod reload;
 pub mod retain;

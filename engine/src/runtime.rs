@@ -1,36 +1,33 @@
 //! The I/O around the sans-IO core: shard threads, each a monoio runtime pinned to a core,
-//! with its own SO_REUSEPORT listener per configured address, a reader and a writer task per
-//! connection, an inbox task for the mesh, and a tick task for timers.
+//! with its own SO_REUSEPORT listener per configured address, a task per plain connection
+//! (`plain_pump`) and a reader and a writer task per TLS or WebSocket connection
+//! (`layer_pump`), an inbox task for the mesh, and a tick task for timers.
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
-use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+use monoio::net::{ListenerOpts, TcpListener};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, Driver, ListenerProtocol};
-use crate::conn::Output;
 use crate::core::ShardCore;
 use crate::layer::{Bare, Tls};
 use crate::layer_pump;
 use crate::mesh::Mesh;
 use crate::metrics::{Health, Metrics, ShardHandle};
+use crate::plain_pump::connection;
 use crate::tls::ListenerTls;
 use crate::ws::{WsConfig, WsServer};
 
 pub(crate) type Core = Rc<RefCell<ShardCore>>;
 
-/// Read buffer size of an idle connection; grows to fit a large packet, so idle
-/// connections stay cheap.
+/// Read buffer size of a TLS or WebSocket connection (grows to fit a large packet); plain
+/// connections read into the shard's arena instead (`plain_pump`).
 pub(crate) const READ_CHUNK: usize = 512;
 /// Mesh messages handled per loop turn before yielding to connections.
 const MESH_BATCH: usize = 1024;
@@ -484,103 +481,6 @@ fn tls_session(
     }
 }
 
-/// Reader and writer of one connection. The reader feeds the core; the writer drains the
-/// connection's `out` whenever the core wakes it.
-async fn connection(stream: TcpStream, index: usize, core: Core) {
-    let fd = stream.as_raw_fd();
-    let (mut reader, mut writer) = stream.into_split();
-    let write_core = core.clone();
-    let read_done = Rc::new(ReadDone::default());
-    let write_done = read_done.clone();
-    let write_task = monoio::spawn(async move {
-        let mut spare = BytesMut::new();
-        let mut flushed = true;
-        loop {
-            let (output, closing) = match next_output(&write_core, index, &mut spare).await {
-                Some(x) => x,
-                None => break,
-            };
-            let res = match output {
-                Output::Buffer(buf) => {
-                    let (res, mut buf) = writer.write_all(buf).await;
-                    buf.clear();
-                    spare = buf;
-                    res
-                }
-                Output::Frame(frame) => writer.write_all(frame).await.0,
-            };
-            match res {
-                Ok(n) => write_core.borrow().metrics().bytes_out.add(n as u64),
-                Err(e) => {
-                    debug!(index, "write failed: {e}");
-                    flushed = false;
-                    break;
-                }
-            }
-            if closing
-                && write_core
-                    .borrow()
-                    .conn(index)
-                    .is_some_and(|c| c.pending_bytes() == 0)
-            {
-                break;
-            }
-        }
-        finish_writes(fd, flushed, &write_done).await;
-    });
-
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let mut discarded = 0;
-    loop {
-        wait_for_mesh_room(&core).await;
-        // Reserve what the next frame needs (bounded by max_packet_size in peek_frame_len).
-        let want = {
-            let c = core.borrow();
-            match ringmq_codec::peek_frame_len(&buf, &c.codec_limits) {
-                Ok(Some(len)) => len.saturating_sub(buf.len()).max(READ_CHUNK / 2),
-                _ => READ_CHUNK / 2,
-            }
-        };
-        if buf.capacity() - buf.len() < want {
-            buf.reserve(want);
-        }
-        // Trap: monoio's `IoBufMut for BytesMut` reads from offset 0, over bytes already
-        // buffered; read into the spare capacity after them instead.
-        let filled = buf.len();
-        let (res, slice) = reader.read(buf.slice_mut(filled..)).await;
-        buf = slice.into_inner();
-        let now = Instant::now();
-        match res {
-            Ok(0) | Err(_) => {
-                let mut c = core.borrow_mut();
-                c.poll_mesh(now, usize::MAX);
-                c.on_closed(index, now);
-                c.flush_mesh();
-                break;
-            }
-            Ok(n) => {
-                let mut c = core.borrow_mut();
-                c.metrics().bytes_in.add(n as u64);
-                if c.conn(index).is_none_or(|conn| conn.is_closing()) {
-                    // Ended by the server: what the client still sends is discarded (LINGER).
-                    buf.clear();
-                    discarded += n;
-                    if discarded > LINGER_BYTES {
-                        break;
-                    }
-                    continue;
-                }
-                c.poll_mesh(now, usize::MAX);
-                c.on_read(index, &mut buf, now);
-                c.flush_mesh();
-            }
-        }
-    }
-    read_done.set();
-    let _ = write_task.await;
-    release_connection(&core, index);
-}
-
 /// How long a connection the server ended keeps reading, and discarding, after its last
 /// packet and FIN. Closing a socket with unread input makes the kernel answer with a reset,
 /// and a client still sending (a publisher over its quota, above all) then sees a write error
@@ -641,32 +541,8 @@ pub(crate) fn release_connection(core: &Core, index: usize) {
     c.flush_mesh();
 }
 
-/// Waits until the connection has something to write or has closed with nothing left
-/// (`None`).
-pub(crate) fn next_output<'a>(
-    core: &'a Core,
-    index: usize,
-    spare: &'a mut BytesMut,
-) -> impl Future<Output = Option<(Output, bool)>> + 'a {
-    std::future::poll_fn(move |cx| {
-        let mut c = core.borrow_mut();
-        let Some(conn) = c.conn_mut(index) else {
-            return Poll::Ready(None);
-        };
-        let closing = conn.is_closing();
-        if let Some(output) = conn.take_output(spare) {
-            return Poll::Ready(Some((output, closing)));
-        }
-        if closing {
-            return Poll::Ready(None);
-        }
-        conn.writer = Some(cx.waker().clone());
-        Poll::Pending
-    })
-}
-
 /// Yields to the other tasks of the shard once.
-async fn yield_once() {
+pub(crate) async fn yield_once() {
     let mut yielded = false;
     std::future::poll_fn(|cx| {
         if yielded {
