@@ -70,9 +70,10 @@ pub struct Conn {
     pub refusal: Option<crate::metrics::Quota>,
     /// Holds a per-IP connection count (given back when the connection is released).
     pub ip_counted: bool,
-    /// `limits.max_publish_rate` and `limits.max_publish_bandwidth`, checked per PUBLISH.
-    pub publish_rate: crate::quota::TokenBucket,
-    pub publish_bytes: crate::quota::TokenBucket,
+    /// `limits.max_publish_rate` and `limits.max_publish_bandwidth`, checked per PUBLISH;
+    /// made full at the first PUBLISH checked (only when those limits are set), so an idle
+    /// connection carries none.
+    pub publish_buckets: Option<Box<crate::quota::PublishBuckets>>,
 }
 
 /// The rarely used parts of a [`Conn`].
@@ -139,8 +140,7 @@ impl Conn {
             connect_expiry_zero: false,
             refusal: None,
             ip_counted: false,
-            publish_rate: crate::quota::TokenBucket::new(now),
-            publish_bytes: crate::quota::TokenBucket::new(now),
+            publish_buckets: None,
         }
     }
 
@@ -306,7 +306,7 @@ mod tests {
         assert_eq!(drain(&mut c, 100), b"x");
         assert!(c.extra().is_none());
         assert!(
-            std::mem::size_of::<Conn>() <= 320,
+            std::mem::size_of::<Conn>() <= 280,
             "Conn grew: {}",
             std::mem::size_of::<Conn>()
         );

@@ -64,6 +64,24 @@ impl Rate {
     }
 }
 
+/// A connection's PUBLISH quotas: messages and bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishBuckets {
+    pub rate: TokenBucket,
+    pub bytes: TokenBucket,
+}
+
+impl PublishBuckets {
+    /// Both full. A full bucket holds no more whenever it is made, so making them at the
+    /// first PUBLISH instead of at connect changes nothing.
+    pub fn new(now: Instant) -> PublishBuckets {
+        PublishBuckets {
+            rate: TokenBucket::new(now),
+            bytes: TokenBucket::new(now),
+        }
+    }
+}
+
 /// A token bucket, stored as how many tokens it lacks from full (so a new bucket is full
 /// without knowing its capacity). The rate is passed in by the caller: every bucket of a kind
 /// shares one, and a connection stays small.
@@ -340,7 +358,8 @@ impl ShardCore {
     }
 
     /// `limits.max_publish_rate` and `limits.max_publish_bandwidth` for a PUBLISH of
-    /// `frame_len` bytes: token buckets on the connection, no allocation, no clock read.
+    /// `frame_len` bytes: token buckets on the connection (allocated, full, at its first
+    /// PUBLISH; no allocation after), no clock read.
     /// Returns the quota exceeded, if any (nothing is charged then).
     fn publish_over_quota(
         &mut self,
@@ -354,14 +373,17 @@ impl ShardCore {
             return None;
         }
         let bytes = frame_len as u64;
-        if !conn.publish_rate.allows(1, rate, now) {
+        let buckets = conn
+            .publish_buckets
+            .get_or_insert_with(|| Box::new(PublishBuckets::new(now)));
+        if !buckets.rate.allows(1, rate, now) {
             return Some(Quota::MessageRate);
         }
-        if !conn.publish_bytes.allows(bytes, bandwidth, now) {
+        if !buckets.bytes.allows(bytes, bandwidth, now) {
             return Some(Quota::Bandwidth);
         }
-        conn.publish_rate.charge(1, rate);
-        conn.publish_bytes.charge(bytes, bandwidth);
+        buckets.rate.charge(1, rate);
+        buckets.bytes.charge(bytes, bandwidth);
         None
     }
 
