@@ -30,6 +30,9 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// Pin each shard thread to a core.
     pub pin_cores: bool,
+    /// Let the heap use transparent huge pages (mimalloc asks the kernel for them). Off: the
+    /// resident size then follows what is allocated instead of growing in 2 MiB steps.
+    pub transparent_huge_pages: bool,
 }
 
 /// How log lines are written to standard error.
@@ -49,6 +52,7 @@ impl Default for ServerConfig {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             pin_cores: true,
+            transparent_huge_pages: false,
         }
     }
 }
@@ -799,5 +803,28 @@ mod example_tests {
         assert_eq!(c.listeners[0].bind.port(), 1883);
         assert_eq!(c.metrics.bind, MetricsConfig::default().bind);
         assert_eq!(c.metrics.sys_interval_secs, DEFAULT_SYS_INTERVAL_SECS);
+        assert_eq!(
+            c.server.transparent_huge_pages,
+            ServerConfig::default().transparent_huge_pages
+        );
+    }
+
+    #[test]
+    fn transparent_huge_pages_off_unless_asked_for() {
+        let off = Config::from_toml("", Path::new("t.toml")).unwrap();
+        assert!(!off.server.transparent_huge_pages);
+        let on = Config::from_toml(
+            "[server]\ntransparent_huge_pages = true\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert!(on.server.transparent_huge_pages);
+        let bad = Config::from_toml(
+            "[server]\ntransparent_huge_pages = \"yes\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("transparent_huge_pages"), "{bad}");
     }
 }

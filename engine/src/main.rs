@@ -37,6 +37,8 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // Before the heap grows; turned back on below if the configuration asks for them.
+    ringmq::runtime::set_transparent_huge_pages(false);
     let cli = Cli::parse();
     let mut config = match &cli.config {
         Some(path) => match Config::from_file(path) {
@@ -104,6 +106,9 @@ fn main() -> ExitCode {
             .with_current_span(false)
             .with_thread_names(true)
             .init(),
+    }
+    if config.server.transparent_huge_pages {
+        ringmq::runtime::set_transparent_huge_pages(true);
     }
     match Server::start(config) {
         Ok(server) => {

@@ -234,6 +234,19 @@ impl Server {
     }
 }
 
+/// Whether the heap may use transparent huge pages (`server.transparent_huge_pages`).
+///
+/// mimalloc asks for them (madvise) on its arenas: the resident size then grows in 2 MiB
+/// steps, each touched huge page counted whole. With 10 000 idle connections on two shards
+/// that was ~1.3x what is allocated, plus ~12 MiB at startup (docs/benchmarks.md). Applies to
+/// memory touched from the call on, so `main` turns them off first and back on if configured.
+pub fn set_transparent_huge_pages(enabled: bool) {
+    if let Err(e) = crate::sys::set_transparent_huge_pages(enabled) {
+        // Old kernels without PR_SET_THP_DISABLE: the kernel's default stays.
+        debug!("cannot set transparent huge pages to {enabled}: {e}");
+    }
+}
+
 /// Shared by the shards: set once when the server is asked to stop. It is the health's
 /// `draining` flag, so `/ready` answers 503 from the moment a graceful stop begins.
 #[derive(Debug, Clone, Default)]

@@ -1,5 +1,5 @@
 //! The engine's only unsafe code: operations on a raw socket descriptor that monoio's split
-//! halves do not expose, and reads into a buffer's spare capacity.
+//! halves do not expose, reads into a buffer's spare capacity, and one process setting.
 
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
@@ -48,4 +48,18 @@ pub fn send(fd: RawFd, data: &[u8]) -> io::Result<usize> {
     // SAFETY: as in `recv_into`: the caller owns the stream of `fd` for the call.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     socket2::SockRef::from(&fd).send_with_flags(data, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+}
+
+/// Whether the process's memory may be backed by transparent huge pages (PR_SET_THP_DISABLE;
+/// applies to pages touched from now on).
+pub fn set_transparent_huge_pages(enabled: bool) -> io::Result<()> {
+    let disable = libc::c_ulong::from(!enabled);
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and no pointers; it only sets a flag on
+    // this process.
+    let r = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, disable, 0, 0, 0) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
