@@ -551,7 +551,15 @@ async fn publish(
         if cfg.qos != QoS::AtMostOnce {
             window.acquire(n as u32);
         }
-        if writer.write_all(&mut out).await.is_err() {
+        // A write that started before the drain counts as published when it completes; the
+        // drain waits for it (`Shared::writing`).
+        shared.writing.fetch_add(1, Ordering::SeqCst);
+        let written = writer.write_all(&mut out).await;
+        if written.is_ok() {
+            Shared::add(&shared.published, n);
+        }
+        shared.writing.fetch_sub(1, Ordering::SeqCst);
+        if written.is_err() {
             if shared.phase() < phase::DONE {
                 Shared::add(&shared.disconnected, 1);
             }
@@ -559,7 +567,6 @@ async fn publish(
         }
         sent += n;
         last_write = std::time::Instant::now();
-        Shared::add(&shared.published, n);
         shared
             .last_publish_ns
             .fetch_max(clock::monotonic_ns(), Ordering::Relaxed);

@@ -426,6 +426,9 @@ impl Coordinator<'_> {
     }
 
     fn all_delivered(&self) -> bool {
+        if self.shared.writing.load(Ordering::SeqCst) > 0 {
+            return false;
+        }
         let published = Shared::get(&self.shared.published);
         let delivered_all = Shared::get(&self.shared.delivered) >= published * self.plan.fanout;
         let acked_all = self.cfg.qos == ringmq_codec::QoS::AtMostOnce

@@ -42,6 +42,9 @@ pub struct Shared {
     /// Publishers that reached their message limit.
     pub publishers_done: AtomicU64,
     pub published: AtomicU64,
+    /// Publisher writes in progress. A write that began before the drain adds to
+    /// `published` when it completes; until then the drain cannot tell all was delivered.
+    pub writing: AtomicU64,
     /// QoS 1 PUBACKs received by publishers.
     pub acked: AtomicU64,
     pub delivered: AtomicU64,
