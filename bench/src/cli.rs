@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
+use crate::config::Scenario;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ringmq-bench",
@@ -32,6 +34,20 @@ pub enum Command {
     Latency(LoadArgs),
     /// Start each broker in turn, run the same scenarios, write a markdown report and SVG chart.
     Compare(CompareArgs),
+}
+
+impl Command {
+    /// A load scenario and its options, or the `compare` options.
+    pub fn into_load(self) -> Result<(Scenario, LoadArgs), Box<CompareArgs>> {
+        match self {
+            Command::Conn(a) => Ok((Scenario::Conn, a)),
+            Command::P2p(a) => Ok((Scenario::P2p, a)),
+            Command::FanIn(a) => Ok((Scenario::FanIn, a)),
+            Command::FanOut(a) => Ok((Scenario::FanOut, a)),
+            Command::Latency(a) => Ok((Scenario::Latency, a)),
+            Command::Compare(a) => Err(Box::new(a)),
+        }
+    }
 }
 
 /// Options shared by all load scenarios.

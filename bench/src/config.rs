@@ -381,13 +381,8 @@ mod tests {
 
     fn config(argv: &[&str]) -> LoadConfig {
         let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
-        let (scenario, args) = match cli.command {
-            Command::Conn(a) => (Scenario::Conn, a),
-            Command::P2p(a) => (Scenario::P2p, a),
-            Command::FanIn(a) => (Scenario::FanIn, a),
-            Command::FanOut(a) => (Scenario::FanOut, a),
-            Command::Latency(a) => (Scenario::Latency, a),
-            Command::Compare(_) => panic!("not a load command"),
+        let Ok((scenario, args)) = cli.command.into_load() else {
+            panic!("not a load command")
         };
         LoadConfig::from_args(scenario, &args).unwrap_or_else(|e| panic!("{e}"))
     }

@@ -28,8 +28,8 @@ pub mod wire;
 
 use std::path::Path;
 
-use cli::{Cli, Command};
-use config::{LoadConfig, Scenario};
+use cli::Cli;
+use config::LoadConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -48,13 +48,9 @@ pub enum BenchError {
 
 /// Runs a parsed command line.
 pub fn execute(cli: Cli) -> Result<(), BenchError> {
-    let (scenario, args) = match cli.command {
-        Command::Conn(a) => (Scenario::Conn, a),
-        Command::P2p(a) => (Scenario::P2p, a),
-        Command::FanIn(a) => (Scenario::FanIn, a),
-        Command::FanOut(a) => (Scenario::FanOut, a),
-        Command::Latency(a) => (Scenario::Latency, a),
-        Command::Compare(a) => return Ok(compare::compare(&a)?),
+    let (scenario, args) = match cli.command.into_load() {
+        Ok(load) => load,
+        Err(a) => return Ok(compare::compare(&a)?),
     };
     let cfg = LoadConfig::from_args(scenario, &args)?;
     let report = run::run(&cfg)?;

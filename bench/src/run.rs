@@ -594,18 +594,13 @@ fn build_report(
 #[allow(clippy::panic)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
+    use crate::cli::Cli;
     use clap::Parser;
 
     fn plan(argv: &[&str]) -> Plan {
         let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
-        let (scenario, args) = match cli.command {
-            Command::Conn(a) => (Scenario::Conn, a),
-            Command::P2p(a) => (Scenario::P2p, a),
-            Command::FanIn(a) => (Scenario::FanIn, a),
-            Command::FanOut(a) => (Scenario::FanOut, a),
-            Command::Latency(a) => (Scenario::Latency, a),
-            Command::Compare(_) => panic!("not a load command"),
+        let Ok((scenario, args)) = cli.command.into_load() else {
+            panic!("not a load command")
         };
         Plan::new(&LoadConfig::from_args(scenario, &args).unwrap_or_else(|e| panic!("{e}")))
     }

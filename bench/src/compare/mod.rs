@@ -13,8 +13,8 @@ use serde::Serialize;
 
 pub use broker::{BrokerSpec, RunningBroker};
 
-use crate::cli::{Cli, Command, CompareArgs};
-use crate::config::{self, LoadConfig, Scenario};
+use crate::cli::{Cli, CompareArgs};
+use crate::config::{self, LoadConfig};
 use crate::report::{Report, si};
 use crate::run;
 use crate::sysinfo::{self, MachineInfo};
@@ -493,14 +493,10 @@ fn latency_rate(cmp: &mut Comparison, def: &ScenarioDef) -> (f64, String) {
 
 fn load_config(argv: &[String]) -> Result<LoadConfig, String> {
     let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-    let (scenario, args) = match cli.command {
-        Command::Conn(a) => (Scenario::Conn, a),
-        Command::P2p(a) => (Scenario::P2p, a),
-        Command::FanIn(a) => (Scenario::FanIn, a),
-        Command::FanOut(a) => (Scenario::FanOut, a),
-        Command::Latency(a) => (Scenario::Latency, a),
-        Command::Compare(_) => return Err("compare cannot nest".into()),
-    };
+    let (scenario, args) = cli
+        .command
+        .into_load()
+        .map_err(|_| "compare cannot nest".to_string())?;
     LoadConfig::from_args(scenario, &args).map_err(|e| e.to_string())
 }
 
