@@ -1,159 +1,34 @@
 //! End-to-end: the real `ringmq-bench` binary over TLS against the real `ringmq` binary with an
-//! `mqtts` listener that requires client certificates. Certificates are made here with rcgen.
+//! `mqtts` listener that requires client certificates. Certificates come from the shared test PKI (`ringmq_tests::pki`, rcgen).
 //!
 //! Honours `RINGMQ_TEST_SHARDS` and `RINGMQ_TEST_DRIVER` like the tests in tests/.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fs;
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
-};
-use ringmq_tests::{broker_binary, free_port, temp_dir};
+use ringmq_tests::free_port;
+use ringmq_tests::pki::{Pki, TlsBroker};
 
-/// A CA, the broker's certificate for 127.0.0.1 / localhost, a client certificate
-/// (`client.pem`/`client.key`) and per-client ones (`dev-{i}.pem`/`dev-{i}.key`).
-struct Pki {
-    dir: PathBuf,
-    ca: CertifiedIssuer<'static, KeyPair>,
+/// The shared test PKI (a CA, the broker's certificate for 127.0.0.1 / localhost) plus a client
+/// certificate (`client.pem`/`client.key`), per-client ones (`dev-{i}.pem`/`dev-{i}.key`) and a
+/// CA that did not sign the broker's certificate (`rogue.pem`).
+fn pki(per_client: u32) -> Pki {
+    let pki = Pki::new();
+    pki.leaf("client", "bench-client", &pki.ca);
+    for i in 0..per_client {
+        pki.leaf(&format!("dev-{i}"), &format!("device-{i}"), &pki.ca);
+    }
+    fs::write(pki.dir.join("rogue.pem"), pki.rogue_pem()).unwrap();
+    pki
 }
 
-fn ca_params(cn: &str) -> CertificateParams {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    params
-}
-
-impl Pki {
-    fn new(per_client: u32) -> Pki {
-        let dir = temp_dir("bench-tls");
-        let ca =
-            CertifiedIssuer::self_signed(ca_params("bench test CA"), KeyPair::generate().unwrap())
-                .unwrap();
-        fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        let server_key = KeyPair::generate().unwrap();
-        let mut server = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        server
-            .subject_alt_names
-            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        server
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        let server_cert = server.signed_by(&server_key, &ca).unwrap();
-        fs::write(dir.join("server.pem"), server_cert.pem()).unwrap();
-        fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
-        let pki = Pki { dir, ca };
-        pki.leaf("client", "bench-client");
-        for i in 0..per_client {
-            pki.leaf(&format!("dev-{i}"), &format!("device-{i}"));
-        }
-        // A CA that did not sign the broker's certificate.
-        let rogue =
-            CertifiedIssuer::self_signed(ca_params("rogue CA"), KeyPair::generate().unwrap())
-                .unwrap();
-        fs::write(pki.dir.join("rogue.pem"), rogue.pem()).unwrap();
-        pki
-    }
-
-    fn leaf(&self, file: &str, cn: &str) {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        fs::write(self.dir.join(format!("{file}.pem")), cert.pem()).unwrap();
-        fs::write(self.dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// ringmq with an `mqtts` listener requiring client certificates, killed on drop.
-struct Broker {
-    child: Child,
-    tls_port: u16,
-    log: PathBuf,
-}
-
-impl Broker {
-    /// `client_certificate = "required"`, no registry: any certificate whose key the client
-    /// holds is accepted.
-    fn start(pki: &Pki) -> Broker {
-        Broker::start_with(pki, "required", "")
-    }
-
-    fn start_with(pki: &Pki, client_certificate: &str, extra: &str) -> Broker {
-        let shards = std::env::var("RINGMQ_TEST_SHARDS").unwrap_or_else(|_| "2".into());
-        let plain_port = free_port();
-        let tls_port = free_port();
-        let config = format!(
-            "[server]\nshards = {shards}\n{extra}\n[[listener]]\nbind = \"127.0.0.1:{plain_port}\"\n\n\
-             [[listener]]\nbind = \"127.0.0.1:{tls_port}\"\nprotocol = \"mqtts\"\n\
-             cert = \"server.pem\"\nkey = \"server.key\"\nclient_certificate = \"{client_certificate}\"\n"
-        );
-        let path = pki.dir.join(format!("ringmq-{tls_port}.toml"));
-        fs::write(&path, config).unwrap();
-        let log = pki.dir.join(format!("broker-{tls_port}.log"));
-        let out = fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(broker_binary());
-        cmd.arg("--config").arg(&path);
-        if let Ok(driver) = std::env::var("RINGMQ_TEST_DRIVER") {
-            cmd.arg("--driver").arg(driver);
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        let broker = Broker {
-            child,
-            tls_port,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "broker did not start:\n{}",
-                broker.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        broker
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- broker log:\n{}", self.log());
-        }
-    }
+/// ringmq with an `mqtts` listener requiring client certificates and no registry: any
+/// certificate whose key the client holds is accepted.
+fn broker(pki: &Pki) -> TlsBroker {
+    TlsBroker::start(pki, "required", "")
 }
 
 /// What one `ringmq-bench` run printed, and its JSON report when it wrote one.
@@ -228,8 +103,8 @@ fn client_cert(pki: &Pki) -> Vec<String> {
 /// every message arrives.
 #[test]
 fn conn_and_p2p_over_mutual_tls() {
-    let pki = Pki::new(0);
-    let broker = Broker::start(&pki);
+    let pki = pki(0);
+    let broker = broker(&pki);
     let mut args = with_ca(&pki, "ca.pem", &["-c", "40", "--duration", "0.5"]);
     args.extend(client_cert(&pki));
     let run = bench(&pki.dir, "conn", broker.tls_port, &strs(&args));
@@ -275,8 +150,8 @@ fn conn_and_p2p_over_mutual_tls() {
 /// message and its stamp.
 #[test]
 fn messages_larger_than_a_tls_record() {
-    let pki = Pki::new(0);
-    let broker = Broker::start(&pki);
+    let pki = pki(0);
+    let broker = broker(&pki);
     let mut args = with_ca(
         &pki,
         "ca.pem",
@@ -295,8 +170,8 @@ fn messages_larger_than_a_tls_record() {
 /// counted as a TLS failure.
 #[test]
 fn per_client_certificates() {
-    let pki = Pki::new(6);
-    let broker = Broker::start(&pki);
+    let pki = pki(6);
+    let broker = broker(&pki);
     let per_client = [
         "--certfile",
         &pki.path("dev-%i.pem"),
@@ -337,8 +212,8 @@ fn per_client_certificates() {
 /// certificate fails the handshake the same way; --insecure skips that check.
 #[test]
 fn tls_failures_are_reported() {
-    let pki = Pki::new(0);
-    let broker = Broker::start(&pki);
+    let pki = pki(0);
+    let broker = broker(&pki);
     let run = bench(
         &pki.dir,
         "conn",
@@ -387,7 +262,7 @@ fn tls_failures_are_reported() {
 /// Bad files stop the run before it connects, naming the file and the problem.
 #[test]
 fn bad_certificate_files_are_startup_errors() {
-    let pki = Pki::new(1);
+    let pki = pki(1);
     let port = free_port().to_string();
     let startup_error = |args: &[&str]| -> String {
         let out = Command::new(env!("CARGO_BIN_EXE_ringmq-bench"))
@@ -498,9 +373,9 @@ fn jwt(secret: &[u8]) -> String {
 /// refused.
 #[test]
 fn per_client_identities_and_jwt_against_a_registry() {
-    let pki = Pki::new(3);
+    let pki = pki(3);
     fs::write(pki.dir.join("registry.json"), registry(&pki)).unwrap();
-    let broker = Broker::start_with(&pki, "optional", "[auth]\nregistry = \"registry.json\"\n");
+    let broker = TlsBroker::start(&pki, "optional", "[auth]\nregistry = \"registry.json\"\n");
     let per_client = [
         "--certfile".to_string(),
         pki.path("dev-%i.pem"),

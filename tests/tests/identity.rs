@@ -6,14 +6,12 @@
 //! 135 = 0x87), as they do against Mosquitto itself; 3.1.1 exits with the return code.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::fs;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use ringmq_tests::pki::{Pki, TlsBroker};
 use serde_json::json;
-use support::{Pki, TlsBroker};
 
 fn registry(pki: &Pki, ca_pem: &str, truck_state: &str, extra: serde_json::Value) -> String {
     let mut r = json!({
@@ -744,8 +742,8 @@ mod reauth {
     use ringmq_tests::client::{Client, Opts};
     use serde_json::json;
 
-    use super::support::{Pki, TlsBroker};
     use super::{registry, start, token};
+    use ringmq_tests::pki::{Pki, TlsBroker};
 
     fn broker(pki: &Pki) -> (TlsBroker, SocketAddr) {
         let b = start(pki, &registry(pki, &pki.ca_pem(), "Enabled", json!({})));

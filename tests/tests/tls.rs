@@ -7,10 +7,8 @@ use std::fs;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-mod support;
-
+use ringmq_tests::pki::{Pki, TlsBroker};
 use ringmq_tests::{broker_binary, free_port, temp_dir};
-use support::{Pki, TlsBroker};
 
 fn tls_args(pki: &Pki, port: u16, with_client_cert: bool) -> Vec<String> {
     let mut args = vec![

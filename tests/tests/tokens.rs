@@ -4,8 +4,6 @@
 //! session's subscription. Clients: mosquitto_pub/sub and the harness client.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -17,8 +15,8 @@ use base64::Engine;
 use rcgen::KeyPair;
 use ringmq_codec::{QoS, ReasonCode};
 use ringmq_tests::client::{Client, Opts, PublishExt};
+use ringmq_tests::pki::{Pki, TlsBroker};
 use serde_json::{Value, json};
-use support::{Pki, TlsBroker};
 
 /// An EC P-256 signing key with its `kid`.
 struct SigningKey {

@@ -4,8 +4,6 @@
 //! read the certificate a listener presents.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -14,9 +12,9 @@ use std::sync::mpsc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rcgen::{CertificateParams, DnType, KeyPair, SanType};
+use ringmq_tests::pki::{Pki, TlsBroker};
 use ringmq_tests::{WAIT, wait_until, workspace_root};
 use serde_json::json;
-use support::{Pki, TlsBroker};
 
 /// The registry of the identity tests, reduced: truck-17 authenticates by certificate and
 /// may use `fleet/eu/truck-17/telemetry/#`; JWT clients with role `sensor` may use

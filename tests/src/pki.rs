@@ -1,6 +1,6 @@
-//! Shared by the TLS and identity tests: a test PKI made with rcgen, and a broker launched
-//! with a plain listener plus an `mqtts` listener from a config file.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Shared by the TLS, identity, token and wss tests here and by bench/tests: a test PKI made
+//! with rcgen, and a broker launched with a plain listener plus TLS listeners from a config file.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fs;
 use std::net::TcpStream;
@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::{broker_binary, free_port, temp_dir};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose, SanType,
 };
-use ringmq_tests::{broker_binary, free_port, temp_dir};
 
 /// A CA, a server certificate for 127.0.0.1, and a client certificate, written to `dir`.
 pub struct Pki {
@@ -39,6 +39,8 @@ fn ca_params(cn: &str) -> CertificateParams {
     params
 }
 
+// `new` makes keys and writes files: not something a `Default` should do.
+#[allow(clippy::new_without_default)]
 impl Pki {
     pub fn new() -> Pki {
         let dir = temp_dir("tls");
