@@ -327,8 +327,13 @@ mod tests {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let server = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
         let client = rcgen::generate_simple_self_signed(vec!["device-1".into()]).unwrap();
-        let dir =
-            std::env::temp_dir().join(format!("ringmq-layer-{}-{client_cert}", std::process::id()));
+        // One directory per call: tests run in parallel and remove their directory.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "ringmq-layer-{}-{client_cert}-{call}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("s.pem"), server.cert.pem()).unwrap();
         std::fs::write(dir.join("s.key"), server.signing_key.serialize_pem()).unwrap();

@@ -29,6 +29,7 @@ pub mod runtime;
 pub mod session;
 mod subscribe;
 mod sys;
+mod turn;
 pub mod tls;
 pub mod trie;
 pub mod ws;

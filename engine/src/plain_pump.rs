@@ -24,7 +24,7 @@ use bytes::BytesMut;
 use monoio::net::TcpStream;
 use tracing::debug;
 
-use crate::runtime::{Core, LINGER, LINGER_BYTES, READ_CHUNK, release_connection, yield_once};
+use crate::runtime::{Core, LINGER, LINGER_BYTES, READ_CHUNK, release_connection};
 
 thread_local! {
     /// The shard's read arena (one per shard thread). Connections read into it one at a time,
@@ -63,7 +63,9 @@ pub(crate) fn connection(
             match pump.turn() {
                 Turn::Done(finish) => break finish,
                 Turn::Yield => {
-                    yield_once().await;
+                    // More to read: after the driver's next turn (see `turn.rs`), so other
+                    // connections, accepts and timers are served first.
+                    crate::turn::next_turn().await;
                     continue;
                 }
                 Turn::Wait => {}

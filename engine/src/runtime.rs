@@ -22,6 +22,7 @@ use crate::mesh::Mesh;
 use crate::metrics::{Health, Metrics, ShardHandle};
 use crate::plain_pump::connection;
 use crate::tls::ListenerTls;
+use crate::turn::{TurnGate, next_turn};
 use crate::ws::{WsConfig, WsServer};
 
 pub(crate) type Core = Rc<RefCell<ShardCore>>;
@@ -360,13 +361,29 @@ async fn shard_main(setup: ShardSetup) {
         )));
     }
     let core: Core = Rc::new(RefCell::new(core));
+    let gate = match TurnGate::install(Default::default()) {
+        Ok(gate) => gate,
+        Err(source) => {
+            let _ = ready.send(Err(StartError::Runtime {
+                shard,
+                driver: config.server.driver,
+                source,
+            }));
+            return;
+        }
+    };
+    monoio::spawn(gate.run());
     for (number, (listener, transport)) in listeners.into_iter().enumerate() {
         monoio::spawn(accept_loop(listener, number, core.clone(), transport));
     }
     monoio::spawn(tick_loop(core.clone(), mesh.clone(), shutdown));
     let _ = ready.send(Ok(()));
     drop(ready);
-    inbox_loop(shard, mesh, core.clone()).await;
+    // The inbox is served by a task of its own, not by this (the runtime's main) future:
+    // monoio polls its main future again at once whenever it wakes itself, without a driver
+    // turn in between, so a main future that yields between batches of a never-empty inbox
+    // would starve every connection of the shard.
+    monoio::spawn(inbox_loop(shard, mesh, core)).await;
     debug!(shard, "shard stopped");
     // Reported before the runtime is torn down (see `Server::stopped`).
     let _ = stopped.send(shard);
@@ -390,8 +407,8 @@ async fn inbox_loop(shard: usize, mesh: Mesh, core: Core) {
                 return;
             }
         }
-        // Let connection tasks run between batches.
-        yield_once().await;
+        // Let connection tasks, the driver and timers run between batches.
+        next_turn().await;
     }
 }
 
@@ -554,17 +571,3 @@ pub(crate) fn release_connection(core: &Core, index: usize) {
     c.flush_mesh();
 }
 
-/// Yields to the other tasks of the shard once.
-pub(crate) async fn yield_once() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
-    .await
-}

@@ -1,0 +1,166 @@
+//! Fair turns on a shard: work that is still ready after its budget waits for the next
+//! *driver* turn, not for the next slot in monoio's run queue.
+//!
+//! Why this exists (issue 12, the freeze under an open-loop flood): monoio 0.2.4's `block_on`
+//! runs ready tasks until its queue is empty and only then parks in the driver, where timers
+//! fire (`TimeDriver::park_internal`) and where io_uring completions and epoll events are
+//! gathered in full. A task that yields by waking itself (`yield_once`) goes straight back into
+//! that queue. Under a flood some connection always has more to read, so the queue never empties:
+//! timers never fired (the tick, congestion backoffs, linger deadlines), and completions were
+//! only reaped in the runtime's "cold path", after `2 × tasks` polls, behind publishers that
+//! were ready again at once. Accepts, write readiness of subscribers and PINGREQs starved.
+//!
+//! A task that has used its budget calls [`next_turn`]: it parks itself here and returns
+//! `Pending`. The first task to park writes one byte to a socket pair; one task per shard (the
+//! [`TurnGate::run`] loop) waits for that socket's *readiness*, which only the driver reports.
+//! So every round of deferred work is separated by a full driver poll: timers fire, every
+//! completion and readiness event is delivered, new connections are accepted — then all the
+//! parked tasks run again, in the order they parked. No task can starve another, and a shard
+//! under flood still wakes every timer within one round.
+//!
+//! The wake-up that is proven to fire: the byte written when the first task parks makes the
+//! receiving end readable; the gate's readiness wait (an io_uring poll, or epoll readiness
+//! with `relaxed = false`, which re-checks with `poll(2)`) completes at the next driver turn.
+//! `parked` and `signalled` are reset together after the byte is drained, before the wakers
+//! run, so a task parking while they run sends a new byte.
+//!
+//! What it must never do: park a task without a byte outstanding (that task would sleep until
+//! something else woke the shard), or block the shard thread (both ends are non-blocking).
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Poll, Waker};
+
+use tracing::warn;
+
+thread_local! {
+    /// The gate of the shard running on this thread (none outside a shard, e.g. in unit
+    /// tests of a pump: [`next_turn`] then yields through the run queue).
+    static GATE: RefCell<Option<Rc<TurnGate>>> = const { RefCell::new(None) };
+}
+
+/// One shard's gate between driver turns.
+pub(crate) struct TurnGate {
+    /// Tasks waiting for the next driver turn, in the order they parked.
+    parked: RefCell<Vec<Waker>>,
+    /// The spare vector swapped with `parked` each turn (no allocation in steady state).
+    spare: RefCell<Vec<Waker>>,
+    /// A byte is outstanding on the socket pair.
+    signalled: Cell<bool>,
+    tx: StdUnixStream,
+    /// The receiving end, read (drained) through std...
+    rx_read: StdUnixStream,
+    /// ...and the same socket (a duplicated descriptor) waited on through the driver.
+    rx: monoio::net::UnixStream,
+    /// Driver turns that resumed parked tasks (for the stall detector: progress).
+    pub(crate) turns: Arc<AtomicU64>,
+}
+
+impl TurnGate {
+    /// Makes the gate of the current shard thread and returns it; the caller spawns
+    /// [`TurnGate::run`] on the shard's runtime.
+    pub(crate) fn install(turns: Arc<AtomicU64>) -> io::Result<Rc<TurnGate>> {
+        let (tx, rx) = StdUnixStream::pair()?;
+        tx.set_nonblocking(true)?;
+        rx.set_nonblocking(true)?;
+        let rx_read = rx.try_clone()?;
+        let gate = Rc::new(TurnGate {
+            parked: RefCell::new(Vec::new()),
+            spare: RefCell::new(Vec::new()),
+            signalled: Cell::new(false),
+            tx,
+            rx_read,
+            rx: monoio::net::UnixStream::from_std(rx)?,
+            turns,
+        });
+        GATE.with(|g| *g.borrow_mut() = Some(gate.clone()));
+        Ok(gate)
+    }
+
+    /// Tasks parked now.
+    pub(crate) fn parked(&self) -> usize {
+        self.parked.borrow().len()
+    }
+
+    fn park(&self, waker: &Waker) {
+        self.parked.borrow_mut().push(waker.clone());
+        if !self.signalled.get() {
+            self.signal();
+        }
+    }
+
+    fn signal(&self) {
+        use std::io::Write;
+        match (&self.tx).write(&[1]) {
+            Ok(_) => self.signalled.set(true),
+            // Full (cannot happen with one byte outstanding at most) or interrupted: the byte
+            // already there, or the next park, wakes the gate.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.signalled.set(true),
+            Err(e) => {
+                // The pair is broken: wake the parked tasks through the run queue instead, so
+                // nothing sleeps forever (they are then merely unfair).
+                warn!("turn gate signal failed: {e}");
+                for w in self.parked.borrow_mut().drain(..) {
+                    w.wake();
+                }
+            }
+        }
+    }
+
+    /// The shard's gate task: after each driver turn that reported the signal, resumes every
+    /// task parked until then.
+    pub(crate) async fn run(self: Rc<TurnGate>) {
+        let mut drain = [0u8; 64];
+        loop {
+            if let Err(e) = self.rx.readable(false).await {
+                warn!("turn gate wait failed: {e}");
+            }
+            // Drain what is there (one byte, normally) without waiting.
+            loop {
+                use std::io::Read;
+                match (&self.rx_read).read(&mut drain) {
+                    Ok(1..) => continue,
+                    Ok(0) | Err(_) => break,
+                }
+            }
+            self.signalled.set(false);
+            let mut ready = self.spare.take();
+            std::mem::swap(&mut ready, &mut *self.parked.borrow_mut());
+            self.turns.fetch_add(1, Ordering::Relaxed);
+            for waker in ready.drain(..) {
+                waker.wake();
+            }
+            *self.spare.borrow_mut() = ready;
+        }
+    }
+}
+
+/// Waits for the next driver turn: the caller has used its budget and has more to do.
+///
+/// With a gate installed (every shard), resumes after the driver has polled for I/O and timers
+/// once; without one (unit tests), after the other ready tasks ran once.
+pub(crate) fn next_turn() -> impl Future<Output = ()> {
+    let mut parked = false;
+    std::future::poll_fn(move |cx| {
+        if parked {
+            return Poll::Ready(());
+        }
+        parked = true;
+        let gated = GATE.with(|g| match g.borrow().as_ref() {
+            Some(gate) => {
+                gate.park(cx.waker());
+                true
+            }
+            None => false,
+        });
+        if !gated {
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    })
+}
