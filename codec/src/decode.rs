@@ -28,7 +28,7 @@ use crate::{
 /// Any other error is found after the frame was split off `buf` (so it is consumed). Every
 /// error ends the connection: in MQTT 5 send CONNACK (in reply to CONNECT) or DISCONNECT with
 /// [`DecodeError::reason_code`] first; in 3.1.1 just close, except that an unsupported
-/// protocol level gets CONNACK 0x01 (`reason_code().to_v3_connack()`).
+/// protocol level gets a CONNACK in the format [`DecodeError::connack_version`] names.
 pub fn decode(
     buf: &mut BytesMut,
     limits: &Limits,

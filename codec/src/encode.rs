@@ -28,10 +28,34 @@ pub fn encode(
     version: ProtocolVersion,
     out: &mut BytesMut,
 ) -> Result<(), EncodeError> {
-    let first = first_byte(packet, version)?;
+    let remaining = remaining_len(packet, version)?;
+    encode_sized(packet, version, remaining, out)
+}
+
+/// The Remaining Length of `packet` encoded for `version`: what follows the fixed header.
+pub(crate) fn remaining_len(
+    packet: &Packet,
+    version: ProtocolVersion,
+) -> Result<usize, EncodeError> {
     let mut counter = Counter::default();
     body(packet, version, &mut counter)?;
-    let remaining = counter.0;
+    Ok(counter.0)
+}
+
+/// The whole frame's length for a Remaining Length of `remaining`: what a receiver compares
+/// with its Maximum Packet Size.
+pub(crate) fn frame_len(remaining: usize) -> usize {
+    1 + varint_len(remaining) + remaining
+}
+
+/// Appends `packet`, whose Remaining Length [`remaining_len`] gave, to `out`.
+pub(crate) fn encode_sized(
+    packet: &Packet,
+    version: ProtocolVersion,
+    remaining: usize,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let first = first_byte(packet, version)?;
     put_frame(out, first, remaining, |out| body(packet, version, out))
 }
 

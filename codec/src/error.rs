@@ -1,7 +1,7 @@
 //! Decode and encode errors. Every decode error names the normative statement it violates and
 //! maps to the MQTT 5 reason code the broker sends in CONNACK or DISCONNECT.
 
-use crate::ReasonCode;
+use crate::{ProtocolVersion, ReasonCode};
 
 /// Why a frame could not be decoded. `statement` is the normative statement of the MQTT 5.0
 /// specification (or MQTT 3.1.1 where only it applies) that the input violates.
@@ -67,6 +67,24 @@ impl DecodeError {
         }
     }
 
+    /// For an unsupported protocol level, the version whose CONNACK refuses it before the
+    /// connection is closed; `None` for every other error (the connection is just closed, as
+    /// a CONNECT that did not decode says nothing reliable about what the client can read).
+    ///
+    /// The level byte decides the format: level 3 or 4 comes from an MQTT 3.1 or 3.1.1
+    /// client (for example "MQTT" with level 3), which reads the 3.1.1 CONNACK with return
+    /// code 0x01 (MQTT 3.1.1 [MQTT-3.1.2-2]); any other level (0 to 2, 6 and above, or 5
+    /// under the 3.1 name) gets the MQTT 5 CONNACK with reason code 0x84 and no properties
+    /// (MQTT 5.0 [MQTT-3.1.2-2]), as Mosquitto's development line answers it (Mosquitto 2.0
+    /// answers every unknown level in the 3.1.1 format).
+    pub fn connack_version(&self) -> Option<ProtocolVersion> {
+        match self {
+            DecodeError::UnsupportedProtocol { level: 3 | 4, .. } => Some(ProtocolVersion::V3_1_1),
+            DecodeError::UnsupportedProtocol { .. } => Some(ProtocolVersion::V5),
+            _ => None,
+        }
+    }
+
     pub(crate) fn malformed(statement: &'static str, what: &'static str) -> Self {
         DecodeError::Malformed { statement, what }
     }
@@ -76,7 +94,8 @@ impl DecodeError {
     }
 }
 
-/// Why a packet could not be encoded: a field is longer than the wire format can carry.
+/// Why a packet could not be encoded: a field is longer than the wire format can carry, or the
+/// packet is larger than its receiver accepts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EncodeError {
@@ -86,9 +105,19 @@ pub enum EncodeError {
     FieldTooLong { field: &'static str, len: usize },
     #[error("[MQTT-2.2.3] packet of {len} bytes exceeds the 268435455 remaining length maximum")]
     PacketTooLarge { len: usize },
+    /// The packet is larger than the receiver's Maximum Packet Size even without what the
+    /// sender may leave out (its Reason String and User Properties): it is not sent.
+    #[error(
+        "[MQTT-3.1.2-25] {packet} of {len} bytes exceeds the receiver's Maximum Packet Size of {max}"
+    )]
+    ExceedsMaximumPacketSize {
+        packet: &'static str,
+        len: usize,
+        max: u32,
+    },
     #[error("{packet} cannot be encoded for protocol {version:?}")]
     NotInVersion {
         packet: &'static str,
-        version: crate::ProtocolVersion,
+        version: ProtocolVersion,
     },
 }

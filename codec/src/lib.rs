@@ -13,12 +13,15 @@
 //! frozen, and every string, binary field, topic and payload of the packet is a `Bytes` slice of
 //! it. Encoding: [`encode`] appends to a caller's `BytesMut`; [`PublishHeader::encode`] writes
 //! only a PUBLISH's header, so one payload can be sent to many subscribers with vectored writes.
+//! [`encode_within`] encodes within the receiver's Maximum Packet Size, leaving out the Reason
+//! String and User Properties a packet may go without [MQTT-3.1.2-25].
 
 #![forbid(unsafe_code)]
 
 mod decode;
 mod encode;
 mod error;
+mod fit;
 mod packet;
 mod props;
 mod reason;
@@ -29,6 +32,7 @@ mod wire;
 pub use decode::{decode, peek_frame_len};
 pub use encode::encode;
 pub use error::{DecodeError, EncodeError};
+pub use fit::{Omitted, encode_within};
 pub use packet::*;
 pub use reason::ReasonCode;
 pub use str::Str;

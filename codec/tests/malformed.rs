@@ -144,31 +144,49 @@ fn connect_flags() {
 
 #[test]
 fn connect_protocol_name_and_level() {
+    // (name, level, the version whose CONNACK refuses it [MQTT-3.1.2-2]).
     let unsupported = |hex_str: &str| match decode_err(hex_str, V5) {
         DecodeError::UnsupportedProtocol { name, level } => {
             let e = DecodeError::UnsupportedProtocol { name, level };
             assert_eq!(e.reason_code(), ReasonCode::UNSUPPORTED_PROTOCOL_VERSION);
             assert_eq!(e.statement(), "MQTT-3.1.2-2");
-            (name, level)
+            (name, level, e.connack_version())
         }
         e => panic!("{e:?}"),
     };
+    // An unknown level gets the MQTT 5 CONNACK 0x84.
     assert_eq!(
         unsupported("10 0c 0004 4d515454 06 02 003c 0000"),
-        ("MQTT", 6)
+        ("MQTT", 6, Some(V5))
     );
     assert_eq!(
+        unsupported("10 0c 0004 4d515454 ff 02 003c 0000"),
+        ("MQTT", 255, Some(V5))
+    );
+    assert_eq!(
+        unsupported("10 0c 0004 4d515454 02 02 003c 0000"),
+        ("MQTT", 2, Some(V5))
+    );
+    assert_eq!(
+        unsupported("10 0e 0006 4d5149736470 05 02 003c 0000"),
+        ("MQIsdp", 5, Some(V5))
+    );
+    // Levels 3 and 4 under the other name: a 3.1.x client, answered in 3.1.1 (0x01).
+    assert_eq!(
         unsupported("10 0c 0004 4d515454 03 02 003c 0000"),
-        ("MQTT", 3)
+        ("MQTT", 3, Some(V311))
     );
     assert_eq!(
         unsupported("10 0e 0006 4d5149736470 04 02 003c 0000"),
-        ("MQIsdp", 4)
+        ("MQIsdp", 4, Some(V311))
     );
     assert_eq!(
         unsupported("10 0c 0004 6d717474 04 02 003c 0000"),
-        ("unknown", 4)
+        ("unknown", 4, Some(V311))
     );
+    // Any other error gets no CONNACK.
+    let reserved_flag = decode_err("10 0c 0004 4d515454 04 03 003c 0000", V5);
+    assert_eq!(reserved_flag.connack_version(), None);
 }
 
 #[test]
