@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use ringmq_codec::{
     AckProperties, ConnAck, ConnAckProperties, DecodeError, Disconnect, DisconnectProperties,
-    Packet, ProtocolVersion, PubResp, QoS, ReasonCode, Str,
+    Packet, PubResp, QoS, ReasonCode, Str,
 };
 use rustc_hash::FxHashMap;
 use tracing::{debug, warn};
@@ -428,6 +428,13 @@ impl ShardCore {
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    if let Some(version) = e.connack_version()
+                        && matches!(conn.state, ConnState::AwaitConnect { .. })
+                    {
+                        // The CONNACK refusing the level is written in the format the level
+                        // implies (see fail_conn).
+                        conn.version = version;
+                    }
                     self.fail_conn(index, e.into(), now);
                     buf.clear();
                     break;
@@ -481,9 +488,9 @@ impl ShardCore {
             ConnState::AwaitConnect { .. }
                 if f.reason == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION =>
             {
-                // The client's version is unknown: answer in the 3.1.1 format, return code
-                // 0x01 [MQTT-3.1.2-2], which every client version can read.
-                conn.version = ProtocolVersion::V3_1_1;
+                // In the format of the level the client sent (`decode_input` set it from
+                // `DecodeError::connack_version`): 3.1.1 return code 0x01 for levels 3 and 4,
+                // else MQTT 5 reason code 0x84 without properties [MQTT-3.1.2-2].
                 write_packet(
                     conn,
                     &Packet::ConnAck(ConnAck {

@@ -806,3 +806,69 @@ fn frame_cut_after_connect_is_completed_by_the_next_read() {
         );
     }
 }
+
+/// Every byte the core has written to `c` so far, undecoded.
+fn raw_output(cl: &mut Cluster, c: &Client) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    if let Some(conn) = cl.cores[c.shard].conn_mut(c.index) {
+        let mut spare = bytes::BytesMut::new();
+        while let Some(output) = conn.take_output(&mut spare) {
+            match output {
+                ringmq::conn::Output::Frame(frame) => bytes.extend_from_slice(&frame),
+                ringmq::conn::Output::Buffer(buf) => bytes.extend_from_slice(&buf),
+            }
+        }
+    }
+    bytes
+}
+
+/// A CONNECT with protocol name `name` and level `level`, clean start, keep alive 60, client
+/// id "x" (and an empty property block at level 5).
+fn raw_connect(name: &[u8], level: u8) -> Vec<u8> {
+    let mut body = vec![0, name.len() as u8];
+    body.extend_from_slice(name);
+    body.extend_from_slice(&[level, 0x02, 0, 60]);
+    if level == 5 {
+        body.push(0);
+    }
+    body.extend_from_slice(&[0, 1, b'x']);
+    let mut frame = vec![0x10, body.len() as u8];
+    frame.extend_from_slice(&body);
+    frame
+}
+
+/// [MQTT-3.1.2-2] An unsupported protocol level is refused with a CONNACK in the format of the
+/// level, then the connection is closed: an unknown level gets the MQTT 5 CONNACK 0x84 (5.0),
+/// level 3 or 4 under the other protocol name the 3.1.1 return code 0x01 (3.1.1); levels 3
+/// ("MQIsdp"), 4 and 5 ("MQTT") connect as before.
+#[test]
+fn unsupported_protocol_level_is_refused_in_the_format_of_its_level() {
+    let v5_refusal: &[u8] = &[0x20, 0x03, 0x00, 0x84, 0x00];
+    let v3_refusal: &[u8] = &[0x20, 0x02, 0x00, 0x01];
+    let cases: [(&[u8], u8, &[u8], bool); 10] = [
+        (b"MQTT", 6, v5_refusal, true),
+        (b"MQTT", 7, v5_refusal, true),
+        (b"MQTT", 255, v5_refusal, true),
+        (b"MQTT", 0, v5_refusal, true),
+        (b"MQTT", 2, v5_refusal, true),
+        (b"MQIsdp", 5, v5_refusal, true),
+        (b"MQTT", 3, v3_refusal, true),
+        (b"MQIsdp", 4, v3_refusal, true),
+        (b"MQIsdp", 3, &[0x20, 0x02, 0x00, 0x00], false),
+        (b"MQTT", 4, &[0x20, 0x02, 0x00, 0x00], false),
+    ];
+    for (name, level, answer, closes) in cases {
+        let what = format!("{} level {level}", String::from_utf8_lossy(name));
+        let mut cl = Cluster::new(1);
+        let c = cl.open(0);
+        cl.send_bytes(&c, &raw_connect(name, level));
+        assert_eq!(raw_output(&mut cl, &c), answer, "{what}");
+        assert_eq!(cl.is_closing(&c), closes, "{what}");
+    }
+    // Level 5 connects with the MQTT 5 CONNACK (success, with the server's properties).
+    let mut cl = Cluster::new(1);
+    let c = cl.open(0);
+    cl.send_bytes(&c, &raw_connect(b"MQTT", 5));
+    assert_eq!(raw_output(&mut cl, &c)[..4], [0x20, 0x16, 0x00, 0x00]);
+    assert!(!cl.is_closing(&c));
+}
