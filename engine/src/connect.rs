@@ -13,7 +13,7 @@ use ringmq_codec::{
 use rustc_hash::FxHasher;
 use tracing::{debug, info, warn};
 
-use crate::conn::ConnState;
+use crate::conn::{Conn, ConnState};
 use crate::core::{
     DirEntry, Failure, PendingClaim, ShardCore, fail, over_quota, write_connack_refusal,
     write_packet,
@@ -34,7 +34,7 @@ impl ShardCore {
         if let Some(conn) = self.conns.get_mut(index)
             && let Some(quota) = conn.refusal
         {
-            conn.version = connect.protocol;
+            note_client_limits(conn, &connect);
             let f = connection_quota_refusal(quota);
             warn!(client_id = %connect.client_id, peer = %conn.peer, reason = %f.reason, quota = quota.label(), "CONNECT refused: {}", f.message);
             write_connack_refusal(conn, &f);
@@ -62,7 +62,7 @@ impl ShardCore {
         let Some(conn) = self.conns.get_mut(index) else {
             return Ok(());
         };
-        conn.version = connect.protocol;
+        note_client_limits(conn, &connect);
         let v5 = connect.protocol.is_v5();
 
         if connect.client_id.len() > limits.max_client_id_len {
@@ -645,7 +645,6 @@ impl ShardCore {
         if let Some(ka) = server_keep_alive {
             conn.keep_alive_secs = ka;
         }
-        conn.client_max_packet = props.maximum_packet_size.map_or(u32::MAX, |m| m.get());
         let client_rm = props.receive_maximum.map_or(u16::MAX, |m| m.get());
         // APPLICATION clients (a token's client type) get the larger window and queues.
         let application = conn
@@ -757,6 +756,18 @@ impl ShardCore {
             self.keep_partial_input(index, held);
         }
     }
+}
+
+/// What the CONNECT says about writing to the client, needed before any answer to it, a
+/// refusal included: its protocol version and its Maximum Packet Size. `write_packet` keeps
+/// every packet within that size [MQTT-3.1.2-25], leaving out the Reason String of a
+/// refusing CONNACK if it would not fit [MQTT-3.2.2-19].
+fn note_client_limits(conn: &mut Conn, connect: &Connect) {
+    conn.version = connect.protocol;
+    conn.client_max_packet = connect
+        .properties
+        .maximum_packet_size
+        .map_or(u32::MAX, NonZeroU32::get);
 }
 
 /// The CONNACK refusal for a connection accepted over a connection quota: 0x97 Quota

@@ -1107,10 +1107,23 @@ fn is_protocol_error(reason: ReasonCode) -> bool {
 }
 
 /// Encodes a control packet into the connection's output and wakes its writer.
+///
+/// Every control packet goes through here, so here the client's Maximum Packet Size is kept
+/// [MQTT-3.1.2-25]: a Reason String, then User Properties, that would take the packet past it
+/// are left out (CONNACK [MQTT-3.2.2-19] [MQTT-3.2.2-20], and the same rule on every
+/// acknowledgement, DISCONNECT and AUTH), and a packet too large even without them is not
+/// sent. Before CONNECT is read no limit is known (`client_max_packet` is the protocol's).
 pub(crate) fn write_packet(conn: &mut Conn, packet: &Packet) {
-    if let Err(e) = ringmq_codec::encode(packet, conn.version, &mut conn.out) {
-        warn!(client_id = %conn.client_id, "cannot encode {}: {e}", packet.name());
-        return;
+    let max = conn.client_max_packet;
+    match ringmq_codec::encode_within(packet, conn.version, max, &mut conn.out) {
+        Ok(omitted) if omitted.any() => {
+            debug!(client_id = %conn.client_id, packet = packet.name(), max, ?omitted, "optional properties left out to fit the client's Maximum Packet Size");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            warn!(client_id = %conn.client_id, "{} not sent: {e}", packet.name());
+            return;
+        }
     }
     conn.wake_writer();
 }

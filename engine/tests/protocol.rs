@@ -872,3 +872,112 @@ fn unsupported_protocol_level_is_refused_in_the_format_of_its_level() {
     assert_eq!(raw_output(&mut cl, &c)[..4], [0x20, 0x16, 0x00, 0x00]);
     assert!(!cl.is_closing(&c));
 }
+
+/// CONNECT with `id` and a Maximum Packet Size of `max` (absent when `None`).
+fn connect_with_max(id: &str, max: Option<u32>) -> Packet {
+    let mut connect = connect_packet(id, ProtocolVersion::V5);
+    connect.properties.maximum_packet_size = max.and_then(std::num::NonZeroU32::new);
+    Packet::Connect(Box::new(connect))
+}
+
+/// [MQTT-3.2.2-19] A refusing CONNACK leaves out its Reason String when it would exceed the
+/// Maximum Packet Size of the CONNECT it answers; with room, the Reason String is sent.
+#[test]
+fn connack_refusal_reason_string_fits_the_clients_maximum_packet_size() {
+    let limits = ringmq::config::Limits {
+        max_client_id_len: 23,
+        ..Default::default()
+    };
+    for (max, reason) in [
+        (None, true),
+        (Some(64), true),
+        (Some(16), false),
+        (Some(5), false),
+    ] {
+        let mut cl = Cluster::with_limits(1, limits.clone());
+        let mut c = cl.open(0);
+        cl.send(&c, &connect_with_max(&"x".repeat(24), max));
+        let bytes = raw_output(&mut cl, &c);
+        if let Some(max) = max {
+            assert!(bytes.len() <= max as usize, "{max}: {bytes:02x?}");
+        }
+        if !reason {
+            // The bare refusal: flags, reason code 0x85, no properties.
+            assert_eq!(bytes, [0x20, 0x03, 0x00, 0x85, 0x00], "{max:?}");
+        }
+        c.rx.extend_from_slice(&bytes);
+        let Packet::ConnAck(ack) = cl.recv_one(&mut c) else {
+            panic!("{max:?}: not a CONNACK: {bytes:02x?}");
+        };
+        assert_eq!(ack.reason_code, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+        assert_eq!(
+            ack.properties.reason_string.as_ref().map(Str::as_str),
+            reason.then_some("client identifier too long"),
+            "{max:?}"
+        );
+        assert!(cl.is_closing(&c));
+    }
+}
+
+/// [MQTT-3.4.2-2] A PUBACK refusing a publish (0x87 for a `$SYS` topic) leaves out its Reason
+/// String when it would exceed the client's Maximum Packet Size, and keeps it otherwise.
+#[test]
+fn puback_reason_string_fits_the_clients_maximum_packet_size() {
+    for (max, reason) in [
+        (None, true),
+        (Some(47), true),
+        (Some(46), false),
+        (Some(32), false),
+    ] {
+        let mut cl = Cluster::new(1);
+        let mut c = cl.open(0);
+        cl.send(&c, &connect_with_max("small", max));
+        assert!(
+            matches!(cl.recv_one(&mut c), Packet::ConnAck(a) if a.reason_code == ReasonCode::SUCCESS)
+        );
+        cl.send(&c, &publish("$SYS/x", b"1", QosPid::AtLeastOnce(pid(9))));
+        let bytes = raw_output(&mut cl, &c);
+        if let Some(max) = max {
+            assert!(bytes.len() <= max as usize, "{max}: {bytes:02x?}");
+        }
+        if !reason {
+            // The shortest form: packet id 9, reason code, no Property Length (3.4.2.1).
+            assert_eq!(bytes, [0x40, 0x03, 0x00, 0x09, 0x87], "{max:?}");
+        }
+        c.rx.extend_from_slice(&bytes);
+        let Packet::PubAck(ack) = cl.recv_one(&mut c) else {
+            panic!("{max:?}: not a PUBACK: {bytes:02x?}");
+        };
+        assert_eq!(ack.reason_code, ReasonCode::NOT_AUTHORIZED);
+        assert_eq!(
+            ack.properties.reason_string.as_ref().map(Str::as_str),
+            reason.then_some("clients may not publish to $SYS topics"),
+            "{max:?}"
+        );
+        assert!(!cl.is_closing(&c), "a refused publish keeps the connection");
+    }
+}
+
+/// [MQTT-3.14.2-3] A DISCONNECT for a protocol error leaves out its Reason String when it
+/// would exceed the client's Maximum Packet Size.
+#[test]
+fn disconnect_reason_string_fits_the_clients_maximum_packet_size() {
+    for (max, reason) in [(None, true), (Some(32), false)] {
+        let mut cl = Cluster::new(1);
+        let mut c = cl.open(0);
+        cl.send(&c, &connect_with_max("twice", max));
+        assert!(matches!(cl.recv_one(&mut c), Packet::ConnAck(_)));
+        cl.send(&c, &connect_with_max("twice", max));
+        let bytes = raw_output(&mut cl, &c);
+        if !reason {
+            assert_eq!(bytes, [0xE0, 0x01, 0x82], "{max:?}");
+        }
+        c.rx.extend_from_slice(&bytes);
+        let Packet::Disconnect(d) = cl.recv_one(&mut c) else {
+            panic!("{max:?}: not a DISCONNECT: {bytes:02x?}");
+        };
+        assert_eq!(d.reason_code, ReasonCode::PROTOCOL_ERROR);
+        assert_eq!(d.properties.reason_string.is_some(), reason, "{max:?}");
+        assert!(cl.is_closing(&c));
+    }
+}

@@ -225,6 +225,31 @@ fn mismatched_v3_protocol_level_gets_v311_connack_0x01_then_close() {
     assert!(closed, "the connection must be closed after the CONNACK");
 }
 
+/// [MQTT-3.2.2-19] A refusing CONNACK leaves out its Reason String when it would exceed the
+/// Maximum Packet Size of the CONNECT (the test client also checks every packet against it
+/// [MQTT-3.1.2-25]); with room, the Reason String comes.
+#[test]
+fn connack_refusal_fits_the_clients_maximum_packet_size() {
+    let b = Broker::start(BrokerOpts::new().limits("max_client_id_len = 23"));
+    let long = "x".repeat(24);
+    let (mut c, ack) = Client::handshake(b.addr(), Opts::v5(&long).max_packet_size(16));
+    assert_eq!(
+        ack.reason_code,
+        ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+        "{ack:?}"
+    );
+    assert_eq!(ack.properties.reason_string, None, "{ack:?}");
+    c.expect_closed(WAIT);
+    let (mut c, ack) = Client::handshake(b.addr(), Opts::v5(&long).max_packet_size(1024));
+    assert_eq!(
+        ack.reason_code,
+        ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+        "{ack:?}"
+    );
+    assert!(ack.properties.reason_string.is_some(), "{ack:?}");
+    c.expect_closed(WAIT);
+}
+
 /// [MQTT-3.1.2-3] The reserved flag of CONNECT must be 0, else it is a Malformed Packet: the
 /// server may send CONNACK 0x81 and closes the connection.
 #[test]
