@@ -483,3 +483,34 @@ fn mosquitto_sub_persistent_session_gets_queued_messages() {
         );
     }
 }
+
+/// paho-mqtt (MQTT 5) announcing a small Maximum Packet Size: a refusing CONNACK and a refusing
+/// PUBACK come without the Reason String that would not fit ([MQTT-3.2.2-19], [MQTT-3.4.2-2]),
+/// and with it when it fits.
+#[test]
+fn paho_reason_strings_fit_the_maximum_packet_size() {
+    let b = Broker::start(BrokerOpts::new().limits("max_client_id_len = 23"));
+    let port = b.port().to_string();
+    let long = "x".repeat(24);
+    let run = |id: &str, max: &str, publish: Option<&str>| {
+        let mut args = vec!["--port", &port, "--id", id, "--max-packet-size", max];
+        if let Some(topic) = publish {
+            args.extend(["--publish-to", topic]);
+        }
+        let out = python("paho_max_packet.py", &args).wait(TOOL_TIMEOUT);
+        out.assert_success();
+        out.lines()
+    };
+    // CONNACK 0x85 (133): 34 bytes with its Reason String.
+    assert_eq!(run(&long, "16", None), ["CONNACK rc=133 reason=0"]);
+    assert_eq!(run(&long, "34", None), ["CONNACK rc=133 reason=1"]);
+    // PUBACK 0x87 (135) for a $SYS topic: 47 bytes with its Reason String.
+    assert_eq!(
+        run("paho-small", "46", Some("$SYS/x")),
+        ["CONNACK rc=0 reason=0", "PUBACK rc=135 reason=0"]
+    );
+    assert_eq!(
+        run("paho-room", "0", Some("$SYS/x")),
+        ["CONNACK rc=0 reason=0", "PUBACK rc=135 reason=1"]
+    );
+}
