@@ -33,6 +33,11 @@ use crate::route::{Interest, LocalSubs, Scratch};
 use crate::session::{InflightState, PendingWill, Session};
 use crate::trie::FilterTrie;
 
+/// Data-lane messages handled before each piece of client input (see
+/// [`ShardCore::poll_mesh`]): enough to keep the lane moving, few enough that a read stays
+/// cheap whatever other shards send.
+pub const MESH_PER_INPUT: usize = 128;
+
 /// Internal counters of session moves, for tests and debugging; what an operator needs is in
 /// [`ShardCore::metrics`].
 #[derive(Debug, Default, Clone)]
@@ -83,11 +88,25 @@ pub struct ShardCore {
     pub(crate) claim_log: VecDeque<crate::message::Message>,
     pub(crate) claim_log_base: u64,
     pub(crate) mesh: Option<Mesh>,
-    /// Per destination: messages not yet accepted by its inbox.
+    /// Per destination: data-lane messages not yet accepted by its inbox.
     pub(crate) outbox: Vec<VecDeque<ShardMsg>>,
+    /// Per destination: priority-lane messages (see `mesh.rs`) not yet accepted by its inbox.
+    outbox_priority: Vec<VecDeque<ShardMsg>>,
     pub(crate) wake_mask: u64,
     /// Messages to this shard itself, handled before the current call returns.
     pub(crate) local_inbox: VecDeque<ShardMsg>,
+    /// The connection whose input is being handled ([`ShardCore::on_read`]): a message it
+    /// routes into a congested outbox throttles that connection, and no other.
+    reading: Option<usize>,
+    /// Connections whose input fed a congested outbox, by slot: the destination shards (a bit
+    /// each). The runtime stops reading them until those outboxes drain
+    /// ([`ShardCore::conn_throttled`]); every other connection is read as usual.
+    throttled: FxHashMap<usize, u64>,
+    /// The runtime's retry task, parked until an outbox keeps messages a full inbox refused
+    /// (woken by [`ShardCore::flush_mesh`]; it then retries every millisecond until the
+    /// backlog is gone). Without it a backlog that appeared while the shard's connections were
+    /// quiet waited for the next tick (250 ms) — a CONNECT's claim among them.
+    backlog_waker: Option<std::task::Waker>,
     pub(crate) scratch: Scratch,
     pub(crate) assigned_ids: u64,
     /// Retained-update sequence without a mesh (a lone core in tests).
@@ -227,8 +246,12 @@ impl ShardCore {
             directory: FxHashMap::default(),
             mesh,
             outbox: (0..shards).map(|_| VecDeque::new()).collect(),
+            outbox_priority: (0..shards).map(|_| VecDeque::new()).collect(),
             wake_mask: 0,
             local_inbox: VecDeque::new(),
+            reading: None,
+            throttled: FxHashMap::default(),
+            backlog_waker: None,
             scratch: Scratch::default(),
             assigned_ids: 0,
             shutdown_since: None,
@@ -338,6 +361,8 @@ impl ShardCore {
     /// Bytes arrived on a connection: decode and handle every complete packet. A frame that
     /// is not complete stays in `buf` for the caller to continue.
     pub fn on_read(&mut self, index: usize, buf: &mut BytesMut, now: Instant) {
+        let previous = self.reading.replace(index);
+        debug_assert!(previous.is_none(), "on_read is not re-entered");
         // Input held while the session was claimed may end with a frame in part (see
         // `complete_connect`): these bytes continue it.
         if let Some(conn) = self.conns.get_mut(index)
@@ -354,6 +379,7 @@ impl ShardCore {
             self.decode_input(index, buf, now);
         }
         self.drain_local(now);
+        self.reading = previous;
     }
 
     /// What remains of held input after decoding (a frame in part) waits for the next read.
@@ -461,6 +487,7 @@ impl ShardCore {
             if !conn.is_closing() {
                 self.close_conn(index, true, now);
             }
+            self.throttled.remove(&index);
             if let Some(conn) = self.conns.try_remove(index) {
                 self.metrics.connection_closed(conn.listener);
                 self.release_quotas(&conn, now);
@@ -755,7 +782,10 @@ impl ShardCore {
                 {
                     expired_conns.push((index, false));
                 }
-                ConnState::Connected if conn.keep_alive_secs > 0 => {
+                // A throttled connection is unread by the server's choice, not idle.
+                ConnState::Connected
+                    if conn.keep_alive_secs > 0 && !self.throttled.contains_key(&index) =>
+                {
                     let limit = Duration::from_millis(u64::from(conn.keep_alive_secs) * 1500);
                     if now.saturating_duration_since(conn.last_rx) > limit {
                         expired_conns.push((index, true));
@@ -855,14 +885,30 @@ impl ShardCore {
 
     /// Handles what other shards have sent so far. Called before client bytes are processed:
     /// whatever another shard enqueued before a client could observe its effect (an interest
-    /// update pushed before the SUBACK or CONNACK went out) is applied before that client's
-    /// next packets — shards stay causally consistent from the clients' point of view.
+    /// or retained update pushed before the SUBACK or PUBACK went out) is applied before that
+    /// client's next packets — shards stay causally consistent from the clients' point of
+    /// view. Those updates travel in the priority lane (`mesh.rs`), applied in full here.
+    ///
+    /// Of the data lane, at most `max` messages and at most what it held on entry: other
+    /// shards keep pushing while this one pops, and a shard that drained "until empty" on
+    /// every read stayed here for seconds under a flood while its own connections, accepts
+    /// and timers waited (seen: a claim answered after 3 s). Callers that handle client input
+    /// pass [`MESH_PER_INPUT`]; the shard's inbox task takes the rest in batches between
+    /// driver turns.
     pub fn poll_mesh(&mut self, now: Instant, max: usize) -> usize {
         let Some(mesh) = self.mesh.clone() else {
             return 0;
         };
+        // The priority lane in full (what it held on entry): interest and retained updates
+        // are few and cheap, and a client may already act on them.
         let mut n = 0;
-        while n < max {
+        for _ in 0..mesh.priority_len(self.id) {
+            let Some(msg) = mesh.pop_priority(self.id) else { break };
+            self.handle_mesh(msg, now);
+            n += 1;
+        }
+        let max = max.min(mesh.data_len(self.id));
+        for _ in 0..max {
             let Some(msg) = mesh.pop(self.id) else { break };
             self.handle_mesh(msg, now);
             n += 1;
@@ -947,11 +993,24 @@ impl ShardCore {
             self.local_inbox.push_back(msg);
             return;
         }
+        if msg.is_priority() {
+            if let Some(outbox) = self.outbox_priority.get_mut(to) {
+                outbox.push_back(msg);
+                self.wake_mask |= 1 << to;
+            }
+            return;
+        }
         let Some(outbox) = self.outbox.get_mut(to) else {
             return;
         };
         outbox.push_back(msg);
         self.wake_mask |= 1 << to;
+        if outbox.len() > self.limits.shard_queue_capacity
+            && let Some(index) = self.reading
+        {
+            // Backpressure on the cause only: the connection whose input this is.
+            *self.throttled.entry(index).or_default() |= 1 << to;
+        }
     }
 
     pub(crate) fn drain_local(&mut self, now: Instant) {
@@ -970,38 +1029,91 @@ impl ShardCore {
         while mask != 0 {
             let to = mask.trailing_zeros() as usize;
             mask &= mask - 1;
-            let Some(outbox) = self.outbox.get_mut(to) else {
-                continue;
-            };
             let mut pushed = false;
-            while let Some(msg) = outbox.pop_front() {
-                match mesh.push(to, msg) {
-                    Ok(()) => pushed = true,
-                    Err(msg) => {
-                        outbox.push_front(msg);
-                        self.metrics.mesh_overflow.inc();
-                        break;
+            let mut left = false;
+            // The priority lane first: it must not wait behind a backlog of deliveries.
+            for outbox in [self.outbox_priority.get_mut(to), self.outbox.get_mut(to)]
+                .into_iter()
+                .flatten()
+            {
+                while let Some(msg) = outbox.pop_front() {
+                    match mesh.push(to, msg) {
+                        Ok(()) => pushed = true,
+                        Err(msg) => {
+                            outbox.push_front(msg);
+                            self.metrics.mesh_overflow.inc();
+                            break;
+                        }
                     }
                 }
+                left |= !outbox.is_empty();
             }
-            if !outbox.is_empty() {
+            if left {
                 self.wake_mask |= 1 << to;
             }
             if pushed {
                 mesh.wake(to);
             }
         }
+        if self.wake_mask != 0
+            && let Some(waker) = self.backlog_waker.take()
+        {
+            waker.wake();
+        }
     }
 
-    /// Whether some destination's outbox holds more than `shard_queue_capacity` messages: the
-    /// runtime then stops reading from clients until it drains, so a publisher faster than
-    /// the shards it feeds is slowed by TCP flow control instead of growing memory.
-    pub fn mesh_congested(&self) -> bool {
-        self.wake_mask != 0
-            && self
-                .outbox
-                .iter()
-                .any(|o| o.len() > self.limits.shard_queue_capacity)
+    /// `Ready` while some outbox holds messages its destination's inbox refused (the caller
+    /// retries [`ShardCore::flush_mesh`] soon); otherwise parks `waker` until one does.
+    pub fn poll_mesh_backlog(&mut self, waker: &std::task::Waker) -> std::task::Poll<()> {
+        if self.wake_mask != 0 {
+            return std::task::Poll::Ready(());
+        }
+        self.backlog_waker = Some(waker.clone());
+        std::task::Poll::Pending
+    }
+
+    /// Whether the runtime should leave connection `index` unread for now: its input routed
+    /// messages into an outbox that still holds more than `shard_queue_capacity` messages
+    /// (the destination shard cannot keep up). A publisher faster than the shards it feeds is
+    /// thus slowed by TCP flow control instead of growing memory, while every other
+    /// connection — subscribers' acknowledgements and PINGREQs, new CONNECTs, publishers to
+    /// other shards — is read as usual.
+    ///
+    /// The outbox drains as the destination takes messages; the runtime retries
+    /// ([`ShardCore::flush_mesh`]) at least every millisecond while it is backlogged
+    /// (`mesh_backlog`) and calls this again then. Each throttled connection adds at most one
+    /// read's worth of messages beyond the bound before it is stopped.
+    pub fn conn_throttled(&mut self, index: usize, now: Instant) -> bool {
+        let Some(&mask) = self.throttled.get(&index) else {
+            return false;
+        };
+        if self.wake_mask != 0 {
+            self.flush_mesh();
+        }
+        let mut still = 0u64;
+        let mut bits = mask;
+        while bits != 0 {
+            let to = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if self.outbox_len(to) > self.limits.shard_queue_capacity {
+                still |= 1 << to;
+            }
+        }
+        if still == 0 {
+            self.throttled.remove(&index);
+            // Unread by the server's choice: keep alive counts from now.
+            if let Some(conn) = self.conns.get_mut(index) {
+                conn.last_rx = conn.last_rx.max(now);
+            }
+            return false;
+        }
+        self.throttled.insert(index, still);
+        true
+    }
+
+    /// Connections throttled now (for tests and the stall detector).
+    pub fn throttled_conns(&self) -> usize {
+        self.throttled.len()
     }
 
     /// Graceful shutdown: DISCONNECT 0x8B (Server shutting down) to v5 clients, 3.1.1
@@ -1063,6 +1175,7 @@ impl ShardCore {
         self.wake_mask != 0
     }
 
+    /// Data-lane messages waiting for `to`'s inbox.
     pub fn outbox_len(&self, to: usize) -> usize {
         self.outbox.get(to).map_or(0, VecDeque::len)
     }

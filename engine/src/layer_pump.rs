@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 use crate::conn::Output;
 use crate::layer::{Layer, Received};
 use crate::runtime::{
-    Core, LINGER_BYTES, READ_CHUNK, ReadDone, finish_writes, release_connection, wait_for_mesh_room,
+    Core, LINGER_BYTES, READ_CHUNK, ReadDone, finish_writes, release_connection, wait_while_throttled,
 };
 
 /// The layer and the bytes it has ready for the peer.
@@ -111,7 +111,7 @@ pub(crate) async fn connection<L: Layer + 'static>(
     let mut certificates_taken = false;
     let mut discarded = 0;
     loop {
-        wait_for_mesh_room(&core).await;
+        wait_while_throttled(&core, index).await;
         link.borrow().layer.reserve_for_read(&mut raw);
         // Trap: monoio's `IoBufMut for BytesMut` reads from offset 0; read after the bytes
         // already buffered instead.
@@ -150,7 +150,7 @@ pub(crate) async fn connection<L: Layer + 'static>(
                 conn.peer_certificates = certs;
             }
         }
-        c.poll_mesh(now, usize::MAX);
+        c.poll_mesh(now, crate::core::MESH_PER_INPUT);
         if !mqtt.is_empty() {
             c.on_read(index, &mut mqtt, now);
         }

@@ -4,6 +4,15 @@
 //! core when an inbox is full) is retried on the next loop turn, so control messages are never
 //! lost. After a loop turn the producer wakes each destination it wrote to once (TigerBeetle's
 //! batch-per-turn), not once per message.
+//!
+//! Each inbox has two lanes. The *priority* lane carries the messages whose effect a client
+//! can observe before the next packet it sends — interest and retained-message updates (a
+//! SUBACK on one shard, then a PUBLISH read by another) — and which commute with everything
+//! else: they change where this shard routes and what it replays on SUBSCRIBE, never a
+//! session or a delivery already routed. The receiver applies that lane in full before any
+//! client input. Everything else (deliveries, claims, takeovers, session moves) stays in one
+//! FIFO *data* lane, whose order the session-move protocol relies on, and is handled in
+//! bounded batches, so a flooded shard still gets to its own connections between them.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -106,9 +115,19 @@ pub enum ShardMsg {
     },
 }
 
+impl ShardMsg {
+    /// Whether the message travels in the priority lane (see the module header).
+    pub fn is_priority(&self) -> bool {
+        matches!(self, ShardMsg::Interest { .. } | ShardMsg::Retain { .. })
+    }
+}
+
 /// One shard's inbox.
 #[derive(Debug)]
 pub struct Inbox {
+    /// Interest and retained updates, applied before any client input.
+    priority: ArrayQueue<ShardMsg>,
+    /// Everything else, in order.
     queue: ArrayQueue<ShardMsg>,
     waker: AtomicWaker,
     /// Messages that arrived, for metrics and tests.
@@ -130,6 +149,7 @@ impl Mesh {
     pub fn new(shards: usize, capacity: usize) -> Mesh {
         let inboxes = (0..shards)
             .map(|_| Inbox {
+                priority: ArrayQueue::new(capacity),
                 queue: ArrayQueue::new(capacity),
                 waker: AtomicWaker::new(),
                 received: AtomicU64::new(0),
@@ -161,6 +181,7 @@ impl Mesh {
     #[allow(clippy::result_large_err)]
     pub fn push(&self, to: usize, msg: ShardMsg) -> Result<(), ShardMsg> {
         match self.inboxes.get(to) {
+            Some(inbox) if msg.is_priority() => inbox.priority.push(msg),
             Some(inbox) => inbox.queue.push(msg),
             None => Err(msg),
         }
@@ -173,6 +194,7 @@ impl Mesh {
         }
     }
 
+    /// The next message of `me`'s data lane.
     pub fn pop(&self, me: usize) -> Option<ShardMsg> {
         let inbox = self.inboxes.get(me)?;
         let msg = inbox.queue.pop()?;
@@ -180,7 +202,28 @@ impl Mesh {
         Some(msg)
     }
 
+    /// The next message of `me`'s priority lane.
+    pub fn pop_priority(&self, me: usize) -> Option<ShardMsg> {
+        let inbox = self.inboxes.get(me)?;
+        let msg = inbox.priority.pop()?;
+        inbox.received.fetch_add(1, Ordering::Relaxed);
+        Some(msg)
+    }
+
+    /// Messages waiting in both lanes of `shard`'s inbox.
     pub fn len(&self, shard: usize) -> usize {
+        self.inboxes
+            .get(shard)
+            .map_or(0, |i| i.queue.len() + i.priority.len())
+    }
+
+    /// Messages waiting in `shard`'s priority lane.
+    pub fn priority_len(&self, shard: usize) -> usize {
+        self.inboxes.get(shard).map_or(0, |i| i.priority.len())
+    }
+
+    /// Messages waiting in `shard`'s data lane.
+    pub fn data_len(&self, shard: usize) -> usize {
         self.inboxes.get(shard).map_or(0, |i| i.queue.len())
     }
 
@@ -208,12 +251,12 @@ impl Readable<'_> {
         let Some(inbox) = self.mesh.inboxes.get(self.me) else {
             return Poll::Pending;
         };
-        if !inbox.queue.is_empty() {
+        if !inbox.queue.is_empty() || !inbox.priority.is_empty() {
             return Poll::Ready(());
         }
         inbox.waker.register(cx.waker());
         // A push between the check and the registration would otherwise be missed.
-        if inbox.queue.is_empty() {
+        if inbox.queue.is_empty() && inbox.priority.is_empty() {
             Poll::Pending
         } else {
             Poll::Ready(())

@@ -135,7 +135,7 @@ struct Pump {
     readable: bool,
     /// The last write did not take everything: wait until the socket is writable.
     write_blocked: bool,
-    /// Reading pauses: another shard's inbox is full.
+    /// Reading pauses: this connection's messages wait for a full inbox of another shard.
     congested: bool,
     /// The client closed its side, or the socket failed: nothing more to read.
     peer_closed: bool,
@@ -228,15 +228,13 @@ impl Pump {
                 self.discard();
                 continue;
             }
-            // Backpressure: while another shard cannot keep up, read nothing more, so a fast
-            // publisher is slowed by TCP instead of growing the outbox.
-            {
-                let mut c = self.core.borrow_mut();
-                if c.mesh_congested() {
-                    c.flush_mesh();
-                }
-                self.congested = c.mesh_congested();
-            }
+            // Backpressure: while the shards this connection publishes to cannot keep up, read
+            // nothing more from it, so it is slowed by TCP instead of growing the outbox.
+            // Other connections go on being read (`ShardCore::conn_throttled`).
+            self.congested = self
+                .core
+                .borrow_mut()
+                .conn_throttled(self.index(), Instant::now());
             if self.congested {
                 return Turn::Wait;
             }
@@ -463,7 +461,7 @@ fn flush_output(core: &Core, index: usize, fd: RawFd) -> io::Result<bool> {
 fn handle_input(core: &Core, index: usize, buf: &mut BytesMut) {
     let now = Instant::now();
     let mut c = core.borrow_mut();
-    c.poll_mesh(now, usize::MAX);
+    c.poll_mesh(now, crate::core::MESH_PER_INPUT);
     c.on_read(index, buf, now);
     c.flush_mesh();
 }
@@ -472,7 +470,7 @@ fn handle_input(core: &Core, index: usize, buf: &mut BytesMut) {
 fn connection_closed(core: &Core, index: usize) {
     let now = Instant::now();
     let mut c = core.borrow_mut();
-    c.poll_mesh(now, usize::MAX);
+    c.poll_mesh(now, crate::core::MESH_PER_INPUT);
     c.on_closed(index, now);
     c.flush_mesh();
 }

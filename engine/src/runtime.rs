@@ -33,6 +33,8 @@ pub(crate) const READ_CHUNK: usize = 512;
 /// Mesh messages handled per loop turn before yielding to connections.
 const MESH_BATCH: usize = 1024;
 const TICK: Duration = Duration::from_millis(250);
+/// How often a full destination inbox is retried.
+const MESH_RETRY: Duration = Duration::from_millis(1);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -377,6 +379,7 @@ async fn shard_main(setup: ShardSetup) {
         monoio::spawn(accept_loop(listener, number, core.clone(), transport));
     }
     monoio::spawn(tick_loop(core.clone(), mesh.clone(), shutdown));
+    monoio::spawn(mesh_retry_loop(core.clone()));
     let _ = ready.send(Ok(()));
     drop(ready);
     // The inbox is served by a task of its own, not by this (the runtime's main) future:
@@ -413,30 +416,34 @@ async fn inbox_loop(shard: usize, mesh: Mesh, core: Core) {
 }
 
 async fn tick_loop(core: Core, mesh: Mesh, shutdown: Shutdown) {
-    let mut last_tick = Instant::now();
     loop {
-        // A destination inbox that was full is retried every millisecond until it drains;
-        // otherwise the shard wakes once per tick.
-        let backlog = core.borrow().mesh_backlog();
-        monoio::time::sleep(if backlog {
-            Duration::from_millis(1)
-        } else {
-            TICK
-        })
-        .await;
+        monoio::time::sleep(TICK).await;
         let now = Instant::now();
         let mut c = core.borrow_mut();
-        if now.duration_since(last_tick) >= TICK {
-            last_tick = now;
-            c.poll_mesh(now, usize::MAX);
-            c.on_tick(now);
-        }
+        c.poll_mesh(now, usize::MAX);
+        c.on_tick(now);
         if shutdown.requested() {
             c.begin_shutdown(now);
             // The inbox loop decides when the shard is done; wake it every tick.
             mesh.wake(c.id);
         }
         c.flush_mesh();
+    }
+}
+
+/// Retries outgoing mesh messages that a full inbox refused: parked until `flush_mesh` leaves
+/// a backlog, then every millisecond until the backlog is gone.
+async fn mesh_retry_loop(core: Core) {
+    loop {
+        std::future::poll_fn(|cx| core.borrow_mut().poll_mesh_backlog(cx.waker())).await;
+        loop {
+            monoio::time::sleep(MESH_RETRY).await;
+            let mut c = core.borrow_mut();
+            c.flush_mesh();
+            if !c.mesh_backlog() {
+                break;
+            }
+        }
     }
 }
 
@@ -555,11 +562,12 @@ pub(crate) async fn finish_writes(fd: std::os::fd::RawFd, flushed: bool, read_do
     crate::sys::shutdown_socket(fd);
 }
 
-/// Backpressure, before each read: while another shard cannot keep up, read nothing more, so
-/// a fast publisher is slowed by TCP instead of growing the outbox.
-pub(crate) async fn wait_for_mesh_room(core: &Core) {
-    while core.borrow().mesh_congested() {
-        core.borrow_mut().flush_mesh();
+/// Backpressure, before each read of connection `index`: while the shards it publishes to
+/// cannot keep up, read nothing more from it, so it is slowed by TCP instead of growing the
+/// outbox (`ShardCore::conn_throttled`); other connections are read as usual. Woken by the
+/// retry timer, which fires every driver turn (`turn.rs`).
+pub(crate) async fn wait_while_throttled(core: &Core, index: usize) {
+    while core.borrow_mut().conn_throttled(index, Instant::now()) {
         monoio::time::sleep(Duration::from_millis(1)).await;
     }
 }
