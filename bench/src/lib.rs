@@ -15,6 +15,7 @@ pub mod client;
 pub mod clock;
 pub mod compare;
 pub mod config;
+pub mod framing;
 pub mod outbox;
 pub mod report;
 pub mod run;
