@@ -10,6 +10,7 @@
 //! and, with `-L`, in messages), or panic on anything a broker sends — a bad frame or a closed
 //! connection is counted and reported.
 
+pub mod blocking;
 pub mod cli;
 pub mod client;
 pub mod clock;
@@ -17,6 +18,7 @@ pub mod compare;
 pub mod config;
 pub mod framing;
 pub mod outbox;
+pub mod probe;
 pub mod report;
 pub mod run;
 pub mod sockets;
