@@ -50,6 +50,33 @@ impl Command {
     }
 }
 
+/// The liveness probe's options (see `crate::probe`).
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// Milliseconds between two probes (each: new connection, CONNECT/CONNACK,
+    /// PINGREQ/PINGRESP, close).
+    #[arg(
+        long = "probe-interval-ms",
+        default_value_t = 250,
+        help_heading = "Liveness probe"
+    )]
+    pub probe_interval_ms: u64,
+    /// A probe without CONNACK or PINGRESP after this many milliseconds has failed.
+    #[arg(
+        long = "probe-timeout-ms",
+        default_value_t = 2000,
+        help_heading = "Liveness probe"
+    )]
+    pub probe_timeout_ms: u64,
+    /// The run is flagged when a probe failed or its slowest answer took longer than this.
+    #[arg(
+        long = "probe-threshold-ms",
+        default_value_t = 1000,
+        help_heading = "Liveness probe"
+    )]
+    pub probe_threshold_ms: u64,
+}
+
 /// Options shared by all load scenarios.
 #[derive(Debug, Clone, Args)]
 #[command(disable_help_flag = true)]
@@ -181,6 +208,13 @@ pub struct LoadArgs {
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Run the liveness probe during the run (plain TCP): a new client
+    /// connects and pings every --probe-interval-ms, and the run is flagged when one gets no
+    /// answer in time.
+    #[arg(long, help_heading = "Liveness probe")]
+    pub probe: bool,
+    #[command(flatten)]
+    pub probe_opts: ProbeArgs,
 }
 
 #[derive(Debug, Clone, Args)]

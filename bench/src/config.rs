@@ -7,7 +7,8 @@ use std::time::Duration;
 use ringmq_codec::{ProtocolVersion, QoS};
 use serde::Serialize;
 
-use crate::cli::LoadArgs;
+use crate::cli::{LoadArgs, ProbeArgs};
+use crate::probe::ProbeConfig;
 use crate::template;
 use crate::tls::{TlsError, TlsOptions, TlsSetup};
 
@@ -76,6 +77,10 @@ pub enum ConfigError {
     SslWithoutTrust,
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("--probe speaks plain TCP and cannot be combined with --ssl")]
+    ProbeOverTls,
+    #[error("{0} must be at least 1")]
+    ZeroSetting(&'static str),
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +116,8 @@ pub struct LoadConfig {
     pub tls: Option<Arc<TlsSetup>>,
     pub label: Option<String>,
     pub quiet: bool,
+    /// `--probe`: the liveness probe runs during the whole run.
+    pub probe: Option<ProbeConfig>,
 }
 
 pub fn default_threads() -> usize {
@@ -119,15 +126,7 @@ pub fn default_threads() -> usize {
 
 impl LoadConfig {
     pub fn from_args(scenario: Scenario, args: &LoadArgs) -> Result<LoadConfig, ConfigError> {
-        let addr = (args.host.as_str(), args.port)
-            .to_socket_addrs()
-            .map_err(|e| e.to_string())
-            .and_then(|mut addrs| addrs.next().ok_or_else(|| "no address".to_string()))
-            .map_err(|reason| ConfigError::Resolve {
-                host: args.host.clone(),
-                port: args.port,
-                reason,
-            })?;
+        let addr = resolve(&args.host, args.port)?;
         if args.clients == 0 {
             return Err(ConfigError::NoClients);
         }
@@ -144,15 +143,22 @@ impl LoadConfig {
         if threads == 0 {
             return Err(ConfigError::NoThreads);
         }
-        let protocol = match args.protocol_version {
-            3 => ProtocolVersion::V3_1,
-            4 => ProtocolVersion::V3_1_1,
-            _ => ProtocolVersion::V5,
-        };
+        let protocol = protocol_of(args.protocol_version);
         if !protocol.is_v5() && (args.auth_method.is_some() || args.auth_data.is_some()) {
             return Err(ConfigError::AuthNeedsV5);
         }
         let tls = tls_setup(args)?;
+        if args.probe && tls.is_some() {
+            return Err(ConfigError::ProbeOverTls);
+        }
+        let client_id_prefix = args
+            .client_id_prefix
+            .clone()
+            .unwrap_or_else(|| format!("rb{}", std::process::id()));
+        let probe = args
+            .probe
+            .then(|| probe_config(&args.probe_opts, addr, protocol, &client_id_prefix))
+            .transpose()?;
         let rate = if scenario == Scenario::Latency && args.rate == 0.0 {
             DEFAULT_LATENCY_RATE
         } else {
@@ -187,10 +193,7 @@ impl LoadConfig {
             connect_concurrency: args.connect_concurrency.max(1),
             shared: args.shared,
             broker_pid: args.broker_pid,
-            client_id_prefix: args
-                .client_id_prefix
-                .clone()
-                .unwrap_or_else(|| format!("rb{}", std::process::id())),
+            client_id_prefix,
             username: args.username.clone(),
             password: args.password.clone(),
             auth_method: args.auth_method.clone(),
@@ -198,8 +201,55 @@ impl LoadConfig {
             tls,
             label: args.label.clone(),
             quiet: args.quiet,
+            probe,
         })
     }
+}
+
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())
+        .and_then(|mut addrs| addrs.next().ok_or_else(|| "no address".to_string()))
+        .map_err(|reason| ConfigError::Resolve {
+            host: host.to_string(),
+            port,
+            reason,
+        })
+}
+
+fn protocol_of(level: u8) -> ProtocolVersion {
+    match level {
+        3 => ProtocolVersion::V3_1,
+        4 => ProtocolVersion::V3_1_1,
+        _ => ProtocolVersion::V5,
+    }
+}
+
+/// The probe of a run against `addr`: its client ids are `{prefix}-probe-{n}`.
+fn probe_config(
+    args: &ProbeArgs,
+    addr: SocketAddr,
+    protocol: ProtocolVersion,
+    prefix: &str,
+) -> Result<ProbeConfig, ConfigError> {
+    for (flag, value) in [
+        ("--probe-interval-ms", args.probe_interval_ms),
+        ("--probe-timeout-ms", args.probe_timeout_ms),
+        ("--probe-threshold-ms", args.probe_threshold_ms),
+    ] {
+        if value == 0 {
+            return Err(ConfigError::ZeroSetting(flag));
+        }
+    }
+    Ok(ProbeConfig {
+        addr,
+        protocol,
+        interval: Duration::from_millis(args.probe_interval_ms),
+        timeout: Duration::from_millis(args.probe_timeout_ms),
+        slow_threshold: Duration::from_millis(args.probe_threshold_ms),
+        client_id_prefix: format!("{prefix}-probe"),
+    })
 }
 
 /// The TLS setup `--ssl` and its options ask for (files loaded now, so a bad one stops the run
@@ -536,6 +586,39 @@ mod tests {
         assert!(matches!(
             LoadConfig::from_args(Scenario::P2p, &args),
             Err(ConfigError::NoClients)
+        ));
+    }
+
+    #[test]
+    fn probe_is_opt_in_and_plain_tcp() {
+        assert!(config(&["b", "p2p"]).probe.is_none());
+        let Some(probe) = config(&[
+            "b",
+            "p2p",
+            "-V",
+            "4",
+            "--probe",
+            "--probe-interval-ms",
+            "100",
+            "--client-id-prefix",
+            "x",
+        ])
+        .probe
+        else {
+            panic!("--probe sets up the probe")
+        };
+        assert_eq!(probe.interval, Duration::from_millis(100));
+        assert_eq!(probe.timeout, Duration::from_secs(2));
+        assert_eq!(probe.slow_threshold, Duration::from_secs(1));
+        assert_eq!(probe.protocol, ProtocolVersion::V3_1_1);
+        assert_eq!(probe.client_id_prefix, "x-probe");
+        assert!(matches!(
+            config_error(&["b", "conn", "--probe", "-S", "--insecure"]),
+            ConfigError::ProbeOverTls
+        ));
+        assert!(matches!(
+            config_error(&["b", "conn", "--probe", "--probe-timeout-ms", "0"]),
+            ConfigError::ZeroSetting("--probe-timeout-ms")
         ));
     }
 }

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::probe::ProbeReport;
 use crate::stats::LatencySummary;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,6 +76,9 @@ pub struct Report {
     pub disconnected: u64,
     pub decode_errors: u64,
     pub refused: u64,
+    /// The liveness probe (`--probe`).
+    #[serde(default)]
+    pub probe: Option<ProbeReport>,
 }
 
 /// 1234567 → "1 234 567".
@@ -243,6 +247,9 @@ impl Report {
                 "generator", self.threads
             );
         }
+        if let Some(probe) = &self.probe {
+            probe.render(&mut s);
+        }
         let _ = writeln!(
             s,
             "  {:<12} {} disconnected, {} undecodable, {} refused, {} written off, {} stale",
@@ -253,6 +260,9 @@ impl Report {
             self.written_off,
             self.stale
         );
+        if let Some(verdict) = self.probe.as_ref().and_then(ProbeReport::verdict) {
+            let _ = writeln!(s, "!!! {verdict}");
+        }
         s
     }
 }
@@ -315,6 +325,7 @@ pub(crate) mod tests {
             disconnected: 0,
             decode_errors: 0,
             refused: 0,
+            probe: None,
         }
     }
 
@@ -425,6 +436,49 @@ pub(crate) mod tests {
         if let Some(c) = obj.get_mut("connections").and_then(|c| c.as_object_mut()) {
             c.remove("tls_failed");
         }
+        let back: Report = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, sample());
+    }
+
+    #[test]
+    fn a_failed_probe_is_loud_and_old_reports_still_load() {
+        let mut r = sample();
+        r.probe = Some(crate::probe::ProbeReport {
+            probes: 10,
+            failed: 2,
+            interval_ms: 250,
+            timeout_ms: 2000,
+            slow_threshold_ms: 1000,
+            worst_us: Some(900.0),
+            p50_us: Some(300.0),
+            p99_us: Some(900.0),
+            worst_connack_us: Some(900.0),
+            worst_pingresp_us: Some(100.0),
+            errors: vec!["at 1.25 s: no CONNACK within 2000 ms".into()],
+            flagged: true,
+        });
+        let text = r.render();
+        assert!(
+            text.contains("probe        10 probes every 250 ms, 2 failed; worst 900 µs"),
+            "{text}"
+        );
+        assert!(
+            text.contains("at 1.25 s: no CONNACK within 2000 ms"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "!!! LIVENESS: 2 of 10 probes got no answer within 2000 ms — the broker stopped answering new clients during the run\n"
+            ),
+            "{text}"
+        );
+        assert!(!sample().render().contains("probe"));
+        // A report written before the probe existed has neither field.
+        let mut json = serde_json::to_value(sample()).unwrap_or_else(|e| panic!("{e}"));
+        let Some(obj) = json.as_object_mut() else {
+            panic!("a report is an object")
+        };
+        obj.remove("probe");
         let back: Report = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, sample());
     }

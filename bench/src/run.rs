@@ -16,6 +16,7 @@ use monoio::{FusionDriver, RuntimeBuilder};
 use crate::client;
 use crate::clock;
 use crate::config::{LoadConfig, Plan, PubSpec, Scenario, SubSpec};
+use crate::probe::{Probe, ProbeReport};
 use crate::report::{BrokerStats, ConnectStats, Report, si};
 use crate::stats::{LatencySummary, Shared, new_histogram, phase};
 use crate::sysinfo::{self, ProcSample};
@@ -33,6 +34,8 @@ pub enum RunError {
     Thread { thread: usize, reason: String },
     #[error("{0} clients did not finish connecting in time")]
     ConnectStalled(u64),
+    #[error("cannot start the probe thread: {0}")]
+    Probe(std::io::Error),
     #[error(
         "none of the {attempted} clients could connect{} (the first errors are printed above)",
         tls_failures(*tls_failed)
@@ -96,6 +99,15 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, RunError> {
     let plan = Plan::new(cfg);
     let shared = Arc::new(Shared::default());
     let before = cfg.broker_pid.map(ProcSample::take);
+    // From before the first connect to after the drain: a broker that stops answering while
+    // clients connect, publish or drain is flagged. Dropped (stopped and joined) on every
+    // early return.
+    let probe = cfg
+        .probe
+        .clone()
+        .map(Probe::start)
+        .transpose()
+        .map_err(RunError::Probe)?;
     let began = Instant::now();
     let began_ns = clock::monotonic_ns();
     let handles = spawn_threads(cfg, &plan, &shared)?;
@@ -130,7 +142,10 @@ pub fn run(cfg: &LoadConfig) -> Result<Report, RunError> {
         return Err(err);
     }
     let measured = outcome?;
-    Ok(build_report(cfg, &plan, &shared, &measured, &latencies))
+    let probe = probe.map(Probe::finish);
+    Ok(build_report(
+        cfg, &plan, &shared, &measured, &latencies, probe,
+    ))
 }
 
 /// A load thread: its latency histogram, or why it could not run.
@@ -515,6 +530,7 @@ fn build_report(
     shared: &Shared,
     m: &Measured,
     latencies: &Histogram<u64>,
+    probe: Option<ProbeReport>,
 ) -> Report {
     let attempted = u64::from(plan.idle) + (plan.subscribers.len() + plan.publishers.len()) as u64;
     let ok = Shared::get(&shared.connected);
@@ -587,6 +603,7 @@ fn build_report(
         disconnected: Shared::get(&shared.disconnected),
         decode_errors: Shared::get(&shared.decode_errors),
         refused: Shared::get(&shared.refused),
+        probe,
     }
 }
 
