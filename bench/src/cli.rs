@@ -32,20 +32,25 @@ pub enum Command {
     FanOut(LoadArgs),
     /// Publisher/subscriber pairs at a fixed rate; reports the latency distribution.
     Latency(LoadArgs),
+    /// Open-loop flood from plain blocking-socket clients (issue 12's shape): N publishers
+    /// writing batches of QoS 0 PUBLISHes to their own topic as fast as TCP allows, one
+    /// subscriber per topic reading into a 1 MiB buffer; the liveness probe runs throughout.
+    Flood(FloodArgs),
     /// Start each broker in turn, run the same scenarios, write a markdown report and SVG chart.
     Compare(CompareArgs),
 }
 
 impl Command {
-    /// A load scenario and its options, or the `compare` options.
-    pub fn into_load(self) -> Result<(Scenario, LoadArgs), Box<CompareArgs>> {
+    /// A load scenario and its options, or the command back when it is not one (`flood`,
+    /// `compare`).
+    pub fn into_load(self) -> Result<(Scenario, LoadArgs), Box<Command>> {
         match self {
             Command::Conn(a) => Ok((Scenario::Conn, a)),
             Command::P2p(a) => Ok((Scenario::P2p, a)),
             Command::FanIn(a) => Ok((Scenario::FanIn, a)),
             Command::FanOut(a) => Ok((Scenario::FanOut, a)),
             Command::Latency(a) => Ok((Scenario::Latency, a)),
-            Command::Compare(a) => Err(Box::new(a)),
+            other @ (Command::Flood(_) | Command::Compare(_)) => Err(Box::new(other)),
         }
     }
 }
@@ -208,11 +213,71 @@ pub struct LoadArgs {
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
-    /// Run the liveness probe during the run (plain TCP): a new client
+    /// Run the liveness probe during the run (plain TCP; `compare` always does): a new client
     /// connects and pings every --probe-interval-ms, and the run is flagged when one gets no
     /// answer in time.
     #[arg(long, help_heading = "Liveness probe")]
     pub probe: bool,
+    #[command(flatten)]
+    pub probe_opts: ProbeArgs,
+}
+
+/// Options of the `flood` scenario.
+#[derive(Debug, Clone, Args)]
+#[command(disable_help_flag = true)]
+pub struct FloodArgs {
+    /// Print help.
+    #[arg(long, action = ArgAction::Help)]
+    pub help: Option<bool>,
+    /// Broker host.
+    #[arg(short = 'h', long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Broker port.
+    #[arg(short = 'p', long, default_value_t = 1883)]
+    pub port: u16,
+    /// Publishers, and as many subscribers (one per topic).
+    #[arg(short = 'c', long, default_value_t = 10)]
+    pub clients: u32,
+    /// Payload size in bytes.
+    #[arg(short = 's', long = "size", default_value_t = 64)]
+    pub payload_size: usize,
+    /// PUBLISH packets per write (one `write_all` of the whole batch).
+    #[arg(long, default_value_t = 64)]
+    pub batch: u32,
+    /// A subscriber's read buffer, in bytes.
+    #[arg(long = "read-buffer", default_value_t = 1 << 20)]
+    pub read_buffer_bytes: usize,
+    /// Topic prefix: publisher i publishes to PREFIX/i (default: `bench/flood/<run id>`,
+    /// unique per run, so messages a broker still holds from an earlier run are not counted).
+    #[arg(short = 't', long = "topic")]
+    pub topic_prefix: Option<String>,
+    /// Seconds to publish.
+    #[arg(long = "duration", default_value_t = 10.0)]
+    pub duration_secs: f64,
+    /// Longest wait, in milliseconds, for in-flight deliveries after publishing stops.
+    #[arg(long = "drain-ms", default_value_t = 2000)]
+    pub drain_ms: u64,
+    /// Bound on each client's connect and CONNACK (and SUBSCRIBE/SUBACK), in milliseconds.
+    #[arg(long = "connect-timeout-ms", default_value_t = 5000)]
+    pub connect_timeout_ms: u64,
+    /// Protocol level: 3 (MQTT 3.1), 4 (3.1.1), 5 (5.0).
+    #[arg(short = 'V', long = "protocol-version", default_value_t = 5, value_parser = clap::value_parser!(u8).range(3..=5))]
+    pub protocol_version: u8,
+    /// Broker process id: its CPU time and RSS are read from /proc.
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
+    /// Client identifier prefix (default: `rbflood<run id>`).
+    #[arg(long)]
+    pub client_id_prefix: Option<String>,
+    /// Broker name shown in the report.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
     #[command(flatten)]
     pub probe_opts: ProbeArgs,
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use ringmq_codec::{ProtocolVersion, QoS};
 use serde::Serialize;
 
-use crate::cli::{LoadArgs, ProbeArgs};
+use crate::cli::{FloodArgs, LoadArgs, ProbeArgs};
+use crate::flood::FloodConfig;
 use crate::probe::ProbeConfig;
 use crate::template;
 use crate::tls::{TlsError, TlsOptions, TlsSetup};
@@ -81,6 +82,10 @@ pub enum ConfigError {
     ProbeOverTls,
     #[error("{0} must be at least 1")]
     ZeroSetting(&'static str),
+    #[error("--batch must be at least 1")]
+    EmptyBatch,
+    #[error("--read-buffer must be at least 1")]
+    NoReadBuffer,
 }
 
 #[derive(Debug, Clone)]
@@ -249,6 +254,49 @@ fn probe_config(
         timeout: Duration::from_millis(args.probe_timeout_ms),
         slow_threshold: Duration::from_millis(args.probe_threshold_ms),
         client_id_prefix: format!("{prefix}-probe"),
+    })
+}
+
+/// The flood a `flood` command line asks for.
+pub fn flood_config(args: &FloodArgs) -> Result<FloodConfig, ConfigError> {
+    let addr = resolve(&args.host, args.port)?;
+    if args.clients == 0 {
+        return Err(ConfigError::NoClients);
+    }
+    if args.batch == 0 {
+        return Err(ConfigError::EmptyBatch);
+    }
+    if args.read_buffer_bytes == 0 {
+        return Err(ConfigError::NoReadBuffer);
+    }
+    if !args.duration_secs.is_finite() || args.duration_secs <= 0.0 {
+        return Err(ConfigError::BadDuration(args.duration_secs));
+    }
+    if args.connect_timeout_ms == 0 {
+        return Err(ConfigError::ZeroSetting("--connect-timeout-ms"));
+    }
+    let protocol = protocol_of(args.protocol_version);
+    let mut cfg = FloodConfig::new(addr);
+    if let Some(prefix) = &args.client_id_prefix {
+        cfg.client_id_prefix = prefix.clone();
+    }
+    if let Some(prefix) = &args.topic_prefix {
+        cfg.topic_prefix = prefix.clone();
+    }
+    cfg.probe = probe_config(&args.probe_opts, addr, protocol, &cfg.client_id_prefix)?;
+    Ok(FloodConfig {
+        publishers: args.clients,
+        duration: Duration::from_secs_f64(args.duration_secs),
+        payload_size: args.payload_size,
+        batch: args.batch,
+        read_buffer_bytes: args.read_buffer_bytes,
+        protocol,
+        connect_timeout: Duration::from_millis(args.connect_timeout_ms),
+        drain: Duration::from_millis(args.drain_ms),
+        broker_pid: args.broker_pid,
+        label: args.label.clone(),
+        quiet: args.quiet,
+        ..cfg
     })
 }
 
@@ -619,6 +667,67 @@ mod tests {
         assert!(matches!(
             config_error(&["b", "conn", "--probe", "--probe-timeout-ms", "0"]),
             ConfigError::ZeroSetting("--probe-timeout-ms")
+        ));
+    }
+
+    fn flood(argv: &[&str]) -> Result<FloodConfig, ConfigError> {
+        let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
+        let Command::Flood(args) = cli.command else {
+            panic!("expected flood")
+        };
+        flood_config(&args)
+    }
+
+    #[test]
+    fn flood_flags() {
+        let cfg = flood(&["b", "flood", "-p", "1884"]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.addr.port(), 1884);
+        assert_eq!((cfg.publishers, cfg.batch, cfg.payload_size), (10, 64, 64));
+        assert_eq!(cfg.read_buffer_bytes, 1 << 20);
+        assert!(cfg.topic_prefix.starts_with("bench/flood/"));
+        assert_eq!(cfg.probe.addr, cfg.addr);
+        assert_eq!(
+            cfg.probe.client_id_prefix,
+            format!("{}-probe", cfg.client_id_prefix)
+        );
+        let cfg = flood(&[
+            "b",
+            "flood",
+            "-c",
+            "3",
+            "--batch",
+            "8",
+            "-s",
+            "16",
+            "-t",
+            "t",
+            "-V",
+            "4",
+            "--duration",
+            "2.5",
+            "--probe-threshold-ms",
+            "300",
+            "--quiet",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((cfg.publishers, cfg.batch, cfg.payload_size), (3, 8, 16));
+        assert_eq!(cfg.topic_prefix, "t");
+        assert_eq!(cfg.protocol, ProtocolVersion::V3_1_1);
+        assert_eq!(cfg.probe.protocol, ProtocolVersion::V3_1_1);
+        assert_eq!(cfg.duration, Duration::from_millis(2500));
+        assert_eq!(cfg.probe.slow_threshold, Duration::from_millis(300));
+        assert!(cfg.quiet);
+        assert!(matches!(
+            flood(&["b", "flood", "-c", "0"]),
+            Err(ConfigError::NoClients)
+        ));
+        assert!(matches!(
+            flood(&["b", "flood", "--batch", "0"]),
+            Err(ConfigError::EmptyBatch)
+        ));
+        assert!(matches!(
+            flood(&["b", "flood", "--duration", "0"]),
+            Err(ConfigError::BadDuration(_))
         ));
     }
 }

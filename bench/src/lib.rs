@@ -5,6 +5,9 @@
 //! What it is for: measuring brokers from the outside — connect rate, memory per idle
 //! connection, messages/s published and delivered, delivery ratio and latency percentiles.
 //! It speaks MQTT 5, 3.1.1 and 3.1 through ringmq-codec, so it also exercises the codec.
+//! And liveness: the open-loop [`flood`] of plain blocking-socket clients and the [`probe`]
+//! that connects and pings during a run, so a broker that stops answering is flagged however
+//! good its throughput looks.
 //!
 //! What it must never do: send load anywhere it was not told to (every run is bounded in time
 //! and, with `-L`, in messages), or panic on anything a broker sends — a bad frame or a closed
@@ -16,6 +19,7 @@ pub mod client;
 pub mod clock;
 pub mod compare;
 pub mod config;
+pub mod flood;
 pub mod framing;
 pub mod outbox;
 pub mod probe;
@@ -31,7 +35,7 @@ pub mod wire;
 
 use std::path::Path;
 
-use cli::Cli;
+use cli::{Cli, Command, FloodArgs};
 use config::LoadConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,8 @@ pub enum BenchError {
     Run(#[from] run::RunError),
     #[error(transparent)]
     Compare(#[from] compare::CompareError),
+    #[error(transparent)]
+    Flood(#[from] flood::FloodError),
     #[error("cannot write {path}: {source}")]
     Write {
         path: String,
@@ -53,10 +59,29 @@ pub enum BenchError {
 pub fn execute(cli: Cli) -> Result<(), BenchError> {
     let (scenario, args) = match cli.command.into_load() {
         Ok(load) => load,
-        Err(a) => return Ok(compare::compare(&a)?),
+        Err(command) => {
+            return match *command {
+                Command::Compare(a) => Ok(compare::compare(&a)?),
+                Command::Flood(a) => run_flood(&a),
+                // into_load returns every other command as a load scenario.
+                other => unreachable!("not a load command: {other:?}"),
+            };
+        }
     };
     let cfg = LoadConfig::from_args(scenario, &args)?;
     let report = run::run(&cfg)?;
+    print!("{}", report.render());
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+    }
+    Ok(())
+}
+
+/// `ringmq-bench flood`: runs it, prints the table (with its problems in capitals) and writes
+/// the JSON. A flagged run still exits successfully: the report is the result.
+fn run_flood(args: &FloodArgs) -> Result<(), BenchError> {
+    let cfg = config::flood_config(args)?;
+    let report = flood::run(&cfg)?;
     print!("{}", report.render());
     if let Some(path) = &args.json {
         write_json(path, &report)?;

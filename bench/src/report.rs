@@ -76,9 +76,12 @@ pub struct Report {
     pub disconnected: u64,
     pub decode_errors: u64,
     pub refused: u64,
-    /// The liveness probe (`--probe`).
+    /// The liveness probe (`--probe`, always on in `compare` and `flood`).
     #[serde(default)]
     pub probe: Option<ProbeReport>,
+    /// Open-loop flood only: the longest time nothing was delivered while publishers wrote.
+    #[serde(default)]
+    pub longest_delivery_gap_ms: Option<f64>,
 }
 
 /// 1234567 → "1 234 567".
@@ -132,6 +135,16 @@ pub fn micros(us: f64) -> String {
         format!("{:.1} ms", us / 1000.0)
     } else {
         format!("{us:.0} µs")
+    }
+}
+
+/// The flood's longest delivery gap: sampled every `resolution_ms`, so a gap shorter than
+/// one sample shows as `< N ms` rather than a misleading 0.
+pub fn delivery_gap(ms: f64, resolution_ms: u64) -> String {
+    if ms < resolution_ms as f64 {
+        format!("< {resolution_ms} ms")
+    } else {
+        micros(ms * 1e3)
     }
 }
 
@@ -326,6 +339,7 @@ pub(crate) mod tests {
             decode_errors: 0,
             refused: 0,
             probe: None,
+            longest_delivery_gap_ms: None,
         }
     }
 
@@ -479,6 +493,7 @@ pub(crate) mod tests {
             panic!("a report is an object")
         };
         obj.remove("probe");
+        obj.remove("longest_delivery_gap_ms");
         let back: Report = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, sample());
     }

@@ -604,6 +604,7 @@ fn build_report(
         decode_errors: Shared::get(&shared.decode_errors),
         refused: Shared::get(&shared.refused),
         probe,
+        longest_delivery_gap_ms: None,
     }
 }
 
