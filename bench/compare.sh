@@ -3,7 +3,7 @@
 # rumqttd when it is installed) on this machine; rewrites the broker section of
 # docs/benchmarks.md and docs/benchmarks.svg.
 #
-#   bench/compare.sh                      # all default scenarios (~1.5 min per broker)
+#   bench/compare.sh                      # all default scenarios (~2 min per broker)
 #   bench/compare.sh --scenarios quick    # seconds-long smoke run
 #   bench/compare.sh --scenarios p2p-qos0,latency
 #

@@ -76,6 +76,7 @@ pub fn section(cmp: &Comparison, svg: &str) -> String {
     machine(&mut s, cmp);
     reproduce(&mut s, cmp);
     summary(&mut s, cmp);
+    liveness(&mut s, cmp);
     let _ = writeln!(s, "![broker comparison]({svg})\n");
     for def in &cmp.scenarios {
         scenario(&mut s, cmp, def);
@@ -182,6 +183,54 @@ fn summary_row(
     let _ = writeln!(s, "{line}");
 }
 
+/// The probe's results, scenario by broker: a freeze cannot hide behind a throughput number.
+fn liveness(s: &mut String, cmp: &Comparison) {
+    let names: Vec<&str> = cmp.brokers.iter().map(|b| b.name.as_str()).collect();
+    let _ = writeln!(s, "### Liveness probe\n");
+    let _ = writeln!(
+        s,
+        "During every run a separate client connects every {} ms (new connection, CONNECT → \
+         CONNACK, PINGREQ → PINGRESP, close). Each cell: the slowest answer, p99, and failed / \
+         total probes; ⚠ marks a run where a probe got no answer within its timeout or the \
+         slowest answer took longer than the threshold.\n",
+        probe_setting(cmp, |p| p.interval_ms).unwrap_or(250)
+    );
+    let mut header = String::from("| scenario |");
+    let mut rule = String::from("|---|");
+    for n in &names {
+        let _ = write!(header, " {n} |");
+        rule.push_str("---:|");
+    }
+    let _ = writeln!(s, "{header}\n{rule}");
+    for def in &cmp.scenarios {
+        let mut line = format!("| {} |", def.id);
+        for n in &names {
+            let cell = match cmp.report(n, def.id).map(|r| r.probe.as_ref()) {
+                Some(Some(p)) if p.flagged => format!("⚠ **{}**", p.summary()),
+                Some(Some(p)) => p.summary(),
+                Some(None) => "not probed".to_string(),
+                None => "failed".to_string(),
+            };
+            let _ = write!(line, " {cell} |");
+        }
+        let _ = writeln!(s, "{line}");
+    }
+    let _ = writeln!(
+        s,
+        "\nProbe timeout {} ms, threshold {} ms. ringmq's `ringmq_shard_stalls_total` is not \
+         scraped by `compare` (it reads no metrics endpoint yet).\n",
+        probe_setting(cmp, |p| p.timeout_ms).unwrap_or(2000),
+        probe_setting(cmp, |p| p.slow_threshold_ms).unwrap_or(1000)
+    );
+}
+
+/// A probe setting as reported by the first probed run.
+fn probe_setting(cmp: &Comparison, f: fn(&crate::probe::ProbeReport) -> u64) -> Option<u64> {
+    cmp.outcomes
+        .iter()
+        .find_map(|o| o.report.as_ref()?.probe.as_ref().map(f))
+}
+
 fn scenario(s: &mut String, cmp: &Comparison, def: &ScenarioDef) {
     let _ = writeln!(s, "### {} — {}\n", def.id, def.title);
     if let Some(command) = cmp
@@ -200,6 +249,28 @@ fn scenario(s: &mut String, cmp: &Comparison, def: &ScenarioDef) {
     match def.kind {
         Kind::Connections => conn_table(s, cmp, def),
         Kind::Throughput | Kind::Latency => message_table(s, cmp, def),
+    }
+    let probes: Vec<String> = cmp
+        .brokers
+        .iter()
+        .filter_map(|b| {
+            let r = cmp.report(&b.name, def.id)?;
+            let p = r.probe.as_ref()?;
+            let mark = if p.flagged { "⚠ " } else { "" };
+            let gap = r
+                .longest_delivery_gap_ms
+                .map(|g| {
+                    format!(
+                        ", longest delivery gap {}",
+                        crate::report::delivery_gap(g, crate::flood::SAMPLE_MS)
+                    )
+                })
+                .unwrap_or_default();
+            Some(format!("{mark}{} {}{gap}", b.name, p.summary()))
+        })
+        .collect();
+    if !probes.is_empty() {
+        let _ = writeln!(s, "\nProbe: {}.", probes.join("; "));
     }
     let _ = writeln!(s);
 }
@@ -359,6 +430,13 @@ fn problems(s: &mut String, cmp: &Comparison) {
         .filter_map(|o| o.report.as_ref().map(|r| (o, r)))
     {
         let (o, r) = o;
+        for flag in liveness_flags(r) {
+            if !listed {
+                let _ = writeln!(s, "### Problems seen\n");
+                listed = true;
+            }
+            let _ = writeln!(s, "- **{} / {}**: ⚠ {flag}", o.broker, o.scenario);
+        }
         let errors = r.disconnected + r.decode_errors + r.refused + r.connections.failed;
         if errors == 0 && r.delivery_ratio >= 0.999 && r.written_off > 0 {
             if !listed {
@@ -402,6 +480,26 @@ fn problems(s: &mut String, cmp: &Comparison) {
     }
 }
 
+/// What the probe and the flood's delivery watch flag in a run, loudly.
+pub fn liveness_flags(r: &Report) -> Vec<String> {
+    let mut flags = Vec::new();
+    if let Some(verdict) = r
+        .probe
+        .as_ref()
+        .and_then(crate::probe::ProbeReport::verdict)
+    {
+        flags.push(verdict);
+    }
+    let threshold_ms = r.probe.as_ref().map_or(1000, |p| p.slow_threshold_ms) as f64;
+    if let Some(gap) = r.longest_delivery_gap_ms.filter(|g| *g > threshold_ms) {
+        flags.push(format!(
+            "DELIVERIES STOPPED for {} while the publishers wrote",
+            micros(gap * 1e3)
+        ));
+    }
+    flags
+}
+
 fn indent(text: &str) -> String {
     text.lines()
         .map(|l| format!("  {l}"))
@@ -420,6 +518,16 @@ fn method(s: &mut String, cmp: &Comparison) {
          and not yet delivered (over all publishers), so the result is what the broker sustains \
          rather than how much the socket buffers hold; QoS 1 publishers additionally keep at \
          most `--inflight` unacknowledged PUBLISHes (capped by the broker's Receive Maximum).\n\
+         - **Open-loop scenarios** (`p2p-open`, `fan-in-open`: `--window 0`) publish as fast as \
+         the sockets take it; **flood** is issue 12's client shape: each publisher a thread with \
+         a blocking socket writing batches of 64 QoS 0 PUBLISHes (one `write_all` each) to its \
+         own topic, each subscriber a thread reading into a 1 MiB buffer and counting frames. Its \
+         delivered msg/s counts deliveries while the publishers wrote, over that time; a broker \
+         may drop QoS 0 messages a subscriber cannot take, so the delivery ratio is informative, \
+         not a failure.\n\
+         - **Liveness probe**: in every run a separate client connects, waits for CONNACK, pings \
+         and waits for PINGRESP, every 250 ms; a run where one got no answer in time or answered \
+         slower than the threshold is flagged (⚠) in the liveness table and under Problems seen.\n\
          - **Delivered msg/s** counts deliveries from the start of publishing to the last delivery; \
          the delivery ratio is deliveries / (published × subscribers per message), counted after a \
          2 s drain.\n\
@@ -587,5 +695,49 @@ pub(crate) mod tests {
             "{text}"
         );
         assert!(text.contains("### Problems seen"));
+    }
+
+    #[test]
+    fn a_freeze_is_flagged_in_the_liveness_table_and_the_problems() {
+        let mut cmp = comparison();
+        let healthy = crate::flood::tests_support::healthy_probe();
+        let mut frozen = healthy.clone();
+        frozen.failed = 3;
+        frozen.flagged = true;
+        frozen.worst_us = Some(1_800_000.0);
+        if let Some(r) = cmp.outcomes[0].report.as_mut() {
+            r.probe = Some(healthy.clone());
+        }
+        if let Some(r) = cmp.outcomes[1].report.as_mut() {
+            r.probe = Some(frozen);
+            r.longest_delivery_gap_ms = Some(4_000.0);
+        }
+        let text = section(&cmp, "b.svg");
+        assert!(text.contains("### Liveness probe"), "{text}");
+        assert!(
+            text.contains(
+                "| p2p-qos0 | worst 1500 µs, p99 1400 µs, 0/40 failed | ⚠ **worst 1800.0 ms, p99 1400 µs, 3/40 failed** |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "- **ringmq / p2p-qos0**: ⚠ LIVENESS: 3 of 40 probes got no answer within 2000 ms; the slowest answer took 1800.0 ms (threshold 1000 ms)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "- **ringmq / p2p-qos0**: ⚠ DELIVERIES STOPPED for 4000.0 ms while the publishers wrote"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("Probe: mosquitto worst 1500 µs"), "{text}");
+        assert!(text.contains("; ⚠ ringmq worst 1800.0 ms"), "{text}");
+        // Without a probe (an old JSON, a run without --probe) the cell says so.
+        if let Some(r) = cmp.outcomes[0].report.as_mut() {
+            r.probe = None;
+        }
+        assert!(section(&cmp, "b.svg").contains("| p2p-qos0 | not probed |"));
     }
 }

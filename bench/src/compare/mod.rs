@@ -13,8 +13,9 @@ use serde::Serialize;
 
 pub use broker::{BrokerSpec, RunningBroker};
 
-use crate::cli::{Cli, CompareArgs};
+use crate::cli::{Cli, Command, CompareArgs};
 use crate::config::{self, LoadConfig};
+use crate::flood::{self, FloodConfig};
 use crate::report::{Report, si};
 use crate::run;
 use crate::sysinfo::{self, MachineInfo};
@@ -54,14 +55,24 @@ pub struct ScenarioDef {
     pub args: Vec<String>,
 }
 
-const SCENARIO_IDS: [&str; 6] = [
+const SCENARIO_IDS: [&str; 9] = [
     "conn",
     "p2p-qos0",
     "p2p-qos1",
     "fan-in-qos0",
     "fan-out-qos0",
     "latency",
+    "p2p-open",
+    "fan-in-open",
+    "flood",
 ];
+
+impl ScenarioDef {
+    /// The flood runs its own clients (threads with blocking sockets), not the load threads.
+    pub fn is_flood(&self) -> bool {
+        self.args.first().is_some_and(|a| a == "flood")
+    }
+}
 
 fn def(id: &'static str, title: &'static str, kind: Kind, args: &str) -> ScenarioDef {
     ScenarioDef {
@@ -74,6 +85,11 @@ fn def(id: &'static str, title: &'static str, kind: Kind, args: &str) -> Scenari
 
 /// The scenarios of `--scenarios default|quick|a,b,c`. Defaults are sized for a 2-core
 /// machine that also runs the load generator: each takes at most ~15 s.
+///
+/// The last three are open loop (issue 12: a freeze hid behind the closed loop and behind
+/// ringmq-bench's own write pattern): p2p and fan-in with `--window 0`, and the flood of
+/// plain blocking-socket clients writing large batches. Every scenario runs with the liveness
+/// probe.
 pub fn scenarios(selection: &str) -> Result<Vec<ScenarioDef>, CompareError> {
     let full = vec![
         def(
@@ -112,6 +128,24 @@ pub fn scenarios(selection: &str) -> Result<Vec<ScenarioDef>, CompareError> {
             Kind::Latency,
             "latency -c 50 -q 0 -s 64 --duration 10",
         ),
+        def(
+            "p2p-open",
+            "p2p QoS 0, 10 pairs, open loop (no window)",
+            Kind::Throughput,
+            "p2p -c 10 -q 0 -s 64 --duration 5 --window 0",
+        ),
+        def(
+            "fan-in-open",
+            "fan-in QoS 0, 10 publishers → 1 subscriber, open loop (no window)",
+            Kind::Throughput,
+            "fan-in -c 10 -q 0 -s 64 --duration 5 --window 0",
+        ),
+        def(
+            "flood",
+            "flood: 10 blocking-socket publishers writing 64-PUBLISH batches → 10 subscribers",
+            Kind::Throughput,
+            "flood -c 10 -s 64 --batch 64 --duration 5",
+        ),
     ];
     let quick = vec![
         def(
@@ -149,6 +183,24 @@ pub fn scenarios(selection: &str) -> Result<Vec<ScenarioDef>, CompareError> {
             "latency, 5 pairs",
             Kind::Latency,
             "latency -c 5 -q 0 --duration 1 --drain-ms 500",
+        ),
+        def(
+            "p2p-open",
+            "p2p QoS 0, 5 pairs, open loop",
+            Kind::Throughput,
+            "p2p -c 5 -q 0 --duration 1 --window 0 --drain-ms 500",
+        ),
+        def(
+            "fan-in-open",
+            "fan-in QoS 0, 5 → 1, open loop",
+            Kind::Throughput,
+            "fan-in -c 5 -q 0 --duration 1 --window 0 --drain-ms 500",
+        ),
+        def(
+            "flood",
+            "flood, 5 blocking-socket publishers → 5 subscribers",
+            Kind::Throughput,
+            "flood -c 5 --duration 2 --drain-ms 500",
         ),
     ];
     match selection {
@@ -302,6 +354,27 @@ pub fn summary_rows(defs: &[ScenarioDef]) -> Vec<SummaryRow> {
             higher_is_better: false,
             value: |r| r.latency.map(|l| l.p99_us),
         },
+        SummaryRow {
+            scenario: "p2p-open",
+            metric: "delivered msg/s",
+            unit: Unit::PerSec,
+            higher_is_better: true,
+            value: rate,
+        },
+        SummaryRow {
+            scenario: "fan-in-open",
+            metric: "delivered msg/s",
+            unit: Unit::PerSec,
+            higher_is_better: true,
+            value: rate,
+        },
+        SummaryRow {
+            scenario: "flood",
+            metric: "delivered msg/s",
+            unit: Unit::PerSec,
+            higher_is_better: true,
+            value: rate,
+        },
     ];
     rows.into_iter()
         .filter(|row| defs.iter().any(|d| d.id == row.scenario))
@@ -398,6 +471,10 @@ fn run_one(
     }
     let level = spec.protocol_level.unwrap_or(5);
     argv.extend(["-V".to_string(), level.to_string()]);
+    // The flood always probes; the load scenarios are asked to.
+    if !def.is_flood() {
+        argv.push("--probe".to_string());
+    }
     let command = format!("ringmq-bench {} -p PORT --broker-pid PID", argv.join(" "));
     let mut outcome = Outcome {
         broker: spec.name.clone(),
@@ -423,14 +500,15 @@ fn run_one(
         broker.pid().to_string(),
         "--label".into(),
         spec.name.clone(),
-        "--threads".into(),
-        threads.to_string(),
     ]);
+    // The flood's threads are its clients, one each; --threads is the load scenarios'.
+    if !def.is_flood() {
+        full.extend(["--threads".into(), threads.to_string()]);
+    }
     if quiet {
         full.push("--quiet".into());
     }
-    let result = load_config(&full).and_then(|cfg| run::run(&cfg).map_err(|e| e.to_string()));
-    match result {
+    match execute(&full) {
         Ok(report) => outcome.report = Some(report),
         Err(e) => outcome.problem = Some(e),
     }
@@ -491,21 +569,54 @@ fn latency_rate(cmp: &mut Comparison, def: &ScenarioDef) -> (f64, String) {
     chosen
 }
 
-fn load_config(argv: &[String]) -> Result<LoadConfig, String> {
+/// What a scenario's command line asks for.
+#[derive(Debug)]
+enum Parsed {
+    Load(LoadConfig),
+    Flood(FloodConfig),
+}
+
+fn parse_scenario(argv: &[String]) -> Result<Parsed, String> {
     let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-    let (scenario, args) = cli
-        .command
-        .into_load()
-        .map_err(|_| "compare cannot nest".to_string())?;
-    LoadConfig::from_args(scenario, &args).map_err(|e| e.to_string())
+    match cli.command.into_load() {
+        Ok((scenario, args)) => LoadConfig::from_args(scenario, &args)
+            .map(Parsed::Load)
+            .map_err(|e| e.to_string()),
+        Err(command) => match *command {
+            Command::Flood(args) => config::flood_config(&args)
+                .map(Parsed::Flood)
+                .map_err(|e| e.to_string()),
+            _ => Err("compare cannot nest".to_string()),
+        },
+    }
+}
+
+/// Runs one scenario command line; the flood's report in the common shape.
+fn execute(argv: &[String]) -> Result<Report, String> {
+    match parse_scenario(argv)? {
+        Parsed::Load(cfg) => run::run(&cfg).map_err(|e| e.to_string()),
+        Parsed::Flood(cfg) => {
+            let report = flood::run(&cfg).map_err(|e| e.to_string())?;
+            if !cfg.quiet {
+                eprint!("{}", report.render());
+            }
+            Ok(report.to_report())
+        }
+    }
 }
 
 fn one_line(o: &Outcome) -> String {
-    let problem = o
+    let mut problem = o
         .problem
         .as_deref()
         .map(|p| format!(" — {p}"))
         .unwrap_or_default();
+    if let Some(probe) = o.report.as_ref().and_then(|r| r.probe.as_ref()) {
+        problem = format!("; probe {}{problem}", probe.summary());
+        if let Some(verdict) = probe.verdict() {
+            problem.push_str(&format!("\n   !!! {verdict}"));
+        }
+    }
     match &o.report {
         Some(r) if r.publishers == 0 => format!(
             "   {} / {}: {} connected at {} conn/s, {} per connection{problem}",
@@ -635,7 +746,16 @@ mod tests {
             scenarios("p2p,nope"),
             Err(CompareError::UnknownScenario(_))
         ));
-        assert_eq!(scenarios("quick").unwrap_or_default().len(), 6);
+        assert_eq!(scenarios("quick").unwrap_or_default().len(), 9);
+        let quick: Vec<_> = scenarios("quick")
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(
+            quick, SCENARIO_IDS,
+            "quick runs the same scenarios, smaller"
+        );
     }
 
     #[test]
@@ -648,12 +768,20 @@ mod tests {
             let mut argv = vec!["ringmq-bench".to_string()];
             argv.extend(def.args.clone());
             argv.extend(["-p".into(), "1".into()]);
-            assert!(
-                load_config(&argv).is_ok(),
-                "{}: {:?}",
-                def.id,
-                load_config(&argv)
-            );
+            if !def.is_flood() {
+                argv.push("--probe".into());
+            }
+            match parse_scenario(&argv) {
+                Ok(Parsed::Load(cfg)) => {
+                    assert!(!def.is_flood(), "{}", def.id);
+                    assert!(cfg.probe.is_some(), "{}: compare always probes", def.id);
+                    if def.id.ends_with("-open") {
+                        assert_eq!(cfg.window, 0, "{}: open loop", def.id);
+                    }
+                }
+                Ok(Parsed::Flood(cfg)) => assert!(def.is_flood() && cfg.publishers > 0),
+                Err(e) => panic!("{}: {e}", def.id),
+            }
         }
     }
 

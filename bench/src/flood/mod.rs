@@ -18,6 +18,9 @@
 
 mod report;
 
+#[cfg(test)]
+pub(crate) use report::tests as tests_support;
+
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
