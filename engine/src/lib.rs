@@ -9,6 +9,7 @@
 //! `core` (with `route`) is the sans-IO broker logic; `runtime` is the monoio byte pump, with
 //! `layer_pump` for the listeners whose bytes pass through a transport `layer` (TLS, WebSocket).
 
+mod accept;
 pub mod authn;
 pub mod config;
 pub mod conn;

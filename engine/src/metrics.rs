@@ -244,6 +244,10 @@ pub struct ShardMetrics {
     /// Connections closed for a protocol violation or decode error.
     pub protocol_errors: Counter,
     pub subscribe_denied: Counter,
+    /// Failed `accept` calls (out of descriptors above all, see `accept.rs`).
+    pub accept_errors: Counter,
+    /// Connections accepted with the reserve descriptor only to be refused (CONNACK 0x97).
+    pub refused_no_descriptors: Counter,
     pub auth_successes: [Counter; AuthMethod::COUNT],
     /// Indexed `[method * AuthFailure::COUNT + reason]`.
     pub auth_failures: [Counter; AuthMethod::COUNT * AuthFailure::COUNT],
@@ -445,6 +449,9 @@ pub struct Metrics {
     shards: Box<[ShardMetrics]>,
     listeners: Box<[ListenerLabel]>,
     pub auth: AuthMetrics,
+    /// Stalls seen per shard, counted by the stall detector's thread (`fetch_add`: not a
+    /// shard's single-writer counter).
+    stalls: Box<[AtomicU64]>,
     started: Instant,
 }
 
@@ -457,6 +464,7 @@ impl Metrics {
                 .collect(),
             listeners: listeners.into(),
             auth: AuthMetrics::default(),
+            stalls: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             started: Instant::now(),
         }
     }
@@ -467,6 +475,18 @@ impl Metrics {
             shards,
             listeners.iter().map(ListenerLabel::from_config).collect(),
         )
+    }
+
+    /// Counts a stall of shard `id` (the stall detector, see `stall.rs`).
+    pub fn stalled(&self, id: usize) {
+        if let Some(c) = self.stalls.get(id) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Stalls counted for shard `id`.
+    pub fn stalls(&self, id: usize) -> u64 {
+        self.stalls.get(id).map_or(0, |c| c.load(Relaxed))
     }
 
     /// Shard `id`'s metrics, to be written by that shard only.
@@ -524,6 +544,18 @@ impl Metrics {
         self.by_shard(&mut w, &INBOX_DEPTH, |s| s.mesh_inbox_depth.get());
         self.by_shard(&mut w, &MESH_OVERFLOW, |s| s.mesh_overflow.get());
         w.single(&PROTOCOL_ERRORS, self.sum(|s| s.protocol_errors.get()));
+        w.single(&ACCEPT_ERRORS, self.sum(|s| s.accept_errors.get()));
+        w.by(
+            &REFUSED,
+            "reason",
+            [("descriptors", self.sum(|s| s.refused_no_descriptors.get()))],
+        );
+        let stalls = self.stalls.iter().enumerate();
+        w.by(
+            &STALLS,
+            "shard",
+            stalls.map(|(i, c)| (i.to_string(), c.load(Relaxed))),
+        );
         w.single(&SUBSCRIBE_DENIED, self.sum(|s| s.subscribe_denied.get()));
         self.by_index(&mut w, &QUOTA_REJECTIONS, "quota", Quota::LABELS, |s| {
             &s.quota_rejections
@@ -690,6 +722,9 @@ families! {
     INBOX_DEPTH gauge "ringmq_mesh_inbox_depth" "Messages waiting in a shard's inbox (sampled).";
     MESH_OVERFLOW counter "ringmq_mesh_overflow_total" "Messages that waited because a destination shard's inbox was full.";
     PROTOCOL_ERRORS counter "ringmq_protocol_errors_total" "Connections closed for a protocol error.";
+    ACCEPT_ERRORS counter "ringmq_accept_errors_total" "Failed accepts (above all: out of file descriptors).";
+    REFUSED counter "ringmq_connections_refused_total" "Connections accepted only to be refused, by reason.";
+    STALLS counter "ringmq_shard_stalls_total" "Times a shard had ready work but made no progress for server.stall_threshold_ms.";
     SUBSCRIBE_DENIED counter "ringmq_subscribe_denied_total" "Subscriptions refused by authorization.";
     QUOTA_REJECTIONS counter "ringmq_quota_rejections_total" "Connections or messages refused by a quota.";
     AUTH_OK counter "ringmq_auth_successes_total" "Clients authenticated, by method.";

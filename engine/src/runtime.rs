@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use monoio::net::{ListenerOpts, TcpListener};
 use tracing::{debug, error, info, warn};
 
+use crate::accept::AcceptGuard;
 use crate::config::{Config, Driver, ListenerProtocol};
 use crate::core::ShardCore;
 use crate::layer::{Bare, Tls};
@@ -350,6 +351,7 @@ async fn shard_main(setup: ShardSetup) {
             }
         }
     }
+    let shard_metrics = metrics.clone();
     let mut core = ShardCore::with_metrics(
         shard,
         Some(mesh.clone()),
@@ -376,7 +378,8 @@ async fn shard_main(setup: ShardSetup) {
     };
     monoio::spawn(gate.run());
     for (number, (listener, transport)) in listeners.into_iter().enumerate() {
-        monoio::spawn(accept_loop(listener, number, core.clone(), transport));
+        let metrics = shard_metrics.clone();
+        monoio::spawn(accept_loop(listener, number, core.clone(), transport, metrics));
     }
     monoio::spawn(tick_loop(core.clone(), mesh.clone(), shutdown));
     monoio::spawn(mesh_retry_loop(core.clone()));
@@ -457,17 +460,39 @@ enum Transport {
 }
 
 /// Accepts connections of listener `number` (config order, for per-listener metrics).
-async fn accept_loop(listener: TcpListener, number: usize, core: Core, transport: Transport) {
+async fn accept_loop(
+    listener: TcpListener,
+    number: usize,
+    core: Core,
+    transport: Transport,
+    metrics: ShardHandle,
+) {
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| format!("listener {number}"), |a| a.to_string());
+    let mut guard = AcceptGuard::new(addr);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
+            // The client gave up before we accepted it, or a signal: nothing to wait for.
+            Err(e) if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::Interrupted
+            ) =>
+            {
+                continue;
+            }
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                warn!("accept failed: {e}");
-                monoio::time::sleep(Duration::from_millis(50)).await;
+                // Out of descriptors above all: refuse with the reserve, back off (accept.rs).
+                guard.failed(e, &listener, &metrics).await;
                 continue;
             }
         };
+        if !guard.accepted() {
+            // The last descriptor: refused, so that the reserve is back for the next one.
+            guard.refuse_last(stream, &metrics);
+            continue;
+        }
         if core.borrow().is_shutting_down() {
             continue; // dropping the stream closes it
         }

@@ -2,7 +2,7 @@
 //! halves do not expose, reads into a buffer's spare capacity, and one process setting.
 
 use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{BorrowedFd, FromRawFd, RawFd};
 
 use bytes::BytesMut;
 
@@ -62,4 +62,51 @@ pub fn set_transparent_huge_pages(enabled: bool) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Whether the listening socket `fd` has a connection waiting to be accepted, without
+/// accepting it (`poll(2)` with a zero timeout).
+pub fn connection_waiting(fd: RawFd) -> bool {
+    let mut pollfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pollfd` is a valid, initialised array of one element for the duration of the
+    // call, and a zero timeout never blocks; the caller's listener keeps `fd` open.
+    let n = unsafe { libc::poll(&mut pollfd, 1, 0) };
+    n > 0 && pollfd.revents & libc::POLLIN != 0
+}
+
+/// Accepts a connection waiting on the listening socket `fd` now, without the runtime: a
+/// blocking-free `accept4` whose descriptor is closed synchronously when the stream drops (the
+/// refusal path of `accept.rs` needs the descriptor back at once; monoio's io_uring streams
+/// close asynchronously).
+pub fn accept_now(fd: RawFd) -> io::Result<std::net::TcpStream> {
+    // SAFETY: null address pointers are allowed by accept4 (the peer address is not wanted);
+    // the flags are plain integers; the caller's listener keeps `fd` open for the call.
+    let accepted = unsafe {
+        libc::accept4(
+            fd,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if accepted < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(accepted) };
+    Ok(std::net::TcpStream::from(owned))
+}
+
+/// Takes a freshly accepted monoio stream out of the runtime (no operation may be in flight
+/// on it), so that it can be closed synchronously.
+pub fn into_std(stream: monoio::net::TcpStream) -> std::net::TcpStream {
+    use std::os::fd::IntoRawFd;
+    let fd = stream.into_raw_fd();
+    // SAFETY: `into_raw_fd` gave up the runtime's ownership of `fd`; this is its only owner.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    std::net::TcpStream::from(owned)
 }
