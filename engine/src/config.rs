@@ -33,6 +33,9 @@ pub struct ServerConfig {
     /// Let the heap use transparent huge pages (mimalloc asks the kernel for them). Off: the
     /// resident size then follows what is allocated instead of growing in 2 MiB steps.
     pub transparent_huge_pages: bool,
+    /// A shard that has ready work but makes no progress for this long is logged (once per
+    /// stall, with what it waits on) and counted in `ringmq_shard_stalls_total`; 0 = off.
+    pub stall_threshold_ms: u32,
 }
 
 /// How log lines are written to standard error.
@@ -53,6 +56,7 @@ impl Default for ServerConfig {
             log_format: LogFormat::Text,
             pin_cores: true,
             transparent_huge_pages: false,
+            stall_threshold_ms: 500,
         }
     }
 }
@@ -533,6 +537,12 @@ impl Config {
         }
         if l.shard_queue_capacity < 16 {
             return invalid("limits.shard_queue_capacity", "must be at least 16");
+        }
+        if self.server.stall_threshold_ms != 0 && self.server.stall_threshold_ms < 10 {
+            return invalid(
+                "server.stall_threshold_ms",
+                "must be 0 (off) or at least 10 (the detector samples every quarter of it)",
+            );
         }
         if self.server.shards > crate::MAX_SHARDS {
             return invalid("server.shards", "at most 64 shards are supported");

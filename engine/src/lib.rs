@@ -29,6 +29,7 @@ pub mod route;
 pub mod runtime;
 pub mod session;
 mod subscribe;
+mod stall;
 mod sys;
 mod turn;
 pub mod tls;

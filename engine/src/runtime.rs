@@ -23,6 +23,7 @@ use crate::mesh::Mesh;
 use crate::metrics::{Health, Metrics, ShardHandle};
 use crate::plain_pump::connection;
 use crate::tls::ListenerTls;
+use crate::stall::{PulseHandle, Pulses};
 use crate::turn::{TurnGate, next_turn};
 use crate::ws::{WsConfig, WsServer};
 
@@ -139,6 +140,7 @@ impl Server {
         )
         .map_err(StartError::Thread)?;
         let mesh = Mesh::new(shards, config.limits.shard_queue_capacity);
+        let pulses = Pulses::new(shards);
         let shutdown = Shutdown(health.clone());
         let (stopped_tx, stopped_rx) = mpsc::channel();
         let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -152,6 +154,7 @@ impl Server {
                 auth: auth.clone(),
                 tls: tls.clone(),
                 metrics: ShardHandle::new(metrics.clone(), shard),
+                pulse: pulses.handle(shard),
                 shutdown: shutdown.clone(),
                 ready: ready_tx.clone(),
                 stopped: stopped_tx.clone(),
@@ -179,6 +182,11 @@ impl Server {
                 Ok(Err(e)) => return Err(e),
                 Err(_) => return Err(StartError::Lost(0)),
             }
+        }
+        if config.server.stall_threshold_ms > 0 {
+            let threshold = Duration::from_millis(u64::from(config.server.stall_threshold_ms));
+            crate::stall::spawn_watchdog(pulses, mesh.clone(), metrics.clone(), threshold)
+                .map_err(StartError::Thread)?;
         }
         info!(shards, ?driver, listeners = ?config.listeners.iter().map(|l| l.bind).collect::<Vec<_>>(), "ringmq listening");
         health
@@ -279,6 +287,8 @@ struct ShardSetup {
     /// Per listener (same order as `config.listeners`): its TLS configuration, if TLS.
     tls: Vec<Option<Arc<ListenerTls>>>,
     metrics: ShardHandle,
+    /// This shard's pulse, watched by the stall detector.
+    pulse: PulseHandle,
     shutdown: Shutdown,
     ready: Ready,
     stopped: mpsc::Sender<usize>,
@@ -314,6 +324,7 @@ async fn shard_main(setup: ShardSetup) {
         auth,
         tls,
         metrics,
+        pulse,
         shutdown,
         ready,
         stopped,
@@ -365,7 +376,7 @@ async fn shard_main(setup: ShardSetup) {
         )));
     }
     let core: Core = Rc::new(RefCell::new(core));
-    let gate = match TurnGate::install(Default::default()) {
+    let gate = match TurnGate::install(pulse.clone()) {
         Ok(gate) => gate,
         Err(source) => {
             let _ = ready.send(Err(StartError::Runtime {
@@ -381,7 +392,7 @@ async fn shard_main(setup: ShardSetup) {
         let metrics = shard_metrics.clone();
         monoio::spawn(accept_loop(listener, number, core.clone(), transport, metrics));
     }
-    monoio::spawn(tick_loop(core.clone(), mesh.clone(), shutdown));
+    monoio::spawn(tick_loop(core.clone(), mesh.clone(), shutdown, pulse));
     monoio::spawn(mesh_retry_loop(core.clone()));
     let _ = ready.send(Ok(()));
     drop(ready);
@@ -418,9 +429,10 @@ async fn inbox_loop(shard: usize, mesh: Mesh, core: Core) {
     }
 }
 
-async fn tick_loop(core: Core, mesh: Mesh, shutdown: Shutdown) {
+async fn tick_loop(core: Core, mesh: Mesh, shutdown: Shutdown, pulse: PulseHandle) {
     loop {
         monoio::time::sleep(TICK).await;
+        pulse.progressed();
         let now = Instant::now();
         let mut c = core.borrow_mut();
         c.poll_mesh(now, usize::MAX);

@@ -32,11 +32,11 @@ use std::future::Future;
 use std::io;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Poll, Waker};
 
 use tracing::warn;
+
+use crate::stall::PulseHandle;
 
 thread_local! {
     /// The gate of the shard running on this thread (none outside a shard, e.g. in unit
@@ -52,19 +52,22 @@ pub(crate) struct TurnGate {
     spare: RefCell<Vec<Waker>>,
     /// A byte is outstanding on the socket pair.
     signalled: Cell<bool>,
+    /// Tasks that parked and have not run since: parked, or woken by a turn and still in
+    /// the run queue (what the stall detector counts as ready work).
+    waiting: Cell<usize>,
     tx: StdUnixStream,
     /// The receiving end, read (drained) through std...
     rx_read: StdUnixStream,
     /// ...and the same socket (a duplicated descriptor) waited on through the driver.
     rx: monoio::net::UnixStream,
-    /// Driver turns that resumed parked tasks (for the stall detector: progress).
-    pub(crate) turns: Arc<AtomicU64>,
+    /// The stall detector's view: a turn is progress, parked tasks are ready work.
+    pulse: PulseHandle,
 }
 
 impl TurnGate {
     /// Makes the gate of the current shard thread and returns it; the caller spawns
     /// [`TurnGate::run`] on the shard's runtime.
-    pub(crate) fn install(turns: Arc<AtomicU64>) -> io::Result<Rc<TurnGate>> {
+    pub(crate) fn install(pulse: PulseHandle) -> io::Result<Rc<TurnGate>> {
         let (tx, rx) = StdUnixStream::pair()?;
         tx.set_nonblocking(true)?;
         rx.set_nonblocking(true)?;
@@ -73,22 +76,20 @@ impl TurnGate {
             parked: RefCell::new(Vec::new()),
             spare: RefCell::new(Vec::new()),
             signalled: Cell::new(false),
+            waiting: Cell::new(0),
             tx,
             rx_read,
             rx: monoio::net::UnixStream::from_std(rx)?,
-            turns,
+            pulse,
         });
         GATE.with(|g| *g.borrow_mut() = Some(gate.clone()));
         Ok(gate)
     }
 
-    /// Tasks parked now.
-    pub(crate) fn parked(&self) -> usize {
-        self.parked.borrow().len()
-    }
-
     fn park(&self, waker: &Waker) {
         self.parked.borrow_mut().push(waker.clone());
+        self.waiting.set(self.waiting.get() + 1);
+        self.pulse.set_parked(self.waiting.get());
         if !self.signalled.get() {
             self.signal();
         }
@@ -131,7 +132,7 @@ impl TurnGate {
             self.signalled.set(false);
             let mut ready = self.spare.take();
             std::mem::swap(&mut ready, &mut *self.parked.borrow_mut());
-            self.turns.fetch_add(1, Ordering::Relaxed);
+            self.pulse.progressed();
             for waker in ready.drain(..) {
                 waker.wake();
             }
@@ -140,27 +141,79 @@ impl TurnGate {
     }
 }
 
+/// A task parked with [`next_turn`] ran again (or gave up waiting).
+fn resumed() {
+    GATE.with(|g| {
+        if let Some(gate) = g.borrow().as_ref() {
+            debug_assert!(gate.waiting.get() > 0, "more resumptions than parkings");
+            gate.waiting.set(gate.waiting.get().saturating_sub(1));
+            gate.pulse.set_parked(gate.waiting.get());
+        }
+    });
+}
+
 /// Waits for the next driver turn: the caller has used its budget and has more to do.
 ///
 /// With a gate installed (every shard), resumes after the driver has polled for I/O and timers
 /// once; without one (unit tests), after the other ready tasks ran once.
-pub(crate) fn next_turn() -> impl Future<Output = ()> {
-    let mut parked = false;
-    std::future::poll_fn(move |cx| {
-        if parked {
-            return Poll::Ready(());
-        }
-        parked = true;
-        let gated = GATE.with(|g| match g.borrow().as_ref() {
-            Some(gate) => {
-                gate.park(cx.waker());
-                true
+pub(crate) fn next_turn() -> NextTurn {
+    NextTurn { state: State::New }
+}
+
+/// The future of [`next_turn`].
+pub(crate) struct NextTurn {
+    state: State,
+}
+
+#[derive(PartialEq, Eq)]
+enum State {
+    New,
+    /// Parked in the gate (counted in its `waiting`).
+    Gated,
+    /// Woke itself (no gate).
+    Yielded,
+    Done,
+}
+
+impl Future for NextTurn {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        match self.state {
+            State::New => {
+                let gated = GATE.with(|g| match g.borrow().as_ref() {
+                    Some(gate) => {
+                        gate.park(cx.waker());
+                        true
+                    }
+                    None => false,
+                });
+                if gated {
+                    self.state = State::Gated;
+                } else {
+                    self.state = State::Yielded;
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Pending
             }
-            None => false,
-        });
-        if !gated {
-            cx.waker().wake_by_ref();
+            State::Gated => {
+                self.state = State::Done;
+                resumed();
+                Poll::Ready(())
+            }
+            State::Yielded | State::Done => {
+                self.state = State::Done;
+                Poll::Ready(())
+            }
         }
-        Poll::Pending
-    })
+    }
+}
+
+impl Drop for NextTurn {
+    fn drop(&mut self) {
+        // Dropped while parked (its task ended): no longer ready work.
+        if self.state == State::Gated {
+            resumed();
+        }
+    }
 }
