@@ -69,7 +69,7 @@ fn pump(cores: &mut [ShardCore], mesh: &Mesh, now: Instant) {
             c.flush_mesh();
         }
         for (i, c) in cores.iter_mut().enumerate() {
-            while let Some(m) = mesh.pop(i) {
+            while let Some(m) = mesh.pop_priority(i).or_else(|| mesh.pop(i)) {
                 c.on_mesh(m, now);
             }
         }

@@ -193,7 +193,7 @@ fn bench_mesh(c: &mut Criterion) {
                     message: message.clone(),
                     targets: 0b10,
                 };
-                if mesh.push(1, black_box(msg)).is_err() {
+                if mesh.push(0, 1, black_box(msg)).is_err() {
                     panic!("inbox full");
                 }
             }

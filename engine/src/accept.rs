@@ -182,10 +182,7 @@ fn refuse_now(mut stream: std::net::TcpStream) {
     use std::io::{Read, Write};
     let _ = stream.set_nonblocking(true);
     let mut buf = BytesMut::zeroed(REFUSAL_READ_MAX);
-    let n = match stream.read(&mut buf) {
-        Ok(n) => n,
-        Err(_) => 0,
-    };
+    let n = stream.read(&mut buf).unwrap_or_default();
     buf.truncate(n);
     let limits = ringmq_codec::Limits {
         max_packet_size: REFUSAL_READ_MAX as u32,
@@ -213,8 +210,12 @@ mod tests {
 
     #[test]
     fn descriptor_errors_are_recognised() {
-        assert!(out_of_descriptors(&io::Error::from_raw_os_error(libc::EMFILE)));
-        assert!(out_of_descriptors(&io::Error::from_raw_os_error(libc::ENFILE)));
+        assert!(out_of_descriptors(&io::Error::from_raw_os_error(
+            libc::EMFILE
+        )));
+        assert!(out_of_descriptors(&io::Error::from_raw_os_error(
+            libc::ENFILE
+        )));
         assert!(!out_of_descriptors(&io::Error::from_raw_os_error(
             libc::ECONNABORTED
         )));

@@ -361,8 +361,9 @@ impl ShardCore {
     /// Bytes arrived on a connection: decode and handle every complete packet. A frame that
     /// is not complete stays in `buf` for the caller to continue.
     pub fn on_read(&mut self, index: usize, buf: &mut BytesMut, now: Instant) {
+        // Nested when a claim resolved here releases another connection's held input
+        // (`complete_connect`): that input is attributed to its own connection meanwhile.
         let previous = self.reading.replace(index);
-        debug_assert!(previous.is_none(), "on_read is not re-entered");
         // Input held while the session was claimed may end with a frame in part (see
         // `complete_connect`): these bytes continue it.
         if let Some(conn) = self.conns.get_mut(index)
@@ -903,7 +904,9 @@ impl ShardCore {
         // are few and cheap, and a client may already act on them.
         let mut n = 0;
         for _ in 0..mesh.priority_len(self.id) {
-            let Some(msg) = mesh.pop_priority(self.id) else { break };
+            let Some(msg) = mesh.pop_priority(self.id) else {
+                break;
+            };
             self.handle_mesh(msg, now);
             n += 1;
         }
@@ -1037,7 +1040,7 @@ impl ShardCore {
                 .flatten()
             {
                 while let Some(msg) = outbox.pop_front() {
-                    match mesh.push(to, msg) {
+                    match mesh.push(self.id, to, msg) {
                         Ok(()) => pushed = true,
                         Err(msg) => {
                             outbox.push_front(msg);

@@ -11,8 +11,15 @@
 //! else: they change where this shard routes and what it replays on SUBSCRIBE, never a
 //! session or a delivery already routed. The receiver applies that lane in full before any
 //! client input. Everything else (deliveries, claims, takeovers, session moves) stays in one
-//! FIFO *data* lane, whose order the session-move protocol relies on, and is handled in
-//! bounded batches, so a flooded shard still gets to its own connections between them.
+//! FIFO *data* lane per sending shard, whose order the session-move protocol relies on, and
+//! is handled in bounded batches, so a flooded shard still gets to its own connections between
+//! them.
+//!
+//! One data lane per sender (single producer, single consumer), taken round-robin: with one
+//! lane shared by all senders, the sender that pushed first after each batch took every freed
+//! slot, and another sender's messages — a claim among them — could wait behind it for ever
+//! (seen with three shards, one slow). Each lane holds `capacity / (shards - 1)` messages (at
+//! least [`MIN_LANE`]), so an inbox holds about `capacity` in all, as before.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -122,13 +129,18 @@ impl ShardMsg {
     }
 }
 
+/// Least capacity of one sender's data lane.
+pub const MIN_LANE: usize = 64;
+
 /// One shard's inbox.
 #[derive(Debug)]
 pub struct Inbox {
     /// Interest and retained updates, applied before any client input.
     priority: ArrayQueue<ShardMsg>,
-    /// Everything else, in order.
-    queue: ArrayQueue<ShardMsg>,
+    /// Everything else, in order, one lane per sending shard.
+    lanes: Box<[ArrayQueue<ShardMsg>]>,
+    /// The lane the next `pop` tries first (only the owning shard pops).
+    next_lane: std::sync::atomic::AtomicUsize,
     waker: AtomicWaker,
     /// Messages that arrived, for metrics and tests.
     pub received: AtomicU64,
@@ -147,10 +159,16 @@ pub struct Mesh {
 
 impl Mesh {
     pub fn new(shards: usize, capacity: usize) -> Mesh {
+        assert!(
+            shards >= 1 && capacity >= 1,
+            "a mesh needs a shard and room"
+        );
+        let lane = (capacity / shards.saturating_sub(1).max(1)).max(MIN_LANE);
         let inboxes = (0..shards)
             .map(|_| Inbox {
                 priority: ArrayQueue::new(capacity),
-                queue: ArrayQueue::new(capacity),
+                lanes: (0..shards).map(|_| ArrayQueue::new(lane)).collect(),
+                next_lane: std::sync::atomic::AtomicUsize::new(0),
                 waker: AtomicWaker::new(),
                 received: AtomicU64::new(0),
             })
@@ -179,10 +197,15 @@ impl Mesh {
     /// Pushes to `to`'s inbox; gives the message back when the inbox is full (by value: the
     /// caller keeps it for a retry, and boxing it would allocate per message).
     #[allow(clippy::result_large_err)]
-    pub fn push(&self, to: usize, msg: ShardMsg) -> Result<(), ShardMsg> {
-        match self.inboxes.get(to) {
-            Some(inbox) if msg.is_priority() => inbox.priority.push(msg),
-            Some(inbox) => inbox.queue.push(msg),
+    pub fn push(&self, from: usize, to: usize, msg: ShardMsg) -> Result<(), ShardMsg> {
+        let Some(inbox) = self.inboxes.get(to) else {
+            return Err(msg);
+        };
+        if msg.is_priority() {
+            return inbox.priority.push(msg);
+        }
+        match inbox.lanes.get(from) {
+            Some(lane) => lane.push(msg),
             None => Err(msg),
         }
     }
@@ -194,12 +217,20 @@ impl Mesh {
         }
     }
 
-    /// The next message of `me`'s data lane.
+    /// The next message of `me`'s data lanes: the senders in turn, one message each.
     pub fn pop(&self, me: usize) -> Option<ShardMsg> {
         let inbox = self.inboxes.get(me)?;
-        let msg = inbox.queue.pop()?;
-        inbox.received.fetch_add(1, Ordering::Relaxed);
-        Some(msg)
+        let lanes = inbox.lanes.len();
+        let start = inbox.next_lane.load(Ordering::Relaxed);
+        for i in 0..lanes {
+            let lane = (start + i) % lanes;
+            if let Some(msg) = inbox.lanes.get(lane).and_then(ArrayQueue::pop) {
+                inbox.next_lane.store((lane + 1) % lanes, Ordering::Relaxed);
+                inbox.received.fetch_add(1, Ordering::Relaxed);
+                return Some(msg);
+            }
+        }
+        None
     }
 
     /// The next message of `me`'s priority lane.
@@ -210,11 +241,9 @@ impl Mesh {
         Some(msg)
     }
 
-    /// Messages waiting in both lanes of `shard`'s inbox.
+    /// Messages waiting in all lanes of `shard`'s inbox.
     pub fn len(&self, shard: usize) -> usize {
-        self.inboxes
-            .get(shard)
-            .map_or(0, |i| i.queue.len() + i.priority.len())
+        self.data_len(shard) + self.priority_len(shard)
     }
 
     /// Messages waiting in `shard`'s priority lane.
@@ -222,9 +251,11 @@ impl Mesh {
         self.inboxes.get(shard).map_or(0, |i| i.priority.len())
     }
 
-    /// Messages waiting in `shard`'s data lane.
+    /// Messages waiting in `shard`'s data lanes.
     pub fn data_len(&self, shard: usize) -> usize {
-        self.inboxes.get(shard).map_or(0, |i| i.queue.len())
+        self.inboxes
+            .get(shard)
+            .map_or(0, |i| i.lanes.iter().map(ArrayQueue::len).sum())
     }
 
     /// `Ready` when `me`'s inbox is non-empty; otherwise registers `cx`'s waker, which
@@ -251,12 +282,13 @@ impl Readable<'_> {
         let Some(inbox) = self.mesh.inboxes.get(self.me) else {
             return Poll::Pending;
         };
-        if !inbox.queue.is_empty() || !inbox.priority.is_empty() {
+        let empty = || inbox.priority.is_empty() && inbox.lanes.iter().all(ArrayQueue::is_empty);
+        if !empty() {
             return Poll::Ready(());
         }
         inbox.waker.register(cx.waker());
         // A push between the check and the registration would otherwise be missed.
-        if inbox.queue.is_empty() && inbox.priority.is_empty() {
+        if empty() {
             Poll::Pending
         } else {
             Poll::Ready(())
@@ -273,53 +305,85 @@ impl Future for Readable<'_> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn full_inbox_returns_the_message() {
-        let mesh = Mesh::new(2, 1);
-        assert!(
-            mesh.push(
-                1,
-                ShardMsg::Release {
-                    client_id: Str::from_static("a"),
-                    shard: 0,
-                    claim: ConnToken {
-                        index: 0,
-                        serial: 0
-                    }
-                }
-            )
-            .is_ok()
-        );
-        let back = mesh.push(
-            1,
-            ShardMsg::Release {
-                client_id: Str::from_static("b"),
-                shard: 0,
-                claim: ConnToken {
-                    index: 0,
-                    serial: 0,
-                },
+    fn release(id: &'static str) -> ShardMsg {
+        ShardMsg::Release {
+            client_id: Str::from_static(id),
+            shard: 0,
+            claim: ConnToken {
+                index: 0,
+                serial: 0,
             },
-        );
+        }
+    }
+
+    fn id(msg: Option<ShardMsg>) -> Option<String> {
+        match msg {
+            Some(ShardMsg::Release { client_id, .. }) => Some(client_id.as_str().to_owned()),
+            Some(m) => panic!("unexpected {m:?}"),
+            None => None,
+        }
+    }
+
+    #[test]
+    fn full_lane_returns_the_message() {
+        let mesh = Mesh::new(2, 1);
+        for _ in 0..MIN_LANE {
+            assert!(mesh.push(0, 1, release("a")).is_ok());
+        }
+        let back = mesh.push(0, 1, release("b"));
         assert!(matches!(back, Err(ShardMsg::Release { .. })));
-        assert!(mesh.pop(1).is_some());
+        for _ in 0..MIN_LANE {
+            assert!(mesh.pop(1).is_some());
+        }
         assert!(mesh.pop(1).is_none());
-        assert!(
-            mesh.push(
-                5,
-                ShardMsg::Release {
-                    client_id: Str::from_static("c"),
-                    shard: 0,
-                    claim: ConnToken {
-                        index: 0,
-                        serial: 0
-                    }
-                }
-            )
-            .is_err()
+        assert!(mesh.push(0, 5, release("c")).is_err(), "no such shard");
+        assert!(mesh.push(7, 1, release("c")).is_err(), "no such sender");
+    }
+
+    #[test]
+    fn senders_are_taken_in_turn_and_one_cannot_starve_another() {
+        let mesh = Mesh::new(3, 2 * MIN_LANE);
+        // Sender 1 fills its lane of shard 0; sender 2 still has room.
+        while mesh.push(1, 0, release("one")).is_ok() {}
+        assert!(mesh.push(2, 0, release("two")).is_ok());
+        assert!(mesh.push(2, 0, release("two-b")).is_ok());
+        let first: Vec<_> = (0..4).map(|_| id(mesh.pop(0)).unwrap()).collect();
+        assert_eq!(first, ["one", "two", "one", "two-b"]);
+        // Order within a sender's lane is kept.
+        while mesh.pop(0).is_some() {}
+        for name in ["x1", "x2", "x3"] {
+            assert!(mesh.push(1, 0, release(name)).is_ok());
+        }
+        let order: Vec<_> = (0..3).map(|_| id(mesh.pop(0)).unwrap()).collect();
+        assert_eq!(order, ["x1", "x2", "x3"]);
+    }
+
+    #[test]
+    fn interest_and_retained_updates_take_the_priority_lane() {
+        let mesh = Mesh::new(2, 64);
+        let interest = ShardMsg::Interest {
+            filter: Bytes::from_static(b"a/b"),
+            group: None,
+            shard: 0,
+            add: true,
+        };
+        assert!(interest.is_priority());
+        assert!(!release("x").is_priority());
+        assert!(mesh.push(0, 1, release("x")).is_ok());
+        assert!(mesh.push(0, 1, interest).is_ok());
+        assert_eq!(
+            (mesh.data_len(1), mesh.priority_len(1), mesh.len(1)),
+            (1, 1, 2)
         );
+        assert!(matches!(
+            mesh.pop_priority(1),
+            Some(ShardMsg::Interest { .. })
+        ));
+        assert!(mesh.pop_priority(1).is_none());
+        assert_eq!(id(mesh.pop(1)).as_deref(), Some("x"));
     }
 }

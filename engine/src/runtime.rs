@@ -22,8 +22,8 @@ use crate::layer_pump;
 use crate::mesh::Mesh;
 use crate::metrics::{Health, Metrics, ShardHandle};
 use crate::plain_pump::connection;
-use crate::tls::ListenerTls;
 use crate::stall::{PulseHandle, Pulses};
+use crate::tls::ListenerTls;
 use crate::turn::{TurnGate, next_turn};
 use crate::ws::{WsConfig, WsServer};
 
@@ -390,7 +390,13 @@ async fn shard_main(setup: ShardSetup) {
     monoio::spawn(gate.run());
     for (number, (listener, transport)) in listeners.into_iter().enumerate() {
         let metrics = shard_metrics.clone();
-        monoio::spawn(accept_loop(listener, number, core.clone(), transport, metrics));
+        monoio::spawn(accept_loop(
+            listener,
+            number,
+            core.clone(),
+            transport,
+            metrics,
+        ));
     }
     monoio::spawn(tick_loop(core.clone(), mesh.clone(), shutdown, pulse));
     monoio::spawn(mesh_retry_loop(core.clone()));
@@ -487,10 +493,11 @@ async fn accept_loop(
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             // The client gave up before we accepted it, or a signal: nothing to wait for.
-            Err(e) if matches!(
-                e.kind(),
-                std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::Interrupted
-            ) =>
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::Interrupted
+                ) =>
             {
                 continue;
             }
@@ -615,4 +622,3 @@ pub(crate) fn release_connection(core: &Core, index: usize) {
     c.release(index, Instant::now());
     c.flush_mesh();
 }
-

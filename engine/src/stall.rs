@@ -189,7 +189,11 @@ pub(crate) fn spawn_watchdog(
                             );
                         }
                         Some(Event::Resumed { lasted }) => {
-                            info!(shard, lasted_ms = lasted.as_millis() as u64, "shard resumed");
+                            info!(
+                                shard,
+                                lasted_ms = lasted.as_millis() as u64,
+                                "shard resumed"
+                            );
                         }
                         None => {}
                     }

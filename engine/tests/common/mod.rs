@@ -28,7 +28,8 @@ impl Cluster {
     }
 
     pub fn with_limits(shards: usize, limits: Limits) -> Cluster {
-        let mesh = Mesh::new(shards, 1024);
+        // Inboxes as large as the outbox bound, as the server makes them.
+        let mesh = Mesh::new(shards, limits.shard_queue_capacity);
         let listener = ListenerLabel {
             name: "test".into(),
             protocol: "mqtt",
@@ -61,7 +62,8 @@ impl Cluster {
                 self.cores[i].flush_mesh();
             }
             for i in 0..self.cores.len() {
-                while let Some(msg) = self.mesh.pop(i) {
+                // The priority lane first, as `ShardCore::poll_mesh` does.
+                while let Some(msg) = self.mesh.pop_priority(i).or_else(|| self.mesh.pop(i)) {
                     self.cores[i].on_mesh(msg, self.now);
                     moved = true;
                 }
@@ -223,6 +225,19 @@ pub struct Client {
     pub rx: BytesMut,
     /// Packets received after CONNACK by `connect`, returned by the next `recv`.
     pub pending: Vec<Packet>,
+}
+
+impl Client {
+    /// Another handle on the same connection (for sending; received bytes stay with `self`).
+    pub fn handle(&self) -> Client {
+        Client {
+            shard: self.shard,
+            index: self.index,
+            version: self.version,
+            rx: BytesMut::new(),
+            pending: Vec::new(),
+        }
+    }
 }
 
 pub fn pid(n: u16) -> NonZeroU16 {
