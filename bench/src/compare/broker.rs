@@ -223,6 +223,12 @@ impl RunningBroker {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Lines of the broker's log that contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines().filter(|l| l.contains(needle)).count()
+    }
+
     /// The last lines of the broker's log.
     pub fn log_tail(&self) -> String {
         let text = fs::read_to_string(&self.log).unwrap_or_default();

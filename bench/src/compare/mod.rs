@@ -512,6 +512,16 @@ fn run_one(
         Ok(report) => outcome.report = Some(report),
         Err(e) => outcome.problem = Some(e),
     }
+    // ringmq's stall detector logs each stall (ready work, no progress for
+    // server.stall_threshold_ms) at warn level; a compare run must see none.
+    let stalls = broker.log_count(STALL_LOG_LINE);
+    if stalls > 0 {
+        let note = format!("broker logged {stalls} shard stall(s)");
+        outcome.problem = Some(match outcome.problem.take() {
+            Some(p) => format!("{p}; {note}"),
+            None => note,
+        });
+    }
     if !broker.alive() {
         let note = format!(
             "broker exited during the run; log tail:\n{}",
@@ -525,6 +535,9 @@ fn run_one(
     broker.stop();
     outcome
 }
+
+/// What ringmq's stall detector logs (engine/src/stall.rs), counted in every broker's log.
+const STALL_LOG_LINE: &str = "shard stalled";
 
 /// Per-publisher rate for the latency scenario: half the baseline's p2p QoS 0 delivery rate,
 /// spread over the latency scenario's publishers.
