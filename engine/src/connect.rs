@@ -523,6 +523,10 @@ impl ShardCore {
     ) {
         let resolved = self.resolve_pending_claim(&client_id, token);
         let arrived = moved.is_some();
+        // The session is here now: a forwarder left by an earlier stay points away from it.
+        // Kept, it made a cycle with the forwarder the session's last shard left for here,
+        // and a late message bounced between the two until the grace ran out.
+        self.forwarders.retain(|f| f.client_id != client_id);
         self.install_claimed_session(client_id.clone(), token, moved, local, owner, now);
         if arrived {
             let buffered = resolved

@@ -934,7 +934,11 @@ impl ShardCore {
                 }
                 self.deliver_local(&message, now)
             }
-            ShardMsg::DeliverTo { client_id, out } => self.on_deliver_to(client_id, out, now),
+            ShardMsg::DeliverTo {
+                client_id,
+                out,
+                hops,
+            } => self.on_deliver_to(client_id, out, hops, now),
             ShardMsg::DeliverShared {
                 message,
                 filter,

@@ -54,6 +54,9 @@ pub enum ShardMsg {
     DeliverTo {
         client_id: Str,
         out: crate::session::Outgoing,
+        /// Shards that forwarded it so far: dropped beyond the number of shards, so no
+        /// forwarding cycle can keep a message in flight.
+        hops: u8,
     },
     /// Deliver to one member of the shared subscription `$share/{group}/{filter}`.
     DeliverShared {

@@ -729,6 +729,7 @@ impl ShardCore {
                     ShardMsg::DeliverTo {
                         client_id: f.client_id.clone(),
                         out,
+                        hops: 1,
                     },
                 ));
             }
@@ -772,7 +773,7 @@ impl ShardCore {
     }
 
     /// A forwarded delivery for a session that moved here (or moved on again).
-    pub(crate) fn on_deliver_to(&mut self, client_id: Str, out: Outgoing, now: Instant) {
+    pub(crate) fn on_deliver_to(&mut self, client_id: Str, out: Outgoing, hops: u8, now: Instant) {
         if let Some(&sidx) = self.by_client_id.get(client_id.as_bytes()) {
             // Only if the session, as it is now, still subscribes to a matching filter: a clean
             // start or an unsubscribe since the move ends the old subscriptions.
@@ -795,7 +796,23 @@ impl ShardCore {
             .find(|f| f.client_id == client_id && f.until > now)
             .map(|f| f.to);
         match next {
-            Some(to) => self.send(to, ShardMsg::DeliverTo { client_id, out }),
+            Some(to) if usize::from(hops) < self.shards => {
+                let hops = hops.saturating_add(1);
+                self.send(
+                    to,
+                    ShardMsg::DeliverTo {
+                        client_id,
+                        out,
+                        hops,
+                    },
+                )
+            }
+            Some(_) => {
+                // Forwarders never form a cycle (a session's arrival removes its shard's old
+                // forwarder); should one appear, the message is dropped and counted.
+                debug_assert!(false, "a forwarded message went round the shards");
+                self.stats.dropped_no_session += 1;
+            }
             None => self.stats.dropped_no_session += 1,
         }
     }

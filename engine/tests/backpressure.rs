@@ -192,18 +192,6 @@ fn a_data_batch_before_input_is_bounded() {
     assert_eq!(cl.mesh.data_len(1), 2 * MESH_PER_INPUT);
 }
 
-/// A small deterministic generator (xorshift64*), so a failure replays.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
-
 /// Several cores under an open-loop flood: publishers always have more to send (a fresh burst
 /// each time they are read), subscribers read fast, slowly or not at all, a probe connects and
 /// pings on every shard now and then. The simulated runtime reads every connection that is not
@@ -230,7 +218,7 @@ fn flood_round(seed: u64) {
     /// A publisher throttled this many rounds in a row fails the test: input is read
     /// eventually, whoever else feeds the same slow shard.
     const MAX_UNREAD_ROUNDS: usize = 100;
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = Rng::new(seed);
     let mut cl = Cluster::with_limits(SHARDS, limits());
     let topics: [&'static str; PUBLISHERS] = [
         "f/0", "f/1", "f/2", "f/3", "f/4", "f/5", "f/6", "f/7", "f/8",

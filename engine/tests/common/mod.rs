@@ -64,6 +64,12 @@ impl Cluster {
             for i in 0..self.cores.len() {
                 // The priority lane first, as `ShardCore::poll_mesh` does.
                 while let Some(msg) = self.mesh.pop_priority(i).or_else(|| self.mesh.pop(i)) {
+                    if std::env::var("TRACE_MESH").is_ok() {
+                        eprintln!(
+                            "mesh -> {i}: {}",
+                            format!("{msg:?}").chars().take(160).collect::<String>()
+                        );
+                    }
                     self.cores[i].on_mesh(msg, self.now);
                     moved = true;
                 }
@@ -237,6 +243,23 @@ impl Client {
             rx: BytesMut::new(),
             pending: Vec::new(),
         }
+    }
+}
+
+/// A small deterministic generator (xorshift64*), so a randomized test replays by seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
     }
 }
 
