@@ -216,9 +216,19 @@ impl ShardCore {
         }
     }
 
+    /// Tells every shard that this one has (or no longer has) subscribers to `filter`.
+    ///
+    /// This shard's own entry changes at once, not through its local inbox: that inbox is
+    /// drained only after every packet of a read was handled, so a PUBLISH right behind the
+    /// SUBSCRIBE in the same read (or in input held while the session was claimed) was routed
+    /// past the new subscription and lost, although its SUBACK went out first (issue 12).
+    /// Only this shard writes its own bit, so applying it early reorders nothing. The other
+    /// shards still learn it through the mesh (flushed after the read, before its output is
+    /// written: `plain_pump::handle_input`).
     fn broadcast_interest(&mut self, filter: Bytes, group: Option<Bytes>, add: bool) {
-        let me = self.id as u16;
-        for to in 0..self.shards {
+        let (shards, own) = (self.shards, self.id);
+        let me = own as u16;
+        for to in (0..shards).filter(|&to| to != own) {
             self.send(
                 to,
                 ShardMsg::Interest {
@@ -229,6 +239,7 @@ impl ShardCore {
                 },
             );
         }
+        self.apply_interest(filter, group, me, add);
     }
 
     pub(crate) fn apply_interest(

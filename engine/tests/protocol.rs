@@ -981,3 +981,62 @@ fn disconnect_reason_string_fits_the_clients_maximum_packet_size() {
         assert!(cl.is_closing(&c));
     }
 }
+
+/// Issue 12 ("packets that never come"): a SUBSCRIBE and a PUBLISH to a filter it matches, in
+/// one read (a client that publishes without waiting for its SUBACK, or two writes the broker
+/// reads together). The subscription is in force from its SUBACK on, and the SUBACK is written
+/// before the PUBREC, so the message must reach the subscriber — here the publisher itself.
+/// The shard's own interest in the filter used to be queued in its local inbox and applied
+/// only after every packet of the read was handled: the PUBLISH was routed past it and lost,
+/// while the publisher saw PUBREC and PUBCOMP. On one shard and on two (either shard).
+#[test]
+fn subscribe_then_publish_in_one_read_delivers() {
+    for (shards, shard) in [(1, 0), (2, 0), (2, 1)] {
+        let mut cl = Cluster::new(shards);
+        let id = format!("sub-pub-{shards}-{shard}");
+        let mut c = cl.open(shard);
+        cl.connect_on(&mut c, &id);
+        let mut wire = bytes::BytesMut::new();
+        let sub = Subscribe {
+            packet_id: pid(1),
+            subscription_id: None,
+            user_properties: UserProperties::new(),
+            filters: vec![SubscribeFilter {
+                filter: Str::from_static("one/read"),
+                options: SubscriptionOptions {
+                    qos: QoS::ExactlyOnce,
+                    ..Default::default()
+                },
+            }],
+        };
+        encode(&Packet::Subscribe(sub), ProtocolVersion::V5, &mut wire).unwrap();
+        let p = publish("one/read", b"m", QosPid::ExactlyOnce(pid(2)));
+        encode(&p, ProtocolVersion::V5, &mut wire).unwrap();
+        cl.send_bytes(&c, &wire);
+        let got = cl.recv(&mut c);
+        assert!(
+            matches!(got.first(), Some(Packet::SubAck(a)) if a.packet_id == pid(1)),
+            "{id}: SUBACK first, got {got:?}"
+        );
+        assert!(
+            got.iter()
+                .any(|p| matches!(p, Packet::PubRec(r) if r.packet_id == pid(2))),
+            "{id}: PUBREC, got {got:?}"
+        );
+        assert_eq!(
+            payloads(&got),
+            vec![Bytes::from_static(b"m")],
+            "{id}: {got:?}"
+        );
+        // The ordinary path is unchanged: another client of the shard subscribes and gets the
+        // next message.
+        let mut other = cl.open(shard);
+        cl.connect_on(&mut other, &format!("{id}-other"));
+        cl.subscribe(&mut other, "one/read", QoS::ExactlyOnce);
+        cl.send(&c, &publish("one/read", b"n", QosPid::AtMostOnce));
+        assert_eq!(
+            payloads(&cl.recv(&mut other)),
+            vec![Bytes::from_static(b"n")]
+        );
+    }
+}

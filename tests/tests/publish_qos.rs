@@ -555,3 +555,64 @@ fn incoming_qos2_state_survives_publisher_reconnect() {
     assert_eq!(got, ["r0", "r1", "r2", "r3"], "each message exactly once");
     sub.expect_nothing(QUIET);
 }
+
+/// Issue 12: SUBSCRIBE and a QoS 2 PUBLISH to the same topic written together (one TCP
+/// segment, as a client sends them when it does not wait for the SUBACK): the broker reads
+/// them in one read, answers SUBACK, then PUBREC and PUBCOMP — and the message reaches the
+/// subscription the SUBACK confirmed (here the client's own). It used to be lost every time.
+#[test]
+fn subscribe_and_qos2_publish_in_one_write_delivers() {
+    for shards in [1, 2] {
+        let b = Broker::start(BrokerOpts::new().shards(shards));
+        for n in 0..4 {
+            let id = format!("one-write-{shards}-{n}");
+            let topic = format!("one/write/{shards}/{n}");
+            let mut c = b.v5(&id);
+            let mut wire = bytes::BytesMut::new();
+            let sub = Subscribe {
+                packet_id: nz16(1),
+                subscription_id: None,
+                user_properties: UserProperties::new(),
+                filters: vec![SubscribeFilter {
+                    filter: s(&topic),
+                    options: SubscriptionOptions {
+                        qos: QoS::ExactlyOnce,
+                        ..Default::default()
+                    },
+                }],
+            };
+            encode(&Packet::Subscribe(sub), ProtocolVersion::V5, &mut wire).unwrap();
+            let mut p = msg(&topic, "self").qos(QoS::ExactlyOnce);
+            p.qos_pid = QosPid::ExactlyOnce(nz16(2));
+            encode(&Packet::Publish(p), ProtocolVersion::V5, &mut wire).unwrap();
+            c.send_raw(&wire).unwrap();
+            let (mut suback, mut pubcomp, mut delivered) = (false, false, None);
+            while !(suback && pubcomp && delivered.is_some()) {
+                match c.recv(WAIT) {
+                    Some(Packet::SubAck(a)) => suback = a.packet_id == nz16(1),
+                    Some(Packet::PubRec(r)) if r.packet_id == nz16(2) => {
+                        c.send(&Packet::PubRel(PubResp::new(nz16(2), ReasonCode::SUCCESS)))
+                    }
+                    Some(Packet::PubComp(r)) => pubcomp = r.packet_id == nz16(2),
+                    Some(Packet::Publish(m)) => {
+                        c.ack(&m);
+                        delivered = Some(m);
+                    }
+                    Some(other) => panic!("[{id}] unexpected {other:?}"),
+                    None => panic!(
+                        "[{id}] SUBACK {suback}, PUBCOMP {pubcomp}, delivered {}: \
+                         nothing more within {WAIT:?}",
+                        delivered.is_some()
+                    ),
+                }
+            }
+            let m = delivered.unwrap();
+            assert_eq!(
+                (m.topic.as_str(), text(&m)),
+                (topic.as_str(), "self".to_owned())
+            );
+            assert_eq!(m.qos_pid.qos(), QoS::ExactlyOnce);
+            c.disconnect();
+        }
+    }
+}
