@@ -118,7 +118,45 @@ impl World {
         connect.properties.session_expiry_secs = Some(expiry);
         // The client's window: small, so the server's in-flight limit is exercised.
         connect.properties.receive_maximum = NonZeroU16::new(2);
-        self.cl.send(&client, &Packet::Connect(Box::new(connect)));
+        // Now and then a SUBSCRIBE and a QoS 2 PUBLISH right behind the CONNECT, in the same
+        // read (held while the session is claimed, handled once it is ready), the PUBLISH
+        // cut at a random byte so the next read completes it.
+        let pipelined = self.rng.below(3) == 0;
+        let mut bytes = bytes::BytesMut::new();
+        encode(
+            &Packet::Connect(Box::new(connect)),
+            ProtocolVersion::V5,
+            &mut bytes,
+        )
+        .unwrap();
+        let mut tail = bytes::BytesMut::new();
+        let mut expect = BTreeSet::new();
+        if pipelined {
+            let topic = TOPICS[self.rng.below(TOPICS.len() as u64) as usize];
+            let s = Subscribe {
+                packet_id: pid(1),
+                subscription_id: None,
+                user_properties: UserProperties::new(),
+                filters: vec![SubscribeFilter {
+                    filter: Str::from_static(topic),
+                    options: SubscriptionOptions {
+                        qos: QoS::ExactlyOnce,
+                        ..Default::default()
+                    },
+                }],
+            };
+            encode(&Packet::Subscribe(s), ProtocolVersion::V5, &mut bytes).unwrap();
+            let p = publish(topic, b"pipelined", QosPid::ExactlyOnce(pid(2)));
+            encode(&p, ProtocolVersion::V5, &mut tail).unwrap();
+            let cut = self.rng.below(tail.len() as u64) as usize;
+            bytes.extend_from_slice(&tail.split_to(cut));
+            expect.insert(Expect::SubAck(1));
+            expect.insert(Expect::PubRec(2));
+        }
+        self.cl.send_bytes(&client, &bytes);
+        if !tail.is_empty() {
+            self.cl.send_bytes(&client, &tail);
+        }
         let mut packets = self.cl.recv(&mut client);
         assert!(
             matches!(packets.first(), Some(Packet::ConnAck(a)) if a.reason_code == ReasonCode::SUCCESS),
@@ -131,8 +169,8 @@ impl World {
         self.conns.push(Conn {
             client,
             id,
-            next_pid: 0,
-            expect: BTreeSet::new(),
+            next_pid: if pipelined { 2 } else { 0 },
+            expect,
             unreleased: Vec::new(),
             unacked: Vec::new(),
             uncompleted: Vec::new(),
