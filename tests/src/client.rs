@@ -925,6 +925,19 @@ impl Client {
     pub fn pending(&self) -> &VecDeque<Packet> {
         &self.pending
     }
+
+    /// The socket, for a test that drives the connection itself from here on (a load
+    /// generator after its handshake). Called between exchanges, with nothing read and not
+    /// yet consumed: such bytes would be lost.
+    pub fn into_stream(self) -> TcpStream {
+        assert!(
+            self.rbuf.is_empty() && self.pending.is_empty(),
+            "[{}] into_stream with unconsumed input: {:?}",
+            self.name,
+            self.pending
+        );
+        self.stream
+    }
 }
 
 /// Subscription options with the given QoS and defaults otherwise.
