@@ -53,6 +53,9 @@ pub struct BrokerOpts {
     /// Body of a TOML config file passed with `--config` (no `[[listener]]`: the harness passes
     /// `--listen`).
     pub config: Option<String>,
+    /// `RLIMIT_NOFILE` (soft and hard) of the broker process, set by `sh -c 'ulimit -n N && exec
+    /// ...'`: for the tests of running out of file descriptors.
+    pub nofile_limit: Option<u64>,
 }
 
 impl BrokerOpts {
@@ -78,6 +81,12 @@ impl BrokerOpts {
     /// A raw config body.
     pub fn config(mut self, toml: &str) -> BrokerOpts {
         self.config = Some(toml.to_owned());
+        self
+    }
+
+    /// Runs the broker with at most `n` open file descriptors.
+    pub fn nofile_limit(mut self, n: u64) -> BrokerOpts {
+        self.nofile_limit = Some(n);
         self
     }
 }
@@ -140,6 +149,16 @@ impl Broker {
             }
             cmd
         };
+        if let Some(n) = opts.nofile_limit {
+            // `exec`: the child is still the broker itself, which `kill` and `wait` expect.
+            let mut wrapped = Command::new("sh");
+            wrapped
+                .arg("-c")
+                .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                .arg(cmd.get_program())
+                .args(cmd.get_args());
+            cmd = wrapped;
+        }
         cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
         let child = cmd.spawn().map_err(|e| format!("spawn {cmd:?}: {e}"))?;
         let mut broker = Broker {
