@@ -217,8 +217,9 @@ fn liveness(s: &mut String, cmp: &Comparison) {
     }
     let _ = writeln!(
         s,
-        "\nProbe timeout {} ms, threshold {} ms. ringmq's `ringmq_shard_stalls_total` is not \
-         scraped by `compare` (it reads no metrics endpoint yet).\n",
+        "\nProbe timeout {} ms, threshold {} ms. Each broker's log is searched for ringmq's \
+         stall detector line (`shard stalled`: ready work, no progress for \
+         `server.stall_threshold_ms`); a run with one is listed under Problems seen.\n",
         probe_setting(cmp, |p| p.timeout_ms).unwrap_or(2000),
         probe_setting(cmp, |p| p.slow_threshold_ms).unwrap_or(1000)
     );
