@@ -99,6 +99,20 @@ impl Server {
             Driver::Auto => Driver::Legacy,
             d => d,
         };
+        // Shards bind with SO_REUSEPORT, which would let a second ringmq (or anything else
+        // with SO_REUSEPORT) share a port silently and take half its connections. A plain bind
+        // first fails while anyone listens there: the address is really free.
+        for l in &config.listeners {
+            if l.bind.port() != 0
+                && let Err(source) = std::net::TcpListener::bind(l.bind)
+            {
+                return Err(StartError::Bind {
+                    shard: 0,
+                    addr: l.bind,
+                    source,
+                });
+            }
+        }
         let metrics = Arc::new(Metrics::for_config(shards, &config.listeners));
         let health = Arc::new(Health::default());
         // Bound before anything else starts, so a taken address stops startup cleanly.

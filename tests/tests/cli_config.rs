@@ -218,3 +218,30 @@ fn json_log_format_writes_one_object_per_line() {
 fn unknown_log_format_refused() {
     assert_refused("[server]\nlog_format = \"xml\"\n", "log_format");
 }
+
+/// A second broker on an address another one listens on refuses to start, naming the address:
+/// the shards bind with SO_REUSEPORT, which alone would let the two share the port silently
+/// and split the clients between them.
+#[test]
+fn address_in_use_by_another_broker_is_a_startup_error() {
+    let first = Broker::start(BrokerOpts::new());
+    let addr = first.addr();
+    let args = vec![
+        "--listen".to_owned(),
+        addr.to_string(),
+        "--shards".to_owned(),
+        "1".to_owned(),
+    ];
+    let bin = broker_binary();
+    let out =
+        ringmq_tests::tools::Tool::spawn(&bin.to_string_lossy(), &args, "cargo build -p ringmq")
+            .wait(Duration::from_secs(20));
+    assert_eq!(out.status.and_then(|s| s.code()), Some(1), "{out}");
+    assert!(
+        out.stderr.contains(&addr.to_string()) && out.stderr.contains("in use"),
+        "{out}"
+    );
+    // The first broker is untouched.
+    let mut c = first.v5("still-here");
+    c.ping();
+}
