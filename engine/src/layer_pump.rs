@@ -19,7 +19,8 @@ use tracing::{debug, warn};
 use crate::conn::Output;
 use crate::layer::{Layer, Received};
 use crate::runtime::{
-    Core, LINGER_BYTES, READ_CHUNK, ReadDone, finish_writes, release_connection, wait_while_throttled,
+    Core, LINGER_BYTES, READ_CHUNK, ReadDone, finish_writes, release_connection,
+    wait_while_throttled,
 };
 
 /// The layer and the bytes it has ready for the peer.

@@ -28,12 +28,12 @@ pub mod retain;
 pub mod route;
 pub mod runtime;
 pub mod session;
-mod subscribe;
 mod stall;
+mod subscribe;
 mod sys;
-mod turn;
 pub mod tls;
 pub mod trie;
+mod turn;
 pub mod ws;
 
 /// Shard bitmasks are `u64`.
