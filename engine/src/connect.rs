@@ -747,7 +747,16 @@ impl ShardCore {
                 p.response_information = Str::copy_from(&format!("response/{client_id}")).ok();
             }
         }
+        let before = conn.pending_bytes();
         write_packet(conn, &Packet::ConnAck(ack));
+        if conn.pending_bytes() == before {
+            // Even without its optional properties the CONNACK exceeds the client's Maximum
+            // Packet Size, which the server must not exceed [MQTT-3.1.2-25]: without a CONNACK
+            // the client would wait for ever, so the connection is closed (logged above).
+            warn!(client_id = %client_id, max = conn.client_max_packet, "closing: the CONNACK does not fit the client's Maximum Packet Size");
+            self.close_conn(index, false, now);
+            return;
+        }
         let mut held = conn
             .extra_mut_if_any()
             .map(|e| std::mem::take(&mut e.held_input))

@@ -1040,3 +1040,17 @@ fn subscribe_then_publish_in_one_read_delivers() {
         );
     }
 }
+
+/// A Maximum Packet Size too small for even a bare success CONNACK: the server must not send
+/// it [MQTT-3.1.2-25], and a client left without CONNACK would wait for ever, so the
+/// connection is closed.
+#[test]
+fn connack_that_cannot_fit_closes_the_connection() {
+    let mut cl = Cluster::new(1);
+    let mut c = cl.open(0);
+    let mut connect = connect_packet("tiny", ProtocolVersion::V5);
+    connect.properties.maximum_packet_size = std::num::NonZeroU32::new(8);
+    cl.send(&c, &Packet::Connect(Box::new(connect)));
+    assert!(cl.recv(&mut c).is_empty(), "nothing larger than 8 bytes is sent");
+    assert!(cl.is_closing(&c));
+}
