@@ -199,7 +199,8 @@ impl Server {
         }
         if config.server.stall_threshold_ms > 0 {
             let threshold = Duration::from_millis(u64::from(config.server.stall_threshold_ms));
-            crate::stall::spawn_watchdog(pulses, mesh.clone(), metrics.clone(), threshold)
+            let stop = shutdown.clone();
+            crate::stall::spawn_watchdog(pulses, mesh.clone(), metrics.clone(), threshold, stop)
                 .map_err(StartError::Thread)?;
         }
         info!(shards, ?driver, listeners = ?config.listeners.iter().map(|l| l.bind).collect::<Vec<_>>(), "ringmq listening");

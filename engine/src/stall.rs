@@ -161,6 +161,7 @@ pub(crate) fn spawn_watchdog(
     mesh: Mesh,
     metrics: Arc<Metrics>,
     threshold: Duration,
+    shutdown: crate::runtime::Shutdown,
 ) -> std::io::Result<()> {
     let shards = pulses.0.len();
     let mut detector = Detector::new(shards, threshold);
@@ -169,6 +170,10 @@ pub(crate) fn spawn_watchdog(
         .spawn(move || {
             loop {
                 std::thread::sleep(threshold / 4);
+                if shutdown.requested() {
+                    // Shards stop serving their inboxes as they finish: not a stall.
+                    return;
+                }
                 let now = Instant::now();
                 for (shard, pulse) in pulses.0.iter().enumerate() {
                     let sample = Sample {
