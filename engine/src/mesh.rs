@@ -168,9 +168,13 @@ impl Mesh {
         );
         let lane = (capacity / shards.saturating_sub(1).max(1)).max(MIN_LANE);
         let inboxes = (0..shards)
-            .map(|_| Inbox {
+            .map(|me| Inbox {
                 priority: ArrayQueue::new(capacity),
-                lanes: (0..shards).map(|_| ArrayQueue::new(lane)).collect(),
+                // A shard's messages to itself never cross the mesh (`ShardCore::send`): its
+                // own lane only keeps the indices simple.
+                lanes: (0..shards)
+                    .map(|from| ArrayQueue::new(if from == me { 1 } else { lane }))
+                    .collect(),
                 next_lane: std::sync::atomic::AtomicUsize::new(0),
                 waker: AtomicWaker::new(),
                 received: AtomicU64::new(0),
