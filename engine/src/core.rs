@@ -1000,19 +1000,18 @@ impl ShardCore {
             self.local_inbox.push_back(msg);
             return;
         }
-        if msg.is_priority() {
-            if let Some(outbox) = self.outbox_priority.get_mut(to) {
-                outbox.push_back(msg);
-                self.wake_mask |= 1 << to;
-            }
-            return;
-        }
-        let Some(outbox) = self.outbox.get_mut(to) else {
+        let lanes = if msg.is_priority() {
+            &mut self.outbox_priority
+        } else {
+            &mut self.outbox
+        };
+        let Some(outbox) = lanes.get_mut(to) else {
             return;
         };
         outbox.push_back(msg);
         self.wake_mask |= 1 << to;
-        if outbox.len() > self.limits.shard_queue_capacity
+        // Both lanes count: a flood of retained publishes fills the priority lane.
+        if self.outbox_len(to) > self.limits.shard_queue_capacity
             && let Some(index) = self.reading
         {
             // Backpressure on the cause only: the connection whose input this is.
@@ -1182,9 +1181,10 @@ impl ShardCore {
         self.wake_mask != 0
     }
 
-    /// Data-lane messages waiting for `to`'s inbox.
+    /// Messages (both lanes) waiting for `to`'s inbox.
     pub fn outbox_len(&self, to: usize) -> usize {
         self.outbox.get(to).map_or(0, VecDeque::len)
+            + self.outbox_priority.get(to).map_or(0, VecDeque::len)
     }
 
     /// Assigned client ids start with this; exposed for tests.

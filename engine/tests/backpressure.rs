@@ -372,3 +372,43 @@ fn flood_round(seed: u64) {
         assert!(!cl.cores[p.shard].conn_throttled(p.index, now));
     }
 }
+
+/// A flood of retained publishes fills the priority lane (every shard keeps a replica): the
+/// publisher is throttled like any other, and every retained message still reaches every
+/// replica once the lane drains.
+#[test]
+fn a_retained_flood_is_throttled_too() {
+    let mut cl = Cluster::with_limits(2, limits());
+    let (publ, _) = cl.connect(0, "retainer", true, 0);
+    let mut buf = BytesMut::new();
+    let n = 3 * CAPACITY;
+    for i in 0..n {
+        let p = Packet::Publish(Publish {
+            dup: false,
+            qos_pid: QosPid::AtMostOnce,
+            retain: true,
+            topic: Str::copy_from(&format!("r/{i}")).unwrap(),
+            properties: PublishProperties::default(),
+            payload: bytes::Bytes::from_static(b"kept"),
+        });
+        encode(&p, ProtocolVersion::V5, &mut buf).unwrap();
+    }
+    input(&mut cl, &publ, buf);
+    let now = cl.now;
+    assert!(
+        cl.cores[0].outbox_len(1) > CAPACITY,
+        "the replica's lane is full"
+    );
+    assert!(cl.cores[0].conn_throttled(publ.index, now));
+    cl.pump();
+    let now = cl.now;
+    assert!(!cl.cores[0].conn_throttled(publ.index, now));
+    let (mut late, _) = cl.connect(1, "late", true, 0);
+    cl.subscribe(&mut late, "r/#", QoS::AtMostOnce);
+    let got = cl.recv(&mut late);
+    let retained = got
+        .iter()
+        .filter(|p| matches!(p, Packet::Publish(p) if p.retain))
+        .count();
+    assert_eq!(retained, n, "every retained message in shard 1's replica");
+}
