@@ -127,8 +127,31 @@ pub enum ShardMsg {
 
 impl ShardMsg {
     /// Whether the message travels in the priority lane (see the module header).
+    ///
+    /// Besides interest and retained updates, the directory's bookkeeping: a claim, its refusal,
+    /// "the session is already yours", "there was no session" (`SessionMoved` without one),
+    /// releases and the per-name session counts. None of them carries or moves session state,
+    /// so overtaking deliveries cannot reorder anything a client sees, and a new client's
+    /// CONNACK no longer waits behind a backlog of deliveries (fan-in flood of 500 publishers
+    /// on two shards: probe worst 155 ms). A takeover and a session that does move stay in the
+    /// data lane, in order with the deliveries the move protocol accounts for.
     pub fn is_priority(&self) -> bool {
-        matches!(self, ShardMsg::Interest { .. } | ShardMsg::Retain { .. })
+        match self {
+            ShardMsg::Interest { .. }
+            | ShardMsg::Retain { .. }
+            | ShardMsg::Claim { .. }
+            | ShardMsg::ClaimRefused { .. }
+            | ShardMsg::ClaimedLocal { .. }
+            | ShardMsg::Release { .. }
+            | ShardMsg::NameAcquire { .. }
+            | ShardMsg::NameAnswer { .. }
+            | ShardMsg::NameRelease { .. } => true,
+            ShardMsg::SessionMoved { session, .. } => session.is_none(),
+            ShardMsg::Deliver { .. }
+            | ShardMsg::DeliverTo { .. }
+            | ShardMsg::DeliverShared { .. }
+            | ShardMsg::Takeover { .. } => false,
+        }
     }
 }
 
@@ -316,20 +339,22 @@ impl Future for Readable<'_> {
 mod tests {
     use super::*;
 
+    /// A data-lane message naming `id`.
     fn release(id: &'static str) -> ShardMsg {
-        ShardMsg::Release {
+        ShardMsg::Takeover {
             client_id: Str::from_static(id),
-            shard: 0,
-            claim: ConnToken {
+            to: 0,
+            token: ConnToken {
                 index: 0,
                 serial: 0,
             },
+            owner: None,
         }
     }
 
     fn id(msg: Option<ShardMsg>) -> Option<String> {
         match msg {
-            Some(ShardMsg::Release { client_id, .. }) => Some(client_id.as_str().to_owned()),
+            Some(ShardMsg::Takeover { client_id, .. }) => Some(client_id.as_str().to_owned()),
             Some(m) => panic!("unexpected {m:?}"),
             None => None,
         }
@@ -342,7 +367,7 @@ mod tests {
             assert!(mesh.push(0, 1, release("a")).is_ok());
         }
         let back = mesh.push(0, 1, release("b"));
-        assert!(matches!(back, Err(ShardMsg::Release { .. })));
+        assert!(matches!(back, Err(ShardMsg::Takeover { .. })));
         for _ in 0..MIN_LANE {
             assert!(mesh.pop(1).is_some());
         }

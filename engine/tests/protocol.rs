@@ -1051,6 +1051,9 @@ fn connack_that_cannot_fit_closes_the_connection() {
     let mut connect = connect_packet("tiny", ProtocolVersion::V5);
     connect.properties.maximum_packet_size = std::num::NonZeroU32::new(8);
     cl.send(&c, &Packet::Connect(Box::new(connect)));
-    assert!(cl.recv(&mut c).is_empty(), "nothing larger than 8 bytes is sent");
+    assert!(
+        cl.recv(&mut c).is_empty(),
+        "nothing larger than 8 bytes is sent"
+    );
     assert!(cl.is_closing(&c));
 }
