@@ -100,11 +100,12 @@ impl Server {
             d => d,
         };
         // Shards bind with SO_REUSEPORT, which would let a second ringmq (or anything else
-        // with SO_REUSEPORT) share a port silently and take half its connections. A plain bind
-        // first fails while anyone listens there: the address is really free.
+        // with SO_REUSEPORT) share a port silently and take half its connections. A bind
+        // without it first fails while anyone listens there. Bind only, never listen: a
+        // listening socket here would take connections in its backlog and reset them.
         for l in &config.listeners {
             if l.bind.port() != 0
-                && let Err(source) = std::net::TcpListener::bind(l.bind)
+                && let Err(source) = bind_only(l.bind)
             {
                 return Err(StartError::Bind {
                     shard: 0,
@@ -259,6 +260,18 @@ impl Server {
     pub fn shutdown_handle(&self) -> Shutdown {
         self.shutdown.clone()
     }
+}
+
+/// Binds (SO_REUSEADDR, no SO_REUSEPORT) and closes a socket on `addr`, without listening:
+/// fails with "address in use" while another socket listens there.
+fn bind_only(addr: std::net::SocketAddr) -> std::io::Result<()> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
 }
 
 /// Whether the heap may use transparent huge pages (`server.transparent_huge_pages`).
