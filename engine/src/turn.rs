@@ -15,14 +15,15 @@
 //! [`TurnGate::run`] loop) waits for that socket's *readiness*, which only the driver reports.
 //! So every round of deferred work is separated by a full driver poll: timers fire, every
 //! completion and readiness event is delivered, new connections are accepted — then the
-//! parked tasks run again, in the order they parked, at most [`GATE_BATCH`] per driver turn. No task can starve another, and a shard
-//! under flood still wakes every timer within one round.
+//! parked tasks run again, in the order they parked, at most [`GATE_BATCH`] per driver turn.
+//! No task can starve another, and a shard under flood still wakes every timer within one
+//! round.
 //!
 //! The wake-up that is proven to fire: the byte written when the first task parks makes the
 //! receiving end readable; the gate's readiness wait (an io_uring poll, or epoll readiness
 //! with `relaxed = false`, which re-checks with `poll(2)`) completes at the next driver turn.
-//! `parked` and `signalled` are reset together after the byte is drained, before the wakers
-//! run, so a task parking while they run sends a new byte.
+//! `signalled` is reset after the byte is drained and before any waker runs, so a task parking
+//! while they run sends a new byte; tasks still parked after a batch get one too.
 //!
 //! What it must never do: park a task without a byte outstanding (that task would sleep until
 //! something else woke the shard), or block the shard thread (both ends are non-blocking).
@@ -123,7 +124,10 @@ impl TurnGate {
         let mut drain = [0u8; 64];
         loop {
             if let Err(e) = self.rx.readable(false).await {
+                // Not expected on a socket pair; the parked tasks still run below, and the
+                // pause keeps a persistent error from spinning the shard.
                 warn!("turn gate wait failed: {e}");
+                monoio::time::sleep(std::time::Duration::from_millis(1)).await;
             }
             // Drain what is there (one byte, normally) without waiting.
             loop {
@@ -136,8 +140,8 @@ impl TurnGate {
             self.signalled.set(false);
             self.pulse.progressed();
             for _ in 0..GATE_BATCH {
-                // Popped one at a time: a woken task may park again meanwhile (behind the
-                // others), and waking takes no borrow of `parked`.
+                // Waking only schedules the task; it runs (and may park again, at the back)
+                // after this loop.
                 let Some(waker) = self.parked.borrow_mut().pop_front() else {
                     break;
                 };
