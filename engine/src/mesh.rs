@@ -252,13 +252,24 @@ impl Mesh {
         let inbox = self.inboxes.get(me)?;
         let lanes = inbox.lanes.len();
         let start = inbox.next_lane.load(Ordering::Relaxed);
-        for i in 0..lanes {
-            let lane = (start + i) % lanes;
-            if let Some(msg) = inbox.lanes.get(lane).and_then(ArrayQueue::pop) {
-                inbox.next_lane.store((lane + 1) % lanes, Ordering::Relaxed);
+        // Per message on the hot path: no division, the own (always empty) lane skipped, the
+        // cursor written only when it moves.
+        let mut lane = start;
+        for _ in 0..lanes {
+            if lane >= lanes {
+                lane = 0;
+            }
+            if lane != me
+                && let Some(msg) = inbox.lanes.get(lane).and_then(ArrayQueue::pop)
+            {
+                let next = if lane + 1 == lanes { 0 } else { lane + 1 };
+                if next != start {
+                    inbox.next_lane.store(next, Ordering::Relaxed);
+                }
                 inbox.received.fetch_add(1, Ordering::Relaxed);
                 return Some(msg);
             }
+            lane += 1;
         }
         None
     }
