@@ -20,7 +20,6 @@ pub mod clock;
 pub mod compare;
 pub mod config;
 pub mod flood;
-pub mod framing;
 pub mod outbox;
 pub mod probe;
 pub mod report;

@@ -22,6 +22,7 @@ mod decode;
 mod encode;
 mod error;
 mod fit;
+pub mod framing;
 mod packet;
 mod props;
 mod reason;

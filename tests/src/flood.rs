@@ -26,6 +26,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use ringmq_codec::framing::{FrameCounter, PUBLISH};
 use ringmq_codec::{Packet, ProtocolVersion, QoS, encode};
 
 use crate::{Client, Opts, msg};
@@ -205,8 +206,9 @@ fn subscribe_loop(mut stream: TcpStream, i: usize, shared: &Shared) {
                 return;
             }
             Ok(n) => match frames.feed(&buf[..n]) {
-                Ok(publishes) => {
-                    shared.delivered[i].fetch_add(publishes, Ordering::Relaxed);
+                Ok(_) => {
+                    let publishes = frames.frames(PUBLISH);
+                    shared.delivered[i].store(publishes, Ordering::Relaxed);
                 }
                 Err(e) => {
                     shared.error(format!("subscriber {i}: {e}"));
@@ -226,51 +228,6 @@ fn subscribe_loop(mut stream: TcpStream, i: usize, shared: &Shared) {
     }
 }
 
-/// Counts PUBLISH frames in a byte stream cut anywhere: it reads each fixed header (type byte
-/// and Remaining Length) and skips the rest of the frame without copying it.
-#[derive(Debug, Default)]
-struct FrameCounter {
-    /// The fixed header read so far of the frame that starts next.
-    header: Vec<u8>,
-    /// Bytes of the current frame's body still to skip.
-    skip: usize,
-}
-
-impl FrameCounter {
-    /// Consumes `data`; returns the PUBLISH frames whose fixed header it completed.
-    fn feed(&mut self, mut data: &[u8]) -> Result<u64, String> {
-        let mut publishes = 0;
-        while !data.is_empty() {
-            if self.skip > 0 {
-                let n = self.skip.min(data.len());
-                self.skip -= n;
-                data = &data[n..];
-                continue;
-            }
-            let byte = data[0];
-            data = &data[1..];
-            self.header.push(byte);
-            if self.header.len() == 1 || byte & 0x80 != 0 {
-                // A Remaining Length has at most four bytes.
-                if self.header.len() >= 5 {
-                    return Err(format!("malformed Remaining Length {:02x?}", self.header));
-                }
-                continue;
-            }
-            let length = self.header[1..]
-                .iter()
-                .rev()
-                .fold(0usize, |acc, b| (acc << 7) | usize::from(b & 0x7f));
-            if self.header[0] >> 4 == 3 {
-                publishes += 1;
-            }
-            self.skip = length;
-            self.header.clear();
-        }
-        Ok(publishes)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,14 +239,14 @@ mod tests {
         stream.truncate(2 * (stream.len() / BATCH));
         stream.extend_from_slice(&[0xd0, 0x00]);
         let mut whole = FrameCounter::default();
-        assert_eq!(whole.feed(&stream), Ok(2));
+        assert_eq!(whole.feed(&stream), Ok(3));
+        assert_eq!(whole.frames(PUBLISH), 2);
         let mut bytewise = FrameCounter::default();
-        let total: u64 = stream
-            .iter()
-            .map(|b| bytewise.feed(std::slice::from_ref(b)).unwrap())
-            .sum();
-        assert_eq!(total, 2);
-        assert!(bytewise.header.is_empty() && bytewise.skip == 0);
+        for b in &stream {
+            bytewise.feed(std::slice::from_ref(b)).unwrap();
+        }
+        assert_eq!(bytewise.frames(PUBLISH), 2);
+        assert!(bytewise.at_boundary());
     }
 
     /// A Remaining Length above 127 takes two bytes.
@@ -298,6 +255,8 @@ mod tests {
         let mut frame = vec![0x30, 0x80, 0x01];
         frame.extend(std::iter::repeat_n(0u8, 128));
         frame.extend_from_slice(&[0x30, 0x00]);
-        assert_eq!(FrameCounter::default().feed(&frame), Ok(2));
+        let mut counter = FrameCounter::default();
+        assert_eq!(counter.feed(&frame), Ok(2));
+        assert_eq!(counter.frames(PUBLISH), 2);
     }
 }

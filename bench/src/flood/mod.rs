@@ -34,10 +34,10 @@ use ringmq_codec::{ProtocolVersion, QosPid};
 pub use report::{FloodErrors, FloodReport};
 
 use crate::blocking::{ExchangeError, Session};
-use crate::framing::{FrameCounter, PUBLISH};
 use crate::probe::{Probe, ProbeConfig};
 use crate::report::si;
 use crate::sysinfo::{self, ProcSample};
+use ringmq_codec::framing::{FrameCounter, PUBLISH};
 
 /// The default number of publishers (and subscribers), as in issue 12.
 pub const DEFAULT_PUBLISHERS: u32 = 10;

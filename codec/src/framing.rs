@@ -1,7 +1,8 @@
 //! Counting MQTT packets in a byte stream without decoding them.
 //!
-//! The flood's subscribers read up to 1 MiB at a time and only need to know how many PUBLISH
-//! packets arrived. [`FrameCounter`] walks the fixed headers (type byte, Remaining Length) and
+//! A load generator's subscribers (ringmq-bench's flood, the end-to-end flood of
+//! ringmq-tests) read up to 1 MiB at a time and only need to know how many PUBLISH packets
+//! arrived. [`FrameCounter`] walks the fixed headers (type byte, Remaining Length) and
 //! skips each body in one step, keeping its place across reads: a read may end anywhere, in a
 //! type byte, inside the variable-length Remaining Length, or in a body.
 //!
@@ -117,15 +118,7 @@ impl FrameCounter {
                     let skip = available.min(remaining as usize);
                     at += skip;
                     // `skip` ≤ `remaining`, a u32.
-                    let remaining = remaining - skip as u32;
-                    if remaining == 0 {
-                        self.complete(packet_type);
-                    } else {
-                        self.state = State::Body {
-                            packet_type,
-                            remaining,
-                        };
-                    }
+                    self.start_body(packet_type, remaining - skip as u32);
                 }
             }
         }
@@ -173,8 +166,8 @@ impl FrameCounter {
 #[allow(clippy::panic)]
 mod tests {
     use super::*;
-    use bytes::BytesMut;
-    use ringmq_codec::{ProtocolVersion, QosPid};
+    use crate::{Packet, ProtocolVersion, Publish, QosPid, Str};
+    use bytes::{Bytes, BytesMut};
 
     /// A stream of frames whose fixed headers and bodies have every length class: PUBLISH with a
     /// 1-byte and a 2-byte Remaining Length, a zero-length PINGRESP, a SUBACK, and a PUBLISH
@@ -183,8 +176,15 @@ mod tests {
         let mut out = BytesMut::new();
         let v5 = ProtocolVersion::V5;
         let publish = |out: &mut BytesMut, payload: usize| {
-            crate::wire::publish(v5, "t/1", QosPid::AtMostOnce, &vec![b'x'; payload], out)
-                .unwrap_or_else(|e| panic!("{e}"))
+            let p = Packet::Publish(Publish {
+                dup: false,
+                qos_pid: QosPid::AtMostOnce,
+                retain: false,
+                topic: Str::from_static("t/1"),
+                properties: Default::default(),
+                payload: Bytes::from(vec![b'x'; payload]),
+            });
+            crate::encode(&p, v5, out).unwrap_or_else(|e| panic!("{e}"))
         };
         publish(&mut out, 8);
         publish(&mut out, 200);
