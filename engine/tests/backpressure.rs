@@ -148,17 +148,9 @@ fn interest_overtakes_a_backlog_of_deliveries() {
 
     // A client on shard 0 subscribes and gets its SUBACK; then a publisher on shard 1 — its
     // input comes after a bounded batch of the backlog only — publishes to that topic.
-    let s = Subscribe {
-        packet_id: pid(1),
-        subscription_id: None,
-        user_properties: UserProperties::new(),
-        filters: vec![SubscribeFilter {
-            filter: Str::from_static("quiet"),
-            options: SubscriptionOptions::default(),
-        }],
-    };
     let mut buf = BytesMut::new();
-    encode(&Packet::Subscribe(s), ProtocolVersion::V5, &mut buf).unwrap();
+    let s = subscribe_packet(pid(1), "quiet", QoS::AtMostOnce);
+    encode(&s, ProtocolVersion::V5, &mut buf).unwrap();
     input(&mut cl, &late, buf);
     assert!(matches!(
         cl.recv(&mut late).first(),

@@ -133,19 +133,8 @@ impl World {
         let mut expect = BTreeSet::new();
         if pipelined {
             let topic = TOPICS[self.rng.below(TOPICS.len() as u64) as usize];
-            let s = Subscribe {
-                packet_id: pid(1),
-                subscription_id: None,
-                user_properties: UserProperties::new(),
-                filters: vec![SubscribeFilter {
-                    filter: Str::from_static(topic),
-                    options: SubscriptionOptions {
-                        qos: QoS::ExactlyOnce,
-                        ..Default::default()
-                    },
-                }],
-            };
-            encode(&Packet::Subscribe(s), ProtocolVersion::V5, &mut bytes).unwrap();
+            let s = subscribe_packet(pid(1), topic, QoS::ExactlyOnce);
+            encode(&s, ProtocolVersion::V5, &mut bytes).unwrap();
             let p = publish(topic, b"pipelined", QosPid::ExactlyOnce(pid(2)));
             encode(&p, ProtocolVersion::V5, &mut tail).unwrap();
             let cut = self.rng.below(tail.len() as u64) as usize;
@@ -191,21 +180,10 @@ impl World {
         let topic = TOPICS[self.rng.below(TOPICS.len() as u64) as usize];
         let c = &mut self.conns[k];
         let p = c.pid();
-        let s = Subscribe {
-            packet_id: p,
-            subscription_id: None,
-            user_properties: UserProperties::new(),
-            filters: vec![SubscribeFilter {
-                filter: Str::from_static(topic),
-                options: SubscriptionOptions {
-                    qos: QoS::ExactlyOnce,
-                    ..Default::default()
-                },
-            }],
-        };
         c.expect.insert(Expect::SubAck(p.get()));
         let client = c.client.handle();
-        self.cl.send(&client, &Packet::Subscribe(s));
+        self.cl
+            .send(&client, &subscribe_packet(p, topic, QoS::ExactlyOnce));
     }
 
     fn publish(&mut self, k: usize) {

@@ -200,19 +200,7 @@ impl Cluster {
     }
 
     pub fn subscribe(&mut self, c: &mut Client, filter: &'static str, qos: QoS) -> SubAck {
-        let s = Subscribe {
-            packet_id: pid(1),
-            subscription_id: None,
-            user_properties: UserProperties::new(),
-            filters: vec![SubscribeFilter {
-                filter: Str::from_static(filter),
-                options: SubscriptionOptions {
-                    qos,
-                    ..Default::default()
-                },
-            }],
-        };
-        self.send(c, &Packet::Subscribe(s));
+        self.send(c, &subscribe_packet(pid(1), filter, qos));
         let mut packets = self.recv(c);
         assert!(!packets.is_empty(), "no SUBACK");
         let first = packets.remove(0);
@@ -261,6 +249,22 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
     }
+}
+
+/// SUBSCRIBE `packet_id` to one `filter` at `qos`, default options otherwise.
+pub fn subscribe_packet(packet_id: NonZeroU16, filter: &'static str, qos: QoS) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id,
+        subscription_id: None,
+        user_properties: UserProperties::new(),
+        filters: vec![SubscribeFilter {
+            filter: Str::from_static(filter),
+            options: SubscriptionOptions {
+                qos,
+                ..Default::default()
+            },
+        }],
+    })
 }
 
 pub fn pid(n: u16) -> NonZeroU16 {
