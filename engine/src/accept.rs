@@ -86,10 +86,15 @@ impl AcceptGuard {
 
     /// Refuses a connection that took the last descriptor, and takes the reserve back.
     pub(crate) fn refuse_last(&mut self, stream: TcpStream, metrics: &ShardMetrics) {
-        refuse_now(crate::sys::into_std(stream));
+        self.refuse(crate::sys::into_std(stream), metrics);
+        self.reserve = open_reserve();
+    }
+
+    /// Refuses `stream` ([`refuse_now`]) and counts it.
+    fn refuse(&mut self, stream: std::net::TcpStream, metrics: &ShardMetrics) {
+        refuse_now(stream);
         metrics.refused_no_descriptors.inc();
         self.refused_unlogged += 1;
-        self.reserve = open_reserve();
     }
 
     /// `accept` failed with `e`. Out of descriptors with a connection waiting: refuse it with
@@ -118,9 +123,7 @@ impl AcceptGuard {
             drop(reserve);
             match crate::sys::accept_now(fd) {
                 Ok(stream) => {
-                    refuse_now(stream);
-                    metrics.refused_no_descriptors.inc();
-                    self.refused_unlogged += 1;
+                    self.refuse(stream, metrics);
                     refused = true;
                 }
                 Err(e) => debug!("accept with the reserve descriptor failed: {e}"),
