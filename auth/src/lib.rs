@@ -155,11 +155,11 @@ impl Snapshot {
 
 /// Shared handle to the current snapshot: cheap to clone, lock-free to read.
 #[derive(Debug, Clone)]
-pub struct Registry(Arc<ArcSwap<Snapshot>>);
+pub struct SharedSnapshot(Arc<ArcSwap<Snapshot>>);
 
-impl Registry {
-    pub fn new(snapshot: Snapshot) -> Registry {
-        Registry(Arc::new(ArcSwap::from_pointee(snapshot)))
+impl SharedSnapshot {
+    pub fn new(snapshot: Snapshot) -> SharedSnapshot {
+        SharedSnapshot(Arc::new(ArcSwap::from_pointee(snapshot)))
     }
 
     pub fn load(&self) -> Arc<Snapshot> {
@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn store_replaces_snapshot_seen_by_existing_handles() {
-        let registry = Registry::new(Snapshot::allow_all());
+        let registry = SharedSnapshot::new(Snapshot::allow_all());
         let other = registry.clone();
         assert!(other.load().allow_anonymous);
         registry.store(Snapshot {

@@ -22,8 +22,8 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use ringmq::config::Limits;
-use ringmq::core::ShardCore;
-use ringmq::mesh::Mesh;
+use ringmq::proto::ShardCore;
+use ringmq::shard::mesh::Mesh;
 use ringmq_codec::*;
 
 fn connect(core: &mut ShardCore, id: &str, now: Instant) -> usize {
@@ -54,7 +54,7 @@ fn drain(core: &mut ShardCore, index: usize, spare: &mut BytesMut) -> usize {
     let conn = core.conn_mut(index).unwrap();
     let mut n = 0;
     while let Some(out) = conn.take_output(spare) {
-        if let ringmq::conn::Output::Buffer(mut b) = out {
+        if let ringmq::proto::conn::Output::Buffer(mut b) = out {
             n += b.len();
             b.clear();
             *spare = b;
@@ -90,7 +90,7 @@ fn main() {
         _ => Limits::default(),
     };
     let mesh = Mesh::new(2, 4096);
-    let auth = ringmq_auth::Registry::new(ringmq_auth::Snapshot::allow_all());
+    let auth = ringmq_auth::SharedSnapshot::new(ringmq_auth::Snapshot::allow_all());
     let mut cores: Vec<ShardCore> = (0..2)
         .map(|i| ShardCore::new(i, Some(mesh.clone()), limits.clone(), auth.clone()))
         .collect();

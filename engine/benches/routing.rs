@@ -8,8 +8,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ringmq::retain::{MemoryRetainStore, RetainStore};
-use ringmq::trie::FilterTrie;
+use ringmq::shard::retain::{MemoryRetainStore, RetainStore};
+use ringmq::shard::trie::FilterTrie;
 
 const REGIONS: [&str; 8] = [
     "eu-west",
@@ -171,8 +171,8 @@ fn bench_retain(c: &mut Criterion) {
 /// into a shard's inbox and popped on the other side, in batches of 64 as a loop turn does.
 fn bench_mesh(c: &mut Criterion) {
     use bytes::Bytes;
-    use ringmq::mesh::{Mesh, ShardMsg};
-    use ringmq::message::Message;
+    use ringmq::proto::message::Message;
+    use ringmq::shard::mesh::{Mesh, ShardMsg};
     use ringmq_codec::{PublishProperties, QoS, Str};
     let mesh = Mesh::new(2, 4096);
     let message = Message {

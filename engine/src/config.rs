@@ -305,10 +305,10 @@ impl Default for ApplicationLimits {
 
 impl Limits {
     /// The per-IP connection quotas.
-    pub fn ip_limits(&self) -> crate::quota::IpLimits {
-        crate::quota::IpLimits {
+    pub fn ip_limits(&self) -> crate::shard::quota::IpLimits {
+        crate::shard::quota::IpLimits {
             max_connections: self.max_connections_per_ip,
-            rate: crate::quota::Rate::new(
+            rate: crate::shard::quota::Rate::new(
                 self.max_connection_rate_per_ip,
                 self.connection_rate_burst_per_ip,
             ),
@@ -316,13 +316,13 @@ impl Limits {
     }
 
     /// PUBLISH packets per second of one connection.
-    pub fn publish_rate(&self) -> crate::quota::Rate {
-        crate::quota::Rate::new(self.max_publish_rate, self.publish_rate_burst)
+    pub fn publish_rate(&self) -> crate::shard::quota::Rate {
+        crate::shard::quota::Rate::new(self.max_publish_rate, self.publish_rate_burst)
     }
 
     /// PUBLISH bytes per second of one connection.
-    pub fn publish_bandwidth(&self) -> crate::quota::Rate {
-        crate::quota::Rate::new(self.max_publish_bandwidth, self.publish_bandwidth_burst)
+    pub fn publish_bandwidth(&self) -> crate::shard::quota::Rate {
+        crate::shard::quota::Rate::new(self.max_publish_bandwidth, self.publish_bandwidth_burst)
     }
 }
 
@@ -753,7 +753,7 @@ mod tests {
         .unwrap();
         let l = &c.limits;
         assert_eq!(l.ip_limits().max_connections, 10);
-        assert_eq!(l.ip_limits().rate, crate::quota::Rate::new(5, 5));
+        assert_eq!(l.ip_limits().rate, crate::shard::quota::Rate::new(5, 5));
         assert_eq!(l.publish_rate().burst, 500);
         assert_eq!(l.publish_bandwidth().burst, 65536);
         assert_eq!(l.max_pending_refusals, 0);

@@ -9,32 +9,13 @@
 //! `core` (with `route`) is the sans-IO broker logic; `runtime` is the monoio byte pump, with
 //! `layer_pump` for the listeners whose bytes pass through a transport `layer` (TLS, WebSocket).
 
-mod accept;
-pub mod authn;
 pub mod config;
-pub mod conn;
-mod connect;
-pub mod core;
-mod layer;
-mod layer_pump;
-pub mod mesh;
-pub mod message;
-pub mod metrics;
-mod pages;
-mod plain_pump;
-pub mod quota;
-pub mod reload;
-pub mod retain;
-pub mod route;
-pub mod runtime;
-pub mod session;
-mod stall;
-mod subscribe;
-mod sys;
-pub mod tls;
-pub mod trie;
-mod turn;
-pub mod ws;
+pub mod ops;
+pub mod proto;
+pub mod shard;
+pub mod transport;
+
+pub use transport::runtime::{Server, Shutdown, StartError};
 
 /// Shard bitmasks are `u64`.
 pub const MAX_SHARDS: usize = 64;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ringmq::config::{Config, Driver, ListenerConfig, LogFormat};
-use ringmq::runtime::Server;
+use ringmq::transport::runtime::Server;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -38,7 +38,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     // Before the heap grows; turned back on below if the configuration asks for them.
-    ringmq::runtime::set_transparent_huge_pages(false);
+    ringmq::transport::runtime::set_transparent_huge_pages(false);
     let cli = Cli::parse();
     let mut config = match &cli.config {
         Some(path) => match Config::from_file(path) {
@@ -108,7 +108,7 @@ fn main() -> ExitCode {
             .init(),
     }
     if config.server.transparent_huge_pages {
-        ringmq::runtime::set_transparent_huge_pages(true);
+        ringmq::transport::runtime::set_transparent_huge_pages(true);
     }
     match Server::start(config) {
         Ok(server) => {
@@ -128,7 +128,7 @@ fn main() -> ExitCode {
 }
 
 /// SIGTERM or SIGINT starts a graceful shutdown; a second one exits at once.
-fn watch_stop_signals(shutdown: ringmq::runtime::Shutdown) -> std::io::Result<()> {
+fn watch_stop_signals(shutdown: ringmq::transport::runtime::Shutdown) -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
     std::thread::Builder::new()

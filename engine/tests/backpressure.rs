@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use common::*;
 use ringmq::config::Limits;
-use ringmq::core::MESH_PER_INPUT;
+use ringmq::proto::MESH_PER_INPUT;
 use ringmq_codec::*;
 
 const CAPACITY: usize = 64;

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime};
 
 use ringmq::config::{ClientCertificateMode, Config, ListenerProtocol};
-use ringmq::metrics::*;
+use ringmq::ops::metrics::*;
 use ringmq_codec::QoS;
 
 fn two_listeners() -> Vec<ListenerLabel> {

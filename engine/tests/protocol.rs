@@ -697,7 +697,7 @@ fn sys_topics_published_retained_and_not_matched_by_hash() {
 }
 
 /// Sum of one counter over the cluster's shards.
-fn total(cl: &Cluster, f: impl Fn(&ringmq::metrics::ShardMetrics) -> u64) -> u64 {
+fn total(cl: &Cluster, f: impl Fn(&ringmq::ops::metrics::ShardMetrics) -> u64) -> u64 {
     cl.metrics.shards().iter().map(f).sum()
 }
 
@@ -734,7 +734,7 @@ fn metrics_count_deliveries_and_drops() {
     assert_eq!(payloads(&cl.recv(&mut small)).len(), 3);
     cl.advance(Duration::from_millis(250));
 
-    use ringmq::metrics::DropCause;
+    use ringmq::ops::metrics::DropCause;
     assert_eq!(total(&cl, |s| s.messages_in[1].get()), 3);
     assert_eq!(total(&cl, |s| s.messages_in[0].get()), 1);
     // sub: 3 at QoS 1 and 1 at QoS 0; small: 3 downgraded to QoS 0.
@@ -747,7 +747,7 @@ fn metrics_count_deliveries_and_drops() {
     assert_eq!(total(&cl, |s| s.sessions_online.get()), 3);
     assert_eq!(total(&cl, |s| s.sessions_offline.get()), 1);
     assert_eq!(total(&cl, |s| s.subscriptions.get()), 3);
-    let anonymous = ringmq::metrics::AuthMethod::Anonymous as usize;
+    let anonymous = ringmq::ops::metrics::AuthMethod::Anonymous as usize;
     assert_eq!(total(&cl, |s| s.auth_successes[anonymous].get()), 4);
 
     // A protocol violation (a second CONNECT) is counted.
@@ -814,8 +814,8 @@ fn raw_output(cl: &mut Cluster, c: &Client) -> Vec<u8> {
         let mut spare = bytes::BytesMut::new();
         while let Some(output) = conn.take_output(&mut spare) {
             match output {
-                ringmq::conn::Output::Frame(frame) => bytes.extend_from_slice(&frame),
-                ringmq::conn::Output::Buffer(buf) => bytes.extend_from_slice(&buf),
+                ringmq::proto::conn::Output::Frame(frame) => bytes.extend_from_slice(&frame),
+                ringmq::proto::conn::Output::Buffer(buf) => bytes.extend_from_slice(&buf),
             }
         }
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use ringmq::config::Limits;
-use ringmq::metrics::Quota;
+use ringmq::ops::metrics::Quota;
 use ringmq_codec::*;
 
 fn limits(f: impl FnOnce(&mut Limits)) -> Limits {

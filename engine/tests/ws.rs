@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use ringmq::ws::*;
+use ringmq::transport::ws::*;
 use ringmq_codec::{
     Connect, ConnectProperties, Limits, Packet, ProtocolVersion, QoS, Str, Will, WillProperties,
 };

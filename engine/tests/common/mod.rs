@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use ringmq::config::Limits;
-use ringmq::core::ShardCore;
-use ringmq::mesh::Mesh;
-use ringmq::metrics::{ListenerLabel, Metrics, ShardHandle};
+use ringmq::ops::metrics::{ListenerLabel, Metrics, ShardHandle};
+use ringmq::proto::ShardCore;
+use ringmq::shard::mesh::Mesh;
 use ringmq_codec::*;
 
 pub struct Cluster {
@@ -41,7 +41,7 @@ impl Cluster {
                     i,
                     Some(mesh.clone()),
                     limits.clone(),
-                    ringmq_auth::Registry::new(ringmq_auth::Snapshot::allow_all()),
+                    ringmq_auth::SharedSnapshot::new(ringmq_auth::Snapshot::allow_all()),
                     ShardHandle::new(metrics.clone(), i),
                 )
             })
@@ -143,8 +143,8 @@ impl Cluster {
             let mut spare = BytesMut::new();
             while let Some(output) = conn.take_output(&mut spare) {
                 match output {
-                    ringmq::conn::Output::Frame(frame) => c.rx.extend_from_slice(&frame),
-                    ringmq::conn::Output::Buffer(buf) => c.rx.extend_from_slice(&buf),
+                    ringmq::proto::conn::Output::Frame(frame) => c.rx.extend_from_slice(&frame),
+                    ringmq::proto::conn::Output::Buffer(buf) => c.rx.extend_from_slice(&buf),
                 }
             }
         }

@@ -30,7 +30,7 @@ use monoio::net::{TcpListener, TcpStream};
 use ringmq_codec::{ConnAck, Packet, ProtocolVersion, ReasonCode};
 use tracing::{debug, warn};
 
-use crate::metrics::ShardMetrics;
+use crate::ops::metrics::ShardMetrics;
 
 /// At most one log line per listener in this interval while descriptors are exhausted.
 pub(crate) const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -86,7 +86,7 @@ impl AcceptGuard {
 
     /// Refuses a connection that took the last descriptor, and takes the reserve back.
     pub(crate) fn refuse_last(&mut self, stream: TcpStream, metrics: &ShardMetrics) {
-        self.refuse(crate::sys::into_std(stream), metrics);
+        self.refuse(crate::transport::sys::into_std(stream), metrics);
         self.reserve = open_reserve();
     }
 
@@ -117,11 +117,11 @@ impl AcceptGuard {
         // allocated first): spend the reserve only on a connection that is there.
         let mut refused = false;
         if out_of_descriptors(&e)
-            && crate::sys::connection_waiting(fd)
+            && crate::transport::sys::connection_waiting(fd)
             && let Some(reserve) = self.reserve.take()
         {
             drop(reserve);
-            match crate::sys::accept_now(fd) {
+            match crate::transport::sys::accept_now(fd) {
                 Ok(stream) => {
                     self.refuse(stream, metrics);
                     refused = true;

@@ -16,9 +16,9 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 use tracing::{debug, warn};
 
-use crate::conn::Output;
-use crate::layer::{Layer, Received};
-use crate::runtime::{
+use crate::proto::conn::Output;
+use crate::transport::layer::{Layer, Received};
+use crate::transport::runtime::{
     Core, LINGER_BYTES, READ_CHUNK, ReadDone, finish_writes, release_connection,
     wait_while_throttled,
 };
@@ -151,7 +151,7 @@ pub(crate) async fn connection<L: Layer + 'static>(
                 conn.peer_certificates = certs;
             }
         }
-        c.poll_mesh(now, crate::core::MESH_PER_INPUT);
+        c.poll_mesh(now, crate::proto::MESH_PER_INPUT);
         if !mqtt.is_empty() {
             c.on_read(index, &mut mqtt, now);
         }

@@ -14,18 +14,18 @@ use std::time::{Duration, Instant};
 use monoio::net::{ListenerOpts, TcpListener};
 use tracing::{debug, error, info, warn};
 
-use crate::accept::AcceptGuard;
 use crate::config::{Config, Driver, ListenerProtocol};
-use crate::core::ShardCore;
-use crate::layer::{Bare, Tls};
-use crate::layer_pump;
-use crate::mesh::Mesh;
-use crate::metrics::{Health, Metrics, ShardHandle};
-use crate::plain_pump::connection;
-use crate::stall::{PulseHandle, Pulses};
-use crate::tls::ListenerTls;
-use crate::turn::{TurnGate, next_turn};
-use crate::ws::{WsConfig, WsServer};
+use crate::ops::metrics::{Health, Metrics, ShardHandle};
+use crate::ops::stall::{PulseHandle, Pulses};
+use crate::proto::ShardCore;
+use crate::shard::mesh::Mesh;
+use crate::transport::accept::AcceptGuard;
+use crate::transport::layer::{Bare, Tls};
+use crate::transport::layer_pump;
+use crate::transport::plain_pump::connection;
+use crate::transport::tls::ListenerTls;
+use crate::transport::turn::{TurnGate, next_turn};
+use crate::transport::ws::{WsConfig, WsServer};
 
 pub(crate) type Core = Rc<RefCell<ShardCore>>;
 
@@ -56,9 +56,9 @@ pub enum StartError {
     #[error("cannot spawn shard thread: {0}")]
     Thread(std::io::Error),
     #[error("{0}")]
-    Registry(crate::reload::LoadError),
+    Registry(crate::ops::reload::LoadError),
     #[error("TLS listener: {0}")]
-    Tls(crate::tls::TlsError),
+    Tls(crate::transport::tls::TlsError),
     #[error("shard {0} stopped during startup")]
     Lost(usize),
     #[error("metrics.bind {addr}: cannot listen: {source}")]
@@ -118,13 +118,13 @@ impl Server {
         let health = Arc::new(Health::default());
         // Bound before anything else starts, so a taken address stops startup cleanly.
         if let Some(addr) = config.metrics.bind {
-            crate::metrics::spawn_http(addr, metrics.clone(), health.clone())
+            crate::ops::metrics::spawn_http(addr, metrics.clone(), health.clone())
                 .map_err(|source| StartError::Metrics { addr, source })?;
             info!(%addr, "metrics endpoint listening (/metrics, /health, /ready)");
         }
         let loaded =
-            crate::reload::load_snapshot(&config, 1, None).map_err(StartError::Registry)?;
-        let auth = ringmq_auth::Registry::new(loaded.snapshot);
+            crate::ops::reload::load_snapshot(&config, 1, None).map_err(StartError::Registry)?;
+        let auth = ringmq_auth::SharedSnapshot::new(loaded.snapshot);
         // One TLS configuration per listener, shared by the shards and swapped by reloads.
         let mut tls = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
@@ -133,7 +133,7 @@ impl Server {
                     ListenerTls::load(cert, key, l.client_certificate).map_err(StartError::Tls)?,
                 )),
                 (true, _, _) => {
-                    return Err(StartError::Tls(crate::tls::TlsError::Missing {
+                    return Err(StartError::Tls(crate::transport::tls::TlsError::Missing {
                         bind: l.bind,
                     }));
                 }
@@ -146,7 +146,7 @@ impl Server {
             .zip(&tls)
             .filter_map(|(l, t)| t.clone().map(|t| (l.bind, t)))
             .collect();
-        crate::reload::spawn_reloader(
+        crate::ops::reload::spawn_reloader(
             config.clone(),
             auth.clone(),
             loaded.fetcher,
@@ -201,8 +201,14 @@ impl Server {
         if config.server.stall_threshold_ms > 0 {
             let threshold = Duration::from_millis(u64::from(config.server.stall_threshold_ms));
             let stop = shutdown.clone();
-            crate::stall::spawn_watchdog(pulses, mesh.clone(), metrics.clone(), threshold, stop)
-                .map_err(StartError::Thread)?;
+            crate::ops::stall::spawn_watchdog(
+                pulses,
+                mesh.clone(),
+                metrics.clone(),
+                threshold,
+                stop,
+            )
+            .map_err(StartError::Thread)?;
         }
         info!(shards, ?driver, listeners = ?config.listeners.iter().map(|l| l.bind).collect::<Vec<_>>(), "ringmq listening");
         health
@@ -281,7 +287,7 @@ fn bind_only(addr: std::net::SocketAddr) -> std::io::Result<()> {
 /// that was ~1.3x what is allocated, plus ~12 MiB at startup (docs/benchmarks.md). Applies to
 /// memory touched from the call on, so `main` turns them off first and back on if configured.
 pub fn set_transparent_huge_pages(enabled: bool) {
-    if let Err(e) = crate::sys::set_transparent_huge_pages(enabled) {
+    if let Err(e) = crate::transport::sys::set_transparent_huge_pages(enabled) {
         // Old kernels without PR_SET_THP_DISABLE: the kernel's default stays.
         debug!("cannot set transparent huge pages to {enabled}: {e}");
     }
@@ -311,7 +317,7 @@ struct ShardSetup {
     shard: usize,
     config: Config,
     mesh: Mesh,
-    auth: ringmq_auth::Registry,
+    auth: ringmq_auth::SharedSnapshot,
     /// Per listener (same order as `config.listeners`): its TLS configuration, if TLS.
     tls: Vec<Option<Arc<ListenerTls>>>,
     metrics: ShardHandle,
@@ -360,11 +366,11 @@ async fn shard_main(setup: ShardSetup) {
     let mut listeners = Vec::new();
     for (l, tls) in config.listeners.iter().zip(tls) {
         let ws = || {
-            Arc::new(crate::ws::WsConfig {
+            Arc::new(crate::transport::ws::WsConfig {
                 path: l.path.clone(),
                 max_frame_size: (config.limits.max_packet_size as usize)
-                    .max(crate::ws::WsConfig::DEFAULT_MAX_FRAME_SIZE),
-                max_handshake_size: crate::ws::WsConfig::DEFAULT_MAX_HANDSHAKE_SIZE,
+                    .max(crate::transport::ws::WsConfig::DEFAULT_MAX_FRAME_SIZE),
+                max_handshake_size: crate::transport::ws::WsConfig::DEFAULT_MAX_HANDSHAKE_SIZE,
             })
         };
         // `Server::start` loaded a TLS configuration for every TLS listener.
@@ -620,7 +626,7 @@ impl ReadDone {
 /// directions, which ends a read still pending.
 pub(crate) async fn finish_writes(fd: std::os::fd::RawFd, flushed: bool, read_done: &ReadDone) {
     if flushed {
-        crate::sys::shutdown_write(fd);
+        crate::transport::sys::shutdown_write(fd);
         let mut deadline = std::pin::pin!(monoio::time::sleep(LINGER));
         std::future::poll_fn(|cx| {
             if read_done.done.get() || deadline.as_mut().poll(cx).is_ready() {
@@ -631,7 +637,7 @@ pub(crate) async fn finish_writes(fd: std::os::fd::RawFd, flushed: bool, read_do
         })
         .await;
     }
-    crate::sys::shutdown_socket(fd);
+    crate::transport::sys::shutdown_socket(fd);
 }
 
 /// Backpressure, before each read of connection `index`: while the shards it publishes to

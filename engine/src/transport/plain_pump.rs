@@ -24,7 +24,7 @@ use bytes::BytesMut;
 use monoio::net::TcpStream;
 use tracing::debug;
 
-use crate::runtime::{Core, LINGER, LINGER_BYTES, READ_CHUNK, release_connection};
+use crate::transport::runtime::{Core, LINGER, LINGER_BYTES, READ_CHUNK, release_connection};
 
 thread_local! {
     /// The shard's read arena (one per shard thread). Connections read into it one at a time,
@@ -69,7 +69,7 @@ pub(crate) fn connection(
                 Turn::Yield => {
                     // More to read: after the driver's next turn (see `turn.rs`), so other
                     // connections, accepts and timers are served first.
-                    crate::turn::next_turn().await;
+                    crate::transport::turn::next_turn().await;
                     continue;
                 }
                 Turn::Wait => {}
@@ -92,7 +92,7 @@ pub(crate) fn connection(
         drop(writable);
         if finish == Finish::Flushed && !pump.peer_closed {
             // FIN after the last packet, then read and discard until the client closes (LINGER).
-            crate::sys::shutdown_write(pump.fd);
+            crate::transport::sys::shutdown_write(pump.fd);
             // The backoff slot holds the deadline (the connection no longer reads for the core).
             pump.backoff = Some(Box::pin(monoio::time::sleep(LINGER)));
             loop {
@@ -114,7 +114,7 @@ pub(crate) fn connection(
         }
         // Cancels a readiness wait still queued; shutting both directions ends the connection.
         readable.set(None);
-        crate::sys::shutdown_socket(pump.fd);
+        crate::transport::sys::shutdown_socket(pump.fd);
         release_connection(&pump.core, pump.index());
     }
 }
@@ -288,7 +288,7 @@ impl Pump {
                 self.input.reserve(want);
             }
             let room = self.input.capacity() - self.input.len();
-            let n = crate::sys::recv_into(self.fd, &mut self.input, room)?;
+            let n = crate::transport::sys::recv_into(self.fd, &mut self.input, room)?;
             if n == 0 {
                 return Ok(ReadEnd::Eof);
             }
@@ -306,7 +306,7 @@ impl Pump {
                 arena.reserve(READ_ARENA_SIZE);
             }
             let room = arena.capacity();
-            let n = crate::sys::recv_into(self.fd, &mut arena, room)?;
+            let n = crate::transport::sys::recv_into(self.fd, &mut arena, room)?;
             if n == 0 {
                 return Ok(ReadEnd::Eof);
             }
@@ -333,7 +333,7 @@ impl Pump {
                 arena.reserve(READ_ARENA_SIZE);
             }
             let room = arena.capacity();
-            let n = crate::sys::recv_into(self.fd, &mut arena, room);
+            let n = crate::transport::sys::recv_into(self.fd, &mut arena, room);
             arena.clear();
             n.map(|n| (n, room))
         });
@@ -453,7 +453,7 @@ fn flush_output(core: &Core, index: usize, fd: RawFd) -> io::Result<bool> {
                 break Ok(true);
             }
             let len = data.len();
-            match crate::sys::send(fd, data) {
+            match crate::transport::sys::send(fd, data) {
                 Ok(n) => {
                     conn.consume_output(n);
                     sent += n;
@@ -479,7 +479,7 @@ fn flush_output(core: &Core, index: usize, fd: RawFd) -> io::Result<bool> {
 fn handle_input(core: &Core, index: usize, buf: &mut BytesMut) {
     let now = Instant::now();
     let mut c = core.borrow_mut();
-    c.poll_mesh(now, crate::core::MESH_PER_INPUT);
+    c.poll_mesh(now, crate::proto::MESH_PER_INPUT);
     c.on_read(index, buf, now);
     c.flush_mesh();
 }
@@ -488,7 +488,7 @@ fn handle_input(core: &Core, index: usize, buf: &mut BytesMut) {
 fn connection_closed(core: &Core, index: usize) {
     let now = Instant::now();
     let mut c = core.borrow_mut();
-    c.poll_mesh(now, crate::core::MESH_PER_INPUT);
+    c.poll_mesh(now, crate::proto::MESH_PER_INPUT);
     c.on_closed(index, now);
     c.flush_mesh();
 }
@@ -499,7 +499,7 @@ mod tests {
     use std::rc::Rc;
 
     use super::*;
-    use crate::core::ShardCore;
+    use crate::proto::ShardCore;
 
     /// What an idle connection's task holds: its future (plus monoio's 48-byte task header)
     /// is all, no read buffer. Measured 304 bytes; with the header at most 368, inside
@@ -520,7 +520,7 @@ mod tests {
                 0,
                 None,
                 crate::config::Limits::default(),
-                ringmq_auth::Registry::new(ringmq_auth::Snapshot::allow_all()),
+                ringmq_auth::SharedSnapshot::new(ringmq_auth::Snapshot::allow_all()),
             )));
             let task = connection(TcpStream::from_std(server).unwrap(), 0, core);
             let size = std::mem::size_of_val(&task);

@@ -14,8 +14,8 @@ use bytes::{Buf, BufMut, BytesMut};
 use rustls::ServerConnection;
 use rustls_pki_types::CertificateDer;
 
-use crate::runtime::READ_CHUNK;
-use crate::ws::{CloseCode, WsError, WsEvent, WsServer};
+use crate::transport::runtime::READ_CHUNK;
+use crate::transport::ws::{CloseCode, WsError, WsEvent, WsServer};
 
 /// TLS records are at most 16 KiB plus overhead; read at least one whole record at a time.
 const CIPHER_CHUNK: usize = 17 * 1024;
@@ -319,7 +319,7 @@ mod tests {
     use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
     use super::*;
-    use crate::ws::WsConfig;
+    use crate::transport::ws::WsConfig;
 
     /// A server configuration for `localhost` and a client configuration trusting it, with
     /// a client certificate when `client_cert`.
@@ -343,7 +343,8 @@ mod tests {
             crate::config::ClientCertificateMode::None
         };
         let server_config =
-            crate::tls::server_config(&dir.join("s.pem"), &dir.join("s.key"), mode).unwrap();
+            crate::transport::tls::server_config(&dir.join("s.pem"), &dir.join("s.key"), mode)
+                .unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         let mut roots = RootCertStore::empty();
         roots.add(server.cert.der().clone()).unwrap();

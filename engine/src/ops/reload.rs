@@ -19,8 +19,8 @@ use ringmq_auth::jwt::Jwks;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::metrics::{AuthMetrics, Metrics};
-use crate::tls::ListenerTls;
+use crate::ops::metrics::{AuthMetrics, Metrics};
+use crate::transport::tls::ListenerTls;
 
 /// Why the registry could not be loaded (names the file, the JSON path and the problem).
 pub type LoadError = ringmq_auth::registry::LoadError;
@@ -103,7 +103,7 @@ fn load_registry(
 /// fetches in `metrics.auth` (checked every 0.5 s, like the files).
 pub fn spawn_reloader(
     config: Config,
-    auth: ringmq_auth::Registry,
+    auth: ringmq_auth::SharedSnapshot,
     fetcher: Option<ringmq_auth::jwt::JwksFetcher>,
     tls: Vec<(SocketAddr, Arc<ListenerTls>)>,
     metrics: Arc<Metrics>,
@@ -176,7 +176,7 @@ impl RegistryWatch {
     fn poll(
         &mut self,
         config: &Config,
-        auth: &ringmq_auth::Registry,
+        auth: &ringmq_auth::SharedSnapshot,
         hup: bool,
         metrics: &AuthMetrics,
     ) {

@@ -17,7 +17,7 @@ use std::fmt;
 
 use rustc_hash::FxHashMap;
 
-use crate::trie::split_level;
+use crate::shard::trie::split_level;
 
 /// A new retained topic was refused because the store holds its maximum number of messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -9,10 +9,10 @@ use ringmq_auth::{Credentials, Snapshot};
 use ringmq_codec::{Auth, AuthProperties, Connect, Packet, ReasonCode, Str};
 use tracing::{info, warn};
 
-use crate::conn::ConnAuth;
-use crate::core::{Failure, ShardCore, fail, write_packet};
-use crate::message::{compact_bytes, compact_str};
-use crate::metrics::{AuthCache, AuthFailure, AuthMethod, ShardMetrics};
+use crate::ops::metrics::{AuthCache, AuthFailure, AuthMethod, ShardMetrics};
+use crate::proto::conn::ConnAuth;
+use crate::proto::message::{compact_bytes, compact_str};
+use crate::proto::{Failure, ShardCore, fail, write_packet};
 
 /// The credentials a connection authenticated with, kept (compact) so a reload can check the
 /// session again and a re-authentication can name the same method.
@@ -254,7 +254,7 @@ impl ShardCore {
         let revoked: Vec<Bytes> = session
             .subscriptions
             .keys()
-            .filter(|f| !conn.may_subscribe(crate::route::inner_filter(f)))
+            .filter(|f| !conn.may_subscribe(crate::proto::route::inner_filter(f)))
             .cloned()
             .collect();
         for filter in revoked {

@@ -22,12 +22,12 @@ use ringmq_codec::{
 };
 use tracing::{debug, info, warn};
 
-use crate::core::{Failure, ShardCore, fail, write_packet};
-use crate::mesh::ShardMsg;
-use crate::message::Message;
-use crate::metrics::{DropCause, ShardMetrics};
-use crate::retain::RetainStore;
-use crate::session::{Inflight, InflightState, Outgoing, SubIds};
+use crate::ops::metrics::{DropCause, ShardMetrics};
+use crate::proto::message::Message;
+use crate::proto::session::{Inflight, InflightState, Outgoing, SubIds};
+use crate::proto::{Failure, ShardCore, fail, write_packet};
+use crate::shard::mesh::ShardMsg;
+use crate::shard::retain::RetainStore;
 
 /// How long a shard forwards messages for a session that moved away: longer than a message
 /// can take to cross the mesh, short enough that few forwarders are ever scanned.
@@ -42,7 +42,7 @@ const CLAIM_LOG_MAX: usize = 16_384;
 pub struct Forwarder {
     pub client_id: Str,
     pub to: usize,
-    pub subs: Vec<(Bytes, crate::session::SubRecord)>,
+    pub subs: Vec<(Bytes, crate::proto::session::SubRecord)>,
     pub until: Instant,
 }
 
@@ -703,7 +703,7 @@ impl ShardCore {
     /// Remembers the subscriptions of a session that moved to `to`.
     pub(crate) fn remember_move(
         &mut self,
-        session: &crate::session::Session,
+        session: &crate::proto::session::Session,
         to: u16,
         now: Instant,
     ) {
@@ -1003,8 +1003,8 @@ fn nth_bit(mut mask: u64, n: u32) -> usize {
 /// Sends a QoS 1/2 message under a new packet id and records it in flight (unless it was not
 /// sent, e.g. too large for the client).
 fn publish_in_flight(
-    conn: &mut crate::conn::Conn,
-    session: &mut crate::session::Session,
+    conn: &mut crate::proto::conn::Conn,
+    session: &mut crate::proto::session::Session,
     out: Outgoing,
     now: Instant,
     metrics: &ShardMetrics,
@@ -1023,7 +1023,7 @@ fn publish_in_flight(
 /// `subs`: one delivery at the highest granted QoS with every matching identifier
 /// [MQTT-3.3.4-2..5], No Local applied for `client_id` — or `None` when nothing matches.
 fn aggregate_for_session<'a>(
-    subs: impl Iterator<Item = (&'a Bytes, &'a crate::session::SubRecord)>,
+    subs: impl Iterator<Item = (&'a Bytes, &'a crate::proto::session::SubRecord)>,
     message: &Message,
     client_id: &Str,
 ) -> Option<Outgoing> {
@@ -1063,7 +1063,7 @@ pub const PAYLOAD_BY_REFERENCE: usize = 8 * 1024;
 /// the payload. A packet larger than the client's Maximum Packet Size is not sent
 /// [MQTT-3.1.2-25]. Returns whether it was written (and counted in `metrics`).
 pub(crate) fn write_publish(
-    conn: &mut crate::conn::Conn,
+    conn: &mut crate::proto::conn::Conn,
     out: &Outgoing,
     qos_pid: QosPid,
     dup: bool,

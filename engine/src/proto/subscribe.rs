@@ -11,11 +11,11 @@ use ringmq_codec::{
 };
 use tracing::info;
 
-use crate::core::{Failure, ShardCore, fail, write_packet};
-use crate::retain::RetainStore;
-use crate::route::Retained;
-use crate::route::qos_min;
-use crate::session::{Outgoing, SubIds};
+use crate::proto::route::Retained;
+use crate::proto::route::qos_min;
+use crate::proto::session::{Outgoing, SubIds};
+use crate::proto::{Failure, ShardCore, fail, write_packet};
+use crate::shard::retain::RetainStore;
 
 impl ShardCore {
     // ---- SUBSCRIBE / UNSUBSCRIBE -----------------------------------------------------------
@@ -37,7 +37,7 @@ impl ShardCore {
         let mut retained_for: Vec<(Bytes, SubscriptionOptions)> = Vec::new();
         for f in &s.filters {
             // Kept as long as the subscription: a compact copy, not a slice of the frame.
-            let full = crate::message::compact_bytes(f.filter.as_bytes_shared());
+            let full = crate::proto::message::compact_bytes(f.filter.as_bytes_shared());
             let shared = topic::parse_shared(&full).map_err(Failure::from)?;
             if shared.is_some() && f.options.no_local {
                 return Err(fail(
@@ -84,7 +84,7 @@ impl ShardCore {
             }
             session.subscriptions.insert(
                 full.clone(),
-                crate::session::SubRecord {
+                crate::proto::session::SubRecord {
                     options: f.options,
                     id: s.subscription_id,
                 },

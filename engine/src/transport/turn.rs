@@ -37,7 +37,7 @@ use std::task::{Poll, Waker};
 
 use tracing::warn;
 
-use crate::stall::PulseHandle;
+use crate::ops::stall::PulseHandle;
 
 /// Parked tasks resumed per driver turn.
 const GATE_BATCH: usize = 64;

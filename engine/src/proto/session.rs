@@ -13,8 +13,8 @@ use ringmq_codec::{QoS, Str, SubscriptionOptions, Will};
 use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 
-use crate::mesh::ConnToken;
-use crate::message::Message;
+use crate::proto::message::Message;
+use crate::shard::mesh::ConnToken;
 
 pub type SubIds = SmallVec<[NonZeroU32; 2]>;
 

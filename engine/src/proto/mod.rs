@@ -10,6 +10,14 @@
 //! Routing and delivery live in `route.rs`; this file holds connections, CONNECT, sessions,
 //! takeover, acknowledgements and timers.
 
+pub mod authn;
+pub mod conn;
+mod connect;
+pub mod message;
+pub mod route;
+pub mod session;
+mod subscribe;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
@@ -24,14 +32,14 @@ use rustc_hash::FxHashMap;
 use tracing::{debug, warn};
 
 use crate::config::Limits;
-use crate::conn::{Conn, ConnState};
-use crate::mesh::{ConnToken, Mesh, ShardMsg};
-use crate::metrics::{Quota, ShardHandle, ShardMetrics};
-use crate::pages::PagedSlab;
-use crate::retain::MemoryRetainStore;
-use crate::route::{Interest, LocalSubs, Scratch};
-use crate::session::{InflightState, PendingWill, Session};
-use crate::trie::FilterTrie;
+use crate::ops::metrics::{Quota, ShardHandle, ShardMetrics};
+use crate::proto::conn::{Conn, ConnState};
+use crate::proto::route::{Interest, LocalSubs, Scratch};
+use crate::proto::session::{InflightState, PendingWill, Session};
+use crate::shard::mesh::{ConnToken, Mesh, ShardMsg};
+use crate::shard::pages::PagedSlab;
+use crate::shard::retain::MemoryRetainStore;
+use crate::shard::trie::FilterTrie;
 
 /// Data-lane messages handled before each piece of client input (see
 /// [`ShardCore::poll_mesh`]): enough to keep the lane moving, few enough that a read stays
@@ -60,7 +68,7 @@ pub struct ShardCore {
     pub(crate) limits: Limits,
     pub(crate) codec_limits: ringmq_codec::Limits,
     /// The authentication and authorization policy (shared snapshot, swapped on reload).
-    pub(crate) auth: ringmq_auth::Registry,
+    pub(crate) auth: ringmq_auth::SharedSnapshot,
     /// The snapshot version the connected sessions were last checked against.
     pub(crate) auth_version: u64,
     /// This shard's verification caches (no sharing, no locks).
@@ -71,7 +79,7 @@ pub struct ShardCore {
     pub(crate) by_client_id: FxHashMap<Bytes, usize>,
     pub(crate) subs: FilterTrie<LocalSubs>,
     pub(crate) interest: FilterTrie<Interest>,
-    pub(crate) retained: MemoryRetainStore<crate::route::Retained>,
+    pub(crate) retained: MemoryRetainStore<crate::proto::route::Retained>,
     /// Directory entries for client ids whose hash selects this shard: the owning shard.
     /// The owning shard and the claim (connection token) that made it the owner, so a late
     /// release from an earlier owner cannot erase a newer claim.
@@ -81,7 +89,7 @@ pub struct ShardCore {
     pub(crate) name_holders: FxHashMap<std::sync::Arc<str>, Vec<Bytes>>,
     /// Sessions that moved to another shard recently: their subscriptions, so a message routed
     /// here before the move was known is forwarded (see `route::forward_moved`).
-    pub(crate) forwarders: Vec<crate::route::Forwarder>,
+    pub(crate) forwarders: Vec<crate::proto::route::Forwarder>,
     /// Set while a moving session's subscriptions are removed: their interests are withdrawn
     /// only after the forwarding grace (`deferred_withdrawals`).
     pub(crate) moving_until: Option<Instant>,
@@ -90,7 +98,7 @@ pub struct ShardCore {
     pub(crate) pending_claims: FxHashMap<Bytes, PendingClaim>,
     /// Messages delivered on this shard while claims are in flight, shared by all of them (one
     /// push per delivery, whatever their number); `claim_log_base` numbers the front entry.
-    pub(crate) claim_log: VecDeque<crate::message::Message>,
+    pub(crate) claim_log: VecDeque<crate::proto::message::Message>,
     pub(crate) claim_log_base: u64,
     pub(crate) mesh: Option<Mesh>,
     /// Per destination: data-lane messages not yet accepted by its inbox.
@@ -119,10 +127,10 @@ pub struct ShardCore {
     /// When a graceful shutdown began.
     shutdown_since: Option<Instant>,
     /// Connection counts shared with the other shards (in all, per IP).
-    pub(crate) conn_quotas: std::sync::Arc<crate::quota::ConnQuotas>,
-    pub(crate) ip_limits: crate::quota::IpLimits,
-    pub(crate) publish_rate: crate::quota::Rate,
-    pub(crate) publish_bandwidth: crate::quota::Rate,
+    pub(crate) conn_quotas: std::sync::Arc<crate::shard::quota::ConnQuotas>,
+    pub(crate) ip_limits: crate::shard::quota::IpLimits,
+    pub(crate) publish_rate: crate::shard::quota::Rate,
+    pub(crate) publish_bandwidth: crate::shard::quota::Rate,
     /// Either publish quota is configured (otherwise PUBLISH skips the check).
     publish_quotas_on: bool,
     /// Connections open only to refuse their CONNECT (`Conn::refusal`), at most
@@ -206,7 +214,7 @@ impl ShardCore {
         id: usize,
         mesh: Option<Mesh>,
         limits: Limits,
-        auth: ringmq_auth::Registry,
+        auth: ringmq_auth::SharedSnapshot,
     ) -> ShardCore {
         let shards = mesh.as_ref().map_or(1, Mesh::shards);
         ShardCore::with_metrics(id, mesh, limits, auth, ShardHandle::standalone(id, shards))
@@ -217,7 +225,7 @@ impl ShardCore {
         id: usize,
         mesh: Option<Mesh>,
         limits: Limits,
-        auth: ringmq_auth::Registry,
+        auth: ringmq_auth::SharedSnapshot,
         metrics: ShardHandle,
     ) -> ShardCore {
         let shards = mesh.as_ref().map_or(1, Mesh::shards);
@@ -873,7 +881,7 @@ impl ShardCore {
             let Ok(topic) = Str::copy_from(&topic) else {
                 continue;
             };
-            let message = crate::message::Message {
+            let message = crate::proto::message::Message {
                 topic,
                 payload: Bytes::from(value.into_bytes()),
                 qos: QoS::AtMostOnce,

@@ -5,7 +5,7 @@
 //! Why: the freeze of issue 12 (a shard reading publishers while its timers, accepts and
 //! subscribers' writes starved) was invisible from inside — metrics kept moving. A stalled
 //! shard cannot report itself, so a separate thread watches each shard's *pulse*:
-//! - `progress`, bumped by the shard at every turn of its [`TurnGate`](crate::turn) (after
+//! - `progress`, bumped by the shard at every turn of its [`TurnGate`](crate::transport::turn) (after
 //!   each driver turn that resumed parked work) and at every tick of its timer task;
 //! - `parked`, the tasks waiting for the next driver turn (work that is ready);
 //! - the shard's mesh inbox depth (messages that are ready).
@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::mesh::Mesh;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
+use crate::shard::mesh::Mesh;
 
 /// One shard's pulse, written only by that shard's thread.
 #[derive(Debug, Default)]
@@ -161,7 +161,7 @@ pub(crate) fn spawn_watchdog(
     mesh: Mesh,
     metrics: Arc<Metrics>,
     threshold: Duration,
-    shutdown: crate::runtime::Shutdown,
+    shutdown: crate::transport::runtime::Shutdown,
 ) -> std::io::Result<()> {
     let shards = pulses.0.len();
     let mut detector = Detector::new(shards, threshold);

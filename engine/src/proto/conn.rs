@@ -67,13 +67,13 @@ pub struct Conn {
     pub connect_expiry_zero: bool,
     /// Over this connection quota at accept: kept open only to answer its CONNECT with a
     /// refusal (it holds no connection count).
-    pub refusal: Option<crate::metrics::Quota>,
+    pub refusal: Option<crate::ops::metrics::Quota>,
     /// Holds a per-IP connection count (given back when the connection is released).
     pub ip_counted: bool,
     /// `limits.max_publish_rate` and `limits.max_publish_bandwidth`, checked per PUBLISH;
     /// made full at the first PUBLISH checked (only when those limits are set), so an idle
     /// connection carries none.
-    pub publish_buckets: Option<Box<crate::quota::PublishBuckets>>,
+    pub publish_buckets: Option<Box<crate::shard::quota::PublishBuckets>>,
 }
 
 /// The rarely used parts of a [`Conn`].
@@ -97,7 +97,7 @@ pub struct ConnExtra {
 pub struct ConnAuth {
     pub identity: ringmq_auth::Identity,
     pub permissions: ringmq_auth::authz::Permissions,
-    pub credentials: crate::authn::StoredCredentials,
+    pub credentials: crate::proto::authn::StoredCredentials,
 }
 
 impl Conn {

@@ -29,8 +29,8 @@ use std::time::Instant;
 
 use ringmq_codec::ReasonCode;
 
-use crate::core::{Failure, ShardCore, over_quota};
-use crate::metrics::Quota;
+use crate::ops::metrics::Quota;
+use crate::proto::{Failure, ShardCore, over_quota};
 
 /// Tokens are kept in billionths, so refilling at any whole rate is exact integer arithmetic.
 const NANO: u64 = 1_000_000_000;

@@ -32,8 +32,8 @@ use bytes::Bytes;
 use crossbeam::queue::ArrayQueue;
 use ringmq_codec::Str;
 
-use crate::message::Message;
-use crate::session::Session;
+use crate::proto::message::Message;
+use crate::proto::session::Session;
 
 /// Identifies a connection across shards: the connection's slot and its serial number, so a
 /// reply for a connection that has since closed (and whose slot was reused) is recognised.
@@ -53,7 +53,7 @@ pub enum ShardMsg {
     /// shard it left, for a message routed there before the move was known).
     DeliverTo {
         client_id: Str,
-        out: crate::session::Outgoing,
+        out: crate::proto::session::Outgoing,
         /// Shards that forwarded it so far: dropped beyond the number of shards, so no
         /// forwarding cycle can keep a message in flight.
         hops: u8,
@@ -180,7 +180,7 @@ pub struct Mesh {
     retain_seq: Arc<AtomicU64>,
     /// Connection counts in all and per client IP, consulted on every shard's accept path
     /// (see `quota.rs` for why this one structure is shared under striped locks).
-    conn_quotas: Arc<crate::quota::ConnQuotas>,
+    conn_quotas: Arc<crate::shard::quota::ConnQuotas>,
 }
 
 impl Mesh {
@@ -206,12 +206,12 @@ impl Mesh {
         Mesh {
             inboxes,
             retain_seq: Arc::new(AtomicU64::new(0)),
-            conn_quotas: Arc::new(crate::quota::ConnQuotas::new()),
+            conn_quotas: Arc::new(crate::shard::quota::ConnQuotas::new()),
         }
     }
 
     /// The connection counts every shard shares.
-    pub fn conn_quotas(&self) -> &Arc<crate::quota::ConnQuotas> {
+    pub fn conn_quotas(&self) -> &Arc<crate::shard::quota::ConnQuotas> {
         &self.conn_quotas
     }
 

@@ -13,14 +13,14 @@ use ringmq_codec::{
 use rustc_hash::FxHasher;
 use tracing::{debug, info, warn};
 
-use crate::conn::{Conn, ConnState};
-use crate::core::{
+use crate::ops::metrics::Quota;
+use crate::proto::conn::{Conn, ConnState};
+use crate::proto::session::{PendingWill, Session};
+use crate::proto::{
     DirEntry, Failure, PendingClaim, ShardCore, fail, over_quota, write_connack_refusal,
     write_packet,
 };
-use crate::mesh::{ConnToken, ShardMsg};
-use crate::metrics::Quota;
-use crate::session::{PendingWill, Session};
+use crate::shard::mesh::{ConnToken, ShardMsg};
 
 impl ShardCore {
     // ---- CONNECT ----------------------------------------------------------------------------
@@ -92,7 +92,7 @@ impl ShardCore {
             let id = format!("ringmq-{}-{}-{}", self.id, conn.serial, self.assigned_ids);
             Str::copy_from(&id).map_err(|_| fail(ReasonCode::UNSPECIFIED_ERROR, "id"))?
         } else {
-            crate::message::compact_str(&connect.client_id)
+            crate::proto::message::compact_str(&connect.client_id)
         };
         conn.client_id = client_id.clone();
         conn.state = ConnState::Claiming {
@@ -346,7 +346,7 @@ impl ShardCore {
         let sidx = *self.by_client_id.get(client_id.as_bytes())?;
         self.kick_session_conn(sidx, now);
         // Its interests stay advertised while this shard forwards for it.
-        self.moving_until = Some(now + crate::route::FORWARD_GRACE);
+        self.moving_until = Some(now + crate::proto::route::FORWARD_GRACE);
         let session = self.remove_session(sidx);
         self.moving_until = None;
         let mut session = session?;
@@ -599,7 +599,7 @@ impl ShardCore {
     }
 
     pub(crate) fn insert_session(&mut self, session: Session) -> usize {
-        let subs: Vec<(Bytes, crate::session::SubRecord)> = session
+        let subs: Vec<(Bytes, crate::proto::session::SubRecord)> = session
             .subscriptions
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -674,7 +674,7 @@ impl ShardCore {
         conn.will = connect
             .will
             .as_ref()
-            .map(|w| Box::new(crate::message::compact_will(w)));
+            .map(|w| Box::new(crate::proto::message::compact_will(w)));
         let client_id = conn.client_id.clone();
 
         // Resume or create the session.
