@@ -18,17 +18,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use ringmq::config::Limits;
-use ringmq::proto::ShardCore;
+use ringmq::proto::{ConnId, Handled, Input, Now, ShardCore};
 use ringmq::shard::mesh::Mesh;
 use ringmq_codec::*;
 
-fn connect(core: &mut ShardCore, id: &str, now: Instant) -> usize {
+fn connect(core: &mut ShardCore, id: &str, now: Now) -> ConnId {
     let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-    let token = core.accept(peer, now).unwrap();
+    let Handled::Accepted(token) = core.handle(Input::Accept { listener: 0, peer }, now) else {
+        panic!("refused");
+    };
     let connect = Connect {
         protocol: ProtocolVersion::V5,
         clean_start: true,
@@ -46,11 +48,17 @@ fn connect(core: &mut ShardCore, id: &str, now: Instant) -> usize {
         &mut b,
     )
     .unwrap();
-    core.on_read(token.index as usize, &mut b, now);
-    token.index as usize
+    let _ = core.handle(
+        Input::Read {
+            conn: token.conn,
+            bytes: &mut b,
+        },
+        now,
+    );
+    token.conn
 }
 
-fn drain(core: &mut ShardCore, index: usize, spare: &mut BytesMut) -> usize {
+fn drain(core: &mut ShardCore, index: ConnId, spare: &mut BytesMut) -> usize {
     let conn = core.conn_mut(index).unwrap();
     let mut n = 0;
     while let Some(out) = conn.take_output(spare) {
@@ -63,17 +71,13 @@ fn drain(core: &mut ShardCore, index: usize, spare: &mut BytesMut) -> usize {
     n
 }
 
-fn pump(cores: &mut [ShardCore], mesh: &Mesh, now: Instant) {
+fn pump(cores: &mut [ShardCore], mesh: &Mesh, now: Now) {
     for _ in 0..4 {
         for c in cores.iter_mut() {
-            c.flush_mesh();
-        }
-        for (i, c) in cores.iter_mut().enumerate() {
-            while let Some(m) = mesh.pop_priority(i).or_else(|| mesh.pop(i)) {
-                c.on_mesh(m, now);
-            }
+            let _ = c.handle(Input::Inbox { max: usize::MAX }, now);
         }
     }
+    assert!((0..cores.len()).all(|i| mesh.len(i) == 0), "mesh settled");
 }
 
 fn main() {
@@ -94,7 +98,10 @@ fn main() {
     let mut cores: Vec<ShardCore> = (0..2)
         .map(|i| ShardCore::new(i, Some(mesh.clone()), limits.clone(), auth.clone()))
         .collect();
-    let now = Instant::now();
+    let now = Now {
+        mono: Instant::now(),
+        wall: SystemTime::now(),
+    };
     let publisher = connect(&mut cores[0], "pub", now);
     let subs = [
         (0usize, connect(&mut cores[0], "sub0", now)),
@@ -113,7 +120,13 @@ fn main() {
         };
         let mut b = BytesMut::new();
         encode(&Packet::Subscribe(s), ProtocolVersion::V5, &mut b).unwrap();
-        cores[shard].on_read(index, &mut b, now);
+        let _ = cores[shard].handle(
+            Input::Read {
+                conn: index,
+                bytes: &mut b,
+            },
+            now,
+        );
     }
     pump(&mut cores, &mesh, now);
     let mut frame = BytesMut::new();
@@ -132,11 +145,14 @@ fn main() {
     let started = Instant::now();
     for _ in 0..messages {
         input.extend_from_slice(&frame);
-        cores[0].on_read(publisher, &mut input, now);
-        cores[0].flush_mesh();
-        while let Some(m) = mesh.pop(1) {
-            cores[1].on_mesh(m, now);
-        }
+        let _ = cores[0].handle(
+            Input::Read {
+                conn: publisher,
+                bytes: &mut input,
+            },
+            now,
+        );
+        let _ = cores[1].handle(Input::Inbox { max: usize::MAX }, now);
         for &(shard, index) in &subs {
             if drain(&mut cores[shard], index, &mut spare) > 0 {
                 delivered += 1;

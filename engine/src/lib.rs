@@ -10,6 +10,7 @@
 //! `layer_pump` for the listeners whose bytes pass through a transport `layer` (TLS, WebSocket).
 
 pub mod config;
+pub mod ids;
 pub mod ops;
 pub mod proto;
 pub mod shard;

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::BytesMut;
 use common::*;
+use ringmq::proto::Input;
 use ringmq_codec::*;
 
 struct Counting;
@@ -51,7 +52,13 @@ fn run(
     let mut delivered = 0;
     for _ in 0..n {
         input.extend_from_slice(frame);
-        cl.cores[publ.shard].on_read(publ.index, input, cl.now);
+        let _ = cl.input(
+            publ.shard,
+            Input::Read {
+                conn: publ.index,
+                bytes: input,
+            },
+        );
         cl.pump();
         for s in subs.iter_mut() {
             let conn = cl.cores[s.shard].conn_mut(s.index).unwrap();

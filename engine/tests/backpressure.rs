@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use common::*;
 use ringmq::config::Limits;
-use ringmq::proto::MESH_PER_INPUT;
+use ringmq::proto::{Input, MESH_PER_INPUT};
 use ringmq_codec::*;
 
 const CAPACITY: usize = 64;
@@ -45,11 +45,13 @@ fn burst(topic: &'static str, n: usize) -> BytesMut {
 /// What the runtime does with a piece of client input: the data lane in a bounded batch (the
 /// priority lane in full), then the bytes, then the outboxes.
 fn input(cl: &mut Cluster, c: &Client, mut bytes: BytesMut) {
-    let now = cl.now;
-    let core = &mut cl.cores[c.shard];
-    core.poll_mesh(now, MESH_PER_INPUT);
-    core.on_read(c.index, &mut bytes, now);
-    core.flush_mesh();
+    let _ = cl.input(
+        c.shard,
+        Input::Read {
+            conn: c.index,
+            bytes: &mut bytes,
+        },
+    );
     assert!(bytes.is_empty(), "whole packets only");
 }
 
@@ -179,8 +181,12 @@ fn a_data_batch_before_input_is_bounded() {
     let (publ, _) = cl.connect(0, "pub", true, 0);
     input(&mut cl, &publ, burst("t", 3 * MESH_PER_INPUT));
     assert_eq!(cl.mesh.data_len(1), 3 * MESH_PER_INPUT);
-    let now = cl.now;
-    assert_eq!(cl.cores[1].poll_mesh(now, MESH_PER_INPUT), MESH_PER_INPUT);
+    let _ = cl.input(
+        1,
+        Input::Inbox {
+            max: MESH_PER_INPUT,
+        },
+    );
     assert_eq!(cl.mesh.data_len(1), 2 * MESH_PER_INPUT);
 }
 
@@ -263,16 +269,14 @@ fn flood_round(seed: u64) {
         // flushes. Shard 0 is slow (a quarter of the others' batch): its inbox fills and
         // the publishers feeding it must be throttled.
         for shard in 0..SHARDS {
-            let now = cl.now;
             let batch = if shard == 0 {
                 SLOW_BATCH
             } else {
                 4 * SLOW_BATCH
             };
-            cl.cores[shard].poll_mesh(now, batch);
+            let _ = cl.input(shard, Input::Inbox { max: batch });
         }
         for shard in 0..SHARDS {
-            cl.cores[shard].flush_mesh();
             for to in 0..SHARDS {
                 assert!(
                     cl.cores[shard].outbox_len(to) <= CAPACITY + PUBLISHERS * BURST,
@@ -298,9 +302,8 @@ fn flood_round(seed: u64) {
                 Some(Packet::ConnAck(a)) => {
                     assert_eq!(a.reason_code, ReasonCode::SUCCESS, "seed {seed}");
                     assert!(ping(&mut cl, &mut probe), "seed {seed}: no PINGRESP");
-                    let now = cl.now;
-                    cl.cores[probe.shard].on_closed(probe.index, now);
-                    cl.cores[probe.shard].release(probe.index, now);
+                    let _ = cl.input(probe.shard, Input::Closed(probe.index));
+                    let _ = cl.input(probe.shard, Input::Release(probe.index));
                     probes += 1;
                 }
                 _ => {

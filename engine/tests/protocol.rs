@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
+use ringmq::proto::Input;
 use ringmq_codec::*;
 
 fn payloads(packets: &[Packet]) -> Vec<Bytes> {
@@ -560,9 +561,20 @@ fn concurrent_retained_updates_converge() {
         b
     };
     // Both shards apply their own update before the other's arrives.
-    let now = cl.now;
-    cl.cores[0].on_read(p0.index, &mut frame(b"from-0"), now);
-    cl.cores[1].on_read(p1.index, &mut frame(b"from-1"), now);
+    let _ = cl.input(
+        0,
+        Input::Read {
+            conn: p0.index,
+            bytes: &mut frame(b"from-0"),
+        },
+    );
+    let _ = cl.input(
+        1,
+        Input::Read {
+            conn: p1.index,
+            bytes: &mut frame(b"from-1"),
+        },
+    );
     cl.pump();
     let mut seen = Vec::new();
     for shard in 0..2 {
@@ -617,8 +629,13 @@ fn racing_connects_leave_one_connection() {
             &mut buf,
         )
         .unwrap();
-        let now = cl.now;
-        cl.cores[shard].on_read(c.index, &mut buf, now);
+        let _ = cl.input(
+            shard,
+            Input::Read {
+                conn: c.index,
+                bytes: &mut buf,
+            },
+        );
         clients.push(c);
     }
     cl.pump();
@@ -784,13 +801,25 @@ fn frame_cut_after_connect_is_completed_by_the_next_read() {
         let mut c = cl.open(shards - 1);
         // CONNECT and 100 bytes of the PUBLISH, then the rest.
         let mut first = bytes::BytesMut::from(&wire[..connect_len + 100]);
-        cl.cores[c.shard].on_read(c.index, &mut first, cl.now);
+        let _ = cl.input(
+            c.shard,
+            Input::Read {
+                conn: c.index,
+                bytes: &mut first,
+            },
+        );
         cl.pump();
         let mut rest = bytes::BytesMut::from(&wire[connect_len + 100..]);
         // What the runtime does with what on_read leaves: continues it with the next read.
         first.extend_from_slice(&rest);
         rest = first;
-        cl.cores[c.shard].on_read(c.index, &mut rest, cl.now);
+        let _ = cl.input(
+            c.shard,
+            Input::Read {
+                conn: c.index,
+                bytes: &mut rest,
+            },
+        );
         cl.pump();
         assert!(rest.is_empty(), "{id}: everything handled");
         let got = cl.recv(&mut c);

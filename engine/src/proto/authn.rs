@@ -9,6 +9,7 @@ use ringmq_auth::{Credentials, Snapshot};
 use ringmq_codec::{Auth, AuthProperties, Connect, Packet, ReasonCode, Str};
 use tracing::{info, warn};
 
+use crate::ids::ConnId;
 use crate::ops::metrics::{AuthCache, AuthFailure, AuthMethod, ShardMetrics};
 use crate::proto::conn::ConnAuth;
 use crate::proto::message::{compact_bytes, compact_str};
@@ -40,7 +41,7 @@ impl ShardCore {
     /// [MQTT-3.1.2-?]: refusals carry the reason code of `AuthError`.
     pub(crate) fn authenticate_connect(
         &mut self,
-        index: usize,
+        index: ConnId,
         connect: &Connect,
     ) -> Result<(), Failure> {
         let snapshot = self.auth.load();
@@ -57,6 +58,7 @@ impl ShardCore {
             &mut self.auth_caches,
             true,
             &self.metrics,
+            self.wall,
         )?;
         if snapshot.registry.is_none() {
             // The embedded default: nothing restricts this client.
@@ -84,7 +86,7 @@ impl ShardCore {
     /// AUTH from a client: re-authentication with the same method [MQTT-4.12.1-1].
     pub(crate) fn on_auth(
         &mut self,
-        index: usize,
+        index: ConnId,
         auth: Auth,
         now: Instant,
     ) -> Result<(), Failure> {
@@ -138,6 +140,7 @@ impl ShardCore {
             &mut self.auth_caches,
             true,
             &self.metrics,
+            self.wall,
         ) {
             Ok(identity) => identity,
             Err(f) => {
@@ -182,7 +185,7 @@ impl ShardCore {
         let snapshot = self.auth.load();
         let reloaded = snapshot.version != self.auth_version;
         self.auth_version = snapshot.version;
-        let wall = SystemTime::now();
+        let wall = self.wall_clock();
         let mut expired = Vec::new();
         let mut recheck = Vec::new();
         for (index, conn) in self.conns.iter() {
@@ -223,6 +226,7 @@ impl ShardCore {
                 // A re-check after a reload is not a login: only the caches are mirrored.
                 false,
                 &self.metrics,
+                self.wall,
             ) {
                 Ok(identity) => {
                     let permissions = snapshot.permissions(&identity);
@@ -242,7 +246,7 @@ impl ShardCore {
     }
 
     /// Removes the session's subscriptions its permissions no longer allow, with a log line.
-    fn drop_unpermitted_subscriptions(&mut self, index: usize, _now: Instant) {
+    fn drop_unpermitted_subscriptions(&mut self, index: ConnId, _now: Instant) {
         let Some(conn) = self.conns.get(index) else {
             return;
         };
@@ -279,6 +283,7 @@ fn authenticate(
     caches: &mut ringmq_auth::Caches,
     login: bool,
     metrics: &ShardMetrics,
+    wall: SystemTime,
 ) -> Result<ringmq_auth::Identity, Failure> {
     let creds = Credentials {
         client_id,
@@ -289,7 +294,7 @@ fn authenticate(
         peer_certificates,
         v5,
     };
-    let result = snapshot.authenticate(&creds, caches, SystemTime::now());
+    let result = snapshot.authenticate(&creds, caches, wall);
     metrics.auth_cache_totals(
         AuthCache::X509,
         caches.x509.hits(),

@@ -4,7 +4,6 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
-use std::task::Waker;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -36,7 +35,7 @@ pub struct Conn {
     pub listener: usize,
     pub state: ConnState,
     pub version: ProtocolVersion,
-    pub session: Option<usize>,
+    pub session: Option<crate::ids::SessionId>,
     pub client_id: Str,
     pub keep_alive_secs: u16,
     pub last_rx: Instant,
@@ -51,8 +50,8 @@ pub struct Conn {
     pub will: Option<Box<Will>>,
     /// Encoded packets waiting to be written (after the queued frames, see [`ConnExtra`]).
     pub out: BytesMut,
-    /// The writer task, parked until `out` has data or the connection closes.
-    pub writer: Option<Waker>,
+    /// The runtime's writer waits for output ([`crate::proto::conns::Conns::park_writer`]).
+    pub(crate) writer_parked: bool,
     /// What few connections use (topic aliases, frames queued by reference, input held while
     /// the session is claimed), allocated on first use: an idle connection stays small.
     extra: Option<Box<ConnExtra>>,
@@ -132,7 +131,7 @@ impl Conn {
             request_problem_info: true,
             will: None,
             out: BytesMut::new(),
-            writer: None,
+            writer_parked: false,
             extra: None,
             peer_certificates: Vec::new(),
             auth: None,
@@ -233,13 +232,6 @@ impl Conn {
         // The space written from is reclaimed by the next `reserve` (no allocation while
         // the buffer is not shared).
         self.out.advance(n.min(self.out.len()));
-    }
-
-    /// Wakes the writer after `out` changed.
-    pub fn wake_writer(&mut self) {
-        if let Some(waker) = self.writer.take() {
-            waker.wake();
-        }
     }
 }
 

@@ -13,6 +13,7 @@ use ringmq_codec::{
 use rustc_hash::FxHasher;
 use tracing::{debug, info, warn};
 
+use crate::ids::{ConnId, SessionId};
 use crate::ops::metrics::Quota;
 use crate::proto::conn::{Conn, ConnState};
 use crate::proto::session::{PendingWill, Session};
@@ -27,7 +28,7 @@ impl ShardCore {
 
     pub(crate) fn on_connect(
         &mut self,
-        index: usize,
+        index: ConnId,
         connect: Box<Connect>,
         now: Instant,
     ) -> Result<(), Failure> {
@@ -54,7 +55,7 @@ impl ShardCore {
 
     pub(crate) fn accept_connect(
         &mut self,
-        index: usize,
+        index: ConnId,
         connect: Box<Connect>,
         now: Instant,
     ) -> Result<(), Failure> {
@@ -101,7 +102,7 @@ impl ShardCore {
             since: now,
         };
         let token = ConnToken {
-            index: index as u32,
+            conn: index,
             serial: conn.serial,
         };
         // The session belongs to the authentication name (compared without case).
@@ -137,12 +138,12 @@ impl ShardCore {
     }
 
     /// Claims the session of the connection's client id at its directory shard.
-    fn send_claim(&mut self, index: usize) {
+    fn send_claim(&mut self, index: ConnId) {
         let Some(conn) = self.conns.get(index) else {
             return;
         };
         let token = ConnToken {
-            index: index as u32,
+            conn: index,
             serial: conn.serial,
         };
         let (client_id, owner) = (conn.client_id.clone(), conn.owner.clone());
@@ -206,7 +207,7 @@ impl ShardCore {
             // The connection went away: give the slot back.
             return;
         }
-        let index = token.index as usize;
+        let index = token.conn;
         if granted {
             self.send_claim(index);
         } else {
@@ -224,7 +225,7 @@ impl ShardCore {
     pub(crate) fn on_claim_refused(&mut self, client_id: Str, token: ConnToken, now: Instant) {
         let resolved = self.resolve_pending_claim(&client_id, token);
         if self.claiming(token) {
-            let index = token.index as usize;
+            let index = token.conn;
             self.release_name(index);
             let f = fail(
                 ReasonCode::NOT_AUTHORIZED,
@@ -238,14 +239,14 @@ impl ShardCore {
     fn claiming(&self, token: ConnToken) -> bool {
         self.conn_live(token)
             && matches!(
-                self.conns.get(token.index as usize).map(|c| &c.state),
+                self.conns.get(token.conn).map(|c| &c.state),
                 Some(ConnState::Claiming { .. })
             )
     }
 
     /// Refuses a CONNECT whose session could not be obtained: CONNACK with `f.reason` (0x87
     /// for another name's session, 0x97 over the sessions-per-name quota).
-    fn refuse_claiming(&mut self, index: usize, f: Failure, now: Instant) {
+    fn refuse_claiming(&mut self, index: ConnId, f: Failure, now: Instant) {
         let Some(conn) = self.conns.get_mut(index) else {
             return;
         };
@@ -255,7 +256,7 @@ impl ShardCore {
     }
 
     /// Gives back the connection's name slot (its session will not exist).
-    fn release_name(&mut self, index: usize) {
+    fn release_name(&mut self, index: ConnId) {
         let Some(conn) = self.conns.get(index) else {
             return;
         };
@@ -356,7 +357,7 @@ impl ShardCore {
     }
 
     /// Session taken over [MQTT-3.1.4-3]: DISCONNECT 0x8E to the old connection (v5).
-    pub(crate) fn kick_session_conn(&mut self, sidx: usize, now: Instant) {
+    pub(crate) fn kick_session_conn(&mut self, sidx: SessionId, now: Instant) {
         let Some(cidx) = self.sessions.get(sidx).and_then(|s| s.conn) else {
             return;
         };
@@ -395,7 +396,7 @@ impl ShardCore {
     }
 
     /// Removes a session and its subscriptions from this shard (not from the directory).
-    pub(crate) fn remove_session(&mut self, sidx: usize) -> Option<Session> {
+    pub(crate) fn remove_session(&mut self, sidx: SessionId) -> Option<Session> {
         let filters: Vec<Bytes> = self
             .sessions
             .get(sidx)?
@@ -413,7 +414,7 @@ impl ShardCore {
 
     /// The session ends: its pending will is published [MQTT-3.1.3-9], state dropped, the
     /// directory told.
-    pub(crate) fn end_session(&mut self, sidx: usize, now: Instant) {
+    pub(crate) fn end_session(&mut self, sidx: SessionId, now: Instant) {
         let Some(mut session) = self.remove_session(sidx) else {
             return;
         };
@@ -505,7 +506,7 @@ impl ShardCore {
         }
         for queued in resolved.queued {
             if self.claiming(queued) {
-                self.send_claim(queued.index as usize);
+                self.send_claim(queued.conn);
             }
         }
     }
@@ -558,7 +559,7 @@ impl ShardCore {
         }
         let claiming = self.conn_live(token)
             && matches!(
-                self.conns.get(token.index as usize).map(|c| &c.state),
+                self.conns.get(token.conn).map(|c| &c.state),
                 Some(ConnState::Claiming { .. })
             );
         if !claiming {
@@ -591,14 +592,14 @@ impl ShardCore {
             }
             return;
         }
-        let index = token.index as usize;
+        let index = token.conn;
         if let Some(session) = moved {
             self.insert_session(*session);
         }
         self.complete_connect(index, now);
     }
 
-    pub(crate) fn insert_session(&mut self, session: Session) -> usize {
+    pub(crate) fn insert_session(&mut self, session: Session) -> SessionId {
         let subs: Vec<(Bytes, crate::proto::session::SubRecord)> = session
             .subscriptions
             .iter()
@@ -615,7 +616,7 @@ impl ShardCore {
 
     /// Finishes CONNECT once the session is on this shard: CONNACK, then in-flight
     /// redelivery and queued messages [MQTT-4.4.0-1].
-    pub(crate) fn complete_connect(&mut self, index: usize, now: Instant) {
+    pub(crate) fn complete_connect(&mut self, index: ConnId, now: Instant) {
         let limits = self.limits.clone();
         let Some(conn) = self.conns.get_mut(index) else {
             return;
@@ -703,7 +704,7 @@ impl ShardCore {
             None => self.insert_session(Session::new(client_id.clone(), expiry)),
         };
         let claim = ConnToken {
-            index: index as u32,
+            conn: index,
             serial: self.conns.get(index).map_or(0, |c| c.serial),
         };
         let owner = self.conns.get(index).and_then(|c| c.owner.clone());
@@ -764,7 +765,7 @@ impl ShardCore {
         debug!(client_id = %client_id, session_present, version = ?connect.protocol, "client connected");
         self.resume_delivery(sidx, now);
         if !held.is_empty() {
-            self.on_read(index, &mut held, now);
+            self.handle_read(index, &mut held, now);
             // A frame that arrived in part waits for the rest.
             self.keep_partial_input(index, held);
         }

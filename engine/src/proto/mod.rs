@@ -13,7 +13,10 @@
 pub mod authn;
 pub mod conn;
 mod connect;
+mod conns;
+mod input;
 pub mod message;
+mod quotas;
 pub mod route;
 pub mod session;
 mod subscribe;
@@ -21,7 +24,7 @@ mod subscribe;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use ringmq_codec::{
@@ -32,14 +35,19 @@ use rustc_hash::FxHashMap;
 use tracing::{debug, warn};
 
 use crate::config::Limits;
+
 use crate::ops::metrics::{Quota, ShardHandle, ShardMetrics};
 use crate::proto::conn::{Conn, ConnState};
+use crate::proto::conns::Conns;
 use crate::proto::route::{Interest, LocalSubs, Scratch};
-use crate::proto::session::{InflightState, PendingWill, Session};
+use crate::proto::session::Sessions;
+use crate::proto::session::{InflightState, PendingWill};
 use crate::shard::mesh::{ConnToken, Mesh, ShardMsg};
-use crate::shard::pages::PagedSlab;
 use crate::shard::retain::MemoryRetainStore;
 use crate::shard::trie::FilterTrie;
+
+pub use crate::ids::{ConnId, SessionId, ShardId};
+pub use input::{Handled, Input, Now};
 
 /// Data-lane messages handled before each piece of client input (see
 /// [`ShardCore::poll_mesh`]): enough to keep the lane moving, few enough that a read stays
@@ -73,10 +81,10 @@ pub struct ShardCore {
     pub(crate) auth_version: u64,
     /// This shard's verification caches (no sharing, no locks).
     pub(crate) auth_caches: ringmq_auth::Caches,
-    pub(crate) conns: PagedSlab<Conn>,
+    pub(crate) conns: Conns,
     pub(crate) next_serial: u64,
-    pub(crate) sessions: PagedSlab<Session>,
-    pub(crate) by_client_id: FxHashMap<Bytes, usize>,
+    pub(crate) sessions: Sessions,
+    pub(crate) by_client_id: FxHashMap<Bytes, SessionId>,
     pub(crate) subs: FilterTrie<LocalSubs>,
     pub(crate) interest: FilterTrie<Interest>,
     pub(crate) retained: MemoryRetainStore<crate::proto::route::Retained>,
@@ -110,16 +118,13 @@ pub struct ShardCore {
     pub(crate) local_inbox: VecDeque<ShardMsg>,
     /// The connection whose input is being handled ([`ShardCore::on_read`]): a message it
     /// routes into a congested outbox throttles that connection, and no other.
-    reading: Option<usize>,
+    reading: Option<ConnId>,
     /// Connections whose input fed a congested outbox, by slot: the destination shards (a bit
     /// each). The runtime stops reading them until those outboxes drain
     /// ([`ShardCore::conn_throttled`]); every other connection is read as usual.
-    throttled: FxHashMap<usize, u64>,
-    /// The runtime's retry task, parked until an outbox keeps messages a full inbox refused
-    /// (woken by [`ShardCore::flush_mesh`]; it then retries every millisecond until the
-    /// backlog is gone). Without it a backlog that appeared while the shard's connections were
-    /// quiet waited for the next tick (250 ms) — a CONNECT's claim among them.
-    backlog_waker: Option<std::task::Waker>,
+    throttled: FxHashMap<ConnId, u64>,
+    /// Wall time of the input being handled (token and certificate expiry).
+    wall: SystemTime,
     pub(crate) scratch: Scratch,
     pub(crate) assigned_ids: u64,
     /// Retained-update sequence without a mesh (a lone core in tests).
@@ -250,9 +255,9 @@ impl ShardCore {
             auth_version: auth.load().version,
             auth,
             auth_caches: ringmq_auth::Caches::default(),
-            conns: PagedSlab::new(),
+            conns: Conns::new(),
             next_serial: 0,
-            sessions: PagedSlab::new(),
+            sessions: Sessions::default(),
             by_client_id: FxHashMap::default(),
             subs: FilterTrie::new(),
             interest: FilterTrie::new(),
@@ -264,7 +269,7 @@ impl ShardCore {
             local_inbox: VecDeque::new(),
             reading: None,
             throttled: FxHashMap::default(),
-            backlog_waker: None,
+            wall: SystemTime::UNIX_EPOCH,
             scratch: Scratch::default(),
             assigned_ids: 0,
             shutdown_since: None,
@@ -284,6 +289,15 @@ impl ShardCore {
         }
     }
 
+    fn set_wall_clock(&mut self, wall: SystemTime) {
+        self.wall = wall;
+    }
+
+    /// Wall time as of the input being handled.
+    pub(crate) fn wall_clock(&self) -> SystemTime {
+        self.wall
+    }
+
     /// This shard's metrics.
     pub fn metrics(&self) -> &ShardMetrics {
         &self.metrics
@@ -297,11 +311,6 @@ impl ShardCore {
 
     // ---- connection lifecycle -------------------------------------------------------------
 
-    /// A new network connection on listener 0; `None`: close it at once.
-    pub fn accept(&mut self, peer: SocketAddr, now: Instant) -> Option<ConnToken> {
-        self.accept_on(0, peer, now)
-    }
-
     /// A new network connection on listener number `listener` (config order), counted
     /// there until [`ShardCore::release`]; `None`: close it at once.
     ///
@@ -310,12 +319,7 @@ impl ShardCore {
     /// `max_pending_refusals` lasts, only to answer its CONNECT with CONNACK 0x97 / 0x9F
     /// (3.1.1: 0x03) so the client learns why; beyond that it is closed without a word, which
     /// bounds what a flood of refused connections costs.
-    pub fn accept_on(
-        &mut self,
-        listener: usize,
-        peer: SocketAddr,
-        now: Instant,
-    ) -> Option<ConnToken> {
+    fn accept_on(&mut self, listener: usize, peer: SocketAddr, now: Instant) -> Option<ConnToken> {
         let ip = peer.ip().to_canonical();
         let max = self.limits.max_connections;
         let (refusal, ip_counted) = match self.conn_quotas.admit(ip, max, &self.ip_limits, now) {
@@ -342,7 +346,7 @@ impl ShardCore {
         conn.ip_counted = ip_counted;
         let index = self.conns.insert(conn);
         Some(ConnToken {
-            index: index as u32,
+            conn: index,
             serial: self.next_serial,
         })
     }
@@ -359,21 +363,22 @@ impl ShardCore {
 
     pub(crate) fn conn_live(&self, token: ConnToken) -> bool {
         self.conns
-            .get(token.index as usize)
+            .get(token.conn)
             .is_some_and(|c| c.serial == token.serial)
     }
 
-    pub fn conn(&self, index: usize) -> Option<&Conn> {
+    pub fn conn(&self, index: ConnId) -> Option<&Conn> {
         self.conns.get(index)
     }
 
-    pub fn conn_mut(&mut self, index: usize) -> Option<&mut Conn> {
-        self.conns.get_mut(index)
+    /// The connection, for the runtime to take its output (which wakes no writer).
+    pub fn conn_mut(&mut self, index: ConnId) -> Option<&mut Conn> {
+        self.conns.get_mut_quiet(index)
     }
 
     /// Bytes arrived on a connection: decode and handle every complete packet. A frame that
     /// is not complete stays in `buf` for the caller to continue.
-    pub fn on_read(&mut self, index: usize, buf: &mut BytesMut, now: Instant) {
+    fn handle_read(&mut self, index: ConnId, buf: &mut BytesMut, now: Instant) {
         // Nested when a claim resolved here releases another connection's held input
         // (`complete_connect`): that input is attributed to its own connection meanwhile.
         let previous = self.reading.replace(index);
@@ -397,7 +402,7 @@ impl ShardCore {
     }
 
     /// What remains of held input after decoding (a frame in part) waits for the next read.
-    pub(crate) fn keep_partial_input(&mut self, index: usize, rest: BytesMut) {
+    pub(crate) fn keep_partial_input(&mut self, index: ConnId, rest: BytesMut) {
         if rest.is_empty() {
             return;
         }
@@ -416,7 +421,7 @@ impl ShardCore {
         }
     }
 
-    fn decode_input(&mut self, index: usize, buf: &mut BytesMut, now: Instant) {
+    fn decode_input(&mut self, index: ConnId, buf: &mut BytesMut, now: Instant) {
         loop {
             let Some(conn) = self.conns.get_mut(index) else {
                 return;
@@ -484,7 +489,7 @@ impl ShardCore {
     }
 
     /// The peer closed the connection or the socket failed.
-    pub fn on_closed(&mut self, index: usize, now: Instant) {
+    fn handle_closed(&mut self, index: ConnId, now: Instant) {
         let Some(conn) = self.conns.get_mut(index) else {
             return;
         };
@@ -496,7 +501,7 @@ impl ShardCore {
     }
 
     /// The runtime finished with the connection (socket closed, tasks ended).
-    pub fn release(&mut self, index: usize, now: Instant) {
+    fn release(&mut self, index: ConnId, now: Instant) {
         if let Some(conn) = self.conns.get(index) {
             if !conn.is_closing() {
                 self.close_conn(index, true, now);
@@ -512,7 +517,7 @@ impl ShardCore {
 
     /// Sends DISCONNECT (v5, when connected) or CONNACK (before CONNACK) with `f.reason` and
     /// closes the connection; the will is published [MQTT-3.1.2-8].
-    pub(crate) fn fail_conn(&mut self, index: usize, f: Failure, now: Instant) {
+    pub(crate) fn fail_conn(&mut self, index: ConnId, f: Failure, now: Instant) {
         let Some(conn) = self.conns.get_mut(index) else {
             return;
         };
@@ -564,7 +569,7 @@ impl ShardCore {
 
     /// Marks the connection closing and detaches its session. `publish_will`: the close was
     /// not a normal DISCONNECT, so the will is published (after its delay).
-    pub(crate) fn close_conn(&mut self, index: usize, publish_will: bool, now: Instant) {
+    pub(crate) fn close_conn(&mut self, index: ConnId, publish_will: bool, now: Instant) {
         let Some(conn) = self.conns.get_mut(index) else {
             return;
         };
@@ -573,7 +578,6 @@ impl ShardCore {
         }
         let was_connected = conn.is_connected();
         conn.state = ConnState::Closing;
-        conn.wake_writer();
         let will = if publish_will { conn.will.take() } else { None };
         conn.will = None;
         let Some(sidx) = conn.session.take() else {
@@ -607,7 +611,7 @@ impl ShardCore {
         }
     }
 
-    pub(crate) fn detach_session(&mut self, sidx: usize) {
+    pub(crate) fn detach_session(&mut self, sidx: SessionId) {
         if let Some(s) = self.sessions.get_mut(sidx) {
             s.conn = None;
         }
@@ -615,7 +619,12 @@ impl ShardCore {
 
     // ---- packets ----------------------------------------------------------------------------
 
-    fn handle_packet(&mut self, index: usize, packet: Packet, now: Instant) -> Result<(), Failure> {
+    fn handle_packet(
+        &mut self,
+        index: ConnId,
+        packet: Packet,
+        now: Instant,
+    ) -> Result<(), Failure> {
         let Some(conn) = self.conns.get_mut(index) else {
             return Ok(());
         };
@@ -644,7 +653,7 @@ impl ShardCore {
 
     fn on_session_packet(
         &mut self,
-        index: usize,
+        index: ConnId,
         packet: Packet,
         now: Instant,
     ) -> Result<(), Failure> {
@@ -683,7 +692,7 @@ impl ShardCore {
         }
     }
 
-    fn on_disconnect(&mut self, index: usize, d: Disconnect, now: Instant) -> Result<(), Failure> {
+    fn on_disconnect(&mut self, index: ConnId, d: Disconnect, now: Instant) -> Result<(), Failure> {
         let Some(conn) = self.conns.get_mut(index) else {
             return Ok(());
         };
@@ -707,7 +716,7 @@ impl ShardCore {
 
     // ---- acknowledgements ------------------------------------------------------------------
 
-    fn on_puback(&mut self, index: usize, id: NonZeroU16, now: Instant) {
+    fn on_puback(&mut self, index: ConnId, id: NonZeroU16, now: Instant) {
         let Some(sidx) = self.conns.get(index).and_then(|c| c.session) else {
             return;
         };
@@ -723,7 +732,7 @@ impl ShardCore {
         self.fill_window(sidx, now);
     }
 
-    fn on_pubrec(&mut self, index: usize, ack: PubResp, now: Instant) {
+    fn on_pubrec(&mut self, index: ConnId, ack: PubResp, now: Instant) {
         let Some(conn) = self.conns.get_mut(index) else {
             return;
         };
@@ -751,7 +760,7 @@ impl ShardCore {
         }
     }
 
-    fn on_pubcomp(&mut self, index: usize, id: NonZeroU16, now: Instant) {
+    fn on_pubcomp(&mut self, index: ConnId, id: NonZeroU16, now: Instant) {
         let Some(sidx) = self.conns.get(index).and_then(|c| c.session) else {
             return;
         };
@@ -766,7 +775,7 @@ impl ShardCore {
         self.fill_window(sidx, now);
     }
 
-    fn on_pubrel(&mut self, index: usize, id: NonZeroU16) {
+    fn on_pubrel(&mut self, index: ConnId, id: NonZeroU16) {
         let Some(conn) = self.conns.get_mut(index) else {
             return;
         };
@@ -784,7 +793,7 @@ impl ShardCore {
     // ---- timers -----------------------------------------------------------------------------
 
     /// Keep alive [MQTT-3.1.2-22], CONNECT timeout, session expiry, delayed wills.
-    pub fn on_tick(&mut self, now: Instant) {
+    fn handle_timeout(&mut self, now: Instant) {
         self.check_auth(now);
         self.withdraw_deferred_interests(now);
         let connect_timeout = Duration::from_secs(u64::from(self.limits.connect_timeout_secs));
@@ -847,7 +856,7 @@ impl ShardCore {
             }
         }
         for sidx in ended {
-            debug!(sidx, "session expired");
+            debug!(sidx = sidx.raw(), "session expired");
             self.end_session(sidx, now);
         }
         self.sample_gauges(online, subscriptions);
@@ -909,7 +918,7 @@ impl ShardCore {
     /// and timers waited (seen: a claim answered after 3 s). Callers that handle client input
     /// pass [`MESH_PER_INPUT`]; the shard's inbox task takes the rest in batches between
     /// driver turns.
-    pub fn poll_mesh(&mut self, now: Instant, max: usize) -> usize {
+    fn poll_mesh(&mut self, now: Instant, max: usize) -> usize {
         let Some(mesh) = self.mesh.clone() else {
             return 0;
         };
@@ -942,12 +951,6 @@ impl ShardCore {
     /// PUBLISH packets this shard has queued to clients so far.
     pub fn delivered(&self) -> u64 {
         self.metrics.messages_out.iter().map(|q| q.get()).sum()
-    }
-
-    /// A message from another shard.
-    pub fn on_mesh(&mut self, msg: ShardMsg, now: Instant) {
-        self.handle_mesh(msg, now);
-        self.drain_local(now);
     }
 
     fn handle_mesh(&mut self, msg: ShardMsg, now: Instant) {
@@ -1052,7 +1055,7 @@ impl ShardCore {
 
     /// Moves outgoing mesh messages into the destination inboxes and wakes each destination
     /// once. Messages an inbox cannot take stay queued for the next call.
-    pub fn flush_mesh(&mut self) {
+    fn flush_mesh(&mut self) {
         let Some(mesh) = &self.mesh else { return };
         let mut mask = self.wake_mask;
         self.wake_mask = 0;
@@ -1085,21 +1088,6 @@ impl ShardCore {
                 mesh.wake(to);
             }
         }
-        if self.wake_mask != 0
-            && let Some(waker) = self.backlog_waker.take()
-        {
-            waker.wake();
-        }
-    }
-
-    /// `Ready` while some outbox holds messages its destination's inbox refused (the caller
-    /// retries [`ShardCore::flush_mesh`] soon); otherwise parks `waker` until one does.
-    pub fn poll_mesh_backlog(&mut self, waker: &std::task::Waker) -> std::task::Poll<()> {
-        if self.wake_mask != 0 {
-            return std::task::Poll::Ready(());
-        }
-        self.backlog_waker = Some(waker.clone());
-        std::task::Poll::Pending
     }
 
     /// Whether the runtime should leave connection `index` unread for now: its input routed
@@ -1113,7 +1101,7 @@ impl ShardCore {
     /// ([`ShardCore::flush_mesh`]) at least every millisecond while it is backlogged
     /// (`mesh_backlog`) and calls this again then. Each throttled connection adds at most one
     /// read's worth of messages beyond the bound before it is stopped.
-    pub fn conn_throttled(&mut self, index: usize, now: Instant) -> bool {
+    pub fn conn_throttled(&mut self, index: ConnId, now: Instant) -> bool {
         let Some(&mask) = self.throttled.get(&index) else {
             return false;
         };
@@ -1149,12 +1137,12 @@ impl ShardCore {
     /// Graceful shutdown: DISCONNECT 0x8B (Server shutting down) to v5 clients, 3.1.1
     /// connections closed; output is flushed by the writers. Wills are not published: the
     /// server, not the client, ends these connections. Idempotent.
-    pub fn begin_shutdown(&mut self, now: Instant) {
+    fn begin_shutdown(&mut self, now: Instant) {
         if self.shutdown_since.is_some() {
             return;
         }
         self.shutdown_since = Some(now);
-        let open: Vec<usize> = self
+        let open: Vec<ConnId> = self
             .conns
             .iter()
             .filter(|(_, c)| !c.is_closing())
@@ -1221,7 +1209,7 @@ impl ShardCore {
         (self.conns.len(), self.sessions.len())
     }
 
-    pub(crate) fn ack_properties(&self, index: usize, reason: &str) -> AckProperties {
+    pub(crate) fn ack_properties(&self, index: ConnId, reason: &str) -> AckProperties {
         let wants = self
             .conns
             .get(index)
@@ -1269,7 +1257,6 @@ pub(crate) fn write_packet(conn: &mut Conn, packet: &Packet) {
             return;
         }
     }
-    conn.wake_writer();
 }
 
 /// CONNECT was understood: the refusal goes in CONNACK [MQTT-3.2.2-6]. 3.1.1 has return codes

@@ -22,6 +22,7 @@ use ringmq_codec::{
 };
 use tracing::{debug, info, warn};
 
+use crate::ids::{ConnId, SessionId};
 use crate::ops::metrics::{DropCause, ShardMetrics};
 use crate::proto::message::Message;
 use crate::proto::session::{Inflight, InflightState, Outgoing, SubIds};
@@ -56,7 +57,7 @@ pub struct Retained {
 /// A subscription of a local session, as stored in the trie.
 #[derive(Debug, Clone)]
 pub struct LocalSub {
-    pub session: usize,
+    pub session: SessionId,
     pub options: SubscriptionOptions,
     pub id: Option<NonZeroU32>,
 }
@@ -100,7 +101,7 @@ pub struct Interest {
 /// One matching subscription while a message is delivered on a shard.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Match {
-    session: usize,
+    session: SessionId,
     qos: QoS,
     retain_as_published: bool,
     id: Option<NonZeroU32>,
@@ -124,7 +125,7 @@ impl ShardCore {
     pub(crate) fn add_local_sub(
         &mut self,
         full_filter: &Bytes,
-        sidx: usize,
+        sidx: SessionId,
         options: SubscriptionOptions,
         id: Option<NonZeroU32>,
     ) {
@@ -176,7 +177,7 @@ impl ShardCore {
         }
     }
 
-    pub(crate) fn remove_local_sub(&mut self, full_filter: &Bytes, sidx: usize) {
+    pub(crate) fn remove_local_sub(&mut self, full_filter: &Bytes, sidx: SessionId) {
         let (group, filter) = split_shared(full_filter);
         let Some(entry) = self.subs.get_mut(&filter) else {
             return;
@@ -285,7 +286,7 @@ impl ShardCore {
 
     pub(crate) fn on_publish(
         &mut self,
-        index: usize,
+        index: ConnId,
         p: Publish,
         now: Instant,
     ) -> Result<(), Failure> {
@@ -753,7 +754,12 @@ impl ShardCore {
 
     /// Delivers to a session that just moved here the messages this shard delivered while it
     /// was on its way (they matched none of its subscriptions then).
-    pub(crate) fn replay_for_arrived(&mut self, sidx: usize, buffered: Vec<Message>, now: Instant) {
+    pub(crate) fn replay_for_arrived(
+        &mut self,
+        sidx: SessionId,
+        buffered: Vec<Message>,
+        now: Instant,
+    ) {
         for message in buffered {
             let Some(session) = self.sessions.get(sidx) else {
                 return;
@@ -875,7 +881,7 @@ impl ShardCore {
 
     /// Sends now if the session is connected and its window allows, else queues (QoS 1/2)
     /// or drops (QoS 0 to an offline session, as Mosquitto does by default).
-    pub(crate) fn deliver_to_session(&mut self, sidx: usize, out: Outgoing, now: Instant) {
+    pub(crate) fn deliver_to_session(&mut self, sidx: SessionId, out: Outgoing, now: Instant) {
         if out.message.is_expired(now) {
             self.metrics.dropped(DropCause::Expired);
             return;
@@ -913,7 +919,7 @@ impl ShardCore {
     }
 
     /// Moves queued messages into the in-flight window.
-    pub(crate) fn fill_window(&mut self, sidx: usize, now: Instant) {
+    pub(crate) fn fill_window(&mut self, sidx: SessionId, now: Instant) {
         let Some(session) = self.sessions.get_mut(sidx) else {
             return;
         };
@@ -940,7 +946,7 @@ impl ShardCore {
 
     /// After CONNACK on a resumed session: resend unacknowledged PUBLISH with DUP and
     /// PUBREL [MQTT-4.4.0-1], then queued messages.
-    pub(crate) fn resume_delivery(&mut self, sidx: usize, now: Instant) {
+    pub(crate) fn resume_delivery(&mut self, sidx: SessionId, now: Instant) {
         let Some(session) = self.sessions.get_mut(sidx) else {
             return;
         };
@@ -1124,7 +1130,6 @@ pub(crate) fn write_publish(
             .insert(m.topic.as_bytes_shared().clone(), alias);
     }
     metrics.message_out(qos_pid.qos());
-    conn.wake_writer();
     true
 }
 

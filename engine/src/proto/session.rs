@@ -13,8 +13,10 @@ use ringmq_codec::{QoS, Str, SubscriptionOptions, Will};
 use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 
+use crate::ids::{ConnId, SessionId};
 use crate::proto::message::Message;
 use crate::shard::mesh::ConnToken;
+use crate::shard::pages::PagedSlab;
 
 pub type SubIds = SmallVec<[NonZeroU32; 2]>;
 
@@ -65,7 +67,7 @@ pub struct Session {
     pub client_id: Str,
     /// The connection (slot on the owning shard) while connected. Shard-local: cleared when
     /// the session moves to another shard.
-    pub conn: Option<usize>,
+    pub conn: Option<ConnId>,
     /// The claim under which the directory shard records this shard as the owner.
     pub claim: ConnToken,
     /// The authentication name (lowercase) the session belongs to; `None` without a registry.
@@ -148,6 +150,38 @@ impl Session {
         let out = self.queue.pop_front()?;
         self.queued_bytes = self.queued_bytes.saturating_sub(out.message.weight());
         Some(out)
+    }
+}
+
+/// The shard's sessions, by [`SessionId`].
+#[derive(Debug, Default)]
+pub(crate) struct Sessions(PagedSlab<Session>);
+
+impl Sessions {
+    pub fn insert(&mut self, session: Session) -> SessionId {
+        SessionId::from_slot(self.0.insert(session))
+    }
+
+    pub fn get(&self, id: SessionId) -> Option<&Session> {
+        self.0.get(id.slot())
+    }
+
+    pub fn get_mut(&mut self, id: SessionId) -> Option<&mut Session> {
+        self.0.get_mut(id.slot())
+    }
+
+    pub fn try_remove(&mut self, id: SessionId) -> Option<Session> {
+        self.0.try_remove(id.slot())
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (SessionId, &mut Session)> {
+        self.0
+            .iter_mut()
+            .map(|(slot, s)| (SessionId::from_slot(slot), s))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
     }
 }
 

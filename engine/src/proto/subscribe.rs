@@ -11,6 +11,7 @@ use ringmq_codec::{
 };
 use tracing::info;
 
+use crate::ids::{ConnId, SessionId};
 use crate::proto::route::Retained;
 use crate::proto::route::qos_min;
 use crate::proto::session::{Outgoing, SubIds};
@@ -22,7 +23,7 @@ impl ShardCore {
 
     pub(crate) fn on_subscribe(
         &mut self,
-        index: usize,
+        index: ConnId,
         s: Subscribe,
         now: Instant,
     ) -> Result<(), Failure> {
@@ -121,7 +122,7 @@ impl ShardCore {
     /// Retained messages matching `filter`, with RETAIN set [MQTT-3.3.1-9].
     pub(crate) fn send_retained(
         &mut self,
-        sidx: usize,
+        sidx: SessionId,
         filter: &[u8],
         options: SubscriptionOptions,
         id: Option<NonZeroU32>,
@@ -154,7 +155,7 @@ impl ShardCore {
         }
     }
 
-    pub(crate) fn on_unsubscribe(&mut self, index: usize, u: Unsubscribe) -> Result<(), Failure> {
+    pub(crate) fn on_unsubscribe(&mut self, index: ConnId, u: Unsubscribe) -> Result<(), Failure> {
         let Some(conn) = self.conns.get(index) else {
             return Ok(());
         };

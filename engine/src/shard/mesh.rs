@@ -39,7 +39,7 @@ use crate::proto::session::Session;
 /// reply for a connection that has since closed (and whose slot was reused) is recognised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ConnToken {
-    pub index: u32,
+    pub conn: crate::ids::ConnId,
     pub serial: u64,
 }
 
@@ -356,7 +356,7 @@ mod tests {
             client_id: Str::from_static(id),
             to: 0,
             token: ConnToken {
-                index: 0,
+                conn: crate::ids::ConnId::default(),
                 serial: 0,
             },
             owner: None,

@@ -6,7 +6,7 @@
 //! `limits.max_connection_rate_per_ip`, and, on the publish path, whether a PUBLISH is within
 //! the connection's rate and bandwidth.
 //! What it must never do: allocate or make a syscall in [`TokenBucket`] or in
-//! `ShardCore::check_publish_quota` (they run for every PUBLISH; only a refusal builds its
+//! `ShardCore::check_publish_frame` (proto/quotas.rs) (they run for every PUBLISH; only a refusal builds its
 //! message), or hold a stripe lock for more than one map operation.
 //!
 //! Why a lock here, when shards otherwise share nothing (docs/architecture.md, "Quotas"): the
@@ -27,10 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use ringmq_codec::ReasonCode;
-
 use crate::ops::metrics::Quota;
-use crate::proto::{Failure, ShardCore, over_quota};
 
 /// Tokens are kept in billionths, so refilling at any whole rate is exact integer arithmetic.
 const NANO: u64 = 1_000_000_000;
@@ -328,79 +325,6 @@ impl StripeMap {
         self.map
             .retain(|_, e| e.conns > 0 || !e.rate.is_full(rate, now));
         self.sweep_at = (self.map.len() * 2).max(SWEEP_MIN);
-    }
-}
-
-// ---- in the shard core ---------------------------------------------------------------------
-
-impl ShardCore {
-    /// The publish quotas for the frame at the front of `buf`, when it is a complete PUBLISH
-    /// (packet type 3). Checked on the raw frame, before it is decoded: inspecting the decoded
-    /// packet before handing it on costs a copy of it on every message (callgrind: ~50
-    /// instructions per message, quotas on or off).
-    pub(crate) fn check_publish_frame(
-        &mut self,
-        index: usize,
-        buf: &[u8],
-        now: Instant,
-    ) -> Result<(), Failure> {
-        if buf.first().is_none_or(|b| b >> 4 != 3) {
-            return Ok(());
-        }
-        match ringmq_codec::peek_frame_len(buf, &self.codec_limits) {
-            Ok(Some(len)) if buf.len() >= len => match self.publish_over_quota(index, len, now) {
-                None => Ok(()),
-                Some(quota) => Err(self.publish_quota_failure(quota)),
-            },
-            // Incomplete (checked once complete) or malformed (decode reports it).
-            _ => Ok(()),
-        }
-    }
-
-    /// `limits.max_publish_rate` and `limits.max_publish_bandwidth` for a PUBLISH of
-    /// `frame_len` bytes: token buckets on the connection (allocated, full, at its first
-    /// PUBLISH; no allocation after), no clock read.
-    /// Returns the quota exceeded, if any (nothing is charged then).
-    fn publish_over_quota(
-        &mut self,
-        index: usize,
-        frame_len: usize,
-        now: Instant,
-    ) -> Option<Quota> {
-        let (rate, bandwidth) = (self.publish_rate, self.publish_bandwidth);
-        let conn = self.conns.get_mut(index)?;
-        if !conn.is_connected() {
-            return None;
-        }
-        let bytes = frame_len as u64;
-        let buckets = conn
-            .publish_buckets
-            .get_or_insert_with(|| Box::new(PublishBuckets::new(now)));
-        if !buckets.rate.allows(1, rate, now) {
-            return Some(Quota::MessageRate);
-        }
-        if !buckets.bytes.allows(bytes, bandwidth, now) {
-            return Some(Quota::Bandwidth);
-        }
-        buckets.rate.charge(1, rate);
-        buckets.bytes.charge(bytes, bandwidth);
-        None
-    }
-
-    #[cold]
-    fn publish_quota_failure(&self, quota: Quota) -> Failure {
-        let (key, rate, unit) = match quota {
-            Quota::Bandwidth => ("max_publish_bandwidth", self.publish_bandwidth, "bytes"),
-            _ => ("max_publish_rate", self.publish_rate, "PUBLISH packets"),
-        };
-        over_quota(
-            quota,
-            ReasonCode::MESSAGE_RATE_TOO_HIGH,
-            format!(
-                "more than limits.{key} = {} {unit}/s (burst {})",
-                rate.per_sec, rate.burst
-            ),
-        )
     }
 }
 

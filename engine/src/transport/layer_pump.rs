@@ -8,7 +8,6 @@ use std::future::Future;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::task::Poll;
-use std::time::Instant;
 
 use bytes::BytesMut;
 use monoio::buf::IoBufMut;
@@ -16,6 +15,8 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 use tracing::{debug, warn};
 
+use crate::ids::ConnId;
+use crate::proto::Input;
 use crate::proto::conn::Output;
 use crate::transport::layer::{Layer, Received};
 use crate::transport::runtime::{
@@ -33,7 +34,7 @@ type Shared<L> = Rc<RefCell<Link<L>>>;
 
 pub(crate) async fn connection<L: Layer + 'static>(
     stream: TcpStream,
-    index: usize,
+    index: ConnId,
     core: Core,
     layer: L,
 ) {
@@ -75,7 +76,7 @@ pub(crate) async fn connection<L: Layer + 'static>(
                     None => Ok(()),
                 };
                 if let Err(e) = sent {
-                    debug!(index, "write failed: {e}");
+                    debug!(index = index.raw(), "write failed: {e}");
                     flushed = false;
                     break;
                 }
@@ -97,7 +98,7 @@ pub(crate) async fn connection<L: Layer + 'static>(
                     // Counted as they leave the socket (TLS: encrypted; ws: with framing).
                     Ok(n) => write_core.borrow().metrics().bytes_out.add(n as u64),
                     Err(e) => {
-                        debug!(index, "write failed: {e}");
+                        debug!(index = index.raw(), "write failed: {e}");
                         flushed = false;
                         break;
                     }
@@ -119,7 +120,6 @@ pub(crate) async fn connection<L: Layer + 'static>(
         let filled = raw.len();
         let (res, slice) = reader.read(raw.slice_mut(filled..)).await;
         raw = slice.into_inner();
-        let now = Instant::now();
         if let Ok(n @ 1..) = res
             && core.borrow().conn(index).is_none_or(|c| c.is_closing())
         {
@@ -151,30 +151,29 @@ pub(crate) async fn connection<L: Layer + 'static>(
                 conn.peer_certificates = certs;
             }
         }
-        c.poll_mesh(now, crate::proto::MESH_PER_INPUT);
         if !mqtt.is_empty() {
-            c.on_read(index, &mut mqtt, now);
+            let _ = c.handle(Input::Read {
+                conn: index,
+                bytes: &mut mqtt,
+            });
         }
         let stop = match received {
             Ok(Received::PeerClosed) => {
-                c.on_closed(index, now);
+                let _ = c.handle(Input::Closed(index));
                 true
             }
             Err(e) => {
                 // The layer's goodbye (alert, HTTP status, close frame) is in the wire buffer;
                 // input is discarded from here on (LINGER).
-                warn!(index, "{e}");
-                c.close_conn(index, true, now);
+                warn!(index = index.raw(), "{e}");
+                let _ = c.handle(Input::Closed(index));
                 false
             }
             Ok(Received::Open) => false,
         };
-        if !link.borrow().wire.is_empty()
-            && let Some(conn) = c.conn_mut(index)
-        {
-            conn.wake_writer();
+        if !link.borrow().wire.is_empty() {
+            c.wake_writer(index);
         }
-        c.flush_mesh();
         if stop {
             break;
         }
@@ -190,7 +189,7 @@ pub(crate) async fn connection<L: Layer + 'static>(
 fn next_step<'a, L>(
     core: &'a Core,
     link: &'a Shared<L>,
-    index: usize,
+    index: ConnId,
     spare: &'a mut BytesMut,
     close_sent: bool,
 ) -> impl Future<Output = Option<(Option<Output>, bool)>> + 'a {
@@ -214,7 +213,11 @@ fn next_step<'a, L>(
         if closing {
             return Poll::Ready(if close_sent { None } else { Some((None, true)) });
         }
-        conn.writer = Some(cx.waker().clone());
-        Poll::Pending
+        if c.park_writer(index, cx.waker()) {
+            Poll::Pending
+        } else {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
     })
 }

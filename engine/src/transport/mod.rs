@@ -2,6 +2,7 @@
 //! the byte pumps, the TLS and WebSocket layers, accepting, the turn gate and the system calls.
 
 pub(crate) mod accept;
+pub(crate) mod host;
 pub(crate) mod layer;
 pub(crate) mod layer_pump;
 pub(crate) mod plain_pump;

@@ -24,6 +24,8 @@ use bytes::BytesMut;
 use monoio::net::TcpStream;
 use tracing::debug;
 
+use crate::ids::ConnId;
+use crate::proto::Input;
 use crate::transport::runtime::{Core, LINGER, LINGER_BYTES, READ_CHUNK, release_connection};
 
 thread_local! {
@@ -55,7 +57,7 @@ const MESH_BACKOFF: Duration = Duration::from_millis(1);
 /// what it captured in place.
 pub(crate) fn connection(
     stream: TcpStream,
-    index: usize,
+    index: ConnId,
     core: Core,
 ) -> impl Future<Output = ()> + 'static {
     let mut pump = Pump::new(stream.as_raw_fd(), index, core);
@@ -128,8 +130,8 @@ fn unarmed<F>(_make: impl FnOnce() -> F) -> Option<F> {
 struct Pump {
     core: Core,
     fd: RawFd,
-    /// The connection's slot in the core (`u32` like `ConnToken::index`, to keep this small).
-    index: u32,
+    /// The connection's slot in the core.
+    index: ConnId,
     /// A frame that arrived in part, continued by the next read; empty and unallocated while
     /// nothing is pending.
     input: BytesMut,
@@ -175,12 +177,11 @@ enum ReadEnd {
 }
 
 impl Pump {
-    fn new(fd: RawFd, index: usize, core: Core) -> Pump {
-        debug_assert!(u32::try_from(index).is_ok(), "connection slots are u32");
+    fn new(fd: RawFd, index: ConnId, core: Core) -> Pump {
         Pump {
             core,
             fd,
-            index: index as u32,
+            index,
             input: BytesMut::new(),
             backoff: None,
             readable: false,
@@ -191,8 +192,8 @@ impl Pump {
         }
     }
 
-    fn index(&self) -> usize {
-        self.index as usize
+    fn index(&self) -> ConnId {
+        self.index
     }
 
     /// PUBLISH packets the shard has queued to clients so far.
@@ -211,6 +212,8 @@ impl Pump {
 
     /// Writes what the core queued and reads what the socket holds (a few reads at most).
     fn turn(&mut self) -> Turn {
+        // Running: what the core writes for this connection is seen below, without a wake-up.
+        self.core.borrow_mut().unpark_writer(self.index());
         let delivered_before = self.delivered();
         for _ in 0..READS_PER_TURN {
             if self.delivered().wrapping_sub(delivered_before) > DELIVERIES_PER_TURN {
@@ -225,7 +228,7 @@ impl Pump {
                 match flush_output(&self.core, self.index(), self.fd) {
                     Ok(drained) => self.write_blocked = !drained,
                     Err(e) => {
-                        debug!(index = self.index, "write failed: {e}");
+                        debug!(index = self.index.raw(), "write failed: {e}");
                         connection_closed(&self.core, self.index());
                         return Turn::Done(Finish::WriteFailed);
                     }
@@ -422,13 +425,13 @@ impl Pump {
             ready = true;
         }
         let mut c = self.core.borrow_mut();
-        match c.conn_mut(self.index()) {
+        match c.conn(self.index()) {
             None => return Poll::Ready(()),
             Some(conn) => {
                 if !self.write_blocked && (conn.pending_bytes() > 0 || conn.is_closing()) {
                     ready = true;
-                } else {
-                    conn.writer = Some(cx.waker().clone());
+                } else if !c.park_writer(self.index(), cx.waker()) && !self.write_blocked {
+                    ready = true;
                 }
             }
         }
@@ -442,7 +445,7 @@ impl Pump {
 
 /// Writes the connection's output until all is written (`Ok(true)`) or the socket takes no
 /// more (`Ok(false)`).
-fn flush_output(core: &Core, index: usize, fd: RawFd) -> io::Result<bool> {
+fn flush_output(core: &Core, index: ConnId, fd: RawFd) -> io::Result<bool> {
     let mut c = core.borrow_mut();
     let mut sent = 0;
     let result = match c.conn_mut(index) {
@@ -476,21 +479,16 @@ fn flush_output(core: &Core, index: usize, fd: RawFd) -> io::Result<bool> {
 
 /// Bytes arrived: the core handles every complete frame in `buf`, after what other shards
 /// sent (see `ShardCore::poll_mesh`).
-fn handle_input(core: &Core, index: usize, buf: &mut BytesMut) {
-    let now = Instant::now();
-    let mut c = core.borrow_mut();
-    c.poll_mesh(now, crate::proto::MESH_PER_INPUT);
-    c.on_read(index, buf, now);
-    c.flush_mesh();
+fn handle_input(core: &Core, index: ConnId, buf: &mut BytesMut) {
+    let _ = core.borrow_mut().handle(Input::Read {
+        conn: index,
+        bytes: buf,
+    });
 }
 
 /// The peer closed the connection or the socket failed.
-fn connection_closed(core: &Core, index: usize) {
-    let now = Instant::now();
-    let mut c = core.borrow_mut();
-    c.poll_mesh(now, crate::proto::MESH_PER_INPUT);
-    c.on_closed(index, now);
-    c.flush_mesh();
+fn connection_closed(core: &Core, index: ConnId) {
+    let _ = core.borrow_mut().handle(Input::Closed(index));
 }
 
 #[cfg(test)]
@@ -516,13 +514,19 @@ mod tests {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
             let (server, _) = listener.accept().unwrap();
-            let core: Core = Rc::new(RefCell::new(ShardCore::new(
-                0,
-                None,
-                crate::config::Limits::default(),
-                ringmq_auth::SharedSnapshot::new(ringmq_auth::Snapshot::allow_all()),
+            let core: Core = Rc::new(RefCell::new(crate::transport::host::Host::new(
+                ShardCore::new(
+                    0,
+                    None,
+                    crate::config::Limits::default(),
+                    ringmq_auth::SharedSnapshot::new(ringmq_auth::Snapshot::allow_all()),
+                ),
             )));
-            let task = connection(TcpStream::from_std(server).unwrap(), 0, core);
+            let task = connection(
+                TcpStream::from_std(server).unwrap(),
+                crate::ids::ConnId::default(),
+                core,
+            );
             let size = std::mem::size_of_val(&task);
             assert!(
                 size <= MAX_TASK_FUTURE,

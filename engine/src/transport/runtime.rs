@@ -15,11 +15,13 @@ use monoio::net::{ListenerOpts, TcpListener};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, Driver, ListenerProtocol};
+use crate::ids::ConnId;
 use crate::ops::metrics::{Health, Metrics, ShardHandle};
 use crate::ops::stall::{PulseHandle, Pulses};
-use crate::proto::ShardCore;
+use crate::proto::{Handled, Input, ShardCore};
 use crate::shard::mesh::Mesh;
 use crate::transport::accept::AcceptGuard;
+use crate::transport::host::Host;
 use crate::transport::layer::{Bare, Tls};
 use crate::transport::layer_pump;
 use crate::transport::plain_pump::connection;
@@ -27,7 +29,7 @@ use crate::transport::tls::ListenerTls;
 use crate::transport::turn::{TurnGate, next_turn};
 use crate::transport::ws::{WsConfig, WsServer};
 
-pub(crate) type Core = Rc<RefCell<ShardCore>>;
+pub(crate) type Core = Rc<RefCell<Host>>;
 
 /// Read buffer size of a TLS or WebSocket connection (grows to fit a large packet); plain
 /// connections read into the shard's arena instead (`plain_pump`).
@@ -409,7 +411,7 @@ async fn shard_main(setup: ShardSetup) {
             config.metrics.sys_interval_secs,
         )));
     }
-    let core: Core = Rc::new(RefCell::new(core));
+    let core: Core = Rc::new(RefCell::new(Host::new(core)));
     let gate = match TurnGate::install(pulse.clone()) {
         Ok(gate) => gate,
         Err(source) => {
@@ -458,8 +460,7 @@ async fn inbox_loop(shard: usize, mesh: Mesh, core: Core) {
         .await;
         {
             let mut c = core.borrow_mut();
-            c.poll_mesh(Instant::now(), MESH_BATCH);
-            c.flush_mesh();
+            let _ = c.handle(Input::Inbox { max: MESH_BATCH });
             if c.shutdown_complete(Instant::now()) {
                 return;
             }
@@ -473,16 +474,13 @@ async fn tick_loop(core: Core, mesh: Mesh, shutdown: Shutdown, pulse: PulseHandl
     loop {
         monoio::time::sleep(TICK).await;
         pulse.progressed();
-        let now = Instant::now();
         let mut c = core.borrow_mut();
-        c.poll_mesh(now, usize::MAX);
-        c.on_tick(now);
+        let _ = c.handle(Input::Tick);
         if shutdown.requested() {
-            c.begin_shutdown(now);
+            let _ = c.handle(Input::Shutdown);
             // The inbox loop decides when the shard is done; wake it every tick.
             mesh.wake(c.id);
         }
-        c.flush_mesh();
     }
 }
 
@@ -490,11 +488,11 @@ async fn tick_loop(core: Core, mesh: Mesh, shutdown: Shutdown, pulse: PulseHandl
 /// a backlog, then every millisecond until the backlog is gone.
 async fn mesh_retry_loop(core: Core) {
     loop {
-        std::future::poll_fn(|cx| core.borrow_mut().poll_mesh_backlog(cx.waker())).await;
+        std::future::poll_fn(|cx| core.borrow_mut().poll_mesh_backlog(cx)).await;
         loop {
             monoio::time::sleep(MESH_RETRY).await;
             let mut c = core.borrow_mut();
-            c.flush_mesh();
+            let _ = c.handle(Input::Inbox { max: 0 });
             if !c.mesh_backlog() {
                 break;
             }
@@ -550,9 +548,14 @@ async fn accept_loop(
             continue; // dropping the stream closes it
         }
         let _ = stream.set_nodelay(true);
-        let token = core.borrow_mut().accept_on(number, peer, Instant::now());
-        let Some(token) = token else { continue };
-        let index = token.index as usize;
+        let handled = core.borrow_mut().handle(Input::Accept {
+            listener: number,
+            peer,
+        });
+        let Handled::Accepted(token) = handled else {
+            continue;
+        };
+        let index = token.conn;
         let core = core.clone();
         match &transport {
             Transport::Plain => {
@@ -584,13 +587,13 @@ fn tls_session(
     tls: &ListenerTls,
     peer: std::net::SocketAddr,
     core: &Core,
-    index: usize,
+    index: ConnId,
 ) -> Option<rustls::ServerConnection> {
     match rustls::ServerConnection::new(tls.current()) {
         Ok(session) => Some(session),
         Err(e) => {
             warn!(%peer, "TLS session setup failed: {e}");
-            core.borrow_mut().release(index, Instant::now());
+            let _ = core.borrow_mut().handle(Input::Release(index));
             None
         }
     }
@@ -644,15 +647,13 @@ pub(crate) async fn finish_writes(fd: std::os::fd::RawFd, flushed: bool, read_do
 /// cannot keep up, read nothing more from it, so it is slowed by TCP instead of growing the
 /// outbox (`ShardCore::conn_throttled`); other connections are read as usual. Woken by the
 /// retry timer, which fires every driver turn (`turn.rs`).
-pub(crate) async fn wait_while_throttled(core: &Core, index: usize) {
+pub(crate) async fn wait_while_throttled(core: &Core, index: ConnId) {
     while core.borrow_mut().conn_throttled(index, Instant::now()) {
         monoio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
 /// The connection's reader and writer have both ended: free its slot in the core.
-pub(crate) fn release_connection(core: &Core, index: usize) {
-    let mut c = core.borrow_mut();
-    c.release(index, Instant::now());
-    c.flush_mesh();
+pub(crate) fn release_connection(core: &Core, index: ConnId) {
+    let _ = core.borrow_mut().handle(Input::Release(index));
 }

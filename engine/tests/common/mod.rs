@@ -5,12 +5,12 @@
 use std::net::SocketAddr;
 use std::num::{NonZeroU16, NonZeroU32};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use ringmq::config::Limits;
 use ringmq::ops::metrics::{ListenerLabel, Metrics, ShardHandle};
-use ringmq::proto::ShardCore;
+use ringmq::proto::{ConnId, Handled, Input, Now, ShardCore};
 use ringmq::shard::mesh::Mesh;
 use ringmq_codec::*;
 
@@ -18,6 +18,10 @@ pub struct Cluster {
     pub cores: Vec<ShardCore>,
     pub mesh: Mesh,
     pub now: Instant,
+    /// Wall time, moved with `now` (token and certificate expiry).
+    pub wall: SystemTime,
+    /// The policy every core reads (swap a snapshot in to reload).
+    pub auth: ringmq_auth::SharedSnapshot,
     /// Every core's metrics, as a server shares them.
     pub metrics: Arc<Metrics>,
 }
@@ -28,6 +32,12 @@ impl Cluster {
     }
 
     pub fn with_limits(shards: usize, limits: Limits) -> Cluster {
+        Cluster::with_policy(shards, limits, ringmq_auth::Snapshot::allow_all())
+    }
+
+    /// Cores that authenticate and authorize with `snapshot` (a registry, or allow-all).
+    pub fn with_policy(shards: usize, limits: Limits, snapshot: ringmq_auth::Snapshot) -> Cluster {
+        let auth = ringmq_auth::SharedSnapshot::new(snapshot);
         // Inboxes as large as the outbox bound, as the server makes them.
         let mesh = Mesh::new(shards, limits.shard_queue_capacity);
         let listener = ListenerLabel {
@@ -41,7 +51,7 @@ impl Cluster {
                     i,
                     Some(mesh.clone()),
                     limits.clone(),
-                    ringmq_auth::SharedSnapshot::new(ringmq_auth::Snapshot::allow_all()),
+                    auth.clone(),
                     ShardHandle::new(metrics.clone(), i),
                 )
             })
@@ -50,41 +60,48 @@ impl Cluster {
             cores,
             mesh,
             now: Instant::now(),
+            // A fixed date, so expiry in tests does not depend on when they run.
+            wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            auth,
             metrics,
         }
     }
 
+    /// The clocks, as an input's time.
+    pub fn at(&self) -> Now {
+        Now {
+            mono: self.now,
+            wall: self.wall,
+        }
+    }
+
+    /// Hands `input` to core `shard` at the cluster's time.
+    pub fn input(&mut self, shard: usize, input: Input<'_>) -> Handled {
+        let now = self.at();
+        self.cores[shard].handle(input, now)
+    }
+
     /// Delivers mesh messages until every inbox and outbox is empty.
     pub fn pump(&mut self) {
-        for _ in 0..1000 {
-            let mut moved = false;
+        for _ in 0..10_000 {
             for i in 0..self.cores.len() {
-                self.cores[i].flush_mesh();
+                let _ = self.input(i, Input::Inbox { max: usize::MAX });
             }
-            for i in 0..self.cores.len() {
-                // The priority lane first, as `ShardCore::poll_mesh` does.
-                while let Some(msg) = self.mesh.pop_priority(i).or_else(|| self.mesh.pop(i)) {
-                    if std::env::var("TRACE_MESH").is_ok() {
-                        eprintln!(
-                            "mesh -> {i}: {}",
-                            format!("{msg:?}").chars().take(160).collect::<String>()
-                        );
-                    }
-                    self.cores[i].on_mesh(msg, self.now);
-                    moved = true;
-                }
-            }
-            if !moved && (0..self.cores.len()).all(|i| !self.cores[i].mesh_backlog()) {
+            let idle = (0..self.cores.len())
+                .all(|i| self.mesh.len(i) == 0 && !self.cores[i].mesh_backlog());
+            if idle {
                 return;
             }
         }
         panic!("mesh did not settle");
     }
 
+    /// Moves both clocks by `d` and ticks every core.
     pub fn advance(&mut self, d: Duration) {
         self.now += d;
-        for c in &mut self.cores {
-            c.on_tick(self.now);
+        self.wall += d;
+        for i in 0..self.cores.len() {
+            let _ = self.input(i, Input::Tick);
         }
         self.pump();
     }
@@ -101,10 +118,13 @@ impl Cluster {
     /// A connection from `peer`; `None` when the core closes it at accept.
     pub fn try_open_from(&mut self, shard: usize, peer: &str) -> Option<Client> {
         let peer: SocketAddr = peer.parse().unwrap();
-        let token = self.cores[shard].accept(peer, self.now)?;
+        let Handled::Accepted(token) = self.input(shard, Input::Accept { listener: 0, peer })
+        else {
+            return None;
+        };
         Some(Client {
             shard,
-            index: token.index as usize,
+            index: token.conn,
             version: ProtocolVersion::V5,
             rx: BytesMut::new(),
             pending: Vec::new(),
@@ -133,7 +153,13 @@ impl Cluster {
 
     pub fn send_bytes(&mut self, c: &Client, bytes: &[u8]) {
         let mut buf = BytesMut::from(bytes);
-        self.cores[c.shard].on_read(c.index, &mut buf, self.now);
+        let _ = self.input(
+            c.shard,
+            Input::Read {
+                conn: c.index,
+                bytes: &mut buf,
+            },
+        );
         self.pump();
     }
 
@@ -172,8 +198,8 @@ impl Cluster {
 
     /// The socket closed (the runtime's release after the peer went away).
     pub fn drop_conn(&mut self, c: &Client) {
-        self.cores[c.shard].on_closed(c.index, self.now);
-        self.cores[c.shard].release(c.index, self.now);
+        let _ = self.input(c.shard, Input::Closed(c.index));
+        let _ = self.input(c.shard, Input::Release(c.index));
         self.pump();
     }
 
@@ -214,7 +240,7 @@ impl Cluster {
 
 pub struct Client {
     pub shard: usize,
-    pub index: usize,
+    pub index: ConnId,
     pub version: ProtocolVersion,
     pub rx: BytesMut,
     /// Packets received after CONNACK by `connect`, returned by the next `recv`.

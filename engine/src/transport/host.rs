@@ -1,0 +1,111 @@
+//! The runtime's side of a shard core: the core, the wakers of the tasks that serve it, and
+//! the clock. The core is sans-IO (it neither reads a clock nor wakes a task); after each input
+//! [`Host::handle`] drains what it reported — connections whose parked writer has output, an
+//! outbox waiting for a full inbox — and wakes the tasks concerned.
+
+use std::ops::{Deref, DerefMut};
+use std::task::{Context, Poll, Waker};
+use std::time::{Instant, SystemTime};
+
+use crate::ids::ConnId;
+use crate::proto::{Handled, Input, Now, ShardCore};
+
+/// The time now, for an input.
+pub(crate) fn now() -> Now {
+    Now {
+        mono: Instant::now(),
+        wall: SystemTime::now(),
+    }
+}
+
+pub(crate) struct Host {
+    core: ShardCore,
+    /// By connection slot: the waker of its writer while parked.
+    writers: Vec<Option<Waker>>,
+    /// The mesh retry task, parked until an outbox keeps messages a full inbox refused.
+    backlog: Option<Waker>,
+}
+
+impl Host {
+    pub fn new(core: ShardCore) -> Host {
+        Host {
+            core,
+            writers: Vec::new(),
+            backlog: None,
+        }
+    }
+
+    /// Hands `input` to the core at the current time, then wakes whom it concerns.
+    pub fn handle(&mut self, input: Input<'_>) -> Handled {
+        let handled = self.core.handle(input, now());
+        self.wake_ready();
+        handled
+    }
+
+    fn wake_ready(&mut self) {
+        while let Some(conn) = self.core.poll_writable() {
+            if let Some(waker) = self.writers.get_mut(conn.slot()).and_then(Option::take) {
+                waker.wake();
+            }
+        }
+        if self.core.mesh_backlog()
+            && let Some(waker) = self.backlog.take()
+        {
+            waker.wake();
+        }
+    }
+
+    /// Parks the writer of `conn` until the core has output for it; `false` when it has
+    /// already (or the connection is closing or gone), and the writer goes on.
+    pub fn park_writer(&mut self, conn: ConnId, waker: &Waker) -> bool {
+        if !self.core.park_writer(conn) {
+            return false;
+        }
+        let slot = conn.slot();
+        if self.writers.len() <= slot {
+            self.writers.resize_with(slot + 1, || None);
+        }
+        match &mut self.writers[slot] {
+            Some(w) if w.will_wake(waker) => {}
+            w => *w = Some(waker.clone()),
+        }
+        true
+    }
+
+    /// The task of `conn` is running: it does not wait for output now.
+    pub fn unpark_writer(&mut self, conn: ConnId) {
+        self.core.unpark_writer(conn);
+    }
+
+    /// Wakes the writer of `conn` (its transport layer has bytes of its own to send).
+    pub fn wake_writer(&mut self, conn: ConnId) {
+        self.core.unpark_writer(conn);
+        if let Some(waker) = self.writers.get_mut(conn.slot()).and_then(Option::take) {
+            waker.wake();
+        }
+    }
+
+    /// `Ready` while an outbox holds messages its destination's inbox refused (the caller
+    /// retries soon); otherwise parks the task until one does.
+    pub fn poll_mesh_backlog(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.core.mesh_backlog() {
+            return Poll::Ready(());
+        }
+        self.backlog = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Deref for Host {
+    type Target = ShardCore;
+
+    fn deref(&self) -> &ShardCore {
+        &self.core
+    }
+}
+
+impl DerefMut for Host {
+    fn deref_mut(&mut self) -> &mut ShardCore {
+        &mut self.core
+    }
+}
