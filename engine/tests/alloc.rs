@@ -77,6 +77,7 @@ fn scenario(shards: usize, sub_shards: &[usize]) {
 
 fn scenario_with(shards: usize, sub_shards: &[usize], limits: ringmq::config::Limits) {
     let mut cl = Cluster::with_limits(shards, limits);
+    cl.check_invariants = false;
     let mut subs = Vec::new();
     for (i, &shard) in sub_shards.iter().enumerate() {
         let (mut s, _) = cl.connect(shard, &format!("sub{i}"), true, 0);

@@ -1209,6 +1209,50 @@ impl ShardCore {
         (self.conns.len(), self.sessions.len())
     }
 
+    /// Checks the core's invariants, panicking with the first one broken: for tests and the
+    /// fuzzer, after every input (a full pass over connections and sessions).
+    pub fn check_invariants(&self) {
+        for (id, conn) in self.conns.iter() {
+            if let Some(sidx) = conn.session {
+                let session = self.sessions.get(sidx);
+                assert!(session.is_some(), "{id}: session {sidx} is gone");
+                if conn.is_connected() {
+                    assert_eq!(
+                        session.and_then(|s| s.conn),
+                        Some(id),
+                        "{id}: its session points elsewhere"
+                    );
+                }
+            }
+        }
+        for (sidx, session) in self.sessions.iter() {
+            if let Some(id) = session.conn {
+                let conn = self.conns.get(id);
+                assert!(conn.is_some(), "session {sidx}: connection {id} is gone");
+                assert_eq!(
+                    conn.and_then(|c| c.session),
+                    Some(sidx),
+                    "session {sidx}: its connection points elsewhere"
+                );
+            }
+            assert_eq!(
+                self.by_client_id.get(session.client_id.as_bytes()),
+                Some(&sidx),
+                "session {sidx}: not found by its client id"
+            );
+            let window = self
+                .limits
+                .max_inflight
+                .max(self.limits.application.max_inflight);
+            session.check_invariants(window);
+        }
+        assert_eq!(
+            self.by_client_id.len(),
+            self.sessions.len(),
+            "client-id index and sessions differ"
+        );
+    }
+
     pub(crate) fn ack_properties(&self, index: ConnId, reason: &str) -> AckProperties {
         let wants = self
             .conns

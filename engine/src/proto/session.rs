@@ -116,6 +116,37 @@ impl Session {
 
     /// The next packet id not in flight [MQTT-2.2.1-3]. The caller keeps the in-flight window
     /// far below 65 535, so one is always free.
+    /// The session's own invariants (see `ShardCore::check_invariants`).
+    pub fn check_invariants(&self, max_inflight: u16) {
+        assert!(
+            self.inflight.len() <= usize::from(max_inflight),
+            "{}: {} in flight, window {max_inflight}",
+            self.client_id,
+            self.inflight.len()
+        );
+        let queued: usize = self.queue.iter().map(|o| o.message.weight()).sum();
+        assert_eq!(
+            queued, self.queued_bytes,
+            "{}: queued bytes",
+            self.client_id
+        );
+        assert!(
+            self.queue.len() <= self.max_queued_messages,
+            "{}: queue over its bound",
+            self.client_id
+        );
+        let mut ids: Vec<u16> = self.inflight.iter().map(|f| f.packet_id.get()).collect();
+        ids.sort_unstable();
+        let n = ids.len();
+        ids.dedup();
+        assert_eq!(
+            n,
+            ids.len(),
+            "{}: a packet id in flight twice",
+            self.client_id
+        );
+    }
+
     pub fn next_packet_id(&mut self) -> NonZeroU16 {
         loop {
             self.next_packet_id = self.next_packet_id.wrapping_add(1);
@@ -172,6 +203,12 @@ impl Sessions {
 
     pub fn try_remove(&mut self, id: SessionId) -> Option<Session> {
         self.0.try_remove(id.slot())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (SessionId, &Session)> {
+        self.0
+            .iter()
+            .map(|(slot, s)| (SessionId::from_slot(slot), s))
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (SessionId, &mut Session)> {

@@ -24,6 +24,9 @@ pub struct Cluster {
     pub auth: ringmq_auth::SharedSnapshot,
     /// Every core's metrics, as a server shares them.
     pub metrics: Arc<Metrics>,
+    /// Check every core's invariants after each input (off where a test counts allocations
+    /// or runs long loops: the check walks every connection and session).
+    pub check_invariants: bool,
 }
 
 impl Cluster {
@@ -64,6 +67,7 @@ impl Cluster {
             wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
             auth,
             metrics,
+            check_invariants: true,
         }
     }
 
@@ -78,7 +82,11 @@ impl Cluster {
     /// Hands `input` to core `shard` at the cluster's time.
     pub fn input(&mut self, shard: usize, input: Input<'_>) -> Handled {
         let now = self.at();
-        self.cores[shard].handle(input, now)
+        let handled = self.cores[shard].handle(input, now);
+        if self.check_invariants {
+            self.cores[shard].check_invariants();
+        }
+        handled
     }
 
     /// Delivers mesh messages until every inbox and outbox is empty.
