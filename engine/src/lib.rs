@@ -20,3 +20,16 @@ pub use transport::runtime::{Server, Shutdown, StartError};
 
 /// Shard bitmasks are `u64`.
 pub const MAX_SHARDS: usize = 64;
+
+/// What unit tests of the sans-IO core use for time: the core reads no clock, so its tests
+/// take a starting instant from here.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+
+    pub fn epoch() -> Instant {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
+    }
+}
