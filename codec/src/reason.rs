@@ -77,6 +77,24 @@ impl ReasonCode {
         self.0 >= 0x80
     }
 
+    /// Whether a connection closed with this reason was closed because the peer broke the
+    /// protocol (a malformed or forbidden packet), as opposed to keep alive, authorization or
+    /// the server's own limits. Brokers count these apart (`ringmq_protocol_errors_total`).
+    pub fn is_protocol_error(self) -> bool {
+        matches!(
+            self,
+            ReasonCode::MALFORMED_PACKET
+                | ReasonCode::PROTOCOL_ERROR
+                | ReasonCode::UNSUPPORTED_PROTOCOL_VERSION
+                | ReasonCode::TOPIC_FILTER_INVALID
+                | ReasonCode::TOPIC_NAME_INVALID
+                | ReasonCode::RECEIVE_MAXIMUM_EXCEEDED
+                | ReasonCode::TOPIC_ALIAS_INVALID
+                | ReasonCode::PACKET_TOO_LARGE
+                | ReasonCode::PAYLOAD_FORMAT_INVALID
+        )
+    }
+
     /// The MQTT 3.1.1 CONNACK return code closest to this v5 CONNACK reason code
     /// (MQTT 5.0 table 3-1 / 3.1.1 table 3.1). A quota or rate refusal is 0x03 (Server
     /// unavailable): the server cannot take the connection now, which is not the client's

@@ -115,6 +115,8 @@ label_enum!(
         TooLarge = "too_large",
         Expired = "expired",
         NotAuthorized = "not_authorized",
+        /// A session on its way to this shard missed it: the claim log was full.
+        ClaimLogFull = "claim_log_full",
     }
 );
 
@@ -241,8 +243,13 @@ pub struct ShardMetrics {
     pub mesh_inbox_depth: Gauge,
     /// Messages that found a destination inbox full and waited in the outbox.
     pub mesh_overflow: Counter,
+    /// Messages waiting in this shard's mesh outboxes, both lanes, all destinations (sampled).
+    pub mesh_outbox_depth: Gauge,
     /// Connections closed for a protocol violation or decode error.
     pub protocol_errors: Counter,
+    /// Broken internal invariants met in a release build (a bug: each is logged as an error;
+    /// debug builds assert instead).
+    pub internal_errors: Counter,
     pub subscribe_denied: Counter,
     /// Failed `accept` calls (out of descriptors above all, see `accept.rs`).
     pub accept_errors: Counter,
@@ -543,6 +550,8 @@ impl Metrics {
         w.single(&SUBSCRIPTIONS, self.sum(|s| s.subscriptions.get()));
         self.by_shard(&mut w, &INBOX_DEPTH, |s| s.mesh_inbox_depth.get());
         self.by_shard(&mut w, &MESH_OVERFLOW, |s| s.mesh_overflow.get());
+        self.by_shard(&mut w, &MESH_OUTBOX_DEPTH, |s| s.mesh_outbox_depth.get());
+        w.single(&INTERNAL_ERRORS, self.sum(|s| s.internal_errors.get()));
         w.single(&PROTOCOL_ERRORS, self.sum(|s| s.protocol_errors.get()));
         w.single(&ACCEPT_ERRORS, self.sum(|s| s.accept_errors.get()));
         w.by(
@@ -722,6 +731,8 @@ families! {
     INBOX_DEPTH gauge "ringmq_mesh_inbox_depth" "Messages waiting in a shard's inbox (sampled).";
     MESH_OVERFLOW counter "ringmq_mesh_overflow_total" "Messages that waited because a destination shard's inbox was full.";
     PROTOCOL_ERRORS counter "ringmq_protocol_errors_total" "Connections closed for a protocol error.";
+    MESH_OUTBOX_DEPTH gauge "ringmq_mesh_outbox_depth" "Messages waiting in a shard's outboxes for other shards' inboxes (sampled).";
+    INTERNAL_ERRORS counter "ringmq_internal_errors_total" "Broken internal invariants met (a bug; each is logged).";
     ACCEPT_ERRORS counter "ringmq_accept_errors_total" "Failed accepts (above all: out of file descriptors).";
     REFUSED counter "ringmq_connections_refused_total" "Connections accepted only to be refused, by reason.";
     STALLS counter "ringmq_shard_stalls_total" "Times a shard had ready work but made no progress for server.stall_threshold_ms.";

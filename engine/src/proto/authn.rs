@@ -58,7 +58,7 @@ impl ShardCore {
             &mut self.auth_caches,
             true,
             &self.metrics,
-            self.wall,
+            self.timers.wall(),
         )?;
         if snapshot.registry.is_none() {
             // The embedded default: nothing restricts this client.
@@ -140,7 +140,7 @@ impl ShardCore {
             &mut self.auth_caches,
             true,
             &self.metrics,
-            self.wall,
+            self.timers.wall(),
         ) {
             Ok(identity) => identity,
             Err(f) => {
@@ -226,7 +226,7 @@ impl ShardCore {
                 // A re-check after a reload is not a login: only the caches are mirrored.
                 false,
                 &self.metrics,
-                self.wall,
+                self.timers.wall(),
             ) {
                 Ok(identity) => {
                     let permissions = snapshot.permissions(&identity);

@@ -250,7 +250,11 @@ mod tests {
     use super::*;
 
     fn conn() -> Conn {
-        Conn::new(1, "127.0.0.1:1883".parse().unwrap(), crate::testing::epoch())
+        Conn::new(
+            1,
+            "127.0.0.1:1883".parse().unwrap(),
+            crate::testing::epoch(),
+        )
     }
 
     /// Drains output the way the plain pump does, `step` bytes per write.

@@ -1,7 +1,6 @@
 //! CONNECT, sessions and takeover: the client id directory, claims, session moves between
-//! shards, CONNACK and resumption. Part of the shard core (see `core.rs`).
+//! shards, CONNACK and resumption. Claims and the directory are `claims.rs`.
 
-use std::hash::{Hash, Hasher};
 use std::num::{NonZeroU16, NonZeroU32};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,17 +9,13 @@ use bytes::Bytes;
 use ringmq_codec::{
     ConnAck, ConnAckProperties, Connect, Disconnect, Packet, ProtocolVersion, ReasonCode, Str,
 };
-use rustc_hash::FxHasher;
 use tracing::{debug, info, warn};
 
 use crate::ids::{ConnId, SessionId};
 use crate::ops::metrics::Quota;
 use crate::proto::conn::{Conn, ConnState};
 use crate::proto::session::{PendingWill, Session};
-use crate::proto::{
-    DirEntry, Failure, PendingClaim, ShardCore, fail, over_quota, write_connack_refusal,
-    write_packet,
-};
+use crate::proto::{Failure, ShardCore, fail, over_quota, write_connack_refusal, write_packet};
 use crate::shard::mesh::{ConnToken, ShardMsg};
 
 impl ShardCore {
@@ -137,219 +132,16 @@ impl ShardCore {
         Ok(())
     }
 
-    /// Claims the session of the connection's client id at its directory shard.
-    fn send_claim(&mut self, index: ConnId) {
-        let Some(conn) = self.conns.get(index) else {
-            return;
-        };
-        let token = ConnToken {
-            conn: index,
-            serial: conn.serial,
-        };
-        let (client_id, owner) = (conn.client_id.clone(), conn.owner.clone());
-        // One claim per client id in flight from this shard: a second local connection for
-        // the same id waits for the first claim to resolve (then its own claim takes over).
-        if let Some(pending) = self.pending_claims.get_mut(client_id.as_bytes()) {
-            pending.queued.push(token);
-            return;
-        }
-        self.pending_claims.insert(
-            client_id.as_bytes_shared().clone(),
-            PendingClaim {
-                token,
-                deferred: None,
-                queued: Vec::new(),
-                log_from: self.claim_log_base + self.claim_log.len() as u64,
-            },
-        );
-        let dir = self.directory_shard(client_id.as_bytes());
-        self.send(
-            dir,
-            ShardMsg::Claim {
-                client_id,
-                shard: self.id as u16,
-                token,
-                owner,
-            },
-        );
-    }
-
-    /// On the authentication name's shard: at most `limit` client ids hold a session for
-    /// `name`; a client id already holding one (a reconnect) always may.
-    pub(crate) fn on_name_acquire(
-        &mut self,
-        name: Arc<str>,
-        client_id: Str,
-        shard: u16,
-        token: ConnToken,
-        limit: u32,
-    ) {
-        let holders = self.name_holders.entry(name).or_default();
-        let held = holders.iter().any(|c| c == client_id.as_bytes_shared());
-        let granted = held || holders.len() < limit as usize;
-        if granted && !held {
-            holders.push(client_id.into_bytes());
-        }
-        self.send(usize::from(shard), ShardMsg::NameAnswer { token, granted });
-    }
-
-    pub(crate) fn on_name_release(&mut self, name: &Arc<str>, client_id: &Str) {
-        if let Some(holders) = self.name_holders.get_mut(name) {
-            holders.retain(|c| c != client_id.as_bytes_shared());
-            if holders.is_empty() {
-                self.name_holders.remove(name);
-            }
-        }
-    }
-
-    pub(crate) fn on_name_answer(&mut self, token: ConnToken, granted: bool, now: Instant) {
-        if !self.claiming(token) {
-            // The connection went away: give the slot back.
-            return;
-        }
-        let index = token.conn;
-        if granted {
-            self.send_claim(index);
-        } else {
-            self.metrics.quota_rejected(Quota::SessionsPerName);
-            let f = over_quota(
-                Quota::SessionsPerName,
-                ReasonCode::QUOTA_EXCEEDED,
-                "too many sessions for this authentication name (maxClientSessionsPerAuthenticationName)",
-            );
-            self.refuse_claiming(index, f, now);
-        }
-    }
-
-    /// The client id's session belongs to another authentication name.
-    pub(crate) fn on_claim_refused(&mut self, client_id: Str, token: ConnToken, now: Instant) {
-        let resolved = self.resolve_pending_claim(&client_id, token);
-        if self.claiming(token) {
-            let index = token.conn;
-            self.release_name(index);
-            let f = fail(
-                ReasonCode::NOT_AUTHORIZED,
-                "the session of this client id belongs to another authentication name",
-            );
-            self.refuse_claiming(index, f, now);
-        }
-        self.after_claim(client_id, resolved, now);
-    }
-
-    fn claiming(&self, token: ConnToken) -> bool {
-        self.conn_live(token)
-            && matches!(
-                self.conns.get(token.conn).map(|c| &c.state),
-                Some(ConnState::Claiming { .. })
-            )
-    }
-
-    /// Refuses a CONNECT whose session could not be obtained: CONNACK with `f.reason` (0x87
-    /// for another name's session, 0x97 over the sessions-per-name quota).
-    fn refuse_claiming(&mut self, index: ConnId, f: Failure, now: Instant) {
-        let Some(conn) = self.conns.get_mut(index) else {
-            return;
-        };
-        warn!(client_id = %conn.client_id, peer = %conn.peer, reason = %f.reason, quota = f.quota.map(Quota::label), "CONNECT refused: {}", f.message);
-        write_connack_refusal(conn, &f);
-        self.close_conn(index, false, now);
-    }
-
-    /// Gives back the connection's name slot (its session will not exist).
-    fn release_name(&mut self, index: ConnId) {
-        let Some(conn) = self.conns.get(index) else {
-            return;
-        };
-        if let Some(name) = conn.owner.clone() {
-            let client_id = conn.client_id.clone();
-            let to = self.directory_shard(name.as_bytes());
-            self.send(to, ShardMsg::NameRelease { name, client_id });
-        }
-    }
-
-    pub(crate) fn directory_shard(&self, client_id: &[u8]) -> usize {
-        let mut h = FxHasher::default();
-        client_id.hash(&mut h);
-        (h.finish() % self.shards.max(1) as u64) as usize
-    }
-
-    pub(crate) fn on_claim(
-        &mut self,
-        client_id: Str,
-        shard: u16,
-        token: ConnToken,
-        owner: Option<Arc<str>>,
-    ) {
-        // A session cannot be taken over by another authentication name: refused here, before
-        // anything is kicked, since this shard orders every claim of the client id.
-        if let Some(existing) = self.directory.get(client_id.as_bytes())
-            && existing.owner.is_some()
-            && existing.owner != owner
-        {
-            self.send(
-                usize::from(shard),
-                ShardMsg::ClaimRefused { client_id, token },
-            );
-            return;
-        }
-        let entry = DirEntry {
-            shard,
-            claim: token,
-            owner: owner.clone(),
-        };
-        let prev = self
-            .directory
-            .insert(client_id.as_bytes_shared().clone(), entry)
-            .map(|e| e.shard);
-        match prev {
-            None => self.send(
-                usize::from(shard),
-                ShardMsg::SessionMoved {
-                    client_id,
-                    token,
-                    session: None,
-                    owner,
-                },
-            ),
-            Some(p) if p == shard => self.send(
-                usize::from(shard),
-                ShardMsg::ClaimedLocal {
-                    client_id,
-                    token,
-                    owner,
-                },
-            ),
-            Some(p) => self.send(
-                usize::from(p),
-                ShardMsg::Takeover {
-                    client_id,
-                    to: shard,
-                    token,
-                    owner,
-                },
-            ),
-        }
-    }
-
-    pub(crate) fn on_release(&mut self, client_id: Str, shard: u16, claim: ConnToken) {
-        if self
-            .directory
-            .get(client_id.as_bytes())
-            .is_some_and(|e| e.shard == shard && e.claim == claim)
-        {
-            self.directory.remove(client_id.as_bytes());
-        }
-    }
-
     /// Takes the session of `client_id` off this shard: closes its connection with 0x8E and
     /// removes its subscriptions here.
     pub(crate) fn take_session(&mut self, client_id: &Str, now: Instant) -> Option<Box<Session>> {
         let sidx = *self.by_client_id.get(client_id.as_bytes())?;
         self.kick_session_conn(sidx, now);
         // Its interests stay advertised while this shard forwards for it.
-        self.moving_until = Some(now + crate::proto::route::FORWARD_GRACE);
+        self.forwarding
+            .begin_move(now + crate::proto::forward::FORWARD_GRACE);
         let session = self.remove_session(sidx);
-        self.moving_until = None;
+        self.forwarding.end_move();
         let mut session = session?;
         session.expires_at = None;
         session.conn = None;
@@ -426,91 +218,6 @@ impl ShardCore {
         self.release_all(session.client_id, claim, owner);
     }
 
-    /// No session will exist for `client_id` here: tell the client-id directory and give back
-    /// the authentication name's slot.
-    fn release_all(&mut self, client_id: Str, claim: ConnToken, owner: Option<Arc<str>>) {
-        if let Some(name) = owner {
-            let to = self.directory_shard(name.as_bytes());
-            self.send(
-                to,
-                ShardMsg::NameRelease {
-                    name,
-                    client_id: client_id.clone(),
-                },
-            );
-        }
-        self.release_ownership(client_id, claim);
-    }
-
-    /// Tells the directory this shard no longer owns `client_id` (as of `claim`).
-    pub(crate) fn release_ownership(&mut self, client_id: Str, claim: ConnToken) {
-        let dir = self.directory_shard(client_id.as_bytes());
-        self.send(
-            dir,
-            ShardMsg::Release {
-                client_id,
-                shard: self.id as u16,
-                claim,
-            },
-        );
-    }
-
-    pub(crate) fn on_takeover(
-        &mut self,
-        client_id: Str,
-        to: u16,
-        token: ConnToken,
-        owner: Option<Arc<str>>,
-        now: Instant,
-    ) {
-        // This shard's own claim of the client id is still in flight and the session is not
-        // here (it may be on its way): hand over once that claim resolves, or two connections
-        // would live. A shard holding the session hands it over at once, so chains of racing
-        // claims always end.
-        if !self.by_client_id.contains_key(client_id.as_bytes())
-            && let Some(pending) = self.pending_claims.get_mut(client_id.as_bytes())
-        {
-            pending.deferred = Some((to, token, owner));
-            return;
-        }
-        let session = self.take_session(&client_id, now);
-        if let Some(moved) = &session {
-            self.remember_move(moved, to, now);
-        }
-        self.send(
-            usize::from(to),
-            ShardMsg::SessionMoved {
-                client_id,
-                token,
-                session,
-                owner,
-            },
-        );
-    }
-
-    /// Forgets this shard's pending claim of `client_id` if `token` is it; returns what waited
-    /// for it (a takeover by a newer claim, local connections for the same id).
-    fn resolve_pending_claim(&mut self, client_id: &Str, token: ConnToken) -> Option<PendingClaim> {
-        match self.pending_claims.get(client_id.as_bytes()) {
-            Some(p) if p.token == token => self.pending_claims.remove(client_id.as_bytes()),
-            _ => None,
-        }
-    }
-
-    /// Performs what waited for a claim to resolve.
-    fn after_claim(&mut self, client_id: Str, resolved: Option<PendingClaim>, now: Instant) {
-        self.trim_claim_log();
-        let Some(resolved) = resolved else { return };
-        if let Some((to, next, owner)) = resolved.deferred {
-            self.on_takeover(client_id, to, next, owner, now);
-        }
-        for queued in resolved.queued {
-            if self.claiming(queued) {
-                self.send_claim(queued.conn);
-            }
-        }
-    }
-
     /// The claim is answered: `moved` is the previous session (from another shard), or the
     /// session is already here (`local`).
     pub(crate) fn on_session_ready(
@@ -527,7 +234,7 @@ impl ShardCore {
         // The session is here now: a forwarder left by an earlier stay points away from it.
         // Kept, it made a cycle with the forwarder the session's last shard left for here,
         // and a late message bounced between the two until the grace ran out.
-        self.forwarders.retain(|f| f.client_id != client_id);
+        self.forwarding.session_arrived(&client_id);
         self.install_claimed_session(client_id.clone(), token, moved, local, owner, now);
         if arrived {
             let buffered = resolved
@@ -545,7 +252,7 @@ impl ShardCore {
         self.after_claim(client_id, resolved, now);
     }
 
-    fn install_claimed_session(
+    pub(super) fn install_claimed_session(
         &mut self,
         client_id: Str,
         token: ConnToken,

@@ -147,15 +147,22 @@ impl Session {
         );
     }
 
-    pub fn next_packet_id(&mut self) -> NonZeroU16 {
-        loop {
+    /// The next packet id not in flight. At most `u16::MAX` candidates are tried: a window
+    /// is at most 65 535, and callers send only while the window has room, so one is free.
+    pub fn next_packet_id(&mut self) -> Option<NonZeroU16> {
+        debug_assert!(
+            self.inflight.len() < usize::from(u16::MAX),
+            "no packet id can be free"
+        );
+        for _ in 0..u16::MAX {
             self.next_packet_id = self.next_packet_id.wrapping_add(1);
             if let Some(id) = NonZeroU16::new(self.next_packet_id)
                 && !self.inflight.iter().any(|f| f.packet_id == id)
             {
-                return id;
+                return Some(id);
             }
         }
+        None
     }
 
     /// Position of the in-flight entry with `id`; acks usually come in order, so the scan
@@ -247,17 +254,17 @@ mod tests {
     #[test]
     fn packet_ids_skip_zero_and_ids_in_flight() {
         let mut s = Session::new(Str::from_static("c"), 0);
-        let first = s.next_packet_id();
+        let first = s.next_packet_id().unwrap();
         assert_eq!(first.get(), 1);
         s.inflight.push_back(Inflight {
             packet_id: NonZeroU16::new(2).unwrap(),
             out: message(b"x"),
             state: InflightState::Published,
         });
-        assert_eq!(s.next_packet_id().get(), 3);
+        assert_eq!(s.next_packet_id().unwrap().get(), 3);
         s.next_packet_id = u16::MAX - 1;
-        assert_eq!(s.next_packet_id().get(), u16::MAX);
-        assert_eq!(s.next_packet_id().get(), 1, "wraps past zero");
+        assert_eq!(s.next_packet_id().unwrap().get(), u16::MAX);
+        assert_eq!(s.next_packet_id().unwrap().get(), 1, "wraps past zero");
     }
 
     #[test]

@@ -1,0 +1,303 @@
+//! Delivery to sessions: the in-flight window, the queue of an offline or busy session,
+//! shared-subscription picks, and encoding the PUBLISH a subscriber gets.
+
+use std::num::NonZeroU16;
+use std::time::Instant;
+
+use bytes::Bytes;
+use ringmq_codec::{Packet, PubResp, PublishHeader, QoS, QosPid, ReasonCode, Str, topic};
+use tracing::{debug, warn};
+
+use crate::ids::SessionId;
+use crate::ops::metrics::{DropCause, ShardMetrics};
+use crate::proto::message::Message;
+use crate::proto::route::*;
+use crate::proto::session::{Inflight, InflightState, Outgoing, SubIds};
+use crate::proto::{ShardCore, write_packet};
+use crate::shard::mesh::ShardMsg;
+
+impl ShardCore {
+    /// A forwarded delivery for a session that moved here (or moved on again).
+    pub(crate) fn on_deliver_to(&mut self, client_id: Str, out: Outgoing, hops: u8, now: Instant) {
+        if let Some(&sidx) = self.by_client_id.get(client_id.as_bytes()) {
+            // Only if the session, as it is now, still subscribes to a matching filter: a clean
+            // start or an unsubscribe since the move ends the old subscriptions.
+            let topic = out.message.topic.as_bytes();
+            let subscribed = self.sessions.get(sidx).is_some_and(|s| {
+                s.subscriptions
+                    .keys()
+                    .any(|f| matches!(topic::parse_shared(f), Ok(None)) && topic::matches(f, topic))
+            });
+            if subscribed {
+                self.deliver_to_session(sidx, out, now);
+            } else {
+                self.stats.dropped_no_session += 1;
+            }
+            return;
+        }
+        let next = self.forwarding.next_hop(&client_id, now);
+        match next {
+            Some(to) if usize::from(hops) < self.shards => {
+                let hops = hops.saturating_add(1);
+                self.send(
+                    to,
+                    ShardMsg::DeliverTo {
+                        client_id,
+                        out,
+                        hops,
+                    },
+                )
+            }
+            Some(_) => {
+                // Forwarders never form a cycle (a session's arrival removes its shard's old
+                // forwarder); should one appear, the message is dropped and counted.
+                debug_assert!(false, "a forwarded message went round the shards");
+                self.stats.dropped_no_session += 1;
+            }
+            None => self.stats.dropped_no_session += 1,
+        }
+    }
+
+    /// Delivers to one member of a local shared group, preferring connected members.
+    pub(crate) fn deliver_shared_local(
+        &mut self,
+        message: &Message,
+        filter: &Bytes,
+        group: &Bytes,
+        now: Instant,
+    ) {
+        let sessions = &self.sessions;
+        let Some(entry) = self.subs.get_mut(filter) else {
+            return;
+        };
+        let Some(g) = entry.shared.iter_mut().find(|g| g.group == group) else {
+            return;
+        };
+        let n = g.members.len();
+        if n == 0 {
+            return;
+        }
+        let mut chosen = g.next % n;
+        for k in 0..n {
+            let idx = (g.next + k) % n;
+            if sessions
+                .get(g.members[idx].session)
+                .is_some_and(|s| s.conn.is_some())
+            {
+                chosen = idx;
+                break;
+            }
+        }
+        g.next = chosen + 1;
+        let member = g.members[chosen].clone();
+        let mut ids = SubIds::new();
+        if let Some(id) = member.id {
+            ids.push(id);
+        }
+        let out = Outgoing {
+            message: message.clone(),
+            qos: qos_min(member.options.qos, message.qos),
+            retain: member.options.retain_as_published && message.retain,
+            sub_ids: ids,
+        };
+        self.deliver_to_session(member.session, out, now);
+    }
+
+    /// Sends now if the session is connected and its window allows, else queues (QoS 1/2)
+    /// or drops (QoS 0 to an offline session, as Mosquitto does by default).
+    pub(crate) fn deliver_to_session(&mut self, sidx: SessionId, out: Outgoing, now: Instant) {
+        if out.message.is_expired(now) {
+            self.metrics.dropped(DropCause::Expired);
+            return;
+        }
+        let Some(session) = self.sessions.get_mut(sidx) else {
+            return;
+        };
+        let (max_msgs, max_bytes) = (session.max_queued_messages, session.max_queued_bytes);
+        let conn = session
+            .conn
+            .and_then(|c| self.conns.get_mut(c))
+            .filter(|c| c.is_connected());
+        let Some(conn) = conn else {
+            if out.qos != QoS::AtMostOnce && !session.enqueue(out, max_msgs, max_bytes) {
+                self.metrics.dropped(DropCause::QueueFull);
+            }
+            return;
+        };
+        if out.qos == QoS::AtMostOnce {
+            // A slow reader's QoS 0 backlog is bounded by max_queued_bytes.
+            if conn.pending_bytes() > max_bytes {
+                self.metrics.dropped(DropCause::Qos0SlowConsumer);
+                return;
+            }
+            write_publish(conn, &out, QosPid::AtMostOnce, false, now, &self.metrics);
+            return;
+        }
+        if session.inflight.len() >= usize::from(conn.window) || !session.queue.is_empty() {
+            if !session.enqueue(out, max_msgs, max_bytes) {
+                self.metrics.dropped(DropCause::QueueFull);
+            }
+            return;
+        }
+        publish_in_flight(conn, session, out, now, &self.metrics);
+    }
+
+    /// Moves queued messages into the in-flight window.
+    pub(crate) fn fill_window(&mut self, sidx: SessionId, now: Instant) {
+        let Some(session) = self.sessions.get_mut(sidx) else {
+            return;
+        };
+        let Some(conn) = session
+            .conn
+            .and_then(|c| self.conns.get_mut(c))
+            .filter(|c| c.is_connected())
+        else {
+            return;
+        };
+        while session.inflight.len() < usize::from(conn.window) {
+            let Some(out) = session.dequeue() else { break };
+            if out.message.is_expired(now) {
+                self.metrics.dropped(DropCause::Expired);
+                continue;
+            }
+            if out.qos == QoS::AtMostOnce {
+                write_publish(conn, &out, QosPid::AtMostOnce, false, now, &self.metrics);
+                continue;
+            }
+            publish_in_flight(conn, session, out, now, &self.metrics);
+        }
+    }
+
+    /// After CONNACK on a resumed session: resend unacknowledged PUBLISH with DUP and
+    /// PUBREL [MQTT-4.4.0-1], then queued messages.
+    pub(crate) fn resume_delivery(&mut self, sidx: SessionId, now: Instant) {
+        let Some(session) = self.sessions.get_mut(sidx) else {
+            return;
+        };
+        let Some(conn) = session.conn.and_then(|c| self.conns.get_mut(c)) else {
+            return;
+        };
+        // Aliases do not survive the connection [MQTT-3.3.2-7]; the map was made new.
+        for f in &session.inflight {
+            match f.state {
+                InflightState::Published => {
+                    write_publish(
+                        conn,
+                        &f.out,
+                        QosPid::new(f.out.qos, f.packet_id),
+                        true,
+                        now,
+                        &self.metrics,
+                    );
+                }
+                InflightState::Released => {
+                    write_packet(
+                        conn,
+                        &Packet::PubRel(PubResp::new(f.packet_id, ReasonCode::SUCCESS)),
+                    );
+                }
+            }
+        }
+        self.fill_window(sidx, now);
+    }
+}
+
+/// Sends a QoS 1/2 message under a new packet id and records it in flight (unless it was not
+/// sent, e.g. too large for the client).
+fn publish_in_flight(
+    conn: &mut crate::proto::conn::Conn,
+    session: &mut crate::proto::session::Session,
+    out: Outgoing,
+    now: Instant,
+    metrics: &ShardMetrics,
+) {
+    let Some(id) = session.next_packet_id() else {
+        // Every id in flight: the window was not checked. Keep the message for later.
+        debug_assert!(false, "{}: no free packet id", session.client_id);
+        metrics.internal_errors.inc();
+        tracing::error!(client_id = %session.client_id, "no free packet id: message kept queued");
+        session.queued_bytes += out.message.weight();
+        session.queue.push_front(out);
+        return;
+    };
+    if write_publish(conn, &out, QosPid::new(out.qos, id), false, now, metrics) {
+        session.inflight.push_back(Inflight {
+            packet_id: id,
+            out,
+            state: InflightState::Published,
+        });
+    }
+}
+
+/// Payloads at least this large are queued to the socket as the shared `Bytes` instead of
+/// being copied into each subscriber's buffer; smaller ones are cheaper to copy than to
+/// write as a separate frame.
+pub const PAYLOAD_BY_REFERENCE: usize = 8 * 1024;
+
+/// Encodes one PUBLISH to `conn`: the header (topic or alias, expiry, subscription ids) and
+/// the payload. A packet larger than the client's Maximum Packet Size is not sent
+/// [MQTT-3.1.2-25]. Returns whether it was written (and counted in `metrics`).
+pub(crate) fn write_publish(
+    conn: &mut crate::proto::conn::Conn,
+    out: &Outgoing,
+    qos_pid: QosPid,
+    dup: bool,
+    now: Instant,
+    metrics: &ShardMetrics,
+) -> bool {
+    let m = &out.message;
+    let topic = m.topic.as_bytes();
+    // Server → client topic alias: reuse one, or assign one while the client allows more.
+    let aliases = conn.extra().map(|e| &e.aliases_out);
+    let existing = aliases.and_then(|a| a.get(topic)).copied();
+    let in_use = aliases.map_or(0, |a| a.len());
+    let new_alias = match existing {
+        None if usize::from(conn.client_alias_max) > in_use => NonZeroU16::new(in_use as u16 + 1),
+        _ => None,
+    };
+    let header = PublishHeader {
+        dup,
+        qos_pid,
+        retain: out.retain,
+        topic: if existing.is_some() { &[] } else { topic },
+        topic_alias: existing.or(new_alias),
+        message_expiry_secs: m.remaining_expiry_secs(now),
+        subscription_ids: &out.sub_ids,
+        forwarded: Some(&m.properties),
+    };
+    let version = conn.version;
+    let len = match header.packet_len(version, m.payload.len()) {
+        Ok(len) => len,
+        Err(e) => {
+            warn!(client_id = %conn.client_id, "cannot encode PUBLISH: {e}");
+            return false;
+        }
+    };
+    if len > conn.client_max_packet as usize {
+        metrics.dropped(DropCause::TooLarge);
+        debug!(client_id = %conn.client_id, len, max = conn.client_max_packet, "message larger than the client's Maximum Packet Size dropped");
+        return false;
+    }
+    let by_reference = m.payload.len() >= PAYLOAD_BY_REFERENCE;
+    conn.out.reserve(if by_reference {
+        len - m.payload.len()
+    } else {
+        len
+    });
+    if let Err(e) = header.encode(version, m.payload.len(), &mut conn.out) {
+        warn!(client_id = %conn.client_id, "cannot encode PUBLISH: {e}");
+        return false;
+    }
+    if by_reference {
+        conn.push_payload(m.payload.clone());
+    } else {
+        conn.out.extend_from_slice(&m.payload);
+    }
+    if let Some(alias) = new_alias {
+        conn.extra_mut()
+            .aliases_out
+            .insert(m.topic.as_bytes_shared().clone(), alias);
+    }
+    metrics.message_out(qos_pid.qos());
+    true
+}

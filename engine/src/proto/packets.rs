@@ -1,0 +1,199 @@
+//! Packets from a connected client, and the acknowledgements of what the server sent it.
+
+use std::num::NonZeroU16;
+use std::time::Instant;
+
+use ringmq_codec::{AckProperties, Disconnect, Packet, PubResp, QoS, ReasonCode};
+use tracing::debug;
+
+use crate::ids::ConnId;
+use crate::proto::conn::ConnState;
+use crate::proto::session::InflightState;
+use crate::proto::*;
+
+impl ShardCore {
+    pub(super) fn handle_packet(
+        &mut self,
+        index: ConnId,
+        packet: Packet,
+        now: Instant,
+    ) -> Result<(), Failure> {
+        let Some(conn) = self.conns.get_mut(index) else {
+            return Ok(());
+        };
+        match (&conn.state, packet) {
+            (ConnState::AwaitConnect { .. }, Packet::Connect(connect)) => {
+                self.on_connect(index, connect, now)
+            }
+            (ConnState::AwaitConnect { .. }, p) => Err(fail(
+                ReasonCode::PROTOCOL_ERROR,
+                format!(
+                    "[MQTT-3.1.0-1] first packet must be CONNECT, got {}",
+                    p.name()
+                ),
+            )),
+            (ConnState::Claiming { .. }, Packet::Connect(_))
+            | (ConnState::Connected, Packet::Connect(_)) => Err(fail(
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-3.1.0-2] second CONNECT",
+            )),
+            // on_read holds input back while claiming; nothing is decoded in this state.
+            (ConnState::Claiming { .. }, _) => Ok(()),
+            (ConnState::Closing, _) => Ok(()),
+            (ConnState::Connected, p) => self.on_session_packet(index, p, now),
+        }
+    }
+
+    pub(super) fn on_session_packet(
+        &mut self,
+        index: ConnId,
+        packet: Packet,
+        now: Instant,
+    ) -> Result<(), Failure> {
+        match packet {
+            Packet::Publish(p) => self.on_publish(index, p, now),
+            Packet::PubAck(a) => {
+                self.on_puback(index, a.packet_id, now);
+                Ok(())
+            }
+            Packet::PubRec(a) => {
+                self.on_pubrec(index, a, now);
+                Ok(())
+            }
+            Packet::PubRel(a) => {
+                self.on_pubrel(index, a.packet_id);
+                Ok(())
+            }
+            Packet::PubComp(a) => {
+                self.on_pubcomp(index, a.packet_id, now);
+                Ok(())
+            }
+            Packet::Subscribe(s) => self.on_subscribe(index, s, now),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(index, u),
+            Packet::PingReq => {
+                if let Some(conn) = self.conns.get_mut(index) {
+                    write_packet(conn, &Packet::PingResp);
+                }
+                Ok(())
+            }
+            Packet::Disconnect(d) => self.on_disconnect(index, d, now),
+            Packet::Auth(a) => self.on_auth(index, a, now),
+            p => Err(fail(
+                ReasonCode::PROTOCOL_ERROR,
+                format!("{} is not sent by clients", p.name()),
+            )),
+        }
+    }
+
+    pub(super) fn on_disconnect(
+        &mut self,
+        index: ConnId,
+        d: Disconnect,
+        now: Instant,
+    ) -> Result<(), Failure> {
+        let Some(conn) = self.conns.get_mut(index) else {
+            return Ok(());
+        };
+        if let Some(expiry) = d.properties.session_expiry_secs {
+            if conn.connect_expiry_zero && expiry != 0 {
+                return Err(fail(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "[MQTT-3.14.2-2] session expiry set in DISCONNECT after zero in CONNECT",
+                ));
+            }
+            if let Some(s) = conn.session.and_then(|s| self.sessions.get_mut(s)) {
+                s.expiry_secs = expiry.min(self.limits.max_session_expiry_secs);
+            }
+        }
+        let with_will = d.reason_code == ReasonCode::DISCONNECT_WITH_WILL_MESSAGE;
+        debug!(client_id = %conn.client_id, reason = %d.reason_code, "client disconnected");
+        // [MQTT-3.14.4-3]: a normal DISCONNECT deletes the will.
+        self.close_conn(index, with_will, now);
+        Ok(())
+    }
+
+    pub(super) fn on_puback(&mut self, index: ConnId, id: NonZeroU16, now: Instant) {
+        let Some(sidx) = self.conns.get(index).and_then(|c| c.session) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(sidx) else {
+            return;
+        };
+        match s.inflight_position(id) {
+            Some(pos) if s.inflight[pos].out.qos == QoS::AtLeastOnce => {
+                s.inflight.remove(pos);
+            }
+            _ => debug!(client_id = %s.client_id, id, "PUBACK for unknown packet id"),
+        }
+        self.fill_window(sidx, now);
+    }
+
+    pub(super) fn on_pubrec(&mut self, index: ConnId, ack: PubResp, now: Instant) {
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        let Some(sidx) = conn.session else { return };
+        let Some(s) = self.sessions.get_mut(sidx) else {
+            return;
+        };
+        let id = ack.packet_id;
+        match s.inflight_position(id) {
+            Some(pos) if s.inflight[pos].out.qos == QoS::ExactlyOnce => {
+                if ack.reason_code.is_error() {
+                    // A PUBREC with an error code ends the exchange: no PUBREL [MQTT-4.3.3-4].
+                    s.inflight.remove(pos);
+                    self.fill_window(sidx, now);
+                    return;
+                }
+                s.inflight[pos].state = InflightState::Released;
+                write_packet(conn, &Packet::PubRel(PubResp::new(id, ReasonCode::SUCCESS)));
+            }
+            _ => {
+                // Unknown id: PUBREL with 0x92 (MQTT 5.0 section 3.6.2.1).
+                let rc = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                write_packet(conn, &Packet::PubRel(PubResp::new(id, rc)));
+            }
+        }
+    }
+
+    pub(super) fn on_pubcomp(&mut self, index: ConnId, id: NonZeroU16, now: Instant) {
+        let Some(sidx) = self.conns.get(index).and_then(|c| c.session) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(sidx) else {
+            return;
+        };
+        if let Some(pos) = s.inflight_position(id)
+            && s.inflight[pos].state == InflightState::Released
+        {
+            s.inflight.remove(pos);
+        }
+        self.fill_window(sidx, now);
+    }
+
+    pub(super) fn on_pubrel(&mut self, index: ConnId, id: NonZeroU16) {
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        let Some(s) = conn.session.and_then(|s| self.sessions.get_mut(s)) else {
+            return;
+        };
+        let rc = if s.incoming_qos2.remove(&id.get()) {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        write_packet(conn, &Packet::PubComp(PubResp::new(id, rc)));
+    }
+
+    pub(crate) fn ack_properties(&self, index: ConnId, reason: &str) -> AckProperties {
+        let wants = self
+            .conns
+            .get(index)
+            .is_some_and(|c| c.request_problem_info);
+        AckProperties {
+            reason_string: if wants { reason_string(reason) } else { None },
+            ..Default::default()
+        }
+    }
+}
