@@ -47,6 +47,10 @@ impl ShardCore {
         let snapshot = self.auth.load();
         let stored = StoredCredentials::from_connect(connect);
         let Some(conn) = self.conns.get_mut(index) else {
+            bug!(
+                self.metrics,
+                "authenticate_connect: connection {index} is gone"
+            );
             return Ok(());
         };
         let identity = authenticate(
@@ -92,6 +96,7 @@ impl ShardCore {
     ) -> Result<(), Failure> {
         let snapshot = self.auth.load();
         let Some(conn) = self.conns.get_mut(index) else {
+            bug!(self.metrics, "on_auth: connection {index} is gone");
             return Ok(());
         };
         let Some(current) = conn
@@ -248,11 +253,19 @@ impl ShardCore {
     /// Removes the session's subscriptions its permissions no longer allow, with a log line.
     fn drop_unpermitted_subscriptions(&mut self, index: ConnId, _now: Instant) {
         let Some(conn) = self.conns.get(index) else {
+            bug!(
+                self.metrics,
+                "drop_unpermitted_subscriptions: connection {index} is gone"
+            );
             return;
         };
         let client_id = conn.client_id.clone();
         let Some(sidx) = conn.session else { return };
         let Some(session) = self.sessions.get(sidx) else {
+            bug!(
+                self.metrics,
+                "drop_unpermitted_subscriptions: session {sidx} is gone"
+            );
             return;
         };
         let revoked: Vec<Bytes> = session

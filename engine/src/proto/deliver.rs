@@ -111,6 +111,7 @@ impl ShardCore {
             return;
         }
         let Some(session) = self.sessions.get_mut(sidx) else {
+            bug!(self.metrics, "deliver_to_session: session {sidx} is gone");
             return;
         };
         let (max_msgs, max_bytes) = (session.max_queued_messages, session.max_queued_bytes);
@@ -145,6 +146,7 @@ impl ShardCore {
     /// Moves queued messages into the in-flight window.
     pub(crate) fn fill_window(&mut self, sidx: SessionId, now: Instant) {
         let Some(session) = self.sessions.get_mut(sidx) else {
+            bug!(self.metrics, "fill_window: session {sidx} is gone");
             return;
         };
         let Some(conn) = session
@@ -172,9 +174,14 @@ impl ShardCore {
     /// PUBREL [MQTT-4.4.0-1], then queued messages.
     pub(crate) fn resume_delivery(&mut self, sidx: SessionId, now: Instant) {
         let Some(session) = self.sessions.get_mut(sidx) else {
+            bug!(self.metrics, "resume_delivery: session {sidx} is gone");
             return;
         };
         let Some(conn) = session.conn.and_then(|c| self.conns.get_mut(c)) else {
+            bug!(
+                self.metrics,
+                "resume_delivery: connection of session {sidx} is gone"
+            );
             return;
         };
         // Aliases do not survive the connection [MQTT-3.3.2-7]; the map was made new.

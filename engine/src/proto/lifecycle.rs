@@ -125,6 +125,7 @@ impl ShardCore {
     pub(super) fn decode_input(&mut self, index: ConnId, buf: &mut BytesMut, now: Instant) {
         loop {
             let Some(conn) = self.conns.get_mut(index) else {
+                bug!(self.metrics, "decode_input: connection {index} is gone");
                 return;
             };
             if conn.is_closing() {
@@ -192,6 +193,7 @@ impl ShardCore {
     /// The peer closed the connection or the socket failed.
     pub(super) fn handle_closed(&mut self, index: ConnId, now: Instant) {
         let Some(conn) = self.conns.get_mut(index) else {
+            bug!(self.metrics, "handle_closed: connection {index} is gone");
             return;
         };
         if !conn.is_closing() {

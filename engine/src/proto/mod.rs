@@ -10,6 +10,18 @@
 //! Routing and delivery live in `route.rs`; this file holds connections, CONNECT, sessions,
 //! takeover, acknowledgements and timers.
 
+/// An "impossible" branch: a slot that an invariant says is there is empty. Debug builds panic
+/// (the tests and the fuzzer find it); release builds count it
+/// (`ringmq_internal_errors_total`) and log it, and the caller skips the step instead of
+/// taking the shard and its thousands of connections down.
+macro_rules! bug {
+    ($metrics:expr, $($arg:tt)+) => {{
+        debug_assert!(false, $($arg)+);
+        $metrics.internal_errors.inc();
+        tracing::error!("internal error: {}", format_args!($($arg)+));
+    }};
+}
+
 pub mod authn;
 mod claims;
 pub mod conn;
@@ -215,6 +227,10 @@ impl ShardCore {
     /// fuzzer, after every input (a full pass over connections and sessions).
     pub fn check_invariants(&self) {
         for (id, conn) in self.conns.iter() {
+            assert!(
+                !conn.is_connected() || conn.session.is_some(),
+                "{id}: connected without a session"
+            );
             if let Some(sidx) = conn.session {
                 let session = self.sessions.get(sidx);
                 assert!(session.is_some(), "{id}: session {sidx} is gone");

@@ -19,6 +19,7 @@ impl ShardCore {
         now: Instant,
     ) -> Result<(), Failure> {
         let Some(conn) = self.conns.get_mut(index) else {
+            bug!(self.metrics, "handle_packet: connection {index} is gone");
             return Ok(());
         };
         match (&conn.state, packet) {
@@ -92,6 +93,7 @@ impl ShardCore {
         now: Instant,
     ) -> Result<(), Failure> {
         let Some(conn) = self.conns.get_mut(index) else {
+            bug!(self.metrics, "on_disconnect: connection {index} is gone");
             return Ok(());
         };
         if let Some(expiry) = d.properties.session_expiry_secs {
@@ -114,9 +116,14 @@ impl ShardCore {
 
     pub(super) fn on_puback(&mut self, index: ConnId, id: NonZeroU16, now: Instant) {
         let Some(sidx) = self.conns.get(index).and_then(|c| c.session) else {
+            bug!(
+                self.metrics,
+                "on_puback: connection {index} or its session is gone"
+            );
             return;
         };
         let Some(s) = self.sessions.get_mut(sidx) else {
+            bug!(self.metrics, "on_puback: session {sidx} is gone");
             return;
         };
         match s.inflight_position(id) {
@@ -130,10 +137,12 @@ impl ShardCore {
 
     pub(super) fn on_pubrec(&mut self, index: ConnId, ack: PubResp, now: Instant) {
         let Some(conn) = self.conns.get_mut(index) else {
+            bug!(self.metrics, "on_pubrec: connection {index} is gone");
             return;
         };
         let Some(sidx) = conn.session else { return };
         let Some(s) = self.sessions.get_mut(sidx) else {
+            bug!(self.metrics, "on_pubrec: session {sidx} is gone");
             return;
         };
         let id = ack.packet_id;
@@ -158,9 +167,14 @@ impl ShardCore {
 
     pub(super) fn on_pubcomp(&mut self, index: ConnId, id: NonZeroU16, now: Instant) {
         let Some(sidx) = self.conns.get(index).and_then(|c| c.session) else {
+            bug!(
+                self.metrics,
+                "on_pubcomp: connection {index} or its session is gone"
+            );
             return;
         };
         let Some(s) = self.sessions.get_mut(sidx) else {
+            bug!(self.metrics, "on_pubcomp: session {sidx} is gone");
             return;
         };
         if let Some(pos) = s.inflight_position(id)
@@ -173,9 +187,11 @@ impl ShardCore {
 
     pub(super) fn on_pubrel(&mut self, index: ConnId, id: NonZeroU16) {
         let Some(conn) = self.conns.get_mut(index) else {
+            bug!(self.metrics, "on_pubrel: connection {index} is gone");
             return;
         };
         let Some(s) = conn.session.and_then(|s| self.sessions.get_mut(s)) else {
+            bug!(self.metrics, "on_pubrel: session of {index} is gone");
             return;
         };
         let rc = if s.incoming_qos2.remove(&id.get()) {

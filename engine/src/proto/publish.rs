@@ -27,6 +27,7 @@ impl ShardCore {
         let receive_maximum = self.limits.receive_maximum;
         let max_alias = self.limits.topic_alias_maximum;
         let Some(conn) = self.conns.get_mut(index) else {
+            bug!(self.metrics, "on_publish: connection {index} is gone");
             return Ok(());
         };
         if !p.properties.subscription_ids.is_empty() {
@@ -104,6 +105,7 @@ impl ShardCore {
 
         if let QosPid::ExactlyOnce(id) = p.qos_pid {
             let Some(s) = self.sessions.get_mut(sidx) else {
+                bug!(self.metrics, "on_publish: session {sidx} is gone");
                 return Ok(());
             };
             if s.incoming_qos2.contains(&id.get()) {

@@ -28,6 +28,7 @@ impl ShardCore {
         now: Instant,
     ) -> Result<(), Failure> {
         let Some(conn) = self.conns.get(index) else {
+            bug!(self.metrics, "on_subscribe: connection {index} is gone");
             return Ok(());
         };
         let v5 = conn.version.is_v5();
@@ -72,6 +73,7 @@ impl ShardCore {
                 continue;
             }
             let Some(session) = self.sessions.get_mut(sidx) else {
+                bug!(self.metrics, "on_subscribe: session {sidx} is gone");
                 return Ok(());
             };
             let existed = session.subscriptions.contains_key(&full);
@@ -157,6 +159,7 @@ impl ShardCore {
 
     pub(crate) fn on_unsubscribe(&mut self, index: ConnId, u: Unsubscribe) -> Result<(), Failure> {
         let Some(conn) = self.conns.get(index) else {
+            bug!(self.metrics, "on_unsubscribe: connection {index} is gone");
             return Ok(());
         };
         let v5 = conn.version.is_v5();
