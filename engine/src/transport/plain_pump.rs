@@ -15,7 +15,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::BorrowedFd;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -25,6 +25,7 @@ use monoio::net::TcpStream;
 use tracing::debug;
 
 use crate::transport::runtime::{Core, LINGER, LINGER_BYTES, READ_CHUNK, release_connection};
+use crate::transport::sys::borrow_fd;
 
 thread_local! {
     /// The shard's read arena (one per shard thread). Connections read into it one at a time,
@@ -58,13 +59,13 @@ pub(crate) fn connection(
     index: usize,
     core: Core,
 ) -> impl Future<Output = ()> + 'static {
-    let mut pump = Pump::new(stream.as_raw_fd(), index, core);
+    let mut pump = Pump::new(index, core);
     async move {
         let mut readable = pin!(Some(stream.readable(false)));
         // Boxed on the first write that blocks, then kept: most connections never need it.
         let mut writable = unarmed(|| Box::pin(unarmed(|| stream.writable(false))));
         let finish = loop {
-            match pump.turn() {
+            match pump.turn(borrow_fd(&stream)) {
                 Turn::Done(finish) => break finish,
                 Turn::Yield => {
                     // More to read: after the driver's next turn (see `turn.rs`), so other
@@ -92,12 +93,12 @@ pub(crate) fn connection(
         drop(writable);
         if finish == Finish::Flushed && !pump.peer_closed {
             // FIN after the last packet, then read and discard until the client closes (LINGER).
-            crate::transport::sys::shutdown_write(pump.fd);
+            crate::transport::sys::shutdown_write(borrow_fd(&stream));
             // The backoff slot holds the deadline (the connection no longer reads for the core).
             pump.backoff = Some(Box::pin(monoio::time::sleep(LINGER)));
             loop {
                 while pump.readable && pump.wants_input() {
-                    pump.discard();
+                    pump.discard(borrow_fd(&stream));
                 }
                 if !pump.wants_input() {
                     break;
@@ -114,7 +115,7 @@ pub(crate) fn connection(
         }
         // Cancels a readiness wait still queued; shutting both directions ends the connection.
         readable.set(None);
-        crate::transport::sys::shutdown_socket(pump.fd);
+        crate::transport::sys::shutdown_socket(borrow_fd(&stream));
         release_connection(&pump.core, pump.index());
     }
 }
@@ -124,10 +125,10 @@ fn unarmed<F>(_make: impl FnOnce() -> F) -> Option<F> {
     None
 }
 
-/// What the task keeps for its connection between wake-ups.
+/// What the task keeps for its connection between wake-ups. The socket stays the task's:
+/// the methods that use it take its descriptor borrowed from it.
 struct Pump {
     core: Core,
-    fd: RawFd,
     /// The connection's slot in the core (`u32` like `ConnToken::index`, to keep this small).
     index: u32,
     /// A frame that arrived in part, continued by the next read; empty and unallocated while
@@ -175,11 +176,10 @@ enum ReadEnd {
 }
 
 impl Pump {
-    fn new(fd: RawFd, index: usize, core: Core) -> Pump {
+    fn new(index: usize, core: Core) -> Pump {
         debug_assert!(u32::try_from(index).is_ok(), "connection slots are u32");
         Pump {
             core,
-            fd,
             index: index as u32,
             input: BytesMut::new(),
             backoff: None,
@@ -210,7 +210,7 @@ impl Pump {
     }
 
     /// Writes what the core queued and reads what the socket holds (a few reads at most).
-    fn turn(&mut self) -> Turn {
+    fn turn(&mut self, fd: BorrowedFd<'_>) -> Turn {
         let delivered_before = self.delivered();
         for _ in 0..READS_PER_TURN {
             if self.delivered().wrapping_sub(delivered_before) > DELIVERIES_PER_TURN {
@@ -222,7 +222,7 @@ impl Pump {
                 };
             }
             if !self.write_blocked {
-                match flush_output(&self.core, self.index(), self.fd) {
+                match flush_output(&self.core, self.index(), fd) {
                     Ok(drained) => self.write_blocked = !drained,
                     Err(e) => {
                         debug!(index = self.index, "write failed: {e}");
@@ -243,7 +243,7 @@ impl Pump {
             }
             if closing {
                 // Ended by the server, still flushing: what the client sends is discarded.
-                self.discard();
+                self.discard(fd);
                 continue;
             }
             // Backpressure: while the shards this connection publishes to cannot keep up, read
@@ -256,7 +256,7 @@ impl Pump {
             if self.congested {
                 return Turn::Wait;
             }
-            match self.read() {
+            match self.read(fd) {
                 Ok(ReadEnd::Data { filled }) => self.readable = filled,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -275,7 +275,7 @@ impl Pump {
 
     /// One read: into the connection's own buffer when a frame is pending in part (sized for
     /// that frame), otherwise into the shard's arena.
-    fn read(&mut self) -> io::Result<ReadEnd> {
+    fn read(&mut self, fd: BorrowedFd<'_>) -> io::Result<ReadEnd> {
         if !self.input.is_empty() {
             let want = {
                 let c = self.core.borrow();
@@ -288,7 +288,7 @@ impl Pump {
                 self.input.reserve(want);
             }
             let room = self.input.capacity() - self.input.len();
-            let n = crate::transport::sys::recv_into(self.fd, &mut self.input, room)?;
+            let n = crate::transport::sys::recv_into(fd, &mut self.input, room)?;
             if n == 0 {
                 return Ok(ReadEnd::Eof);
             }
@@ -306,7 +306,7 @@ impl Pump {
                 arena.reserve(READ_ARENA_SIZE);
             }
             let room = arena.capacity();
-            let n = crate::transport::sys::recv_into(self.fd, &mut arena, room)?;
+            let n = crate::transport::sys::recv_into(fd, &mut arena, room)?;
             if n == 0 {
                 return Ok(ReadEnd::Eof);
             }
@@ -324,7 +324,7 @@ impl Pump {
     }
 
     /// One read whose bytes are counted and dropped (the server has ended the connection).
-    fn discard(&mut self) {
+    fn discard(&mut self, fd: BorrowedFd<'_>) {
         self.input = BytesMut::new();
         let read = READ_ARENA.with(|arena| {
             let mut arena = arena.borrow_mut();
@@ -333,7 +333,7 @@ impl Pump {
                 arena.reserve(READ_ARENA_SIZE);
             }
             let room = arena.capacity();
-            let n = crate::transport::sys::recv_into(self.fd, &mut arena, room);
+            let n = crate::transport::sys::recv_into(fd, &mut arena, room);
             arena.clear();
             n.map(|n| (n, room))
         });
@@ -442,7 +442,7 @@ impl Pump {
 
 /// Writes the connection's output until all is written (`Ok(true)`) or the socket takes no
 /// more (`Ok(false)`).
-fn flush_output(core: &Core, index: usize, fd: RawFd) -> io::Result<bool> {
+fn flush_output(core: &Core, index: usize, fd: BorrowedFd<'_>) -> io::Result<bool> {
     let mut c = core.borrow_mut();
     let mut sent = 0;
     let result = match c.conn_mut(index) {

@@ -624,7 +624,11 @@ impl ReadDone {
 /// The writer's end of a connection. After a clean flush: FIN, then wait (at most [`LINGER`])
 /// for the reader to see the client close; then, or at once after a write error, shut both
 /// directions, which ends a read still pending.
-pub(crate) async fn finish_writes(fd: std::os::fd::RawFd, flushed: bool, read_done: &ReadDone) {
+pub(crate) async fn finish_writes(
+    fd: std::os::fd::BorrowedFd<'_>,
+    flushed: bool,
+    read_done: &ReadDone,
+) {
     if flushed {
         crate::transport::sys::shutdown_write(fd);
         let mut deadline = std::pin::pin!(monoio::time::sleep(LINGER));
