@@ -159,9 +159,13 @@ impl Server {
         let shutdown = Shutdown(health.clone());
         let (stopped_tx, stopped_rx) = mpsc::channel();
         let cores = core_affinity::get_core_ids().unwrap_or_default();
-        let (ready_tx, ready_rx) = mpsc::channel();
+        // One startup channel per shard: a shard that ends without reporting (a panic) drops
+        // its sender, and the disconnected channel names it.
+        let mut ready = Vec::with_capacity(shards);
         let mut threads = Vec::with_capacity(shards);
         for shard in 0..shards {
+            let (ready_tx, ready_rx) = mpsc::channel();
+            ready.push(ready_rx);
             let setup = ShardSetup {
                 shard,
                 config: config.clone(),
@@ -171,7 +175,7 @@ impl Server {
                 metrics: ShardHandle::new(metrics.clone(), shard),
                 pulse: pulses.handle(shard),
                 shutdown: shutdown.clone(),
-                ready: ready_tx.clone(),
+                ready: ready_tx,
                 stopped: stopped_tx.clone(),
             };
             let core_id = if config.server.pin_cores && !cores.is_empty() {
@@ -190,12 +194,11 @@ impl Server {
                 .map_err(StartError::Thread)?;
             threads.push(handle);
         }
-        drop(ready_tx);
-        for _ in 0..shards {
+        for (shard, ready_rx) in ready.iter().enumerate() {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(StartError::Lost(0)),
+                Err(_) => return Err(StartError::Lost(shard)),
             }
         }
         if config.server.stall_threshold_ms > 0 {
