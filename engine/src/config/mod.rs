@@ -799,7 +799,7 @@ mod example_tests {
     /// docs/ringmq.example.toml must stay a valid file with the documented defaults.
     #[test]
     fn example_file_parses_with_defaults() {
-        let text = include_str!("../../docs/ringmq.example.toml");
+        let text = include_str!("../../../docs/ringmq.example.toml");
         let c = Config::from_toml(text, Path::new("ringmq.example.toml")).unwrap();
         let d = Limits::default();
         assert_eq!(c.limits.max_packet_size, d.max_packet_size);
