@@ -4,10 +4,14 @@
 //! each, no locks — except the striped connection counts of `quota`, on the accept path only),
 //! routing messages between shards over bounded lock-free queues.
 //! What it must never do: panic on anything a peer or config can influence, block a shard, or
-//! let one slow client stall others. Unsafe code lives only in `sys`.
+//! let one slow client stall others. Unsafe code lives only in `transport::sys` (the crate
+//! denies it elsewhere); descriptors pass through it borrowed from their sockets, never as bare
+//! numbers.
 //!
 //! `core` (with `route`) is the sans-IO broker logic; `runtime` is the monoio byte pump, with
 //! `layer_pump` for the listeners whose bytes pass through a transport `layer` (TLS, WebSocket).
+
+#![deny(unsafe_code)]
 
 pub mod config;
 pub mod ids;

@@ -1,5 +1,8 @@
 //! The `ringmq` server binary.
 
+// Unsafe code lives only in the library's `transport::sys`.
+#![deny(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -52,10 +52,7 @@ pub(crate) fn write_packet(conn: &mut Conn, packet: &Packet) {
             debug!(client_id = %conn.client_id, packet = packet.name(), max, ?omitted, "optional properties left out to fit the client's Maximum Packet Size");
         }
         Ok(_) => {}
-        Err(e) => {
-            warn!(client_id = %conn.client_id, "{} not sent: {e}", packet.name());
-            return;
-        }
+        Err(e) => warn!(client_id = %conn.client_id, "{} not sent: {e}", packet.name()),
     }
 }
 

@@ -22,7 +22,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -112,7 +111,7 @@ impl AcceptGuard {
         if self.reserve.is_none() {
             self.reserve = open_reserve();
         }
-        let fd = listener.as_raw_fd();
+        let fd = crate::transport::sys::borrow_fd(listener);
         // With the table full, accept fails even when no connection waits (the descriptor is
         // allocated first): spend the reserve only on a connection that is there.
         let mut refused = false;

@@ -35,6 +35,10 @@ pub(crate) enum Received {
 pub(crate) enum LayerError {
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
+    /// Bytes did not pass into or out of the TLS session (rustls' buffers refused them, or
+    /// plaintext ended early); the error keeps its kind.
+    #[error("TLS I/O: {0}")]
+    Io(#[from] std::io::Error),
     #[error("{0}")]
     Ws(#[from] WsError),
 }
@@ -175,7 +179,7 @@ impl<I: Layer> Tls<I> {
         }
         let written = self.session.writer().write_all(&self.inner_down);
         self.inner_down.clear();
-        written.map_err(|e| LayerError::Tls(rustls::Error::General(e.to_string())))
+        written.map_err(LayerError::Io)
     }
 
     /// Moves the records rustls has ready (handshake, data, alerts) to `down`.
@@ -207,7 +211,7 @@ impl<I: Layer> Layer for Tls<I> {
             Err(e) => {
                 // rustls has queued an alert for the peer.
                 self.drain(down);
-                return Err(e.into());
+                return Err(e);
             }
         };
         let inner = if I::TRANSPARENT {
@@ -231,10 +235,7 @@ impl<I: Layer> Layer for Tls<I> {
 
     fn send(&mut self, data: &[u8], down: &mut BytesMut) -> Result<(), LayerError> {
         if I::TRANSPARENT {
-            self.session
-                .writer()
-                .write_all(data)
-                .map_err(|e| LayerError::Tls(rustls::Error::General(e.to_string())))?;
+            self.session.writer().write_all(data)?;
         } else {
             self.inner.send(data, &mut self.inner_down)?;
             self.seal_inner_down()?;
@@ -285,23 +286,19 @@ fn decrypt(
     session: &mut ServerConnection,
     cipher: &mut BytesMut,
     plain: &mut BytesMut,
-) -> Result<bool, rustls::Error> {
+) -> Result<bool, LayerError> {
     let mut input: &[u8] = &cipher[..];
     let mut peer_closed = false;
     while !input.is_empty() {
-        match session.read_tls(&mut input) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => return Err(rustls::Error::General(e.to_string())),
+        if session.read_tls(&mut input)? == 0 {
+            break;
         }
         let state = session.process_new_packets()?;
         let n = state.plaintext_bytes_to_read();
         if n > 0 {
             let start = plain.len();
             plain.resize(start + n, 0);
-            if let Err(e) = session.reader().read_exact(&mut plain[start..]) {
-                return Err(rustls::Error::General(e.to_string()));
-            }
+            session.reader().read_exact(&mut plain[start..])?;
         }
         peer_closed |= state.peer_has_closed();
     }

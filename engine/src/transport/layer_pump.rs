@@ -5,7 +5,6 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::task::Poll;
 
@@ -38,7 +37,6 @@ pub(crate) async fn connection<L: Layer + 'static>(
     core: Core,
     layer: L,
 ) {
-    let fd = stream.as_raw_fd();
     let link: Shared<L> = Rc::new(RefCell::new(Link {
         layer,
         wire: BytesMut::new(),
@@ -105,6 +103,7 @@ pub(crate) async fn connection<L: Layer + 'static>(
                 }
             }
         }
+        let fd = crate::transport::sys::borrow_fd(&writer);
         finish_writes(fd, flushed, &write_done).await;
     });
 

@@ -15,7 +15,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::BorrowedFd;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -27,6 +27,7 @@ use tracing::debug;
 use crate::ids::ConnId;
 use crate::proto::Input;
 use crate::transport::runtime::{Core, LINGER, LINGER_BYTES, READ_CHUNK, release_connection};
+use crate::transport::sys::borrow_fd;
 
 thread_local! {
     /// The shard's read arena (one per shard thread). Connections read into it one at a time,
@@ -60,13 +61,13 @@ pub(crate) fn connection(
     index: ConnId,
     core: Core,
 ) -> impl Future<Output = ()> + 'static {
-    let mut pump = Pump::new(stream.as_raw_fd(), index, core);
+    let mut pump = Pump::new(index, core);
     async move {
         let mut readable = pin!(Some(stream.readable(false)));
         // Boxed on the first write that blocks, then kept: most connections never need it.
         let mut writable = unarmed(|| Box::pin(unarmed(|| stream.writable(false))));
         let finish = loop {
-            match pump.turn() {
+            match pump.turn(borrow_fd(&stream)) {
                 Turn::Done(finish) => break finish,
                 Turn::Yield => {
                     // More to read: after the driver's next turn (see `turn.rs`), so other
@@ -94,12 +95,12 @@ pub(crate) fn connection(
         drop(writable);
         if finish == Finish::Flushed && !pump.peer_closed {
             // FIN after the last packet, then read and discard until the client closes (LINGER).
-            crate::transport::sys::shutdown_write(pump.fd);
+            crate::transport::sys::shutdown_write(borrow_fd(&stream));
             // The backoff slot holds the deadline (the connection no longer reads for the core).
             pump.backoff = Some(Box::pin(monoio::time::sleep(LINGER)));
             loop {
                 while pump.readable && pump.wants_input() {
-                    pump.discard();
+                    pump.discard(borrow_fd(&stream));
                 }
                 if !pump.wants_input() {
                     break;
@@ -116,7 +117,7 @@ pub(crate) fn connection(
         }
         // Cancels a readiness wait still queued; shutting both directions ends the connection.
         readable.set(None);
-        crate::transport::sys::shutdown_socket(pump.fd);
+        crate::transport::sys::shutdown_socket(borrow_fd(&stream));
         release_connection(&pump.core, pump.index());
     }
 }
@@ -126,10 +127,10 @@ fn unarmed<F>(_make: impl FnOnce() -> F) -> Option<F> {
     None
 }
 
-/// What the task keeps for its connection between wake-ups.
+/// What the task keeps for its connection between wake-ups. The socket stays the task's:
+/// the methods that use it take its descriptor borrowed from it.
 struct Pump {
     core: Core,
-    fd: RawFd,
     /// The connection's slot in the core.
     index: ConnId,
     /// A frame that arrived in part, continued by the next read; empty and unallocated while
@@ -177,10 +178,9 @@ enum ReadEnd {
 }
 
 impl Pump {
-    fn new(fd: RawFd, index: ConnId, core: Core) -> Pump {
+    fn new(index: ConnId, core: Core) -> Pump {
         Pump {
             core,
-            fd,
             index,
             input: BytesMut::new(),
             backoff: None,
@@ -211,7 +211,7 @@ impl Pump {
     }
 
     /// Writes what the core queued and reads what the socket holds (a few reads at most).
-    fn turn(&mut self) -> Turn {
+    fn turn(&mut self, fd: BorrowedFd<'_>) -> Turn {
         // Running: what the core writes for this connection is seen below, without a wake-up.
         self.core.borrow_mut().unpark_writer(self.index());
         let delivered_before = self.delivered();
@@ -225,7 +225,7 @@ impl Pump {
                 };
             }
             if !self.write_blocked {
-                match flush_output(&self.core, self.index(), self.fd) {
+                match flush_output(&self.core, self.index(), fd) {
                     Ok(drained) => self.write_blocked = !drained,
                     Err(e) => {
                         debug!(index = self.index.raw(), "write failed: {e}");
@@ -246,7 +246,7 @@ impl Pump {
             }
             if closing {
                 // Ended by the server, still flushing: what the client sends is discarded.
-                self.discard();
+                self.discard(fd);
                 continue;
             }
             // Backpressure: while the shards this connection publishes to cannot keep up, read
@@ -259,7 +259,7 @@ impl Pump {
             if self.congested {
                 return Turn::Wait;
             }
-            match self.read() {
+            match self.read(fd) {
                 Ok(ReadEnd::Data { filled }) => self.readable = filled,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -278,7 +278,7 @@ impl Pump {
 
     /// One read: into the connection's own buffer when a frame is pending in part (sized for
     /// that frame), otherwise into the shard's arena.
-    fn read(&mut self) -> io::Result<ReadEnd> {
+    fn read(&mut self, fd: BorrowedFd<'_>) -> io::Result<ReadEnd> {
         if !self.input.is_empty() {
             let want = {
                 let c = self.core.borrow();
@@ -291,7 +291,7 @@ impl Pump {
                 self.input.reserve(want);
             }
             let room = self.input.capacity() - self.input.len();
-            let n = crate::transport::sys::recv_into(self.fd, &mut self.input, room)?;
+            let n = crate::transport::sys::recv_into(fd, &mut self.input, room)?;
             if n == 0 {
                 return Ok(ReadEnd::Eof);
             }
@@ -309,7 +309,7 @@ impl Pump {
                 arena.reserve(READ_ARENA_SIZE);
             }
             let room = arena.capacity();
-            let n = crate::transport::sys::recv_into(self.fd, &mut arena, room)?;
+            let n = crate::transport::sys::recv_into(fd, &mut arena, room)?;
             if n == 0 {
                 return Ok(ReadEnd::Eof);
             }
@@ -327,7 +327,7 @@ impl Pump {
     }
 
     /// One read whose bytes are counted and dropped (the server has ended the connection).
-    fn discard(&mut self) {
+    fn discard(&mut self, fd: BorrowedFd<'_>) {
         self.input = BytesMut::new();
         let read = READ_ARENA.with(|arena| {
             let mut arena = arena.borrow_mut();
@@ -336,7 +336,7 @@ impl Pump {
                 arena.reserve(READ_ARENA_SIZE);
             }
             let room = arena.capacity();
-            let n = crate::transport::sys::recv_into(self.fd, &mut arena, room);
+            let n = crate::transport::sys::recv_into(fd, &mut arena, room);
             arena.clear();
             n.map(|n| (n, room))
         });
@@ -427,13 +427,15 @@ impl Pump {
         let mut c = self.core.borrow_mut();
         match c.conn(self.index()) {
             None => return Poll::Ready(()),
-            Some(conn) => {
-                if !self.write_blocked && (conn.pending_bytes() > 0 || conn.is_closing()) {
-                    ready = true;
-                } else if !c.park_writer(self.index(), cx.waker()) && !self.write_blocked {
+            // Blocked on the socket, the writable wait above wakes the task; otherwise it
+            // waits for output from the core (listed once it comes, see `Host::park_writer`).
+            Some(conn) if !self.write_blocked => {
+                let has_output = conn.pending_bytes() > 0 || conn.is_closing();
+                if has_output || !c.park_writer(self.index(), cx.waker()) {
                     ready = true;
                 }
             }
+            Some(_) => {}
         }
         if ready {
             Poll::Ready(())
@@ -445,7 +447,7 @@ impl Pump {
 
 /// Writes the connection's output until all is written (`Ok(true)`) or the socket takes no
 /// more (`Ok(false)`).
-fn flush_output(core: &Core, index: ConnId, fd: RawFd) -> io::Result<bool> {
+fn flush_output(core: &Core, index: ConnId, fd: BorrowedFd<'_>) -> io::Result<bool> {
     let mut c = core.borrow_mut();
     let mut sent = 0;
     let result = match c.conn_mut(index) {

@@ -161,9 +161,13 @@ impl Server {
         let shutdown = Shutdown(health.clone());
         let (stopped_tx, stopped_rx) = mpsc::channel();
         let cores = core_affinity::get_core_ids().unwrap_or_default();
-        let (ready_tx, ready_rx) = mpsc::channel();
+        // One startup channel per shard: a shard that ends without reporting (a panic) drops
+        // its sender, and the disconnected channel names it.
+        let mut ready = Vec::with_capacity(shards);
         let mut threads = Vec::with_capacity(shards);
         for shard in 0..shards {
+            let (ready_tx, ready_rx) = mpsc::channel();
+            ready.push(ready_rx);
             let setup = ShardSetup {
                 shard,
                 config: config.clone(),
@@ -173,7 +177,7 @@ impl Server {
                 metrics: ShardHandle::new(metrics.clone(), shard),
                 pulse: pulses.handle(shard),
                 shutdown: shutdown.clone(),
-                ready: ready_tx.clone(),
+                ready: ready_tx,
                 stopped: stopped_tx.clone(),
             };
             let core_id = if config.server.pin_cores && !cores.is_empty() {
@@ -192,12 +196,11 @@ impl Server {
                 .map_err(StartError::Thread)?;
             threads.push(handle);
         }
-        drop(ready_tx);
-        for _ in 0..shards {
+        for (shard, ready_rx) in ready.iter().enumerate() {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(StartError::Lost(0)),
+                Err(_) => return Err(StartError::Lost(shard)),
             }
         }
         if config.server.stall_threshold_ms > 0 {
@@ -627,7 +630,11 @@ impl ReadDone {
 /// The writer's end of a connection. After a clean flush: FIN, then wait (at most [`LINGER`])
 /// for the reader to see the client close; then, or at once after a write error, shut both
 /// directions, which ends a read still pending.
-pub(crate) async fn finish_writes(fd: std::os::fd::RawFd, flushed: bool, read_done: &ReadDone) {
+pub(crate) async fn finish_writes(
+    fd: std::os::fd::BorrowedFd<'_>,
+    flushed: bool,
+    read_done: &ReadDone,
+) {
     if flushed {
         crate::transport::sys::shutdown_write(fd);
         let mut deadline = std::pin::pin!(monoio::time::sleep(LINGER));
