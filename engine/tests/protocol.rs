@@ -810,7 +810,7 @@ fn frame_cut_after_connect_is_completed_by_the_next_read() {
         );
         cl.pump();
         let mut rest = bytes::BytesMut::from(&wire[connect_len + 100..]);
-        // What the runtime does with what on_read leaves: continues it with the next read.
+        // What the runtime does with what handle_read leaves: continues it with the next read.
         first.extend_from_slice(&rest);
         rest = first;
         let _ = cl.input(

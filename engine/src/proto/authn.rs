@@ -88,7 +88,7 @@ impl ShardCore {
     }
 
     /// AUTH from a client: re-authentication with the same method [MQTT-4.12.1-1].
-    pub(crate) fn on_auth(
+    pub(crate) fn handle_auth(
         &mut self,
         index: ConnId,
         auth: Auth,
@@ -96,7 +96,7 @@ impl ShardCore {
     ) -> Result<(), Failure> {
         let snapshot = self.auth.load();
         let Some(conn) = self.conns.get_mut(index) else {
-            bug!(self.metrics, "on_auth: connection {index} is gone");
+            bug!(self.metrics, "handle_auth: connection {index} is gone");
             return Ok(());
         };
         let Some(current) = conn

@@ -139,7 +139,7 @@ impl ShardCore {
 
     /// On the authentication name's shard: at most `limit` client ids hold a session for
     /// `name`; a client id already holding one (a reconnect) always may.
-    pub(crate) fn on_name_acquire(
+    pub(crate) fn handle_name_acquire(
         &mut self,
         name: Arc<str>,
         client_id: Str,
@@ -156,7 +156,7 @@ impl ShardCore {
         self.send(usize::from(shard), ShardMsg::NameAnswer { token, granted });
     }
 
-    pub(crate) fn on_name_release(&mut self, name: &Arc<str>, client_id: &Str) {
+    pub(crate) fn handle_name_release(&mut self, name: &Arc<str>, client_id: &Str) {
         if let Some(holders) = self.claims.name_holders.get_mut(name) {
             holders.retain(|c| c != client_id.as_bytes_shared());
             if holders.is_empty() {
@@ -165,7 +165,7 @@ impl ShardCore {
         }
     }
 
-    pub(crate) fn on_name_answer(&mut self, token: ConnToken, granted: bool, now: Instant) {
+    pub(crate) fn handle_name_answer(&mut self, token: ConnToken, granted: bool, now: Instant) {
         if !self.claiming(token) {
             // The connection went away: give the slot back.
             return;
@@ -185,7 +185,7 @@ impl ShardCore {
     }
 
     /// The client id's session belongs to another authentication name.
-    pub(crate) fn on_claim_refused(&mut self, client_id: Str, token: ConnToken, now: Instant) {
+    pub(crate) fn handle_claim_refused(&mut self, client_id: Str, token: ConnToken, now: Instant) {
         let resolved = self.resolve_pending_claim(&client_id, token);
         if self.claiming(token) {
             let index = token.conn;
@@ -236,7 +236,7 @@ impl ShardCore {
         (h.finish() % self.shards.max(1) as u64) as usize
     }
 
-    pub(crate) fn on_claim(
+    pub(crate) fn handle_claim(
         &mut self,
         client_id: Str,
         shard: u16,
@@ -295,7 +295,7 @@ impl ShardCore {
         }
     }
 
-    pub(crate) fn on_release(&mut self, client_id: Str, shard: u16, claim: ConnToken) {
+    pub(crate) fn handle_release(&mut self, client_id: Str, shard: u16, claim: ConnToken) {
         if self
             .claims
             .directory
@@ -340,7 +340,7 @@ impl ShardCore {
         );
     }
 
-    pub(crate) fn on_takeover(
+    pub(crate) fn handle_takeover(
         &mut self,
         client_id: Str,
         to: u16,
@@ -396,7 +396,7 @@ impl ShardCore {
         self.trim_claim_log();
         let Some(resolved) = resolved else { return };
         if let Some((to, next, owner)) = resolved.deferred {
-            self.on_takeover(client_id, to, next, owner, now);
+            self.handle_takeover(client_id, to, next, owner, now);
         }
         for queued in resolved.queued {
             if self.claiming(queued) {

@@ -21,7 +21,7 @@ use crate::shard::mesh::{ConnToken, ShardMsg};
 impl ShardCore {
     // ---- CONNECT ----------------------------------------------------------------------------
 
-    pub(crate) fn on_connect(
+    pub(crate) fn handle_connect(
         &mut self,
         index: ConnId,
         connect: Box<Connect>,
@@ -220,7 +220,7 @@ impl ShardCore {
 
     /// The claim is answered: `moved` is the previous session (from another shard), or the
     /// session is already here (`local`).
-    pub(crate) fn on_session_ready(
+    pub(crate) fn handle_session_ready(
         &mut self,
         client_id: Str,
         token: ConnToken,

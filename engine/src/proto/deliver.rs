@@ -18,7 +18,13 @@ use crate::shard::mesh::ShardMsg;
 
 impl ShardCore {
     /// A forwarded delivery for a session that moved here (or moved on again).
-    pub(crate) fn on_deliver_to(&mut self, client_id: Str, out: Outgoing, hops: u8, now: Instant) {
+    pub(crate) fn handle_deliver_to(
+        &mut self,
+        client_id: Str,
+        out: Outgoing,
+        hops: u8,
+        now: Instant,
+    ) {
         if let Some(&sidx) = self.by_client_id.get(client_id.as_bytes()) {
             // Only if the session, as it is now, still subscribes to a matching filter: a clean
             // start or an unsubscribe since the move ends the old subscriptions.

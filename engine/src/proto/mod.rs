@@ -1,14 +1,21 @@
-//! The shard core: sans-IO broker logic for one shard.
+//! The shard core: the sans-IO broker logic of one shard.
 //!
-//! Inputs: bytes read from a connection ([`ShardCore::on_read`]), a closed connection
-//! ([`ShardCore::on_closed`]), a message from another shard ([`ShardCore::on_mesh`]) and the
-//! clock ([`ShardCore::on_tick`]). Outputs: bytes in each connection's `out` buffer (its writer
-//! is woken), connections marked closing, and messages pushed to other shards
-//! ([`ShardCore::flush_mesh`]). Nothing here touches a socket, so protocol tests drive a core
-//! with bytes and a fake clock.
+//! What it is for: everything a shard decides — connections, sessions, CONNECT and takeover,
+//! publish, routing and delivery, subscriptions, authentication glue, timers — as a state
+//! machine driven through one entry point, [`ShardCore::handle`] (`input.rs`), with time
+//! ([`Now`]) as an argument. Outputs are polled: bytes per connection (`Conn::take_output`),
+//! writers to wake ([`ShardCore::poll_writable`]), mesh backlog ([`ShardCore::mesh_backlog`]).
+//! What it must never do: touch a socket, a file, a thread, a task or a clock (CI greps this
+//! folder for them), panic on what a peer sends, or let a queue grow without a bound.
 //!
-//! Routing and delivery live in `route.rs`; this file holds connections, CONNECT, sessions,
-//! takeover, acknowledgements and timers.
+//! Where things are: `lifecycle` (accept → read → close → release), `packets` (a connected
+//! client's packets and acknowledgements), `connect` (CONNECT, sessions, CONNACK), `claims`
+//! (client-id directory, claims, takeover), `publish`, `route` (tries, interest, matching),
+//! `deliver` (windows, queues, shared groups), `forward` (sessions that moved), `subscribe`,
+//! `authn`, `quotas`, `timers`, `outbox` (mesh in and out, throttle), `wire` (what is written
+//! to a client). State that one concern owns is a sub-struct with private fields in that
+//! concern's file (`claims::Claims`, `forward::Forwarding`, `outbox::Outboxes`,
+//! `timers::Timers`).
 
 /// An "impossible" branch: a slot that an invariant says is there is empty. Debug builds panic
 /// (the tests and the fuzzer find it); release builds count it

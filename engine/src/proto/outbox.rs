@@ -168,7 +168,7 @@ impl ShardCore {
                 client_id,
                 out,
                 hops,
-            } => self.on_deliver_to(client_id, out, hops, now),
+            } => self.handle_deliver_to(client_id, out, hops, now),
             ShardMsg::DeliverShared {
                 message,
                 filter,
@@ -186,41 +186,43 @@ impl ShardCore {
                 shard,
                 token,
                 owner,
-            } => self.on_claim(client_id, shard, token, owner),
+            } => self.handle_claim(client_id, shard, token, owner),
             ShardMsg::ClaimRefused { client_id, token } => {
-                self.on_claim_refused(client_id, token, now)
+                self.handle_claim_refused(client_id, token, now)
             }
             ShardMsg::Takeover {
                 client_id,
                 to,
                 token,
                 owner,
-            } => self.on_takeover(client_id, to, token, owner, now),
+            } => self.handle_takeover(client_id, to, token, owner, now),
             ShardMsg::SessionMoved {
                 client_id,
                 token,
                 session,
                 owner,
-            } => self.on_session_ready(client_id, token, session, false, owner, now),
+            } => self.handle_session_ready(client_id, token, session, false, owner, now),
             ShardMsg::ClaimedLocal {
                 client_id,
                 token,
                 owner,
-            } => self.on_session_ready(client_id, token, None, true, owner, now),
+            } => self.handle_session_ready(client_id, token, None, true, owner, now),
             ShardMsg::Release {
                 client_id,
                 shard,
                 claim,
-            } => self.on_release(client_id, shard, claim),
+            } => self.handle_release(client_id, shard, claim),
             ShardMsg::NameAcquire {
                 name,
                 client_id,
                 shard,
                 token,
                 limit,
-            } => self.on_name_acquire(name, client_id, shard, token, limit),
-            ShardMsg::NameAnswer { token, granted } => self.on_name_answer(token, granted, now),
-            ShardMsg::NameRelease { name, client_id } => self.on_name_release(&name, &client_id),
+            } => self.handle_name_acquire(name, client_id, shard, token, limit),
+            ShardMsg::NameAnswer { token, granted } => self.handle_name_answer(token, granted, now),
+            ShardMsg::NameRelease { name, client_id } => {
+                self.handle_name_release(&name, &client_id)
+            }
         }
     }
 

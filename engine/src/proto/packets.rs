@@ -24,7 +24,7 @@ impl ShardCore {
         };
         match (&conn.state, packet) {
             (ConnState::AwaitConnect { .. }, Packet::Connect(connect)) => {
-                self.on_connect(index, connect, now)
+                self.handle_connect(index, connect, now)
             }
             (ConnState::AwaitConnect { .. }, p) => Err(fail(
                 ReasonCode::PROTOCOL_ERROR,
@@ -38,47 +38,47 @@ impl ShardCore {
                 ReasonCode::PROTOCOL_ERROR,
                 "[MQTT-3.1.0-2] second CONNECT",
             )),
-            // on_read holds input back while claiming; nothing is decoded in this state.
+            // handle_read holds input back while claiming; nothing is decoded in this state.
             (ConnState::Claiming { .. }, _) => Ok(()),
             (ConnState::Closing, _) => Ok(()),
-            (ConnState::Connected, p) => self.on_session_packet(index, p, now),
+            (ConnState::Connected, p) => self.handle_session_packet(index, p, now),
         }
     }
 
-    pub(super) fn on_session_packet(
+    pub(super) fn handle_session_packet(
         &mut self,
         index: ConnId,
         packet: Packet,
         now: Instant,
     ) -> Result<(), Failure> {
         match packet {
-            Packet::Publish(p) => self.on_publish(index, p, now),
+            Packet::Publish(p) => self.handle_publish(index, p, now),
             Packet::PubAck(a) => {
-                self.on_puback(index, a.packet_id, now);
+                self.handle_puback(index, a.packet_id, now);
                 Ok(())
             }
             Packet::PubRec(a) => {
-                self.on_pubrec(index, a, now);
+                self.handle_pubrec(index, a, now);
                 Ok(())
             }
             Packet::PubRel(a) => {
-                self.on_pubrel(index, a.packet_id);
+                self.handle_pubrel(index, a.packet_id);
                 Ok(())
             }
             Packet::PubComp(a) => {
-                self.on_pubcomp(index, a.packet_id, now);
+                self.handle_pubcomp(index, a.packet_id, now);
                 Ok(())
             }
-            Packet::Subscribe(s) => self.on_subscribe(index, s, now),
-            Packet::Unsubscribe(u) => self.on_unsubscribe(index, u),
+            Packet::Subscribe(s) => self.handle_subscribe(index, s, now),
+            Packet::Unsubscribe(u) => self.handle_unsubscribe(index, u),
             Packet::PingReq => {
                 if let Some(conn) = self.conns.get_mut(index) {
                     write_packet(conn, &Packet::PingResp);
                 }
                 Ok(())
             }
-            Packet::Disconnect(d) => self.on_disconnect(index, d, now),
-            Packet::Auth(a) => self.on_auth(index, a, now),
+            Packet::Disconnect(d) => self.handle_disconnect(index, d, now),
+            Packet::Auth(a) => self.handle_auth(index, a, now),
             p => Err(fail(
                 ReasonCode::PROTOCOL_ERROR,
                 format!("{} is not sent by clients", p.name()),
@@ -86,14 +86,17 @@ impl ShardCore {
         }
     }
 
-    pub(super) fn on_disconnect(
+    pub(super) fn handle_disconnect(
         &mut self,
         index: ConnId,
         d: Disconnect,
         now: Instant,
     ) -> Result<(), Failure> {
         let Some(conn) = self.conns.get_mut(index) else {
-            bug!(self.metrics, "on_disconnect: connection {index} is gone");
+            bug!(
+                self.metrics,
+                "handle_disconnect: connection {index} is gone"
+            );
             return Ok(());
         };
         if let Some(expiry) = d.properties.session_expiry_secs {
@@ -114,16 +117,16 @@ impl ShardCore {
         Ok(())
     }
 
-    pub(super) fn on_puback(&mut self, index: ConnId, id: NonZeroU16, now: Instant) {
+    pub(super) fn handle_puback(&mut self, index: ConnId, id: NonZeroU16, now: Instant) {
         let Some(sidx) = self.conns.get(index).and_then(|c| c.session) else {
             bug!(
                 self.metrics,
-                "on_puback: connection {index} or its session is gone"
+                "handle_puback: connection {index} or its session is gone"
             );
             return;
         };
         let Some(s) = self.sessions.get_mut(sidx) else {
-            bug!(self.metrics, "on_puback: session {sidx} is gone");
+            bug!(self.metrics, "handle_puback: session {sidx} is gone");
             return;
         };
         match s.inflight_position(id) {
@@ -135,14 +138,14 @@ impl ShardCore {
         self.fill_window(sidx, now);
     }
 
-    pub(super) fn on_pubrec(&mut self, index: ConnId, ack: PubResp, now: Instant) {
+    pub(super) fn handle_pubrec(&mut self, index: ConnId, ack: PubResp, now: Instant) {
         let Some(conn) = self.conns.get_mut(index) else {
-            bug!(self.metrics, "on_pubrec: connection {index} is gone");
+            bug!(self.metrics, "handle_pubrec: connection {index} is gone");
             return;
         };
         let Some(sidx) = conn.session else { return };
         let Some(s) = self.sessions.get_mut(sidx) else {
-            bug!(self.metrics, "on_pubrec: session {sidx} is gone");
+            bug!(self.metrics, "handle_pubrec: session {sidx} is gone");
             return;
         };
         let id = ack.packet_id;
@@ -165,16 +168,16 @@ impl ShardCore {
         }
     }
 
-    pub(super) fn on_pubcomp(&mut self, index: ConnId, id: NonZeroU16, now: Instant) {
+    pub(super) fn handle_pubcomp(&mut self, index: ConnId, id: NonZeroU16, now: Instant) {
         let Some(sidx) = self.conns.get(index).and_then(|c| c.session) else {
             bug!(
                 self.metrics,
-                "on_pubcomp: connection {index} or its session is gone"
+                "handle_pubcomp: connection {index} or its session is gone"
             );
             return;
         };
         let Some(s) = self.sessions.get_mut(sidx) else {
-            bug!(self.metrics, "on_pubcomp: session {sidx} is gone");
+            bug!(self.metrics, "handle_pubcomp: session {sidx} is gone");
             return;
         };
         if let Some(pos) = s.inflight_position(id)
@@ -185,13 +188,13 @@ impl ShardCore {
         self.fill_window(sidx, now);
     }
 
-    pub(super) fn on_pubrel(&mut self, index: ConnId, id: NonZeroU16) {
+    pub(super) fn handle_pubrel(&mut self, index: ConnId, id: NonZeroU16) {
         let Some(conn) = self.conns.get_mut(index) else {
-            bug!(self.metrics, "on_pubrel: connection {index} is gone");
+            bug!(self.metrics, "handle_pubrel: connection {index} is gone");
             return;
         };
         let Some(s) = conn.session.and_then(|s| self.sessions.get_mut(s)) else {
-            bug!(self.metrics, "on_pubrel: session of {index} is gone");
+            bug!(self.metrics, "handle_pubrel: session of {index} is gone");
             return;
         };
         let rc = if s.incoming_qos2.remove(&id.get()) {

@@ -16,7 +16,7 @@ use crate::shard::mesh::ShardMsg;
 use crate::shard::retain::RetainStore;
 
 impl ShardCore {
-    pub(crate) fn on_publish(
+    pub(crate) fn handle_publish(
         &mut self,
         index: ConnId,
         p: Publish,
@@ -27,7 +27,7 @@ impl ShardCore {
         let receive_maximum = self.limits.receive_maximum;
         let max_alias = self.limits.topic_alias_maximum;
         let Some(conn) = self.conns.get_mut(index) else {
-            bug!(self.metrics, "on_publish: connection {index} is gone");
+            bug!(self.metrics, "handle_publish: connection {index} is gone");
             return Ok(());
         };
         if !p.properties.subscription_ids.is_empty() {
@@ -105,7 +105,7 @@ impl ShardCore {
 
         if let QosPid::ExactlyOnce(id) = p.qos_pid {
             let Some(s) = self.sessions.get_mut(sidx) else {
-                bug!(self.metrics, "on_publish: session {sidx} is gone");
+                bug!(self.metrics, "handle_publish: session {sidx} is gone");
                 return Ok(());
             };
             if s.incoming_qos2.contains(&id.get()) {

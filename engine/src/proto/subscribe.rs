@@ -21,14 +21,14 @@ use crate::shard::retain::RetainStore;
 impl ShardCore {
     // ---- SUBSCRIBE / UNSUBSCRIBE -----------------------------------------------------------
 
-    pub(crate) fn on_subscribe(
+    pub(crate) fn handle_subscribe(
         &mut self,
         index: ConnId,
         s: Subscribe,
         now: Instant,
     ) -> Result<(), Failure> {
         let Some(conn) = self.conns.get(index) else {
-            bug!(self.metrics, "on_subscribe: connection {index} is gone");
+            bug!(self.metrics, "handle_subscribe: connection {index} is gone");
             return Ok(());
         };
         let v5 = conn.version.is_v5();
@@ -73,7 +73,7 @@ impl ShardCore {
                 continue;
             }
             let Some(session) = self.sessions.get_mut(sidx) else {
-                bug!(self.metrics, "on_subscribe: session {sidx} is gone");
+                bug!(self.metrics, "handle_subscribe: session {sidx} is gone");
                 return Ok(());
             };
             let existed = session.subscriptions.contains_key(&full);
@@ -157,9 +157,16 @@ impl ShardCore {
         }
     }
 
-    pub(crate) fn on_unsubscribe(&mut self, index: ConnId, u: Unsubscribe) -> Result<(), Failure> {
+    pub(crate) fn handle_unsubscribe(
+        &mut self,
+        index: ConnId,
+        u: Unsubscribe,
+    ) -> Result<(), Failure> {
         let Some(conn) = self.conns.get(index) else {
-            bug!(self.metrics, "on_unsubscribe: connection {index} is gone");
+            bug!(
+                self.metrics,
+                "handle_unsubscribe: connection {index} is gone"
+            );
             return Ok(());
         };
         let v5 = conn.version.is_v5();
