@@ -53,7 +53,25 @@ slot_id!(ConnId, u32);
 slot_id!(SessionId, u32);
 slot_id!(ShardId, u16);
 
+impl From<usize> for ShardId {
+    /// A shard number (tests and the runtime count shards with `usize`).
+    fn from(n: usize) -> ShardId {
+        ShardId::from_slot(n)
+    }
+}
+
 impl ShardId {
+    /// Every shard of a mesh of `shards`.
+    pub fn all(shards: usize) -> impl Iterator<Item = ShardId> {
+        (0..shards).map(ShardId::from_slot)
+    }
+
+    /// The lowest shard of a non-empty `u64` shard mask.
+    pub fn lowest_in(mask: u64) -> ShardId {
+        debug_assert!(mask != 0);
+        ShardId(mask.trailing_zeros() as u16)
+    }
+
     /// The bit of this shard in a `u64` shard mask.
     pub fn bit(self) -> u64 {
         debug_assert!(self.slot() < crate::MAX_SHARDS);

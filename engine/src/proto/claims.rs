@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 
+use crate::ids::ShardId;
 use crate::ops::metrics::{DropCause, ShardMetrics};
 use crate::proto::message::Message;
 use ringmq_codec::{ReasonCode, Str};
@@ -32,7 +33,7 @@ const CLAIM_LOG_MAX: usize = 16_384;
 /// authentication name the session belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct DirEntry {
-    pub shard: u16,
+    pub shard: ShardId,
     pub claim: ConnToken,
     pub owner: Option<std::sync::Arc<str>>,
 }
@@ -42,7 +43,7 @@ pub(super) struct DirEntry {
 #[derive(Debug, Clone)]
 pub(super) struct PendingClaim {
     pub token: ConnToken,
-    pub deferred: Option<(u16, ConnToken, Option<std::sync::Arc<str>>)>,
+    pub deferred: Option<(ShardId, ConnToken, Option<std::sync::Arc<str>>)>,
     /// Later connections on this shard for the same client id, claiming after this one.
     pub queued: Vec<ConnToken>,
     /// Position in the shard's claim log when the claim was sent: the messages delivered on
@@ -130,7 +131,7 @@ impl ShardCore {
             dir,
             ShardMsg::Claim {
                 client_id,
-                shard: self.id as u16,
+                shard: self.id,
                 token,
                 owner,
             },
@@ -143,7 +144,7 @@ impl ShardCore {
         &mut self,
         name: Arc<str>,
         client_id: Str,
-        shard: u16,
+        shard: ShardId,
         token: ConnToken,
         limit: u32,
     ) {
@@ -153,7 +154,7 @@ impl ShardCore {
         if granted && !held {
             holders.push(client_id.into_bytes());
         }
-        self.send(usize::from(shard), ShardMsg::NameAnswer { token, granted });
+        self.send(shard, ShardMsg::NameAnswer { token, granted });
     }
 
     pub(crate) fn handle_name_release(&mut self, name: &Arc<str>, client_id: &Str) {
@@ -230,16 +231,16 @@ impl ShardCore {
         }
     }
 
-    pub(crate) fn directory_shard(&self, client_id: &[u8]) -> usize {
+    pub(crate) fn directory_shard(&self, client_id: &[u8]) -> ShardId {
         let mut h = FxHasher::default();
         client_id.hash(&mut h);
-        (h.finish() % self.shards.max(1) as u64) as usize
+        ShardId::from_slot((h.finish() % self.shards.max(1) as u64) as usize)
     }
 
     pub(crate) fn handle_claim(
         &mut self,
         client_id: Str,
-        shard: u16,
+        shard: ShardId,
         token: ConnToken,
         owner: Option<Arc<str>>,
     ) {
@@ -249,10 +250,7 @@ impl ShardCore {
             && existing.owner.is_some()
             && existing.owner != owner
         {
-            self.send(
-                usize::from(shard),
-                ShardMsg::ClaimRefused { client_id, token },
-            );
+            self.send(shard, ShardMsg::ClaimRefused { client_id, token });
             return;
         }
         let entry = DirEntry {
@@ -267,7 +265,7 @@ impl ShardCore {
             .map(|e| e.shard);
         match prev {
             None => self.send(
-                usize::from(shard),
+                shard,
                 ShardMsg::SessionMoved {
                     client_id,
                     token,
@@ -276,7 +274,7 @@ impl ShardCore {
                 },
             ),
             Some(p) if p == shard => self.send(
-                usize::from(shard),
+                shard,
                 ShardMsg::ClaimedLocal {
                     client_id,
                     token,
@@ -284,7 +282,7 @@ impl ShardCore {
                 },
             ),
             Some(p) => self.send(
-                usize::from(p),
+                p,
                 ShardMsg::Takeover {
                     client_id,
                     to: shard,
@@ -295,7 +293,7 @@ impl ShardCore {
         }
     }
 
-    pub(crate) fn handle_release(&mut self, client_id: Str, shard: u16, claim: ConnToken) {
+    pub(crate) fn handle_release(&mut self, client_id: Str, shard: ShardId, claim: ConnToken) {
         if self
             .claims
             .directory
@@ -334,7 +332,7 @@ impl ShardCore {
             dir,
             ShardMsg::Release {
                 client_id,
-                shard: self.id as u16,
+                shard: self.id,
                 claim,
             },
         );
@@ -343,7 +341,7 @@ impl ShardCore {
     pub(crate) fn handle_takeover(
         &mut self,
         client_id: Str,
-        to: u16,
+        to: ShardId,
         token: ConnToken,
         owner: Option<Arc<str>>,
         now: Instant,
@@ -363,7 +361,7 @@ impl ShardCore {
             self.remember_move(moved, to, now);
         }
         self.send(
-            usize::from(to),
+            to,
             ShardMsg::SessionMoved {
                 client_id,
                 token,

@@ -115,7 +115,7 @@ impl ShardCore {
         match (owner, limit) {
             (Some(name), Some(limit)) => {
                 let to = self.directory_shard(name.as_bytes());
-                let shard = self.id as u16;
+                let shard = self.id;
                 self.send(
                     to,
                     ShardMsg::NameAcquire {

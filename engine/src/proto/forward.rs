@@ -7,6 +7,7 @@ use bytes::Bytes;
 use ringmq_codec::{Str, topic};
 
 use crate::ids::SessionId;
+use crate::ids::ShardId;
 use crate::proto::ShardCore;
 use crate::proto::message::Message;
 use crate::proto::route::*;
@@ -20,7 +21,7 @@ pub(crate) const FORWARD_GRACE: std::time::Duration = std::time::Duration::from_
 #[derive(Debug)]
 pub struct Forwarder {
     pub client_id: Str,
-    pub to: usize,
+    pub to: ShardId,
     pub subs: Vec<(Bytes, crate::proto::session::SubRecord)>,
     pub until: Instant,
 }
@@ -66,7 +67,7 @@ impl Forwarding {
     }
 
     /// Where `client_id`'s session went, while its forwarder lasts.
-    pub fn next_hop(&self, client_id: &Str, now: Instant) -> Option<usize> {
+    pub fn next_hop(&self, client_id: &Str, now: Instant) -> Option<ShardId> {
         self.forwarders
             .iter()
             .find(|f| f.client_id == *client_id && f.until > now)
@@ -112,7 +113,7 @@ impl ShardCore {
     pub(crate) fn remember_move(
         &mut self,
         session: &crate::proto::session::Session,
-        to: u16,
+        to: ShardId,
         now: Instant,
     ) {
         let subs: Vec<_> = session
@@ -124,7 +125,7 @@ impl ShardCore {
         if !subs.is_empty() {
             self.forwarding.forwarders.push(Forwarder {
                 client_id: session.client_id.clone(),
-                to: usize::from(to),
+                to,
                 subs,
                 until: now + FORWARD_GRACE,
             });
@@ -138,7 +139,7 @@ impl ShardCore {
         self.forwarding.forwarders.retain(|f| f.until > now);
         let mut sends = Vec::new();
         for f in &self.forwarding.forwarders {
-            if targets & (1u64 << f.to) != 0 {
+            if targets & (f.to.bit()) != 0 {
                 continue;
             }
             let subs = f.subs.iter().map(|(filter, rec)| (filter, rec));

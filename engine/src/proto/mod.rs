@@ -92,7 +92,7 @@ pub struct Stats {
 
 /// Everything one shard owns.
 pub struct ShardCore {
-    pub id: usize,
+    pub id: ShardId,
     pub(crate) shards: usize,
     pub(crate) limits: Limits,
     pub(crate) codec_limits: ringmq_codec::Limits,
@@ -178,7 +178,7 @@ impl ShardCore {
             publish_quotas_on: !limits.publish_rate().is_unlimited()
                 || !limits.publish_bandwidth().is_unlimited(),
             pending_refusals: 0,
-            id,
+            id: ShardId::from_slot(id),
             shards,
             codec_limits: ringmq_codec::Limits {
                 max_packet_size: limits.max_packet_size,

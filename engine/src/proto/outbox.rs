@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use crate::ids::ConnId;
+use crate::ids::ShardId;
 use crate::proto::*;
 use crate::shard::mesh::ShardMsg;
 
@@ -76,7 +77,7 @@ impl Outboxes {
     }
 
     /// Messages waiting in this shard's inbox (sampled for the gauge).
-    pub fn inbox_len(&self, me: usize) -> usize {
+    pub fn inbox_len(&self, me: ShardId) -> usize {
         self.mesh.as_ref().map_or(0, |m| m.len(me))
     }
 
@@ -227,7 +228,7 @@ impl ShardCore {
     }
 
     /// Sends to a shard (to this one: handled before the current call returns).
-    pub(crate) fn send(&mut self, to: usize, msg: ShardMsg) {
+    pub(crate) fn send(&mut self, to: ShardId, msg: ShardMsg) {
         if to == self.id || self.outboxes.mesh.is_none() {
             self.outboxes.local.push_back(msg);
             return;
@@ -237,17 +238,17 @@ impl ShardCore {
         } else {
             &mut self.outboxes.data
         };
-        let Some(outbox) = lanes.get_mut(to) else {
+        let Some(outbox) = lanes.get_mut(to.slot()) else {
             return;
         };
         outbox.push_back(msg);
-        self.outboxes.wake_mask |= 1 << to;
+        self.outboxes.wake_mask |= to.bit();
         // Both lanes count: a flood of retained publishes fills the priority lane.
         if self.outbox_len(to) > self.limits.shard_queue_capacity
             && let Some(index) = self.outboxes.reading
         {
             // Backpressure on the cause only: the connection whose input this is.
-            *self.outboxes.throttled.entry(index).or_default() |= 1 << to;
+            *self.outboxes.throttled.entry(index).or_default() |= to.bit();
         }
     }
 
@@ -262,7 +263,7 @@ impl ShardCore {
             // Left for the next input; far beyond what one input causes, so worth a look.
             self.metrics.internal_errors.inc();
             tracing::error!(
-                shard = self.id,
+                shard = self.id.raw(),
                 left = self.outboxes.local.len(),
                 "more than LOCAL_MESSAGES_PER_INPUT messages to self in one input"
             );
@@ -278,14 +279,14 @@ impl ShardCore {
         let mut mask = self.outboxes.wake_mask;
         self.outboxes.wake_mask = 0;
         while mask != 0 {
-            let to = mask.trailing_zeros() as usize;
+            let to = ShardId::lowest_in(mask);
             mask &= mask - 1;
             let mut pushed = false;
             let mut left = false;
             // The priority lane first: it must not wait behind a backlog of deliveries.
             for outbox in [
-                self.outboxes.priority.get_mut(to),
-                self.outboxes.data.get_mut(to),
+                self.outboxes.priority.get_mut(to.slot()),
+                self.outboxes.data.get_mut(to.slot()),
             ]
             .into_iter()
             .flatten()
@@ -303,7 +304,7 @@ impl ShardCore {
                 left |= !outbox.is_empty();
             }
             if left {
-                self.outboxes.wake_mask |= 1 << to;
+                self.outboxes.wake_mask |= to.bit();
             }
             if pushed {
                 mesh.wake(to);
@@ -332,10 +333,10 @@ impl ShardCore {
         let mut still = 0u64;
         let mut bits = mask;
         while bits != 0 {
-            let to = bits.trailing_zeros() as usize;
+            let to = ShardId::lowest_in(bits);
             bits &= bits - 1;
             if self.outbox_len(to) > self.limits.shard_queue_capacity {
-                still |= 1 << to;
+                still |= to.bit();
             }
         }
         if still == 0 {
@@ -372,7 +373,8 @@ impl ShardCore {
     }
 
     /// Messages (both lanes) waiting for `to`'s inbox.
-    pub fn outbox_len(&self, to: usize) -> usize {
+    pub fn outbox_len(&self, to: impl Into<ShardId>) -> usize {
+        let to = to.into().slot();
         self.outboxes.data.get(to).map_or(0, VecDeque::len)
             + self.outboxes.priority.get(to).map_or(0, VecDeque::len)
     }

@@ -8,6 +8,7 @@ use ringmq_codec::{Packet, PubResp, Publish, QosPid, ReasonCode, Will, topic};
 use tracing::{debug, info, warn};
 
 use crate::ids::ConnId;
+use crate::ids::ShardId;
 use crate::ops::metrics::DropCause;
 use crate::proto::message::Message;
 use crate::proto::route::*;
@@ -213,7 +214,7 @@ impl ShardCore {
         // The store keeps it indefinitely: one compact copy, shared by every replica.
         let message = message.compact();
         let seq = self.next_retain_seq();
-        for to in 0..self.shards {
+        for to in ShardId::all(self.shards) {
             if to != self.id {
                 self.send(
                     to,

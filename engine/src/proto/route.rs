@@ -19,6 +19,7 @@ use bytes::Bytes;
 use ringmq_codec::{QoS, Str, SubscriptionOptions, topic};
 
 use crate::ids::SessionId;
+use crate::ids::ShardId;
 use crate::proto::ShardCore;
 use crate::proto::message::Message;
 use crate::proto::session::{Outgoing, SubIds};
@@ -88,7 +89,7 @@ pub(crate) struct Match {
 #[derive(Debug, Default)]
 pub struct Scratch {
     matches: Vec<Match>,
-    picks: Vec<(Bytes, Bytes, usize)>,
+    picks: Vec<(Bytes, Bytes, ShardId)>,
 }
 
 pub(crate) fn qos_min(a: QoS, b: QoS) -> QoS {
@@ -204,8 +205,8 @@ impl ShardCore {
     /// written: `plain_pump::handle_input`).
     pub(super) fn broadcast_interest(&mut self, filter: Bytes, group: Option<Bytes>, add: bool) {
         let (shards, own) = (self.shards, self.id);
-        let me = own as u16;
-        for to in (0..shards).filter(|&to| to != own) {
+        let me = own;
+        for to in ShardId::all(shards).filter(|&to| to != own) {
             self.send(
                 to,
                 ShardMsg::Interest {
@@ -223,10 +224,10 @@ impl ShardCore {
         &mut self,
         filter: Bytes,
         group: Option<Bytes>,
-        shard: u16,
+        shard: ShardId,
         add: bool,
     ) {
-        let bit = 1u64 << shard;
+        let bit = shard.bit();
         let entry = self.interest.get_or_insert_with(&filter, || Interest {
             filter: filter.clone(),
             ..Default::default()
@@ -288,7 +289,7 @@ impl ShardCore {
             self.forward_moved(&message, all_targets, now);
         }
         while targets != 0 {
-            let to = targets.trailing_zeros() as usize;
+            let to = ShardId::lowest_in(targets);
             targets &= targets - 1;
             if to == me {
                 self.deliver_local(&message, now);
@@ -397,12 +398,13 @@ pub(super) fn split_shared(full: &Bytes) -> (Option<Bytes>, Bytes) {
     }
 }
 
-/// The index of the `n`-th set bit of `mask` (n < popcount).
-pub(super) fn nth_bit(mut mask: u64, n: u32) -> usize {
+/// The shard of the `n`-th set bit of `mask` (n < popcount).
+pub(super) fn nth_bit(mut mask: u64, n: u32) -> ShardId {
+    debug_assert!(n < mask.count_ones());
     for _ in 0..n {
         mask &= mask - 1;
     }
-    mask.trailing_zeros() as usize
+    ShardId::lowest_in(mask)
 }
 
 /// What one session gets of `message` through the ordinary (non-shared) subscriptions in

@@ -171,7 +171,11 @@ impl ShardCore {
             .filter(|(_, c)| !c.is_closing())
             .map(|(i, _)| i)
             .collect();
-        tracing::info!(shard = self.id, connections = open.len(), "shutting down");
+        tracing::info!(
+            shard = self.id.raw(),
+            connections = open.len(),
+            "shutting down"
+        );
         for index in open {
             if let Some(conn) = self.conns.get_mut(index)
                 && conn.is_connected()

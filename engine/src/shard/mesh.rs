@@ -32,6 +32,7 @@ use bytes::Bytes;
 use crossbeam::queue::ArrayQueue;
 use ringmq_codec::Str;
 
+use crate::ids::ShardId;
 use crate::proto::message::Message;
 use crate::proto::session::Session;
 
@@ -70,14 +71,14 @@ pub enum ShardMsg {
     Interest {
         filter: Bytes,
         group: Option<Bytes>,
-        shard: u16,
+        shard: ShardId,
         add: bool,
     },
     /// Sent to the client id's directory shard: `shard` wants the session of `client_id`,
     /// for the authentication name `owner` (lowercase; `None` without a registry).
     Claim {
         client_id: Str,
-        shard: u16,
+        shard: ShardId,
         token: ConnToken,
         owner: Option<Arc<str>>,
     },
@@ -88,7 +89,7 @@ pub enum ShardMsg {
     NameAcquire {
         name: Arc<str>,
         client_id: Str,
-        shard: u16,
+        shard: ShardId,
         token: ConnToken,
         limit: u32,
     },
@@ -99,7 +100,7 @@ pub enum ShardMsg {
     /// Directory → previous owner: hand the session to `to` (claimed for `owner`).
     Takeover {
         client_id: Str,
-        to: u16,
+        to: ShardId,
         token: ConnToken,
         owner: Option<Arc<str>>,
     },
@@ -120,7 +121,7 @@ pub enum ShardMsg {
     /// same `claim`.
     Release {
         client_id: Str,
-        shard: u16,
+        shard: ShardId,
         claim: ConnToken,
     },
 }
@@ -227,7 +228,13 @@ impl Mesh {
     /// Pushes to `to`'s inbox; gives the message back when the inbox is full (by value: the
     /// caller keeps it for a retry, and boxing it would allocate per message).
     #[allow(clippy::result_large_err)]
-    pub fn push(&self, from: usize, to: usize, msg: ShardMsg) -> Result<(), ShardMsg> {
+    pub fn push(
+        &self,
+        from: impl Into<ShardId>,
+        to: impl Into<ShardId>,
+        msg: ShardMsg,
+    ) -> Result<(), ShardMsg> {
+        let (from, to) = (from.into().slot(), to.into().slot());
         let Some(inbox) = self.inboxes.get(to) else {
             return Err(msg);
         };
@@ -241,14 +248,15 @@ impl Mesh {
     }
 
     /// Wakes `to` after a batch of pushes.
-    pub fn wake(&self, to: usize) {
-        if let Some(inbox) = self.inboxes.get(to) {
+    pub fn wake(&self, to: impl Into<ShardId>) {
+        if let Some(inbox) = self.inboxes.get(to.into().slot()) {
             inbox.waker.wake();
         }
     }
 
     /// The next message of `me`'s data lanes: the senders in turn, one message each.
-    pub fn pop(&self, me: usize) -> Option<ShardMsg> {
+    pub fn pop(&self, me: impl Into<ShardId>) -> Option<ShardMsg> {
+        let me = me.into().slot();
         let inbox = self.inboxes.get(me)?;
         let lanes = inbox.lanes.len();
         let start = inbox.next_lane.load(Ordering::Relaxed);
@@ -275,39 +283,49 @@ impl Mesh {
     }
 
     /// The next message of `me`'s priority lane.
-    pub fn pop_priority(&self, me: usize) -> Option<ShardMsg> {
-        let inbox = self.inboxes.get(me)?;
+    pub fn pop_priority(&self, me: impl Into<ShardId>) -> Option<ShardMsg> {
+        let inbox = self.inboxes.get(me.into().slot())?;
         let msg = inbox.priority.pop()?;
         inbox.received.fetch_add(1, Ordering::Relaxed);
         Some(msg)
     }
 
     /// Messages waiting in all lanes of `shard`'s inbox.
-    pub fn len(&self, shard: usize) -> usize {
+    pub fn len(&self, shard: impl Into<ShardId>) -> usize {
+        let shard = shard.into();
         self.data_len(shard) + self.priority_len(shard)
     }
 
     /// Messages waiting in `shard`'s priority lane.
-    pub fn priority_len(&self, shard: usize) -> usize {
-        self.inboxes.get(shard).map_or(0, |i| i.priority.len())
+    pub fn priority_len(&self, shard: impl Into<ShardId>) -> usize {
+        self.inboxes
+            .get(shard.into().slot())
+            .map_or(0, |i| i.priority.len())
     }
 
     /// Messages waiting in `shard`'s data lanes.
-    pub fn data_len(&self, shard: usize) -> usize {
+    pub fn data_len(&self, shard: impl Into<ShardId>) -> usize {
         self.inboxes
-            .get(shard)
+            .get(shard.into().slot())
             .map_or(0, |i| i.lanes.iter().map(ArrayQueue::len).sum())
     }
 
     /// `Ready` when `me`'s inbox is non-empty; otherwise registers `cx`'s waker, which
     /// [`Mesh::wake`] (or a push followed by it) wakes.
-    pub fn poll_readable(&self, me: usize, cx: &mut Context<'_>) -> Poll<()> {
-        Readable { mesh: self, me }.poll_ready(cx)
+    pub fn poll_readable(&self, me: impl Into<ShardId>, cx: &mut Context<'_>) -> Poll<()> {
+        Readable {
+            mesh: self,
+            me: me.into().slot(),
+        }
+        .poll_ready(cx)
     }
 
     /// Resolves when `me`'s inbox is non-empty.
-    pub fn readable(&self, me: usize) -> Readable<'_> {
-        Readable { mesh: self, me }
+    pub fn readable(&self, me: impl Into<ShardId>) -> Readable<'_> {
+        Readable {
+            mesh: self,
+            me: me.into().slot(),
+        }
     }
 }
 
@@ -354,7 +372,7 @@ mod tests {
     fn release(id: &'static str) -> ShardMsg {
         ShardMsg::Takeover {
             client_id: Str::from_static(id),
-            to: 0,
+            to: ShardId::default(),
             token: ConnToken {
                 conn: crate::ids::ConnId::default(),
                 serial: 0,
@@ -411,7 +429,7 @@ mod tests {
         let interest = ShardMsg::Interest {
             filter: Bytes::from_static(b"a/b"),
             group: None,
-            shard: 0,
+            shard: ShardId::default(),
             add: true,
         };
         assert!(interest.is_priority());
