@@ -2,6 +2,8 @@
 //! pumped by hand, fake clients that speak bytes, and a clock that only moves when told.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod pki;
+
 use std::net::SocketAddr;
 use std::num::{NonZeroU16, NonZeroU32};
 use std::sync::Arc;
@@ -243,6 +245,44 @@ impl Cluster {
             Packet::SubAck(a) => a,
             p => panic!("expected SUBACK, got {p:?}"),
         }
+    }
+}
+
+// Identity: what the TLS layer and a full CONNECT bring in.
+impl Cluster {
+    /// Sends `connect` on an open connection (its protocol version becomes the client's) and
+    /// returns the first packet back (CONNACK).
+    pub fn connect_with(&mut self, c: &mut Client, connect: Connect) -> ConnAck {
+        c.version = connect.protocol;
+        self.send(c, &Packet::Connect(Box::new(connect)));
+        let mut packets = self.recv(c);
+        assert!(!packets.is_empty(), "no CONNACK");
+        let first = packets.remove(0);
+        c.pending = packets;
+        match first {
+            Packet::ConnAck(a) => a,
+            p => panic!("expected CONNACK, got {p:?}"),
+        }
+    }
+
+    /// The client certificate chain (leaf first) the TLS layer verified for `c`, as the
+    /// runtime records it before the first read.
+    pub fn set_peer_certificates(
+        &mut self,
+        c: &Client,
+        chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    ) {
+        self.cores[c.shard]
+            .conn_mut(c.index)
+            .expect("open connection")
+            .peer_certificates = chain;
+    }
+
+    /// Swaps in a new policy, as a registry reload does; the cores re-check their sessions at
+    /// the next tick.
+    pub fn reload(&mut self, snapshot: ringmq_auth::Snapshot) {
+        self.auth.store(snapshot);
+        self.advance(Duration::ZERO);
     }
 }
 
