@@ -8,6 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use ringmq::proto::Input;
+use ringmq::proto::message::Message;
+use ringmq::shard::mesh::ShardMsg;
 use ringmq_codec::*;
 
 fn payloads(packets: &[Packet]) -> Vec<Bytes> {
@@ -544,65 +546,129 @@ fn large_payload_shared_not_copied_per_subscriber() {
     }
 }
 
+/// A retained PUBLISH of `payload` to `conv` (empty: a clear), encoded.
+fn retained_frame(payload: &'static [u8]) -> bytes::BytesMut {
+    let mut p = publish("conv", payload, QosPid::AtMostOnce);
+    if let Packet::Publish(x) = &mut p {
+        x.retain = true;
+    }
+    let mut b = bytes::BytesMut::new();
+    encode(&p, ProtocolVersion::V5, &mut b).unwrap();
+    b
+}
+
+/// Hands `c`'s retained PUBLISH of `payload` to its shard, with no pump: the replication to
+/// the other shards waits in their inboxes.
+fn publish_retained_unpumped(cl: &mut Cluster, c: &Client, payload: &'static [u8]) {
+    let _ = cl.input(
+        c.shard,
+        Input::Read {
+            conn: c.index,
+            bytes: &mut retained_frame(payload),
+        },
+    );
+}
+
+/// Takes the retained updates waiting in `shard`'s inbox, to deliver them late.
+fn hold_retain_updates(cl: &Cluster, shard: usize) -> Vec<ShardMsg> {
+    let held: Vec<ShardMsg> = std::iter::from_fn(|| cl.mesh.pop_priority(shard)).collect();
+    assert!(!held.is_empty(), "an update on its way to shard {shard}");
+    assert!(
+        held.iter().all(|m| matches!(m, ShardMsg::Retain { .. })),
+        "only retained updates held: {held:?}"
+    );
+    held
+}
+
+/// Delivers `msgs` to `to` (sent by `from`) and lets every shard handle them.
+fn deliver_late(cl: &mut Cluster, from: usize, to: usize, msgs: Vec<ShardMsg>) {
+    for m in msgs {
+        cl.mesh.push(from, to, m).unwrap();
+    }
+    cl.pump();
+}
+
+/// A retained update for `conv` sequenced at `seq`, as a shard replicates it.
+fn retain_update(payload: &'static [u8], seq: u64) -> ShardMsg {
+    ShardMsg::Retain {
+        message: Message {
+            topic: Str::from_static("conv"),
+            payload: Bytes::from_static(payload),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: PublishProperties::default(),
+            expires_at: None,
+            origin: Bytes::new(),
+        },
+        seq,
+    }
+}
+
+/// What a new subscriber to `conv` on each shard is sent as retained.
+fn retained_seen(cl: &mut Cluster, prefix: &str) -> Vec<Vec<Bytes>> {
+    (0..cl.cores.len())
+        .map(|shard| {
+            let (mut s, _) = cl.connect(shard, &format!("{prefix}{shard}"), true, 0);
+            cl.subscribe(&mut s, "conv", QoS::AtMostOnce);
+            payloads(&cl.recv(&mut s))
+        })
+        .collect()
+}
+
 /// Regression: concurrent retained updates from two shards converge (highest sequence wins
-/// on every replica), whatever order each shard hears of them; a clear is a tombstone.
+/// on every replica), whatever order each shard hears of them; a clear is a tombstone that a
+/// late older update cannot undo.
 #[test]
 fn concurrent_retained_updates_converge() {
     let mut cl = Cluster::new(2);
     let (p0, _) = cl.connect(0, "p0", true, 0);
     let (p1, _) = cl.connect(1, "p1", true, 0);
-    let frame = |payload: &'static [u8]| {
-        let mut p = publish("conv", payload, QosPid::AtMostOnce);
-        if let Packet::Publish(x) = &mut p {
-            x.retain = true;
-        }
-        let mut b = bytes::BytesMut::new();
-        encode(&p, ProtocolVersion::V5, &mut b).unwrap();
-        b
-    };
-    // Both shards apply their own update before the other's arrives.
-    let _ = cl.input(
-        0,
-        Input::Read {
-            conn: p0.index,
-            bytes: &mut frame(b"from-0"),
-        },
-    );
-    let _ = cl.input(
-        1,
-        Input::Read {
-            conn: p1.index,
-            bytes: &mut frame(b"from-1"),
-        },
-    );
+    // An update sequenced before everything below and delivered only at the end (a shard
+    // that was slow to forward it).
+    let stale_seq = cl.mesh.next_retain_seq();
+
+    // Both shards apply their own update before the other's arrives: shard 0's goes first,
+    // but reaches shard 1 only after shard 1 applied its own, later one.
+    publish_retained_unpumped(&mut cl, &p0, b"from-0");
+    let from_0 = hold_retain_updates(&cl, 1);
+    publish_retained_unpumped(&mut cl, &p1, b"from-1");
     cl.pump();
-    let mut seen = Vec::new();
-    for shard in 0..2 {
-        let (mut s, _) = cl.connect(shard, &format!("s{shard}"), true, 0);
-        cl.subscribe(&mut s, "conv", QoS::AtMostOnce);
-        seen.push(payloads(&cl.recv(&mut s)));
-    }
-    assert_eq!(seen[0], seen[1], "replicas agree");
+    deliver_late(&mut cl, 0, 1, from_0);
+    let from_1 = vec![Bytes::from_static(b"from-1")];
     assert_eq!(
-        seen[0],
-        vec![Bytes::from_static(b"from-1")],
-        "the later update wins"
+        retained_seen(&mut cl, "s"),
+        [from_1.clone(), from_1.clone()],
+        "the later update wins on every replica"
     );
-    // A clear, then a late older update: still cleared everywhere.
-    cl.send(
-        &p0,
-        &Packet::Publish(match publish("conv", b"", QosPid::AtMostOnce) {
-            Packet::Publish(mut x) => {
-                x.retain = true;
-                x
-            }
-            _ => unreachable!(),
-        }),
+    // The stale update, to every shard: ignored everywhere.
+    deliver_late(&mut cl, 1, 0, vec![retain_update(b"stale", stale_seq)]);
+    deliver_late(&mut cl, 0, 1, vec![retain_update(b"stale", stale_seq)]);
+    assert_eq!(
+        retained_seen(&mut cl, "t"),
+        [from_1.clone(), from_1],
+        "an older update is ignored"
     );
-    for shard in 0..2 {
-        let (mut s, _) = cl.connect(shard, &format!("t{shard}"), true, 0);
-        cl.subscribe(&mut s, "conv", QoS::AtMostOnce);
-        assert!(cl.recv(&mut s).is_empty(), "cleared on shard {shard}");
+
+    // A tombstone: shard 1 retains "late", which reaches shard 0 only after shard 0's clear.
+    let stale_seq = cl.mesh.next_retain_seq();
+    publish_retained_unpumped(&mut cl, &p1, b"late");
+    let late = hold_retain_updates(&cl, 0);
+    publish_retained_unpumped(&mut cl, &p0, b"");
+    cl.pump();
+    deliver_late(&mut cl, 1, 0, late);
+    deliver_late(&mut cl, 1, 0, vec![retain_update(b"stale", stale_seq)]);
+    deliver_late(&mut cl, 0, 1, vec![retain_update(b"stale", stale_seq)]);
+    assert_eq!(
+        retained_seen(&mut cl, "u"),
+        [Vec::<Bytes>::new(), Vec::new()],
+        "cleared on every shard, and not brought back"
+    );
+    for core in &cl.cores {
+        assert_eq!(
+            core.metrics().retained_messages.get(),
+            0,
+            "nothing retained"
+        );
     }
 }
 
