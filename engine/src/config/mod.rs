@@ -595,6 +595,24 @@ mod tests {
             .to_string();
         assert!(e.contains("bind") || e.contains("address"), "{e}");
     }
+
+    /// `[limits.application]` sets the limits of APPLICATION clients apart from the device
+    /// ones (engine/tests/identity.rs checks that the core applies them by client type).
+    #[test]
+    fn application_limits_parse_apart_from_device_limits() {
+        let c =
+            parse("[limits]\nmax_inflight = 5\n[limits.application]\nmax_inflight = 50\n").unwrap();
+        assert_eq!(c.limits.max_inflight, 5);
+        assert_eq!(c.limits.application.max_inflight, 50);
+        assert_eq!(
+            c.limits.application.max_queued_messages,
+            ApplicationLimits::default().max_queued_messages
+        );
+        let e = parse("[limits.application]\nmax_inflight = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.application.max_inflight"), "{e}");
+    }
 }
 
 #[cfg(test)]
