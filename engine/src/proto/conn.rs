@@ -302,7 +302,7 @@ mod tests {
         assert_eq!(drain(&mut c, 100), b"x");
         assert!(c.extra().is_none());
         assert!(
-            std::mem::size_of::<Conn>() <= 280,
+            std::mem::size_of::<Conn>() <= 256,
             "Conn grew: {}",
             std::mem::size_of::<Conn>()
         );
