@@ -16,6 +16,11 @@ use crate::shard::mesh::ShardMsg;
 /// in practice; it bounds the loop all the same.
 pub const LOCAL_MESSAGES_PER_INPUT: usize = 65_536;
 
+/// Connections throttled on an outbox are read again once it is down to this fraction of the
+/// bound (`shard_queue_capacity / THROTTLE_RESUME_DIVISOR`), all at once: see
+/// [`ShardCore::conn_throttled`].
+pub const THROTTLE_RESUME_DIVISOR: usize = 2;
+
 /// The mesh as one shard sees it. Private: only this module reads or changes it.
 #[derive(Debug)]
 pub(super) struct Outboxes {
@@ -37,6 +42,8 @@ pub(super) struct Outboxes {
     throttled: FxHashMap<ConnId, u64>,
     /// Retained-update sequence without a mesh (a lone core in tests).
     local_retain_seq: u64,
+    /// Scratch list of connections a drained outbox released (kept to reuse its capacity).
+    released: Vec<ConnId>,
 }
 
 impl Outboxes {
@@ -50,6 +57,7 @@ impl Outboxes {
             reading: None,
             throttled: FxHashMap::default(),
             local_retain_seq: 0,
+            released: Vec::new(),
         }
     }
 
@@ -313,42 +321,58 @@ impl ShardCore {
     }
 
     /// Whether the runtime should leave connection `index` unread for now: its input routed
-    /// messages into an outbox that still holds more than `shard_queue_capacity` messages
-    /// (the destination shard cannot keep up). A publisher faster than the shards it feeds is
-    /// thus slowed by TCP flow control instead of growing memory, while every other
-    /// connection — subscribers' acknowledgements and PINGREQs, new CONNECTs, publishers to
-    /// other shards — is read as usual.
+    /// messages into an outbox that held more than `shard_queue_capacity` messages (the
+    /// destination shard cannot keep up). A publisher faster than the shards it feeds is thus
+    /// slowed by TCP flow control instead of growing memory, while every other connection —
+    /// subscribers' acknowledgements and PINGREQs, new CONNECTs, publishers to other shards —
+    /// is read as usual.
     ///
     /// The outbox drains as the destination takes messages; the runtime retries
     /// ([`ShardCore::flush_mesh`]) at least every millisecond while it is backlogged
-    /// (`mesh_backlog`) and calls this again then. Each throttled connection adds at most one
-    /// read's worth of messages beyond the bound before it is stopped.
+    /// (`mesh_backlog`) and calls this again then. Once the outbox is down to
+    /// [`THROTTLE_RESUME_DIVISOR`]th of the bound, *every* connection throttled on it is
+    /// released at once: releasing each as soon as the outbox dipped under the bound let the
+    /// first one read push it over again before the others were checked, and under a flood
+    /// some publishers were never read for seconds. Each throttled connection adds at most one
+    /// read's worth of messages beyond the bound before it is stopped again.
     pub fn conn_throttled(&mut self, index: ConnId, now: Instant) -> bool {
-        let Some(&mask) = self.outboxes.throttled.get(&index) else {
+        if !self.outboxes.throttled.contains_key(&index) {
             return false;
-        };
+        }
         if self.outboxes.wake_mask != 0 {
             self.flush_mesh();
         }
-        let mut still = 0u64;
-        let mut bits = mask;
+        let resume = self.limits.shard_queue_capacity / THROTTLE_RESUME_DIVISOR;
+        let mut bits = self.outboxes.throttled.get(&index).copied().unwrap_or(0);
         while bits != 0 {
             let to = ShardId::lowest_in(bits);
             bits &= bits - 1;
-            if self.outbox_len(to) > self.limits.shard_queue_capacity {
-                still |= to.bit();
+            if self.outbox_len(to) <= resume {
+                self.release_throttled(to, now);
             }
         }
-        if still == 0 {
-            self.outboxes.throttled.remove(&index);
+        self.outboxes.throttled.contains_key(&index)
+    }
+
+    /// The outbox towards `to` drained: every connection throttled on it may be read again
+    /// (those throttled on other outboxes too stay throttled on those).
+    fn release_throttled(&mut self, to: ShardId, now: Instant) {
+        let mut released = std::mem::take(&mut self.outboxes.released);
+        released.clear();
+        self.outboxes.throttled.retain(|&conn, mask| {
+            *mask &= !to.bit();
+            if *mask == 0 {
+                released.push(conn);
+            }
+            *mask != 0
+        });
+        for &conn in &released {
             // Unread by the server's choice: keep alive counts from now.
-            if let Some(conn) = self.conns.get_mut(index) {
-                conn.last_rx = conn.last_rx.max(now);
+            if let Some(c) = self.conns.get_mut_quiet(conn) {
+                c.last_rx = c.last_rx.max(now);
             }
-            return false;
         }
-        self.outboxes.throttled.insert(index, still);
-        true
+        self.outboxes.released = released;
     }
 
     /// Connections throttled now (for tests and the stall detector).
