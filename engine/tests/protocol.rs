@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::num::NonZeroU16;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -1151,4 +1152,80 @@ fn connack_that_cannot_fit_closes_the_connection() {
         "nothing larger than 8 bytes is sent"
     );
     assert!(cl.is_closing(&c));
+}
+
+/// [MQTT-3.3.4-9] with [MQTT-4.4.0-1]: a session resumed with a smaller Receive Maximum gets its
+/// unacknowledged messages resent (DUP) only as the new window allows, in order, the rest as
+/// acknowledgements free the window. Found by the `cores` fuzz target: every in-flight PUBLISH
+/// was resent at once.
+#[test]
+fn resume_resends_within_the_new_receive_maximum() {
+    let mut cl = Cluster::new(2);
+    let (mut sub, _) = cl.connect(1, "small", false, 600);
+    cl.subscribe(&mut sub, "rm", QoS::AtLeastOnce);
+    let (publ, _) = cl.connect(0, "p", true, 0);
+    for i in 1..=6u16 {
+        cl.send(&publ, &publish("rm", b"m", QosPid::AtLeastOnce(pid(i))));
+    }
+    let first: Vec<_> = cl
+        .recv(&mut sub)
+        .into_iter()
+        .filter(|p| matches!(p, Packet::Publish(_)))
+        .collect();
+    assert_eq!(first.len(), 6, "six in flight, none acknowledged");
+    cl.drop_conn(&sub);
+
+    let mut again = cl.open(1);
+    let mut connect = connect_packet("small", ProtocolVersion::V5);
+    connect.clean_start = false;
+    connect.properties.session_expiry_secs = Some(600);
+    connect.properties.receive_maximum = NonZeroU16::new(2);
+    let ack = cl.connect_with(&mut again, connect);
+    assert!(ack.session_present);
+    let ids = |packets: Vec<Packet>| -> Vec<u16> {
+        packets
+            .into_iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => {
+                    assert!(p.dup, "a resend carries DUP");
+                    p.qos_pid.packet_id().map(NonZeroU16::get)
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let mut outstanding = ids(cl.recv(&mut again));
+    assert_eq!(
+        outstanding.len(),
+        2,
+        "no more than the Receive Maximum: {outstanding:?}"
+    );
+    let mut seen = outstanding.clone();
+    while let Some(front) = outstanding.first().copied() {
+        outstanding.remove(0);
+        let id = NonZeroU16::new(front).unwrap();
+        cl.send(
+            &again,
+            &Packet::PubAck(PubResp::new(id, ReasonCode::SUCCESS)),
+        );
+        let next = ids(cl.recv(&mut again));
+        assert!(
+            next.len() <= 1,
+            "one acknowledgement frees one slot: {next:?}"
+        );
+        assert!(outstanding.len() + next.len() <= 2);
+        seen.extend(&next);
+        outstanding.extend(next);
+    }
+    let original: Vec<u16> = first
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => p.qos_pid.packet_id().map(NonZeroU16::get),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        seen, original,
+        "every message resent once, in order, under its packet id"
+    );
 }

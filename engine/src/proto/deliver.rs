@@ -140,7 +140,10 @@ impl ShardCore {
             write_publish(conn, &out, QosPid::AtMostOnce, false, now, &self.metrics);
             return;
         }
-        if session.inflight.len() >= usize::from(conn.window) || !session.queue.is_empty() {
+        if session.inflight.len() >= usize::from(conn.window)
+            || !session.queue.is_empty()
+            || session.resend_pending
+        {
             if !session.enqueue(out, max_msgs, max_bytes) {
                 self.metrics.dropped(DropCause::QueueFull);
             }
@@ -162,6 +165,12 @@ impl ShardCore {
         else {
             return;
         };
+        if session.resend_pending {
+            resend_in_flight(conn, session, now, &self.metrics);
+            if session.resend_pending {
+                return;
+            }
+        }
         while session.inflight.len() < usize::from(conn.window) {
             let Some(out) = session.dequeue() else { break };
             if out.message.is_expired(now) {
@@ -190,27 +199,23 @@ impl ShardCore {
             );
             return;
         };
-        // Aliases do not survive the connection [MQTT-3.3.2-7]; the map was made new.
-        for f in &session.inflight {
-            match f.state {
-                InflightState::Published => {
-                    write_publish(
-                        conn,
-                        &f.out,
-                        QosPid::new(f.out.qos, f.packet_id),
-                        true,
-                        now,
-                        &self.metrics,
-                    );
-                }
-                InflightState::Released => {
-                    write_packet(
-                        conn,
-                        &Packet::PubRel(PubResp::new(f.packet_id, ReasonCode::SUCCESS)),
-                    );
-                }
+        // Aliases do not survive the connection [MQTT-3.3.2-7]; the map was made new. PUBREL
+        // goes out for every released message (it is not a PUBLISH: no Receive Maximum);
+        // unacknowledged PUBLISH packets as the new window allows, in order, the rest as
+        // acknowledgements free it (`fill_window`).
+        for f in &mut session.inflight {
+            f.sent = false;
+            if f.state == InflightState::Released {
+                write_packet(
+                    conn,
+                    &Packet::PubRel(PubResp::new(f.packet_id, ReasonCode::SUCCESS)),
+                );
             }
         }
+        session.resend_pending = session
+            .inflight
+            .iter()
+            .any(|f| f.state == InflightState::Published);
         self.fill_window(sidx, now);
     }
 }
@@ -238,8 +243,43 @@ fn publish_in_flight(
             packet_id: id,
             out,
             state: InflightState::Published,
+            sent: true,
         });
     }
+}
+
+/// Resends (DUP) the in-flight PUBLISH packets not yet sent on this connection, in order, while
+/// the client's Receive Maximum allows [MQTT-3.3.4-9]; `resend_pending` says whether any is
+/// left.
+fn resend_in_flight(
+    conn: &mut crate::proto::conn::Conn,
+    session: &mut crate::proto::session::Session,
+    now: Instant,
+    metrics: &ShardMetrics,
+) {
+    let window = usize::from(conn.window);
+    let mut used = session.inflight.iter().filter(|f| f.sent).count();
+    let mut left = false;
+    for f in &mut session.inflight {
+        if f.sent || f.state != InflightState::Published {
+            continue;
+        }
+        if used >= window {
+            left = true;
+            break;
+        }
+        write_publish(
+            conn,
+            &f.out,
+            QosPid::new(f.out.qos, f.packet_id),
+            true,
+            now,
+            metrics,
+        );
+        f.sent = true;
+        used += 1;
+    }
+    session.resend_pending = left;
 }
 
 /// Payloads at least this large are queued to the socket as the shared `Bytes` instead of

@@ -247,6 +247,14 @@ impl ShardCore {
                         Some(id),
                         "{id}: its session points elsewhere"
                     );
+                    // [MQTT-3.3.4-9]: PUBLISH packets sent and not completed on this
+                    // connection stay within the client's Receive Maximum.
+                    let sent = session.map_or(0, |s| s.inflight.iter().filter(|f| f.sent).count());
+                    assert!(
+                        sent <= usize::from(conn.window),
+                        "{id}: {sent} in flight over a window of {}",
+                        conn.window
+                    );
                 }
             }
         }

@@ -52,6 +52,10 @@ pub struct Inflight {
     pub packet_id: NonZeroU16,
     pub out: Outgoing,
     pub state: InflightState,
+    /// Its PUBLISH went out on the current connection, so it counts against the client's
+    /// Receive Maximum [MQTT-3.3.4-9]. Cleared when the session resumes on a new connection:
+    /// resent (DUP) only as the new window allows.
+    pub sent: bool,
 }
 
 /// A will waiting out its delay [MQTT-3.1.3-9].
@@ -79,6 +83,9 @@ pub struct Session {
     pub subscriptions: FxHashMap<Bytes, SubRecord>,
     /// Server → client QoS 1/2 messages not yet completed, in send order [MQTT-4.6.0-1].
     pub inflight: VecDeque<Inflight>,
+    /// Some in-flight PUBLISH has not been resent on the current connection yet (the new
+    /// Receive Maximum was smaller than what was in flight): `fill_window` resends it first.
+    pub resend_pending: bool,
     pub queue: VecDeque<Outgoing>,
     pub queued_bytes: usize,
     next_packet_id: u16,
@@ -103,6 +110,7 @@ impl Session {
             expires_at: None,
             subscriptions: FxHashMap::default(),
             inflight: VecDeque::new(),
+            resend_pending: false,
             queue: VecDeque::new(),
             queued_bytes: 0,
             next_packet_id: 0,
@@ -260,6 +268,7 @@ mod tests {
             packet_id: NonZeroU16::new(2).unwrap(),
             out: message(b"x"),
             state: InflightState::Published,
+            sent: true,
         });
         assert_eq!(s.next_packet_id().unwrap().get(), 3);
         s.next_packet_id = u16::MAX - 1;
