@@ -30,24 +30,7 @@ impl ShardCore {
         peer: SocketAddr,
         now: Instant,
     ) -> Option<ConnToken> {
-        let ip = peer.ip().to_canonical();
-        let max = self.limits.max_connections;
-        let (refusal, ip_counted) = match self.conn_quotas.admit(ip, max, &self.ip_limits, now) {
-            Ok(ip_counted) => (None, ip_counted),
-            Err(quota) => {
-                self.metrics.quota_rejected(quota);
-                let slots = self
-                    .limits
-                    .max_pending_refusals
-                    .div_ceil(self.shards.max(1));
-                if self.pending_refusals >= slots {
-                    debug!(%peer, quota = quota.label(), "connection closed at accept: over quota, no refusal slot left");
-                    return None;
-                }
-                self.pending_refusals += 1;
-                (Some(quota), false)
-            }
-        };
+        let (refusal, ip_counted) = self.quotas.admit(peer, &self.metrics, now)?;
         self.next_serial += 1;
         self.metrics.connection_opened(listener);
         let mut conn = Conn::new(self.next_serial, peer, now);
@@ -59,16 +42,6 @@ impl ShardCore {
             conn: index,
             serial: self.next_serial,
         })
-    }
-
-    /// Gives back what an accepted connection held: its connection counts, or its refusal slot.
-    pub(super) fn release_quotas(&mut self, conn: &Conn, now: Instant) {
-        if conn.refusal.is_some() {
-            self.pending_refusals = self.pending_refusals.saturating_sub(1);
-        } else {
-            let ip = conn.ip_counted.then(|| conn.peer.ip().to_canonical());
-            self.conn_quotas.release(ip, self.ip_limits.rate, now);
-        }
     }
 
     pub(crate) fn conn_live(&self, token: ConnToken) -> bool {
@@ -152,7 +125,7 @@ impl ShardCore {
                 break;
             }
             let version = conn.version;
-            let conn = if self.publish_quotas_on {
+            let conn = if self.quotas.publish_on() {
                 if let Err(f) = self.check_publish_frame(index, buf, now) {
                     // The message is not routed; the will is published (close by the server,
                     // not a normal DISCONNECT [MQTT-3.1.2-8]).
@@ -212,7 +185,7 @@ impl ShardCore {
             self.outboxes.forget(index);
             if let Some(conn) = self.conns.try_remove(index) {
                 self.metrics.connection_closed(conn.listener);
-                self.release_quotas(&conn, now);
+                self.quotas.release(&conn, now);
             }
         }
         self.drain_local(now);

@@ -93,22 +93,22 @@ pub struct Stats {
 /// Everything one shard owns.
 pub struct ShardCore {
     pub id: ShardId,
-    pub(crate) shards: usize,
-    pub(crate) limits: Limits,
-    pub(crate) codec_limits: ringmq_codec::Limits,
+    shards: usize,
+    limits: Limits,
+    codec_limits: ringmq_codec::Limits,
     /// The authentication and authorization policy (shared snapshot, swapped on reload).
-    pub(crate) auth: ringmq_auth::SharedSnapshot,
+    auth: ringmq_auth::SharedSnapshot,
     /// The snapshot version the connected sessions were last checked against.
-    pub(crate) auth_version: u64,
+    auth_version: u64,
     /// This shard's verification caches (no sharing, no locks).
-    pub(crate) auth_caches: ringmq_auth::Caches,
-    pub(crate) conns: Conns,
-    pub(crate) next_serial: u64,
-    pub(crate) sessions: Sessions,
-    pub(crate) by_client_id: FxHashMap<Bytes, SessionId>,
-    pub(crate) subs: FilterTrie<LocalSubs>,
-    pub(crate) interest: FilterTrie<Interest>,
-    pub(crate) retained: MemoryRetainStore<crate::proto::route::Retained>,
+    auth_caches: ringmq_auth::Caches,
+    conns: Conns,
+    next_serial: u64,
+    sessions: Sessions,
+    by_client_id: FxHashMap<Bytes, SessionId>,
+    subs: FilterTrie<LocalSubs>,
+    interest: FilterTrie<Interest>,
+    retained: MemoryRetainStore<crate::proto::route::Retained>,
     /// The client-id directory, claims in flight and the claim log (`claims.rs`).
     claims: claims::Claims,
     /// Wall time, `$SYS` publication, shutdown (`timers.rs`).
@@ -117,23 +117,15 @@ pub struct ShardCore {
     forwarding: forward::Forwarding,
     /// The mesh, the outboxes towards other shards and the throttle (`outbox.rs`).
     outboxes: outbox::Outboxes,
-    pub(crate) scratch: Scratch,
-    pub(crate) assigned_ids: u64,
-    /// Connection counts shared with the other shards (in all, per IP).
-    pub(crate) conn_quotas: std::sync::Arc<crate::shard::quota::ConnQuotas>,
-    pub(crate) ip_limits: crate::shard::quota::IpLimits,
-    pub(crate) publish_rate: crate::shard::quota::Rate,
-    pub(crate) publish_bandwidth: crate::shard::quota::Rate,
-    /// Either publish quota is configured (otherwise PUBLISH skips the check).
-    publish_quotas_on: bool,
-    /// Connections open only to refuse their CONNECT (`Conn::refusal`), at most
-    /// this shard's share of `limits.max_pending_refusals`.
-    pending_refusals: usize,
+    scratch: Scratch,
+    assigned_ids: u64,
+    /// Connection and publish quotas (`quotas.rs`).
+    quotas: quotas::Quotas,
     pub stats: Stats,
     /// This shard's metrics (written here only; read by the exporter and `$SYS`).
-    pub(crate) metrics: ShardHandle,
+    metrics: ShardHandle,
     /// Retained messages in this replica, clears (tombstones) and `$` topics left out.
-    pub(crate) retained_live: u64,
+    retained_live: u64,
 }
 
 impl std::fmt::Debug for ShardCore {
@@ -171,13 +163,7 @@ impl ShardCore {
             .as_ref()
             .map_or_else(Default::default, |m| m.conn_quotas().clone());
         ShardCore {
-            conn_quotas,
-            ip_limits: limits.ip_limits(),
-            publish_rate: limits.publish_rate(),
-            publish_bandwidth: limits.publish_bandwidth(),
-            publish_quotas_on: !limits.publish_rate().is_unlimited()
-                || !limits.publish_bandwidth().is_unlimited(),
-            pending_refusals: 0,
+            quotas: quotas::Quotas::new(&limits, conn_quotas, shards),
             id: ShardId::from_slot(id),
             shards,
             codec_limits: ringmq_codec::Limits {
@@ -204,6 +190,11 @@ impl ShardCore {
             metrics,
             retained_live: 0,
         }
+    }
+
+    /// The codec limits of this shard's connections (the runtime sizes partial frames by them).
+    pub fn codec_limits(&self) -> &ringmq_codec::Limits {
+        &self.codec_limits
     }
 
     /// This shard's metrics.

@@ -282,7 +282,7 @@ impl Pump {
         if !self.input.is_empty() {
             let want = {
                 let c = self.core.borrow();
-                match ringmq_codec::peek_frame_len(&self.input, &c.codec_limits) {
+                match ringmq_codec::peek_frame_len(&self.input, c.codec_limits()) {
                     Ok(Some(len)) => len.saturating_sub(self.input.len()).max(READ_MIN),
                     _ => READ_MIN,
                 }
