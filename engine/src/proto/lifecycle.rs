@@ -17,7 +17,7 @@ use crate::shard::mesh::ConnToken;
 
 impl ShardCore {
     /// A new network connection on listener number `listener` (config order), counted
-    /// there until [`ShardCore::release`]; `None`: close it at once.
+    /// there until it is released (`Input::Release`); `None`: close it at once.
     ///
     /// A connection over a connection quota (`max_connections`, `max_connections_per_ip`,
     /// `max_connection_rate_per_ip`) is still accepted while this shard's share of

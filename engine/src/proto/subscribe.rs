@@ -1,5 +1,5 @@
 //! SUBSCRIBE and UNSUBSCRIBE: validation, authorization, the tries, retained delivery.
-//! Part of the shard core (see `core.rs`, `route.rs`).
+//! Part of the shard core (`proto/`); matching and interest are `route.rs`.
 
 use std::num::NonZeroU32;
 use std::time::Instant;

@@ -6,7 +6,7 @@
 //!
 //! What it must never do: panic on peer input, or lose bytes between layers (whatever a layer
 //! must say to the peer, even while refusing it, reaches the wire). The plain `mqtt` pump in
-//! `runtime.rs` does not go through here: its hot path stays free of any layer.
+//! `plain_pump.rs` does not go through here: its hot path stays free of any layer.
 
 use std::io::{Read, Write};
 

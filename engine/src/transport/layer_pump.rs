@@ -1,7 +1,8 @@
 //! The byte pump of a connection whose MQTT bytes travel inside a transport [`Layer`]
 //! (`mqtts`, `ws`, `wss`): bytes from the socket go through the layer into the shard core; the
-//! core's output goes through the layer back to the socket. Same shape as the plain pump in
-//! `runtime.rs` (a reader and a writer task); the layer is shared by both, on one thread.
+//! core's output goes through the layer back to the socket. Unlike the plain pump
+//! (`plain_pump.rs`, one task), a reader and a writer task; the layer is shared by both, on one
+//! thread.
 
 use std::cell::RefCell;
 use std::future::Future;
