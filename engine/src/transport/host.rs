@@ -37,7 +37,18 @@ impl Host {
 
     /// Hands `input` to the core at the current time, then wakes whom it concerns.
     pub fn handle(&mut self, input: Input<'_>) -> Handled {
+        let released = match input {
+            Input::Release(conn) => Some(conn),
+            _ => None,
+        };
         let handled = self.core.handle(input, now());
+        if let Some(conn) = released
+            && let Some(slot) = self.writers.get_mut(conn.slot())
+        {
+            // The connection's tasks have ended: its waker would keep the task's memory alive
+            // until the slot is reused.
+            *slot = None;
+        }
         self.wake_ready();
         handled
     }
