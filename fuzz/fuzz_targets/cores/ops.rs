@@ -17,7 +17,11 @@ pub fn run(data: &[u8]) {
 
 fn step(w: &mut World, r: &mut Reader<'_>) {
     let shards = w.cores.len();
-    match r.below(24) {
+    let op = r.below(24);
+    if trace_on() {
+        eprintln!("op {op} at byte {}", r.pos - 1);
+    }
+    match op {
         0 | 1 => w.open(r.below(shards)),
         2 | 3 => with_live(w, r, connect),
         4 | 5 => with_live(w, r, subscribe),
