@@ -129,6 +129,8 @@ struct IdModel {
     filters: Vec<Vec<u8>>,
     /// Raw bytes were sent on a connection of this id after CONNECT.
     tainted: bool,
+    /// Packet ids are the session's (see `Client::next_packet_id`).
+    next_pid: u16,
 }
 
 /// A QoS 1/2 message a client published.

@@ -149,10 +149,15 @@ impl Client {
         self.version.unwrap_or(ProtocolVersion::V5)
     }
 
-    pub fn next_packet_id(&mut self) -> std::num::NonZeroU16 {
+    /// The next packet id: from `session`, the counter of the client id, when there is one.
+    /// Packet ids belong to the session, not the connection: a client that resumes a session
+    /// with an unfinished QoS 2 flow and reuses its id sends a duplicate, which the broker
+    /// rightly acknowledges without routing [MQTT-4.3.3-10].
+    pub fn next_packet_id(&mut self, session: Option<&mut u16>) -> std::num::NonZeroU16 {
+        let counter = session.unwrap_or(&mut self.next_pid);
         loop {
-            self.next_pid = self.next_pid.wrapping_add(1);
-            if let Some(id) = std::num::NonZeroU16::new(self.next_pid) {
+            *counter = counter.wrapping_add(1);
+            if let Some(id) = std::num::NonZeroU16::new(*counter) {
                 return id;
             }
         }

@@ -189,7 +189,8 @@ fn subscribe(w: &mut World, r: &mut Reader<'_>, ci: usize) {
     let s = split(r);
     let epoch = w.epoch;
     let c = &mut w.clients[ci];
-    let packet_id = c.next_packet_id();
+    let session = c.key.as_ref().and_then(|k| w.ids.get_mut(k)).map(|m| &mut m.next_pid);
+    let packet_id = c.next_packet_id(session);
     let model: Vec<_> = filters
         .iter()
         .map(|f| (f.filter.as_bytes().to_vec(), f.options))
@@ -221,7 +222,8 @@ fn unsubscribe(w: &mut World, r: &mut Reader<'_>, ci: usize) {
     if let Some(s) = c.subs.get_mut(filter.as_bytes()) {
         s.unstable = true;
     }
-    let packet_id = c.next_packet_id();
+    let session = c.key.as_ref().and_then(|k| w.ids.get_mut(k)).map(|m| &mut m.next_pid);
+    let packet_id = c.next_packet_id(session);
     let p = Packet::Unsubscribe(Unsubscribe {
         packet_id,
         user_properties: UserProperties::new(),
@@ -266,7 +268,12 @@ fn publish(w: &mut World, r: &mut Reader<'_>, ci: usize) {
             _ => {}
         }
     }
-    let packet_id = c.next_packet_id();
+    // A session raw bytes may have used can hold QoS 2 flows with ids the model's counter
+    // does not know: a PUBLISH reusing one is acknowledged as a duplicate and not routed.
+    let maybe_foreign_ids = !c.clean_start
+        && (w.global_taint || c.key.as_ref().and_then(|k| w.ids.get(k)).is_none_or(|m| m.tainted));
+    let session = c.key.as_ref().and_then(|k| w.ids.get_mut(k)).map(|m| &mut m.next_pid);
+    let packet_id = c.next_packet_id(session);
     let qos_pid = QosPid::new(qos, packet_id);
     let ledger = (qos != QoS::AtMostOnce).then(|| {
         w.ledger.push(Msg {
@@ -277,7 +284,7 @@ fn publish(w: &mut World, r: &mut Reader<'_>, ci: usize) {
             epoch_sent: epoch,
             epoch_acked: u32::MAX,
             acked: false,
-            eligible: !c.tainted && (v5 || !registry_on),
+            eligible: !c.tainted && (v5 || !registry_on) && !maybe_foreign_ids,
         });
         w.ledger.len() - 1
     });
