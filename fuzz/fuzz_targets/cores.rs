@@ -474,8 +474,13 @@ impl World {
             Packet::Publish(p) => self.on_publish(ci, p, max_inflight),
             Packet::PubAck(a) => self.on_ack(ci, &a, false),
             Packet::PubRec(a) => self.on_ack(ci, &a, true),
-            Packet::PubRel(a) => {
-                c.outstanding.insert(a.packet_id.get(), (Flight::NeedComp, false));
+            // A PUBREL with an error (0x92: the client's PUBREC named no QoS 2 flight) ends
+            // nothing; a QoS 1 flight cannot be released.
+            Packet::PubRel(a) if a.reason_code.0 < 0x80 => {
+                let id = a.packet_id.get();
+                if !matches!(c.outstanding.get(&id), Some((Flight::NeedAck, _))) {
+                    c.outstanding.insert(id, (Flight::NeedComp, false));
+                }
             }
             Packet::SubAck(a) => {
                 if let Some((filters, epoch_sent)) = c.pending_subs.remove(&a.packet_id.get()) {

@@ -504,8 +504,10 @@ fn settle(w: &mut World) {
 /// for one session.
 ///
 /// A subscription is stable when its connection is still connected at the end, was never
-/// given raw bytes, holds the filter once (not subscribed again or unsubscribed), the filter
-/// is not `$share/` (one member of the group receives), a full mesh pump happened between its
+/// given raw bytes nor an acknowledgement the model cannot follow (then it cannot answer every
+/// flight and the session's queue may stay full), holds the filter once (not subscribed again
+/// or unsubscribed), the filter is not `$share/` (one member of the group receives), a full
+/// mesh pump happened between its
 /// SUBACK and the PUBLISH, and the policy did not change since SUBSCRIBE was sent. A message
 /// counts only if the policy did not change since it was sent, and not if a 3.1.1 client
 /// published it under the registry (3.1.1 acknowledges a denied publish as a success).
@@ -524,6 +526,7 @@ fn check_ledger(w: &World) {
             let connected = !c.released
                 && !c.closed
                 && !c.tainted
+                && !c.window_unknown
                 && w.is_conn(ci)
                 && w.cores[c.shard].conn(c.conn).is_some_and(|conn| conn.is_connected());
             if !connected {
