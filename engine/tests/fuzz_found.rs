@@ -59,3 +59,21 @@ fn resend_on_resume_keeps_the_new_receive_maximum() {
         .count();
     assert_eq!(resent, 1, "resends beyond Receive Maximum 1: {got:?}");
 }
+
+/// A shutdown closes every connection; ending their sessions sends the directory's release
+/// to the shard that holds the entry — this one, for some client ids — and that message to
+/// itself was left unhandled until the next input (`check_invariants`: "a message to self
+/// left unhandled"). Found by the `cores` target (fuzz/crashes-found/cores-shutdown-local).
+#[test]
+fn shutdown_handles_its_messages_to_itself() {
+    for shards in [1, 2] {
+        let mut cl = Cluster::new(shards);
+        for i in 0..8 {
+            let _ = cl.connect(i % shards, &format!("c{i}"), true, 0);
+        }
+        for shard in 0..shards {
+            let _ = cl.input(shard, ringmq::proto::Input::Shutdown);
+        }
+        cl.pump();
+    }
+}

@@ -95,6 +95,9 @@ impl ShardCore {
                 Handled::Done
             }
         };
+        // Whatever the input sent this shard itself is handled before it returns (a shutdown
+        // releases directory entries this shard may hold itself, for one).
+        self.drain_local(now);
         self.flush_mesh();
         handled
     }
