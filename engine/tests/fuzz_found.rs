@@ -77,3 +77,59 @@ fn shutdown_handles_its_messages_to_itself() {
         cl.pump();
     }
 }
+
+/// A released QoS 2 message (PUBREL sent, PUBCOMP not yet in) still holds its packet id at the
+/// client: on resume with Receive Maximum 1 it gets its PUBREL, and the other in-flight PUBLISH
+/// waits for the PUBCOMP. Found by the `cores` target (fuzz/crashes-found/cores-released-window):
+/// the resend counted only PUBLISH packets sent on the new connection.
+#[test]
+fn a_released_qos2_message_holds_a_slot_on_resume() {
+    let mut cl = Cluster::new(2);
+    let (mut sub, _) = cl.connect(0, "r", false, 300);
+    cl.subscribe(&mut sub, "q/#", QoS::ExactlyOnce);
+    let (publisher, _) = cl.connect(1, "p", true, 0);
+    for i in 1..=2u16 {
+        cl.send(
+            &publisher,
+            &publish("q/x", b"m", QosPid::ExactlyOnce(pid(i))),
+        );
+    }
+    let ids: Vec<NonZeroU16> = cl
+        .recv(&mut sub)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => p.qos_pid.packet_id(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), 2);
+    // The first is received (PUBREC → PUBREL), the second not acknowledged at all.
+    cl.send(
+        &sub,
+        &Packet::PubRec(PubResp::new(ids[0], ReasonCode::SUCCESS)),
+    );
+    assert!(matches!(cl.recv_one(&mut sub), Packet::PubRel(_)));
+    cl.drop_conn(&sub);
+
+    let mut again = cl.open(0);
+    let mut connect = connect_packet("r", ProtocolVersion::V5);
+    connect.clean_start = false;
+    connect.properties.session_expiry_secs = Some(300);
+    connect.properties.receive_maximum = NonZeroU16::new(1);
+    let ack = cl.connect_with(&mut again, connect);
+    assert!(ack.session_present);
+    let got = cl.recv(&mut again);
+    assert!(
+        matches!(got.as_slice(), [Packet::PubRel(r)] if r.packet_id == ids[0]),
+        "only the PUBREL while the released message holds the one slot: {got:?}"
+    );
+    cl.send(
+        &again,
+        &Packet::PubComp(PubResp::new(ids[0], ReasonCode::SUCCESS)),
+    );
+    let got = cl.recv(&mut again);
+    assert!(
+        matches!(got.as_slice(), [Packet::Publish(p)] if p.dup && p.qos_pid.packet_id() == Some(ids[1])),
+        "then the second, resent: {got:?}"
+    );
+}

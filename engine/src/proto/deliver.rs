@@ -258,7 +258,14 @@ fn resend_in_flight(
     metrics: &ShardMetrics,
 ) {
     let window = usize::from(conn.window);
-    let mut used = session.inflight.iter().filter(|f| f.sent).count();
+    // A released QoS 2 message holds its packet id at the client until PUBCOMP: it takes a
+    // slot of the window too (conservative; PUBREL itself is not a PUBLISH), like the check
+    // for new messages, which counts every entry in flight.
+    let mut used = session
+        .inflight
+        .iter()
+        .filter(|f| f.sent || f.state == InflightState::Released)
+        .count();
     let mut left = false;
     for f in &mut session.inflight {
         if f.sent || f.state != InflightState::Published {
