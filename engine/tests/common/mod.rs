@@ -144,15 +144,7 @@ impl Cluster {
     /// Sends CONNECT on an open connection and returns the first packet back (CONNACK).
     pub fn connect_on(&mut self, c: &mut Client, id: &str) -> ConnAck {
         let connect = connect_packet(id, c.version);
-        self.send(c, &Packet::Connect(Box::new(connect)));
-        let mut packets = self.recv(c);
-        assert!(!packets.is_empty(), "no CONNACK");
-        let first = packets.remove(0);
-        c.pending = packets;
-        match first {
-            Packet::ConnAck(a) => a,
-            p => panic!("expected CONNACK, got {p:?}"),
-        }
+        self.connect_with(c, connect)
     }
 
     pub fn send(&mut self, c: &Client, p: &Packet) {
@@ -224,15 +216,8 @@ impl Cluster {
         let mut connect = connect_packet(id, ProtocolVersion::V5);
         connect.clean_start = clean;
         connect.properties.session_expiry_secs = Some(expiry);
-        self.send(&c, &Packet::Connect(Box::new(connect)));
-        let mut packets = self.recv(&mut c);
-        assert!(!packets.is_empty(), "no CONNACK");
-        let first = packets.remove(0);
-        c.pending = packets;
-        match first {
-            Packet::ConnAck(a) => (c, a),
-            p => panic!("expected CONNACK, got {p:?}"),
-        }
+        let ack = self.connect_with(&mut c, connect);
+        (c, ack)
     }
 
     pub fn subscribe(&mut self, c: &mut Client, filter: &'static str, qos: QoS) -> SubAck {
