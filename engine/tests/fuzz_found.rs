@@ -133,3 +133,104 @@ fn a_released_qos2_message_holds_a_slot_on_resume() {
         "then the second, resent: {got:?}"
     );
 }
+
+/// The client-id directory orders the claims of a client id; its answers to the shard that
+/// holds the session must arrive in that order. A claim answered "the session is here"
+/// (`ClaimedLocal`) travelled in the priority lane and a later claim's `Takeover` in the data
+/// lane, so when the priority lane was full the takeover overtook it: the shard handed the
+/// session away, then the late answer made it a fresh one for the earlier connection — two
+/// live connections and two sessions for one client id, and the directory's next move put
+/// both on one shard (`check_invariants`: "session N: not found by its client id"). Found by
+/// the `cores` target (fuzz/crashes-found/cores-open-client-id-index).
+#[test]
+fn directory_answers_to_a_shard_keep_their_order() {
+    let limits = ringmq::config::Limits {
+        // The smallest inbox the configuration allows: 16 priority messages fill it.
+        shard_queue_capacity: 16,
+        ..Default::default()
+    };
+    let mut cl = Cluster::with_limits(3, limits);
+    // A client id whose directory is shard 1; its session lives on shard 0.
+    let id = (0..)
+        .map(|i| format!("x{i}"))
+        .find(|id| cl.cores[0].directory_shard(id.as_bytes()).slot() == 1)
+        .unwrap();
+    let mut resumed = connect_packet(&id, ProtocolVersion::V5);
+    resumed.clean_start = false;
+    resumed.properties.session_expiry_secs = Some(300);
+    let mut first = cl.open(0);
+    assert!(!cl.connect_with(&mut first, resumed.clone()).session_present);
+
+    let (filler, _) = cl.connect(2, "filler", true, 0);
+
+    // From here on the mesh moves only as told.
+    // The second connection on shard 0 claims the session (a claim to shard 1).
+    let mut earlier = cl.open(0);
+    earlier.version = ProtocolVersion::V5;
+    read(
+        &mut cl,
+        &earlier,
+        &Packet::Connect(Box::new(resumed.clone())),
+    );
+    // Shard 2 fills shard 0's priority lane with 16 interest updates.
+    let filters = (0..16)
+        .map(|i| SubscribeFilter {
+            filter: Str::copy_from(&format!("fill/{i}")).unwrap(),
+            options: SubscriptionOptions::default(),
+        })
+        .collect();
+    let subscribe = Packet::Subscribe(Subscribe {
+        packet_id: pid(1),
+        subscription_id: None,
+        user_properties: UserProperties::new(),
+        filters,
+    });
+    read(&mut cl, &filler, &subscribe);
+    assert_eq!(
+        cl.mesh.priority_len(0),
+        16,
+        "shard 0's priority lane is full"
+    );
+    // Shard 1 (the directory) answers the claim: the session is on shard 0 already.
+    let _ = cl.input(1, ringmq::proto::Input::Inbox { max: usize::MAX });
+    // A connection on shard 1 claims it next: the directory sends shard 0 a takeover.
+    let mut later = cl.open(1);
+    later.version = ProtocolVersion::V5;
+    read(&mut cl, &later, &Packet::Connect(Box::new(resumed)));
+    cl.pump();
+
+    // The directory saw the earlier claim first: that connection gets the session, and is
+    // then taken over by the later one, which resumes it. One connection lives.
+    let got = cl.recv(&mut earlier);
+    assert!(
+        matches!(got.as_slice(), [Packet::ConnAck(a), Packet::Disconnect(d)]
+            if a.session_present && d.reason_code == ReasonCode::SESSION_TAKEN_OVER),
+        "the earlier connection resumes, then is taken over: {got:?}"
+    );
+    assert!(cl.is_closing(&earlier));
+    let got = cl.recv(&mut later);
+    assert!(
+        matches!(got.as_slice(), [Packet::ConnAck(a)] if a.session_present),
+        "the later connection resumes the one session: {got:?}"
+    );
+    assert!(!cl.is_closing(&later));
+    // The session moves back to shard 0 with the next connection there: one session stays.
+    let mut again = cl.open(0);
+    let mut resume = connect_packet(&id, ProtocolVersion::V5);
+    resume.clean_start = false;
+    resume.properties.session_expiry_secs = Some(300);
+    assert!(cl.connect_with(&mut again, resume).session_present);
+}
+
+/// Hands `p` to the core as the client's bytes without pumping the mesh.
+fn read(cl: &mut Cluster, c: &Client, p: &Packet) {
+    let mut buf = bytes::BytesMut::new();
+    encode(p, c.version, &mut buf).unwrap();
+    let _ = cl.input(
+        c.shard,
+        ringmq::proto::Input::Read {
+            conn: c.index,
+            bytes: &mut buf,
+        },
+    );
+}

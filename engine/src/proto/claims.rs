@@ -231,7 +231,8 @@ impl ShardCore {
         }
     }
 
-    pub(crate) fn directory_shard(&self, client_id: &[u8]) -> ShardId {
+    /// The shard whose directory orders the claims of `client_id` (public for tests).
+    pub fn directory_shard(&self, client_id: &[u8]) -> ShardId {
         let mut h = FxHasher::default();
         client_id.hash(&mut h);
         ShardId::from_slot((h.finish() % self.shards.max(1) as u64) as usize)

@@ -9,11 +9,12 @@
 //! can observe before the next packet it sends — interest and retained-message updates (a
 //! SUBACK on one shard, then a PUBLISH read by another) — and which commute with everything
 //! else: they change where this shard routes and what it replays on SUBSCRIBE, never a
-//! session or a delivery already routed. The receiver applies that lane in full before any
-//! client input. Everything else (deliveries, claims, takeovers, session moves) stays in one
-//! FIFO *data* lane per sending shard, whose order the session-move protocol relies on, and
-//! is handled in bounded batches, so a flooded shard still gets to its own connections between
-//! them.
+//! session or a delivery already routed — and the directory's bookkeeping (see
+//! [`ShardMsg::is_priority`]). The receiver applies that lane in full before any client
+//! input. Everything else (deliveries, takeovers, "the session is already yours", session
+//! moves) stays in one FIFO *data* lane per sending shard, whose order the session-move
+//! protocol relies on, and is handled in bounded batches, so a flooded shard still gets to its
+//! own connections between them.
 //!
 //! One data lane per sender (single producer, single consumer), taken round-robin: with one
 //! lane shared by all senders, the sender that pushed first after each batch took every freed
@@ -130,19 +131,26 @@ impl ShardMsg {
     /// Whether the message travels in the priority lane (see the module header).
     ///
     /// Besides interest and retained updates, the directory's bookkeeping: a claim, its refusal,
-    /// "the session is already yours", "there was no session" (`SessionMoved` without one),
-    /// releases and the per-name session counts. None of them carries or moves session state,
-    /// so overtaking deliveries cannot reorder anything a client sees, and a new client's
-    /// CONNACK no longer waits behind a backlog of deliveries (fan-in flood of 500 publishers
-    /// on two shards: probe worst 155 ms). A takeover and a session that does move stay in the
-    /// data lane, in order with the deliveries the move protocol accounts for.
+    /// "there was no session" (`SessionMoved` without one), releases and the per-name session
+    /// counts. None of them carries or moves session state, so overtaking deliveries cannot
+    /// reorder anything a client sees, and a new client's CONNACK no longer waits behind a
+    /// backlog of deliveries (fan-in flood of 500 publishers on two shards: probe worst
+    /// 155 ms). A takeover and a session that does move stay in the data lane, in order with
+    /// the deliveries the move protocol accounts for.
+    ///
+    /// `ClaimedLocal` ("the session is already yours") stays there too: it goes to the shard
+    /// that holds the session, as does the `Takeover` of any later claim, and that shard must
+    /// see them in the directory's order. It hands its session over at once on a takeover
+    /// (chains of racing claims end that way), so a takeover that overtook the answer — a full
+    /// priority lane was enough — left it to make a fresh session for the earlier connection
+    /// when the answer came: two live connections and two sessions for one client id (found
+    /// by the `cores` fuzz target; `engine/tests/fuzz_found.rs`).
     pub fn is_priority(&self) -> bool {
         match self {
             ShardMsg::Interest { .. }
             | ShardMsg::Retain { .. }
             | ShardMsg::Claim { .. }
             | ShardMsg::ClaimRefused { .. }
-            | ShardMsg::ClaimedLocal { .. }
             | ShardMsg::Release { .. }
             | ShardMsg::NameAcquire { .. }
             | ShardMsg::NameAnswer { .. }
@@ -151,6 +159,7 @@ impl ShardMsg {
             ShardMsg::Deliver { .. }
             | ShardMsg::DeliverTo { .. }
             | ShardMsg::DeliverShared { .. }
+            | ShardMsg::ClaimedLocal { .. }
             | ShardMsg::Takeover { .. } => false,
         }
     }
