@@ -221,6 +221,11 @@ impl ShardCore {
         (self.conns.len(), self.sessions.len())
     }
 
+    /// The client ids of the sessions on this shard, for checks across shards (tests, fuzzer).
+    pub fn session_client_ids(&self) -> impl Iterator<Item = &[u8]> {
+        self.by_client_id.keys().map(|k| k.as_ref())
+    }
+
     /// Checks the core's invariants, panicking with the first one broken: for tests and the
     /// fuzzer, after every input (a full pass over connections and sessions).
     pub fn check_invariants(&self) {

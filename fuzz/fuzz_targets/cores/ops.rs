@@ -12,7 +12,44 @@ pub fn run(data: &[u8]) {
         step(&mut w, &mut r);
     }
     settle(&mut w);
+    check_one_session_per_client_id(&w);
     check_ledger(&w);
+}
+
+/// At rest, a client id has one session in the whole cluster and at most one connection using
+/// it: takeover ends the older one [MQTT-3.1.4-3]. (Each core checks its own client-id index;
+/// this checks across shards, which the directory keeps in step.)
+fn check_one_session_per_client_id(w: &World) {
+    let mut sessions: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
+    for (shard, core) in w.cores.iter().enumerate() {
+        for id in core.session_client_ids() {
+            sessions.entry(id.to_vec()).or_default().push(shard);
+        }
+    }
+    for (id, shards) in &sessions {
+        assert!(
+            shards.len() == 1,
+            "client id {:?}: a session on each of shards {shards:?}",
+            String::from_utf8_lossy(id)
+        );
+    }
+    let mut connected: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
+    for (ci, c) in w.clients.iter().enumerate() {
+        if !w.is_conn(ci) {
+            continue;
+        }
+        let Some(conn) = w.cores[c.shard].conn(c.conn) else { continue };
+        if conn.is_connected() && !conn.is_closing() {
+            connected.entry(conn.client_id.as_bytes().to_vec()).or_default().push(ci);
+        }
+    }
+    for (id, clients) in &connected {
+        assert!(
+            clients.len() == 1,
+            "client id {:?}: clients {clients:?} all connected",
+            String::from_utf8_lossy(id)
+        );
+    }
 }
 
 fn step(w: &mut World, r: &mut Reader<'_>) {
