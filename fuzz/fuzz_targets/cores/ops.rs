@@ -502,6 +502,11 @@ fn settle(w: &mut World) {
             if w.clients[ci].released || w.clients[ci].closed || !w.is_conn(ci) {
                 continue;
             }
+            // The rest of a split write is read now: what it publishes reaches the clients
+            // drained before this one only in the next round.
+            if !w.clients[ci].unsent.is_empty() {
+                quiet = false;
+            }
             flush_unsent(w, ci);
             let before = (w.clients[ci].outstanding.len(), w.clients[ci].delivered.len());
             w.drain(ci);
