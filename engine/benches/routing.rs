@@ -192,6 +192,10 @@ fn bench_mesh(c: &mut Criterion) {
                 let msg = ShardMsg::Deliver {
                     message: message.clone(),
                     targets: 0b10,
+                    stamp: ringmq::shard::mesh::Stamp {
+                        from: ringmq::proto::ShardId::from_slot(0),
+                        seq: 1,
+                    },
                 };
                 if mesh.push(0, 1, black_box(msg)).is_err() {
                     panic!("inbox full");

@@ -22,8 +22,10 @@ use tracing::warn;
 use crate::ids::ConnId;
 use crate::ops::metrics::Quota;
 use crate::proto::conn::ConnState;
+use crate::proto::forward::handled_during_stay;
+use crate::proto::session::Outgoing;
 use crate::proto::{Failure, ShardCore, fail, over_quota, write_connack_refusal};
-use crate::shard::mesh::{ConnToken, ShardMsg};
+use crate::shard::mesh::{ConnToken, ShardMsg, Stamp};
 
 /// Messages kept in a shard's claim log (claims normally resolve within microseconds; beyond
 /// this, messages are not kept for sessions on their way).
@@ -49,6 +51,11 @@ pub(super) struct PendingClaim {
     /// Position in the shard's claim log when the claim was sent: the messages delivered on
     /// this shard since then are replayed if the session arrives (`ShardCore::claim_log`).
     pub log_from: u64,
+    /// The deliveries this shard had handled when the claim was sent (see `forward.rs`).
+    pub watermark: Vec<u64>,
+    /// Copies forwarded here for the session while it is on its way (from a shard it left for
+    /// an earlier stay here), delivered when it lands.
+    pub forwarded: Vec<crate::proto::session::Outgoing>,
 }
 
 /// What a shard knows about client-id ownership. Private: only this module reads or changes
@@ -87,6 +94,12 @@ impl Claims {
 
     pub fn check_invariants(&self) {
         assert!(self.log.len() <= CLAIM_LOG_MAX, "claim log over its bound");
+        assert!(
+            self.pending
+                .values()
+                .all(|p| p.forwarded.len() <= CLAIM_LOG_MAX),
+            "forwarded copies over their bound"
+        );
         if self.pending.is_empty() {
             assert!(
                 self.log.is_empty(),
@@ -124,6 +137,8 @@ impl ShardCore {
                 deferred: None,
                 queued: Vec::new(),
                 log_from: self.claims.log_base + self.claims.log.len() as u64,
+                watermark: self.forwarding.watermark(),
+                forwarded: Vec::new(),
             },
         );
         let dir = self.directory_shard(client_id.as_bytes());
@@ -188,6 +203,10 @@ impl ShardCore {
     /// The client id's session belongs to another authentication name.
     pub(crate) fn handle_claim_refused(&mut self, client_id: Str, token: ConnToken, now: Instant) {
         let resolved = self.resolve_pending_claim(&client_id, token);
+        // Copies forwarded for a session that will not come here.
+        if let Some(r) = &resolved {
+            self.stats.dropped_no_session += r.forwarded.len() as u64;
+        }
         if self.claiming(token) {
             let index = token.conn;
             self.release_name(index);
@@ -370,6 +389,30 @@ impl ShardCore {
                 owner,
             },
         );
+    }
+
+    /// A forwarded copy for `client_id`'s session, which is not here: kept for it if this
+    /// shard's claim is bringing it (the copy is dropped if this shard handled the message
+    /// after the claim started: the claim log has it). Gives it back when there is no claim.
+    pub(super) fn keep_forwarded_for_claim(
+        &mut self,
+        client_id: &Str,
+        out: Outgoing,
+        targets: u64,
+        stamp: Stamp,
+    ) -> Option<Outgoing> {
+        let me = self.id;
+        let Some(pending) = self.claims.pending.get_mut(client_id.as_bytes()) else {
+            return Some(out);
+        };
+        if handled_during_stay(me, &pending.watermark, targets, stamp) {
+            self.stats.forwarded_duplicates += 1;
+        } else if pending.forwarded.len() < CLAIM_LOG_MAX {
+            pending.forwarded.push(out);
+        } else {
+            self.metrics.dropped(DropCause::ClaimLogFull);
+        }
+        None
     }
 
     /// Forgets this shard's pending claim of `client_id` if `token` is it; returns what waited

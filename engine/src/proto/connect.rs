@@ -210,6 +210,7 @@ impl ShardCore {
         let Some(mut session) = self.remove_session(sidx) else {
             return;
         };
+        self.forwarding.session_gone(&session.client_id);
         if let Some(p) = session.pending_will.take() {
             self.publish_will(*p.will, now);
         }
@@ -229,13 +230,24 @@ impl ShardCore {
         owner: Option<Arc<str>>,
         now: Instant,
     ) {
-        let resolved = self.resolve_pending_claim(&client_id, token);
+        let mut resolved = self.resolve_pending_claim(&client_id, token);
         let arrived = moved.is_some();
         // The session is here now: a forwarder left by an earlier stay points away from it.
         // Kept, it made a cycle with the forwarder the session's last shard left for here,
-        // and a late message bounced between the two until the grace ran out.
-        self.forwarding.session_arrived(&client_id);
+        // and a late message bounced between the two until the grace ran out. A session that
+        // moved here keeps its claim's watermark for the forwarded copies to come.
+        // (Without the claim's own watermark, today's: forwarded copies it would have dropped
+        // are delivered — a duplicate at worst, never a loss.)
+        let watermark = arrived.then(|| {
+            resolved
+                .as_ref()
+                .map_or_else(|| self.forwarding.watermark(), |r| r.watermark.clone())
+        });
         self.install_claimed_session(client_id.clone(), token, moved, local, owner, now);
+        // (A moved session whose new connection went away and that had no expiry ends here.)
+        let here = self.by_client_id.contains_key(client_id.as_bytes());
+        self.forwarding
+            .session_arrived(&client_id, watermark.filter(|_| here));
         if arrived {
             let buffered = resolved
                 .as_ref()
@@ -245,6 +257,21 @@ impl ShardCore {
                 && !buffered.is_empty()
             {
                 self.replay_for_arrived(sidx, buffered, now);
+            }
+        }
+        // Copies forwarded here while the session was on its way.
+        let forwarded = resolved
+            .as_mut()
+            .map(|r| std::mem::take(&mut r.forwarded))
+            .unwrap_or_default();
+        if !forwarded.is_empty() {
+            match self.by_client_id.get(client_id.as_bytes()).copied() {
+                Some(sidx) => {
+                    for out in forwarded {
+                        self.deliver_forwarded(sidx, out, now);
+                    }
+                }
+                None => self.stats.dropped_no_session += forwarded.len() as u64,
             }
         }
         // A newer claim arrived while this one was in flight: this connection is taken over
@@ -406,9 +433,13 @@ impl ShardCore {
                 {
                     self.publish_will(*p.will, now);
                 }
+                self.forwarding.session_gone(&client_id);
                 self.insert_session(Session::new(client_id.clone(), expiry))
             }
-            None => self.insert_session(Session::new(client_id.clone(), expiry)),
+            None => {
+                self.forwarding.session_gone(&client_id);
+                self.insert_session(Session::new(client_id.clone(), expiry))
+            }
         };
         let claim = ConnToken {
             conn: index,

@@ -10,11 +10,16 @@ use tracing::{debug, warn};
 
 use crate::ids::SessionId;
 use crate::ops::metrics::{DropCause, ShardMetrics};
+use crate::proto::forward::handled_during_stay;
 use crate::proto::message::Message;
 use crate::proto::route::*;
 use crate::proto::session::{Inflight, InflightState, Outgoing, SubIds};
 use crate::proto::{ShardCore, write_packet};
-use crate::shard::mesh::ShardMsg;
+use crate::shard::mesh::{ShardMsg, Stamp};
+
+/// Hops a forwarded copy may take chasing a session from shard to shard (each hop is a shard
+/// the session left while the copy was on its way).
+pub(crate) const MAX_FORWARD_HOPS: u8 = 64;
 
 impl ShardCore {
     /// A forwarded delivery for a session that moved here (or moved on again).
@@ -23,27 +28,35 @@ impl ShardCore {
         client_id: Str,
         out: Outgoing,
         hops: u8,
+        targets: u64,
+        stamp: Stamp,
         now: Instant,
     ) {
         if let Some(&sidx) = self.by_client_id.get(client_id.as_bytes()) {
-            // Only if the session, as it is now, still subscribes to a matching filter: a clean
-            // start or an unsubscribe since the move ends the old subscriptions.
-            let topic = out.message.topic.as_bytes();
-            let subscribed = self.sessions.get(sidx).is_some_and(|s| {
-                s.subscriptions
-                    .keys()
-                    .any(|f| matches!(topic::parse_shared(f), Ok(None)) && topic::matches(f, topic))
-            });
-            if subscribed {
-                self.deliver_to_session(sidx, out, now);
-            } else {
-                self.stats.dropped_no_session += 1;
+            // This shard handled the message after its claim started: the session has it.
+            if self
+                .forwarding
+                .delivered_here(self.id, &client_id, targets, stamp)
+            {
+                self.stats.forwarded_duplicates += 1;
+                return;
             }
+            self.deliver_forwarded(sidx, out, now);
             return;
         }
-        let next = self.forwarding.next_hop(&client_id, now);
+        // The session is on its way here (a stale forwarder of an earlier stay would send the
+        // copy round the shards it left): keep it for the session.
+        let Some(out) = self.keep_forwarded_for_claim(&client_id, out, targets, stamp) else {
+            return;
+        };
+        let next = self
+            .forwarding
+            .next_hop(&client_id, now)
+            .map(|(to, stay)| (to, handled_during_stay(self.id, stay, targets, stamp)));
         match next {
-            Some(to) if usize::from(hops) < self.shards => {
+            // The session got it here, or this shard forwarded its own copy.
+            Some((_, true)) => self.stats.forwarded_duplicates += 1,
+            Some((to, false)) if hops < MAX_FORWARD_HOPS => {
                 let hops = hops.saturating_add(1);
                 self.send(
                     to,
@@ -51,16 +64,36 @@ impl ShardCore {
                         client_id,
                         out,
                         hops,
+                        targets,
+                        stamp,
                     },
                 )
             }
             Some(_) => {
                 // Forwarders never form a cycle (a session's arrival removes its shard's old
-                // forwarder); should one appear, the message is dropped and counted.
-                debug_assert!(false, "a forwarded message went round the shards");
+                // forwarder), but a copy can chase a session that keeps moving: after this
+                // many hops it is dropped and counted.
+                warn!(client_id = %client_id, hops, "forwarded message dropped: its session kept moving");
                 self.stats.dropped_no_session += 1;
             }
             None => self.stats.dropped_no_session += 1,
+        }
+    }
+
+    /// A forwarded copy for session `sidx`: delivered only if the session, as it is now,
+    /// still subscribes to a matching filter (a clean start or an unsubscribe since the move
+    /// ends the old subscriptions).
+    pub(crate) fn deliver_forwarded(&mut self, sidx: SessionId, out: Outgoing, now: Instant) {
+        let topic = out.message.topic.as_bytes();
+        let subscribed = self.sessions.get(sidx).is_some_and(|s| {
+            s.subscriptions
+                .keys()
+                .any(|f| matches!(topic::parse_shared(f), Ok(None)) && topic::matches(f, topic))
+        });
+        if subscribed {
+            self.deliver_to_session(sidx, out, now);
+        } else {
+            self.stats.dropped_no_session += 1;
         }
     }
 

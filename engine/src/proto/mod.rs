@@ -88,6 +88,8 @@ pub struct Stats {
     pub forwarded_after_move: u64,
     /// Forwarded messages that found no session (or no matching subscription) on arrival.
     pub dropped_no_session: u64,
+    /// Forwarded copies dropped because the session got the message through this shard.
+    pub forwarded_duplicates: u64,
 }
 
 /// Everything one shard owns.
@@ -280,6 +282,12 @@ impl ShardCore {
             self.sessions.len(),
             "client-id index and sessions differ"
         );
+        for id in self.forwarding.stays() {
+            assert!(
+                self.by_client_id.contains_key(id),
+                "a stay is recorded for {id:?}, whose session is not here"
+            );
+        }
         self.claims.check_invariants();
         self.outboxes
             .check_invariants(self.limits.shard_queue_capacity);

@@ -167,9 +167,14 @@ impl ShardCore {
 
     pub(super) fn handle_mesh(&mut self, msg: ShardMsg, now: Instant) {
         match msg {
-            ShardMsg::Deliver { message, targets } => {
+            ShardMsg::Deliver {
+                message,
+                targets,
+                stamp,
+            } => {
+                self.forwarding.note(stamp);
                 if self.forwarding.any() {
-                    self.forward_moved(&message, targets, now);
+                    self.forward_moved(&message, targets, stamp, now);
                 }
                 self.deliver_local(&message, now)
             }
@@ -177,7 +182,9 @@ impl ShardCore {
                 client_id,
                 out,
                 hops,
-            } => self.handle_deliver_to(client_id, out, hops, now),
+                targets,
+                stamp,
+            } => self.handle_deliver_to(client_id, out, hops, targets, stamp, now),
             ShardMsg::DeliverShared {
                 message,
                 filter,

@@ -284,9 +284,10 @@ impl ShardCore {
             });
         let me = self.id;
         let all_targets = targets;
+        let stamp = self.forwarding.next_stamp(me);
         // Sessions that just left this shard: their new shard may not be in `targets` yet.
         if self.forwarding.any() {
-            self.forward_moved(&message, all_targets, now);
+            self.forward_moved(&message, all_targets, stamp, now);
         }
         while targets != 0 {
             let to = ShardId::lowest_in(targets);
@@ -299,6 +300,7 @@ impl ShardCore {
                     ShardMsg::Deliver {
                         message: message.clone(),
                         targets: all_targets,
+                        stamp,
                     },
                 );
             }

@@ -45,20 +45,38 @@ pub struct ConnToken {
     pub serial: u64,
 }
 
+/// Where a routed message comes from and its place in that shard's routing order: the
+/// publisher's shard numbers every message it routes, and its deliveries to any one shard
+/// arrive in that order (one FIFO lane per sender). A shard that knows the highest number it
+/// has handled from each shard can tell, for a forwarded message, whether the message reached
+/// it before or after a point in time (see `proto/forward.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub from: ShardId,
+    pub seq: u64,
+}
+
 /// What shards tell each other.
 #[derive(Debug)]
 pub enum ShardMsg {
     /// Deliver to this shard's matching (non-shared) subscriptions. `targets`: every shard
     /// the publisher's shard sent the message to (a bit each).
-    Deliver { message: Message, targets: u64 },
+    Deliver {
+        message: Message,
+        targets: u64,
+        stamp: Stamp,
+    },
     /// Deliver to the session of `client_id`, which moved to this shard (forwarded by the
-    /// shard it left, for a message routed there before the move was known).
+    /// shard it left, for a message that reached that shard after the session had gone).
     DeliverTo {
         client_id: Str,
         out: crate::proto::session::Outgoing,
         /// Shards that forwarded it so far: dropped beyond the number of shards, so no
         /// forwarding cycle can keep a message in flight.
         hops: u8,
+        /// The original delivery's targets and stamp.
+        targets: u64,
+        stamp: Stamp,
     },
     /// Deliver to one member of the shared subscription `$share/{group}/{filter}`.
     DeliverShared {
