@@ -496,7 +496,7 @@ impl World {
                     for ((f, options), rc) in filters.into_iter().zip(a.reason_codes) {
                         if let Some(granted) = Client::granted_qos(rc.0) {
                             assert!(granted <= options.qos, "client {ci}: granted {granted:?} above {:?}", options.qos);
-                            let unstable = c.subs.contains_key(&f);
+                            let unstable = c.subs.contains_key(&f) || c.unsubscribed.contains(&f);
                             c.subs.insert(
                                 f,
                                 SubRec {

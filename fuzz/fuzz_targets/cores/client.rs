@@ -101,6 +101,9 @@ pub struct Client {
     pub own_filters: Vec<Vec<u8>>,
     pub subs: HashMap<Vec<u8>, SubRec>,
     pub pending_subs: HashMap<u16, (Vec<(Vec<u8>, SubscriptionOptions)>, u32)>,
+    /// Filters this connection sent in UNSUBSCRIBE (one acknowledged later by a SUBACK that
+    /// was still pending is not stable either).
+    pub unsubscribed: Vec<Vec<u8>>,
     pub server_disconnected: bool,
 }
 
@@ -140,6 +143,7 @@ impl Client {
             own_filters: Vec::new(),
             subs: HashMap::new(),
             pending_subs: HashMap::new(),
+            unsubscribed: Vec::new(),
             server_disconnected: false,
         }
     }

@@ -259,6 +259,7 @@ fn unsubscribe(w: &mut World, r: &mut Reader<'_>, ci: usize) {
     if let Some(s) = c.subs.get_mut(filter.as_bytes()) {
         s.unstable = true;
     }
+    c.unsubscribed.push(filter.as_bytes().to_vec());
     let session = c.key.as_ref().and_then(|k| w.ids.get_mut(k)).map(|m| &mut m.next_pid);
     let packet_id = c.next_packet_id(session);
     let p = Packet::Unsubscribe(Unsubscribe {
