@@ -239,7 +239,8 @@ impl ShardCore {
 
     /// A message reached this shard for subscriptions of a session that has moved: forward it.
     /// The new shard drops the copy if it handled the message itself after its claim started
-    /// (module header), so QoS 1/2 messages are neither lost nor doubled by a move.
+    /// (module header), so no QoS 1/2 message is lost by a move. (A message can still reach a
+    /// session twice across quick moves: docs/architecture.md, "Messages during a move".)
     pub(crate) fn forward_moved(
         &mut self,
         message: &Message,
