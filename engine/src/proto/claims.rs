@@ -22,7 +22,7 @@ use tracing::warn;
 use crate::ids::ConnId;
 use crate::ops::metrics::Quota;
 use crate::proto::conn::ConnState;
-use crate::proto::forward::handled_during_stay;
+use crate::proto::forward::handled_after;
 use crate::proto::session::Outgoing;
 use crate::proto::{Failure, ShardCore, fail, over_quota, write_connack_refusal};
 use crate::shard::mesh::{ConnToken, ShardMsg, Stamp};
@@ -405,7 +405,7 @@ impl ShardCore {
         let Some(pending) = self.claims.pending.get_mut(client_id.as_bytes()) else {
             return Some(out);
         };
-        if handled_during_stay(me, &pending.watermark, targets, stamp) {
+        if handled_after(me, targets, stamp, &pending.watermark) {
             self.stats.forwarded_duplicates += 1;
         } else if pending.forwarded.len() < CLAIM_LOG_MAX {
             pending.forwarded.push(out);

@@ -10,7 +10,7 @@ use tracing::{debug, warn};
 
 use crate::ids::SessionId;
 use crate::ops::metrics::{DropCause, ShardMetrics};
-use crate::proto::forward::handled_during_stay;
+use crate::proto::forward::handled_after;
 use crate::proto::message::Message;
 use crate::proto::route::*;
 use crate::proto::session::{Inflight, InflightState, Outgoing, SubIds};
@@ -52,7 +52,7 @@ impl ShardCore {
         let next = self
             .forwarding
             .next_hop(&client_id, now)
-            .map(|(to, stay)| (to, handled_during_stay(self.id, stay, targets, stamp)));
+            .map(|(to, stay)| (to, handled_after(self.id, targets, stamp, stay)));
         match next {
             // The session got it here, or this shard forwarded its own copy.
             Some((_, true)) => self.stats.forwarded_duplicates += 1,

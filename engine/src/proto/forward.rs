@@ -49,9 +49,10 @@ pub struct Forwarder {
     pub stay: Vec<u64>,
 }
 
-/// Whether a shard with `watermark` handled the message `stamp` itself (it was among the
-/// `targets` and came after the watermark).
-fn handled_after(me: ShardId, targets: u64, stamp: Stamp, watermark: &[u64]) -> bool {
+/// Whether a shard with `watermark` (of a claim, or of a stay that ended) handled the message
+/// `stamp` itself: it was among the `targets` and came after the watermark — so the session
+/// has it from this shard, or this shard forwarded its own copy.
+pub(crate) fn handled_after(me: ShardId, targets: u64, stamp: Stamp, watermark: &[u64]) -> bool {
     targets & me.bit() != 0 && stamp.seq > watermark.get(stamp.from.slot()).copied().unwrap_or(0)
 }
 
@@ -176,12 +177,6 @@ impl Forwarding {
     pub fn stays(&self) -> impl Iterator<Item = &Bytes> {
         self.stays.keys()
     }
-}
-
-/// Whether a shard the session has left handled the forwarded message `stamp` while the
-/// session was there or after (then the session has it, or this shard forwarded its own copy).
-pub(crate) fn handled_during_stay(me: ShardId, stay: &[u64], targets: u64, stamp: Stamp) -> bool {
-    handled_after(me, targets, stamp, stay)
 }
 
 impl ShardCore {

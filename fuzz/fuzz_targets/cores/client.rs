@@ -202,6 +202,15 @@ impl Client {
             .collect()
     }
 
+    /// Our QoS 2 publishes whose PUBREL is owed and not sent yet.
+    pub fn unsent_pubrels(&self) -> Vec<u16> {
+        self.owe_pubrel
+            .iter()
+            .filter(|(_, sent)| !**sent)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Server → client flights the broker's window must hold.
     pub fn window(&self, max_inflight: u16) -> usize {
         usize::from(max_inflight.min(self.receive_max))

@@ -358,12 +358,7 @@ fn ack(w: &mut World, r: &mut Reader<'_>, ci: usize) {
     let v5 = w.clients[ci].wire_version().is_v5();
     let fail = v5 && b & 0x80 != 0;
     let mut answerable = w.clients[ci].answerable();
-    let owed: Vec<u16> = w.clients[ci]
-        .owe_pubrel
-        .iter()
-        .filter(|(_, sent)| !**sent)
-        .map(|(id, _)| *id)
-        .collect();
+    let owed = w.clients[ci].unsent_pubrels();
     let total = answerable.len() + owed.len();
     if b & 0x40 != 0 || total == 0 {
         // An acknowledgement the model cannot follow.
@@ -515,12 +510,7 @@ fn settle(w: &mut World) {
                 answer(w, ci, id, flight, false);
                 quiet = false;
             }
-            let owed: Vec<u16> = w.clients[ci]
-                .owe_pubrel
-                .iter()
-                .filter(|(_, sent)| !**sent)
-                .map(|(id, _)| *id)
-                .collect();
+            let owed = w.clients[ci].unsent_pubrels();
             for id in owed {
                 w.clients[ci].owe_pubrel.insert(id, true);
                 w.send(ci, &Packet::PubRel(PubResp::new(pid(id), ReasonCode::SUCCESS)), &[], None);
