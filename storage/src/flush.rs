@@ -139,7 +139,7 @@ struct Job {
     /// Segment numbers to delete (compacted), after the write.
     delete: Range<u64>,
     segment_bytes: u64,
-    dir: PathBuf,
+    dir: Arc<Path>,
 }
 
 /// The result of [`Flush::run`], for [`ShardLog::finish_flush`].
@@ -160,7 +160,7 @@ impl Flush {
         sync: bool,
         delete: Range<u64>,
         segment_bytes: u64,
-        dir: PathBuf,
+        dir: Arc<Path>,
     ) -> Flush {
         Flush {
             io,
@@ -379,7 +379,7 @@ impl Worker {
     /// Hands `job` to the thread and waits (without blocking the shard) for it to finish.
     async fn run(&self, job: Job) -> (Job, Result<(), StorageError>) {
         let gone = |job: Job| {
-            let path = job.dir.clone();
+            let path = job.dir.to_path_buf();
             (
                 job,
                 Err(StorageError::io(
@@ -411,7 +411,7 @@ impl Worker {
                     sync: false,
                     delete: 0..0,
                     segment_bytes: 0,
-                    dir: PathBuf::new(),
+                    dir: Arc::from(Path::new("")),
                 },
                 Err(StorageError::io(
                     "write",

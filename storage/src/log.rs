@@ -3,7 +3,7 @@
 //! reused); the I/O is in `flush.rs`.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -60,7 +60,9 @@ pub(crate) struct Position {
 pub struct ShardLog {
     shard: usize,
     /// Keeps the directory lock held while the log lives.
-    shared: Arc<Shared>,
+    _shared: Arc<Shared>,
+    /// The shard's folder (shared with the flushes without copying).
+    dir: Arc<Path>,
     stats: Arc<LogStats>,
     fsync: FsyncPolicy,
     segment_bytes: u64,
@@ -125,7 +127,8 @@ impl ShardLog {
             waker: None,
             closed: false,
             failed: false,
-            shared,
+            dir: crate::dir::shard_dir(&config.dir, position.shard).into(),
+            _shared: shared,
         };
         log.update_disk_stats();
         log
@@ -282,7 +285,7 @@ impl ShardLog {
             sync,
             delete,
             self.segment_bytes,
-            self.shard_dir(),
+            self.dir.clone(),
         ))
     }
 
@@ -401,10 +404,6 @@ impl ShardLog {
 
     pub fn stats(&self) -> &Arc<LogStats> {
         &self.stats
-    }
-
-    fn shard_dir(&self) -> PathBuf {
-        crate::dir::shard_dir(&self.shared.config.dir, self.shard)
     }
 
     fn sync_due(&self, now: Instant) -> bool {

@@ -219,7 +219,15 @@ pub(crate) fn recover(shared: &Arc<Shared>, shard: usize) -> Result<Recovered, S
     let mut buf = Vec::new();
     for (i, &number) in run.iter().enumerate() {
         let last = i + 1 == run.len();
-        if !scan_segment(&mut scan, &dir, shard, number, last, &mut buf)? {
+        if !scan_segment(
+            &mut scan,
+            &dir,
+            shard,
+            number,
+            last,
+            shared.config.segment_bytes,
+            &mut buf,
+        )? {
             // Torn: everything after it goes.
             let dropped = &run[i + 1..];
             for &n in dropped {
@@ -372,6 +380,7 @@ fn scan_segment(
     shard: usize,
     number: u64,
     last: bool,
+    segment_bytes: u64,
     buf: &mut Vec<u8>,
 ) -> Result<bool, StorageError> {
     let path = dir.join(segment_name(number));
@@ -382,7 +391,9 @@ fn scan_segment(
         .map_err(|e| StorageError::io("open", &path, e))?;
     buf.clear();
     file.read_to_end(buf).map_err(|e| StorageError::io("read", &path, e))?;
-    let capacity = buf.len() as u64;
+    // A file shorter than a segment (cut by hand, or made with a smaller `segment_bytes`)
+    // is preallocated to the full size again if appends resume in it.
+    let capacity = (buf.len() as u64).max(segment_bytes);
     let first = scan.segments.is_empty();
     let header = frame::decode_segment_header(buf).and_then(|h| {
         if h.segment != number || h.shard as usize != shard {
