@@ -83,7 +83,11 @@ fn appends_allocate_nothing(io: IoMode) {
             .block_on(body),
     };
     assert_eq!(counted, 2048);
-    assert_eq!(ALLOCATIONS.with(Cell::get), 0, "allocations in {counted} appends");
+    assert_eq!(
+        ALLOCATIONS.with(Cell::get),
+        0,
+        "allocations in {counted} appends"
+    );
 }
 
 #[test]

@@ -92,9 +92,16 @@ fn records_round_trip_across_a_restart() {
         assert!(records.is_empty());
         assert!(rec.torn_tail.is_none());
         for i in 1..=100u64 {
-            assert_eq!(rec.log.append(&payload(i, (i as usize * 7) % 300)).unwrap(), i);
+            assert_eq!(
+                rec.log.append(&payload(i, (i as usize * 7) % 300)).unwrap(),
+                i
+            );
         }
-        assert_eq!(rec.log.append(&[]).unwrap(), 101, "an empty payload is a record");
+        assert_eq!(
+            rec.log.append(&[]).unwrap(),
+            101,
+            "an empty payload is a record"
+        );
         assert_eq!(rec.log.durable_through(), 0);
         assert_eq!(flush_all(&mut rec.log).await, 1);
         assert_eq!(rec.log.durable_through(), 101);
@@ -209,7 +216,13 @@ fn torn_tail_garbage_after_the_end() {
         f.write_all_at(b"garbage", at(6)).unwrap();
         let (torn, seqs) = recover_damaged(&dir, io);
         assert_eq!(torn.as_ref().map(|t| t.0), Some(at(6)));
-        assert!(matches!(torn.unwrap().1, TornReason::ShortHeader | TornReason::BadLength { .. } | TornReason::BadCrc), "garbage header");
+        assert!(
+            matches!(
+                torn.unwrap().1,
+                TornReason::ShortHeader | TornReason::BadLength { .. } | TornReason::BadCrc
+            ),
+            "garbage header"
+        );
         assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
         f.write_all_at(b"more garbage", at(6) + 4096).unwrap();
         let (torn, seqs) = recover_damaged(&dir, io);
@@ -233,7 +246,8 @@ fn torn_tail_zero_filled() {
         // Record 4 entirely zero, but record 5 (now gone) replaced by a stale copy of a
         // later write: the zeros end the log, what follows is cut.
         let f = last_segment(&dir);
-        f.write_all_at(&[0; RECORD_HEADER_BYTES + 100], at(4)).unwrap();
+        f.write_all_at(&[0; RECORD_HEADER_BYTES + 100], at(4))
+            .unwrap();
         f.write_all_at(&[7; 10], at(5)).unwrap();
         let (torn, seqs) = recover_damaged(&dir, io);
         assert_eq!(torn, Some((at(4), TornReason::DataAfterEnd)));
@@ -262,7 +276,10 @@ fn a_record_that_does_not_fit_opens_a_new_segment() {
         assert_eq!(files.len(), 2);
         let first = std::fs::read(&files[0]).unwrap();
         let end = SEGMENT_HEADER_BYTES + 10 * (RECORD_HEADER_BYTES + 100_000);
-        assert!(first[end..].iter().all(|&b| b == 0), "segment 1 ends after 10 records");
+        assert!(
+            first[end..].iter().all(|&b| b == 0),
+            "segment 1 ends after 10 records"
+        );
         let stats = rec.log.stats().read();
         assert_eq!((stats.segments, stats.disk_bytes), (2, 2 * MIB));
         let too_big = vec![0u8; MIB as usize];
@@ -287,7 +304,10 @@ fn the_lock_keeps_a_second_store_out() {
         let e = Store::open(config(&dir, io), 1).unwrap_err();
         assert!(matches!(e, StorageError::Locked { .. }), "{e}");
         let text = e.to_string();
-        assert!(text.contains("storage.dir") && text.contains("locked"), "{text}");
+        assert!(
+            text.contains("storage.dir") && text.contains("locked"),
+            "{text}"
+        );
         // A recovered log keeps the lock after the Store is dropped.
         let rec = store.recover(0).unwrap();
         drop(store);
@@ -303,13 +323,26 @@ fn a_changed_shard_count_is_refused() {
         drop(Store::open(config(&dir, io), 2).unwrap());
         let e = Store::open(config(&dir, io), 3).unwrap_err();
         let text = e.to_string();
-        assert!(matches!(e, StorageError::ShardCountChanged { recorded: 2, configured: 3, .. }));
+        assert!(matches!(
+            e,
+            StorageError::ShardCountChanged {
+                recorded: 2,
+                configured: 3,
+                ..
+            }
+        ));
         assert!(text.contains("server.shards = 2"), "{text}");
         let store = Store::open(config(&dir, io), 2).unwrap();
         // Each shard once.
         let _one = store.recover(1).unwrap();
-        assert!(matches!(store.recover(1), Err(StorageError::ShardUnavailable { shard: 1 })));
-        assert!(matches!(store.recover(2), Err(StorageError::ShardUnavailable { shard: 2 })));
+        assert!(matches!(
+            store.recover(1),
+            Err(StorageError::ShardUnavailable { shard: 1 })
+        ));
+        assert!(matches!(
+            store.recover(2),
+            Err(StorageError::ShardUnavailable { shard: 2 })
+        ));
     });
 }
 
@@ -326,7 +359,10 @@ fn unusable_directories_are_named() {
     assert!(matches!(e, StorageError::NotADirectory { .. }), "{e}");
     let e = Store::open(config(&file.join("sub"), IoMode::Thread), 1).unwrap_err();
     let text = e.to_string().to_lowercase();
-    assert!(text.contains("storage.dir") && text.contains("not a directory"), "{e}");
+    assert!(
+        text.contains("storage.dir") && text.contains("not a directory"),
+        "{e}"
+    );
     let small = StoreConfig {
         max_disk_bytes: 3 * MIB,
         ..config(&tmp.path().join("s"), IoMode::Thread)
@@ -359,7 +395,10 @@ fn full_at_the_limit_and_the_log_still_readable() {
         assert_eq!(accepted, 20, "two segments of 10 records");
         // What still fits in the last segment is taken; what needs a new one is refused.
         assert_eq!(rec.log.append(b"small").unwrap(), 21);
-        assert_eq!(rec.log.append(&payload(0, 100_000)).unwrap_err(), AppendError::Full);
+        assert_eq!(
+            rec.log.append(&payload(0, 100_000)).unwrap_err(),
+            AppendError::Full
+        );
         assert_eq!(rec.log.stats().read().full_refusals, 2);
         // The reserve takes records that let the state shrink.
         let seq = rec.log.append_reserved(&payload(99, 100_000)).unwrap();
@@ -391,8 +430,15 @@ fn snapshot_compacts_and_recovery_replays_from_it() {
         assert!(rec.log.wants_snapshot());
         let begin = rec.log.begin_snapshot().unwrap();
         assert_eq!(begin, 26);
-        assert_eq!(rec.log.segment_count(), 4, "the begin marker opens a segment");
-        assert_eq!(rec.log.begin_snapshot(), Err(AppendError::SnapshotInProgress));
+        assert_eq!(
+            rec.log.segment_count(),
+            4,
+            "the begin marker opens a segment"
+        );
+        assert_eq!(
+            rec.log.begin_snapshot(),
+            Err(AppendError::SnapshotInProgress)
+        );
         assert!(!rec.log.wants_snapshot());
         rec.log.append_reserved(b"live 1").unwrap();
         flush_all(&mut rec.log).await; // over several flushes, interleaved
@@ -405,7 +451,10 @@ fn snapshot_compacts_and_recovery_replays_from_it() {
         // The end marker's flush, then the deletion.
         assert_eq!(flush_all(&mut rec.log).await, 2);
         let stats = rec.log.stats().read();
-        assert_eq!((stats.snapshots, stats.segments_deleted, stats.segments), (1, 3, 1));
+        assert_eq!(
+            (stats.snapshots, stats.segments_deleted, stats.segments),
+            (1, 3, 1)
+        );
         assert_eq!(segment_files(&dir).len(), 1);
         assert_eq!(stats.disk_bytes, MIB);
         assert!(!rec.log.wants_snapshot(), "the log is small again");
@@ -452,7 +501,10 @@ fn group_commit_one_flush_in_flight_batches_the_rest() {
         assert_eq!((d.through, d.synced_through, d.records), (1001, 1001, 1000));
         assert!(rec.log.start_flush().is_none());
         let s = rec.log.stats().read();
-        assert_eq!((s.fsyncs, s.records_synced, s.writes, s.records), (2, 1001, 2, 1001));
+        assert_eq!(
+            (s.fsyncs, s.records_synced, s.writes, s.records),
+            (2, 1001, 2, 1001)
+        );
     });
 }
 
@@ -504,13 +556,15 @@ fn interval_writes_now_and_syncs_later() {
         log.borrow_mut().append(b"opens segment 1").unwrap();
         let f = log.borrow_mut().start_flush().unwrap();
         assert!(f.syncs());
-        log.borrow_mut().finish_flush(f.run().await).unwrap();
+        let done = f.run().await;
+        log.borrow_mut().finish_flush(done).unwrap();
         for i in 1..10 {
             log.borrow_mut().append(&payload(i, 10)).unwrap();
         }
         let f = log.borrow_mut().start_flush().unwrap();
         assert!(!f.syncs(), "the interval has not passed");
-        let d = log.borrow_mut().finish_flush(f.run().await).unwrap();
+        let done = f.run().await;
+        let d = log.borrow_mut().finish_flush(done).unwrap();
         assert_eq!((d.through, d.synced_through), (10, 1));
         assert!(log.borrow().sync_deadline().is_some());
         assert!(log.borrow_mut().start_flush().is_none(), "no sync owed yet");

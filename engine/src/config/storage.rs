@@ -123,11 +123,11 @@ impl StorageConfig {
             dir,
             fsync: match self.fsync {
                 FsyncMode::Always => ringmq_storage::FsyncPolicy::Always,
-                FsyncMode::Interval => ringmq_storage::FsyncPolicy::Interval(
-                    Duration::from_millis(u64::from(
+                FsyncMode::Interval => {
+                    ringmq_storage::FsyncPolicy::Interval(Duration::from_millis(u64::from(
                         self.fsync_interval_ms.unwrap_or(DEFAULT_FSYNC_INTERVAL_MS),
-                    )),
-                ),
+                    )))
+                }
             },
             segment_bytes: self.segment_bytes,
             max_disk_bytes: self.max_disk_bytes,
@@ -177,7 +177,10 @@ mod tests {
             "[server]\ndriver = \"legacy\"\n[storage]\ndir = \"state\"\nfsync = \"interval\"\nfsync_interval_ms = 20\nsegment_bytes = 8388608\nmax_disk_bytes = 1073741824\n",
         )
         .unwrap();
-        assert_eq!(c.storage.dir.as_deref(), Some(Path::new("/etc/ringmq/state")));
+        assert_eq!(
+            c.storage.dir.as_deref(),
+            Some(Path::new("/etc/ringmq/state"))
+        );
         let s = c.storage.store_config(c.server.driver).unwrap();
         assert_eq!(
             s.fsync,
@@ -197,13 +200,19 @@ mod tests {
         for (text, key) in [
             ("[storage]\ndirr = \"/x\"\n", "dirr"),
             ("[storage]\nfsync = \"sometimes\"\n", "sometimes"),
-            ("[storage]\nfsync_interval_ms = 5\n", "storage.fsync_interval_ms"),
+            (
+                "[storage]\nfsync_interval_ms = 5\n",
+                "storage.fsync_interval_ms",
+            ),
             (
                 "[storage]\nfsync = \"interval\"\nfsync_interval_ms = 0\n",
                 "storage.fsync_interval_ms",
             ),
             ("[storage]\nsegment_bytes = 1000\n", "storage.segment_bytes"),
-            ("[storage]\nmax_disk_bytes = 1000\n", "storage.max_disk_bytes"),
+            (
+                "[storage]\nmax_disk_bytes = 1000\n",
+                "storage.max_disk_bytes",
+            ),
             ("[storage]\ndir = \"\"\n", "storage.dir"),
         ] {
             let e = parse(text).unwrap_err().to_string();
