@@ -6,6 +6,7 @@
 //! - replay is gap-free (only the snapshot markers the child printed are missing) and starts at
 //!   the start of the log or right after a snapshot begin marker;
 //! - appending resumes and a second recovery is clean.
+//!
 //! Several seeds, both drivers. The kill point is chosen by count, not by time.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -83,7 +84,7 @@ async fn child(dir: &Path, io: IoMode, seed: u64) {
         }
         {
             let mut l = log.borrow_mut();
-            let mut marker = |seq: u64| {
+            let marker = |seq: u64| {
                 let mut o = out.borrow_mut();
                 writeln!(o, "M {seq}").unwrap();
                 o.flush().unwrap();
