@@ -205,11 +205,16 @@ impl ShardLog {
         self.snapshot.is_some()
     }
 
-    /// Whether a snapshot is due: no snapshot in progress or waiting to compact, and the log
+    /// Whether a snapshot is due: no snapshot in progress or waiting to compact (its end
+    /// marker not synced yet, or its old segments not deleted yet), and the log
     /// holds more than one segment and more than twice the last snapshot, or three quarters
     /// of what ordinary records may fill.
     pub fn wants_snapshot(&self) -> bool {
-        if self.failed || self.snapshot.is_some() || self.compaction.is_some() {
+        let deleting = self
+            .segments
+            .front()
+            .is_some_and(|s| s.number < self.delete_below);
+        if self.failed || self.snapshot.is_some() || self.compaction.is_some() || deleting {
             return false;
         }
         let used = self.log_bytes();

@@ -59,6 +59,9 @@ async fn child(dir: &Path, io: IoMode, seed: u64) {
     let rec = store.recover(0).unwrap();
     let log = Rc::new(RefCell::new(rec.log));
     let out = Rc::new(RefCell::new(std::io::stdout()));
+    // The test harness has printed "test crash_child ... " without a newline: end that line,
+    // so that the first report starts one of its own.
+    writeln!(out.borrow_mut()).unwrap();
     monoio::spawn({
         let (log, out) = (log.clone(), out.clone());
         async move {
@@ -186,14 +189,26 @@ fn check_recovery(dir: &Path, io: IoMode, durable: u64, markers: &BTreeSet<u64>)
             // Replay starts at record 1 or right after a begin marker.
             None => assert!(
                 r.seq == 1 || markers.contains(&(r.seq - 1)),
-                "replay starts at {}",
-                r.seq
+                "replay starts at {}; durable {durable}; markers {:?}; torn {:?}",
+                r.seq,
+                markers
+                    .range(r.seq.saturating_sub(300)..r.seq + 50)
+                    .collect::<Vec<_>>(),
+                rec.torn_tail
             ),
             Some(mut e) => {
                 while markers.contains(&e) {
                     e += 1;
                 }
-                assert_eq!(r.seq, e, "gap in the replay");
+                assert_eq!(
+                    r.seq,
+                    e,
+                    "gap in the replay; torn tail {:?}; markers near: {:?}",
+                    rec.torn_tail,
+                    markers
+                        .range(e.saturating_sub(50)..e + 50)
+                        .collect::<Vec<_>>()
+                );
             }
         }
         assert_eq!(

@@ -580,3 +580,39 @@ fn interval_writes_now_and_syncs_later() {
         assert_eq!(replay_all(&store).0.len(), 10);
     });
 }
+
+#[test]
+fn the_store_is_shared_and_a_recovered_log_can_move_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Store>();
+    send::<ringmq_storage::Recovered>();
+    // Recovered on one thread, run on another (a shard's).
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(config(tmp.path(), IoMode::IoUring), 2).unwrap();
+    let recovered: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|i| {
+                s.spawn({
+                    let store = &store;
+                    move || store.recover(i).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for mut rec in recovered {
+        std::thread::spawn(move || {
+            monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    rec.log.append(b"x").unwrap();
+                    assert_eq!(flush_all(&mut rec.log).await, 1);
+                    assert_eq!(rec.log.durable_through(), 1);
+                });
+        })
+        .join()
+        .unwrap();
+    }
+}
