@@ -93,7 +93,7 @@ impl Io {
 }
 
 /// The io_uring side's open segment, held as a std file between flushes (so that the log is
-/// `Send` until it runs: it can be recovered on one thread and run on another). Each flush
+/// `Send`: it can be recovered on one thread and run on another). Each flush
 /// registers a duplicate with the runtime for its duration (a `dup` and a `close` per flush,
 /// next to a `fdatasync` of milliseconds).
 #[derive(Debug)]

@@ -54,8 +54,9 @@ pub(crate) struct Position {
     pub delete_below: u64,
 }
 
-/// One shard's log, positioned for appending. Owned by the shard thread (not `Send` once a
-/// flush ran: it holds file handles of the shard's runtime).
+/// One shard's log, positioned for appending. `Send` (it may be recovered on one thread and
+/// handed to the shard's), but used by one thread at a time: the shard's, whose runtime runs
+/// its flushes.
 #[derive(Debug)]
 pub struct ShardLog {
     shard: usize,
