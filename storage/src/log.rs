@@ -137,7 +137,8 @@ impl ShardLog {
 
     /// Appends a data record; returns its sequence number. Copies `payload` into the pending
     /// batch and returns at once (the flusher is woken). Refused with [`AppendError::Full`] when
-    /// it needs a segment beyond half the shard's disk share (see [`ShardLog::append_reserved`]).
+    /// it needs a segment beyond half the shard's disk share, or the log already reaches into
+    /// the other half, the reserve (see [`ShardLog::append_reserved`]).
     pub fn append(&mut self, payload: &[u8]) -> Result<u64, AppendError> {
         self.append_kind(Kind::Data, payload, false)
     }
@@ -507,6 +508,12 @@ impl ShardLog {
                 len: payload.len(),
                 max,
             });
+        }
+        // Once the reserve is in use (a snapshot, records that shrink the state), ordinary
+        // records stay out of it even where the current segment has room.
+        if !reserved && self.segments.len() as u64 > self.soft_segments {
+            LogStats::add(&self.stats.full_refusals, 1);
+            return Err(AppendError::Full);
         }
         let frame_len = (frame::RECORD_HEADER_BYTES + payload.len()) as u64;
         let fits = self

@@ -403,6 +403,9 @@ fn full_at_the_limit_and_the_log_still_readable() {
         // The reserve takes records that let the state shrink.
         let seq = rec.log.append_reserved(&payload(99, 100_000)).unwrap();
         assert_eq!(seq, 22);
+        // Ordinary records stay out of the reserve, even where its segment has room.
+        assert_eq!(rec.log.append(b"small").unwrap_err(), AppendError::Full);
+        assert_eq!(rec.log.stats().read().full_refusals, 3);
         assert!(rec.log.wants_snapshot());
         flush_all(&mut rec.log).await;
         drop(rec);
