@@ -203,6 +203,30 @@ impl ShardLog {
         self.snapshot = None;
     }
 
+    /// Whether [`ShardLog::append`] would take a record of `payload_len` bytes now (not
+    /// `Full`, not `TooLarge`, not failed): lets the core refuse a new persistent message
+    /// (0x97) before it emits the records for it.
+    pub fn room_for(&self, payload_len: usize) -> bool {
+        if self.failed || payload_len > self.max_payload() {
+            return false;
+        }
+        let count = self.segments.len() as u64;
+        if count > self.soft_segments {
+            return false;
+        }
+        let frame_len = (frame::RECORD_HEADER_BYTES + payload_len) as u64;
+        let fits = self
+            .segments
+            .back()
+            .is_some_and(|s| s.used + frame_len <= s.capacity);
+        fits || count < self.soft_segments
+    }
+
+    /// The largest payload a record can have (`storage.segment_bytes` less the headers).
+    pub fn max_payload(&self) -> usize {
+        self.segment_bytes as usize - frame::SEGMENT_HEADER_BYTES - frame::RECORD_HEADER_BYTES
+    }
+
     pub fn snapshot_in_progress(&self) -> bool {
         self.snapshot.is_some()
     }
@@ -501,8 +525,7 @@ impl ShardLog {
         if self.failed {
             return Err(AppendError::Failed);
         }
-        let max =
-            self.segment_bytes as usize - frame::SEGMENT_HEADER_BYTES - frame::RECORD_HEADER_BYTES;
+        let max = self.max_payload();
         if payload.len() > max {
             return Err(AppendError::TooLarge {
                 len: payload.len(),
