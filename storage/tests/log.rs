@@ -630,3 +630,129 @@ fn the_store_is_shared_and_a_recovered_log_can_move_threads() {
         .unwrap();
     }
 }
+
+/// Three segments of records 1..=25 (10 per segment).
+async fn three_segments(dir: &Path, io: IoMode) {
+    let store = Store::open(config(dir, io), 1).unwrap();
+    let mut rec = store.recover(0).unwrap();
+    for i in 1..=25 {
+        rec.log.append(&payload(i, 100_000)).unwrap();
+    }
+    flush_all(&mut rec.log).await;
+    assert_eq!(segment_files(dir).len(), 3);
+}
+
+#[test]
+fn a_segment_whose_header_never_reached_the_disk_is_dropped() {
+    on_both_drivers(|io, dir| async move {
+        three_segments(&dir, io).await;
+        // The newest segment was created and preallocated, its first write lost.
+        let last = segment_files(&dir).pop().unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&last)
+            .unwrap()
+            .write_all_at(&[0; 4096], 0)
+            .unwrap();
+        let store = Store::open(config(&dir, io), 1).unwrap();
+        let (records, mut rec) = replay_all(&store);
+        let torn = rec.torn_tail.clone().unwrap();
+        assert_eq!((torn.segment.clone(), torn.offset), (last.clone(), 0));
+        assert!(
+            matches!(torn.reason, TornReason::BadSegmentHeader { .. }),
+            "{torn}"
+        );
+        assert_eq!(records.len(), 20);
+        assert!(!last.exists());
+        // Appending resumes: a new segment 3, continuing the sequence.
+        assert_eq!(rec.log.append(&payload(21, 100_000)).unwrap(), 21);
+        flush_all(&mut rec.log).await;
+        drop(rec);
+        drop(store);
+        let store = Store::open(config(&dir, io), 1).unwrap();
+        let (records, rec) = replay_all(&store);
+        assert!(rec.torn_tail.is_none());
+        assert_eq!(records.len(), 21);
+        assert!(last.exists());
+    });
+}
+
+#[test]
+fn a_missing_segment_is_refused_naming_it() {
+    on_both_drivers(|io, dir| async move {
+        three_segments(&dir, io).await;
+        std::fs::remove_file(&segment_files(&dir)[1]).unwrap();
+        let store = Store::open(config(&dir, io), 1).unwrap();
+        let e = store.recover(0).unwrap_err().to_string();
+        assert!(e.contains("segment 2 is missing"), "{e}");
+        drop(store);
+        // The first segment missing: the log does not start at record 1.
+        let dir2 = dir.with_extension("2");
+        three_segments(&dir2, io).await;
+        std::fs::remove_file(&segment_files(&dir2)[0]).unwrap();
+        let store = Store::open(config(&dir2, io), 1).unwrap();
+        let e = store.recover(0).unwrap_err().to_string();
+        assert!(e.contains("starts at record 11"), "{e}");
+    });
+}
+
+#[test]
+fn segments_left_by_an_interrupted_compaction_go_at_recovery() {
+    on_both_drivers(|io, dir| async move {
+        three_segments(&dir, io).await;
+        let store = Store::open(config(&dir, io), 1).unwrap();
+        let (_, mut rec) = replay_all(&store);
+        rec.log.begin_snapshot().unwrap();
+        rec.log.append_reserved(b"live").unwrap();
+        rec.log.end_snapshot().unwrap();
+        // Written and synced, but the deletion never ran (a crash right after).
+        let f = rec.log.start_flush().unwrap();
+        let d = rec.log.finish_flush(f.run().await).unwrap();
+        assert_eq!(d.synced_through, 28);
+        assert_eq!(segment_files(&dir).len(), 4);
+        drop(rec);
+        drop(store);
+        // And one of them already gone: a gap before the snapshot is fine.
+        std::fs::remove_file(&segment_files(&dir)[1]).unwrap();
+        let store = Store::open(config(&dir, io), 1).unwrap();
+        let (records, rec) = replay_all(&store);
+        assert_eq!(records, vec![(27, b"live".to_vec())]);
+        assert_eq!(segment_files(&dir).len(), 1);
+        assert_eq!(rec.log.stats().read().segments, 1);
+    });
+}
+
+#[test]
+fn wants_snapshot_follows_the_log_size() {
+    on_both_drivers(|io, dir| async move {
+        let store = Store::open(config(&dir, io), 1).unwrap();
+        let mut rec = store.recover(0).unwrap();
+        // Never snapshotted: wanted once the log exceeds one segment.
+        for i in 0..10 {
+            rec.log.append(&payload(i, 100_000)).unwrap();
+        }
+        assert!(!rec.log.wants_snapshot());
+        rec.log.append(&payload(10, 100_000)).unwrap();
+        assert!(rec.log.wants_snapshot());
+        // A snapshot of ~300 KB of live state.
+        rec.log.begin_snapshot().unwrap();
+        for i in 0..3 {
+            rec.log.append_reserved(&payload(i, 100_000)).unwrap();
+        }
+        rec.log.end_snapshot().unwrap();
+        assert!(!rec.log.wants_snapshot(), "waiting for its deletion");
+        flush_all(&mut rec.log).await;
+        assert_eq!(rec.log.segment_count(), 1);
+        // Wanted again when the log exceeds a segment and twice the snapshot.
+        let mut appended = 0;
+        while !rec.log.wants_snapshot() {
+            rec.log.append(&payload(appended, 100_000)).unwrap();
+            appended += 1;
+        }
+        assert!(rec.log.log_bytes() > MIB, "{}", rec.log.log_bytes());
+        assert_eq!(
+            appended, 8,
+            "one segment: 3 snapshot records + 7 more, then the next"
+        );
+    });
+}
