@@ -237,6 +237,10 @@ pub struct LoadArgs {
     /// answer in time.
     #[arg(long, help_heading = "Liveness probe")]
     pub probe: bool,
+    /// Where the probe connects (`host:port`, plain MQTT), when the first target is TLS or
+    /// WebSocket: e.g. the broker's plain listener (default: the first target).
+    #[arg(long, value_name = "HOST:PORT", help_heading = "Liveness probe")]
+    pub probe_target: Option<String>,
     #[command(flatten)]
     pub probe_opts: ProbeArgs,
 }

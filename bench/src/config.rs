@@ -81,7 +81,9 @@ pub enum ConfigError {
     Target(#[from] TargetError),
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("--probe speaks plain MQTT over TCP: the first target must be mqtt:// without --ssl")]
+    #[error(
+        "--probe speaks plain MQTT over TCP: the first target must be mqtt:// without --ssl, or give --probe-target"
+    )]
     ProbeOverTls,
     #[error("{0} must be at least 1")]
     ZeroSetting(&'static str),
@@ -165,8 +167,11 @@ impl LoadConfig {
             return Err(ConfigError::AuthNeedsV5);
         }
         let tls = tls_setup(args, &routes)?;
-        let first = routes.first();
-        if args.probe && (first.tls || first.transport != target::Transport::Mqtt) {
+        let probe_addr = match &args.probe_target {
+            Some(t) => Target::parse(t, args.port, false)?,
+            None => routes.first().clone(),
+        };
+        if args.probe && (probe_addr.tls || probe_addr.transport != target::Transport::Mqtt) {
             return Err(ConfigError::ProbeOverTls);
         }
         let client_id_prefix = args
@@ -175,7 +180,14 @@ impl LoadConfig {
             .unwrap_or_else(|| format!("rb{}", std::process::id()));
         let probe = args
             .probe
-            .then(|| probe_config(&args.probe_opts, addr, protocol, &client_id_prefix))
+            .then(|| {
+                probe_config(
+                    &args.probe_opts,
+                    probe_addr.addr,
+                    protocol,
+                    &client_id_prefix,
+                )
+            })
             .transpose()?;
         let rate = if scenario == Scenario::Latency && args.rate == 0.0 {
             DEFAULT_LATENCY_RATE
@@ -665,6 +677,18 @@ mod tests {
             config_error(&["b", "conn", "--probe", "--target", "ws://127.0.0.1:1"]),
             ConfigError::ProbeOverTls
         ));
+        let cfg = config(&[
+            "b",
+            "conn",
+            "--probe",
+            "-S",
+            "--insecure",
+            "-p",
+            "8883",
+            "--probe-target",
+            "127.0.0.1:1883",
+        ]);
+        assert_eq!(cfg.probe.map(|p| p.addr.port()), Some(1883));
     }
 
     #[test]
