@@ -315,7 +315,8 @@ pub struct CompareArgs {
     /// rumqttd, whose config file is generated). Repeat for each broker.
     #[arg(long = "broker", required = true)]
     pub brokers: Vec<String>,
-    /// `default`, `quick` (seconds-long smoke run), or a comma-separated list of scenario names.
+    /// `default`, `quick` (seconds-long smoke run), a comma-separated list of scenario names,
+    /// or `quick:` and a list (those scenarios in their quick size).
     #[arg(long, default_value = "default")]
     pub scenarios: String,
     /// The broker the others are compared with (ratio = other / baseline).

@@ -202,9 +202,20 @@ pub fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-/// Appends one masked binary frame carrying `payload` (an MQTT write).
+/// Largest frame payload the writer sends. A write of a batch of PUBLISHes can be megabytes;
+/// brokers bound a frame (ringmq: 1 MiB, closing with 1009 beyond), and MQTT packets may span
+/// frames [MQTT-6.0.0-2], so a large write goes out as several binary frames.
+pub const FRAME_PAYLOAD_MAX: usize = 64 * 1024;
+
+/// Appends `payload` (an MQTT write) as masked binary frames of at most
+/// [`FRAME_PAYLOAD_MAX`] bytes each.
 pub fn put_binary(out: &mut BytesMut, payload: &[u8], masks: &mut Masks) {
-    put_frame(out, OP_BINARY, payload, masks.next_key());
+    if payload.is_empty() {
+        return;
+    }
+    for chunk in payload.chunks(FRAME_PAYLOAD_MAX) {
+        put_frame(out, OP_BINARY, chunk, masks.next_key());
+    }
 }
 
 /// What [`Deframer::decode`] found.
@@ -372,8 +383,19 @@ mod tests {
         assert_eq!(&out[..4], &hex("82fe0100")[..]);
         assert_eq!(out.len(), 4 + 4 + 256);
         let mut out = BytesMut::new();
-        put_binary(&mut out, &vec![0u8; 65_536], &mut Masks::new());
+        put_frame(&mut out, OP_BINARY, &vec![0u8; 65_536], [0; 4]);
         assert_eq!(&out[..10], &hex("82ff0000000000010000")[..]);
+        // A write larger than a frame may carry goes out as several whole binary frames.
+        let mut out = BytesMut::new();
+        put_binary(
+            &mut out,
+            &vec![7u8; FRAME_PAYLOAD_MAX + 10],
+            &mut Masks::new(),
+        );
+        assert_eq!(&out[..10], &hex("82ff0000000000010000")[..]);
+        let second = 10 + 4 + FRAME_PAYLOAD_MAX;
+        assert_eq!(&out[second..second + 2], &hex("828a")[..]);
+        assert_eq!(out.len(), second + 2 + 4 + 10);
     }
 
     #[test]

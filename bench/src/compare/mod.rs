@@ -230,6 +230,11 @@ pub fn scenarios(selection: &str) -> Result<Vec<ScenarioDef>, CompareError> {
             "flood -c 5 --duration 2 --drain-ms 500",
         ),
     ];
+    // `quick:a,b`: those scenarios in their quick size.
+    let (set, selection) = match selection.strip_prefix("quick:") {
+        Some(list) => (&quick, list),
+        None => (&full, selection),
+    };
     match selection {
         "default" => Ok(full),
         "quick" => Ok(quick),
@@ -238,7 +243,7 @@ pub fn scenarios(selection: &str) -> Result<Vec<ScenarioDef>, CompareError> {
             .map(str::trim)
             .filter(|id| !id.is_empty())
             .map(|id| {
-                full.iter()
+                set.iter()
                     .find(|d| d.id == id)
                     .cloned()
                     .ok_or_else(|| CompareError::UnknownScenario(id.to_string()))
@@ -818,6 +823,9 @@ mod tests {
             scenarios("p2p,nope"),
             Err(CompareError::UnknownScenario(_))
         ));
+        let small = scenarios("quick:p2p-tls").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(small.len(), 1);
+        assert!(small[0].tls && small[0].args.contains(&"5".to_string()));
         assert_eq!(scenarios("quick").unwrap_or_default().len(), 10);
         let quick: Vec<_> = scenarios("quick")
             .unwrap_or_default()
