@@ -74,7 +74,7 @@ pub enum ConfigError {
     #[error("{0} needs --ssl")]
     TlsOptionWithoutSsl(&'static str),
     #[error(
-        "--ssl (or an mqtts:// or wss:// target) needs --cacertfile to verify the broker's certificate, or --insecure to skip that"
+        "--ssl needs --cacertfile to verify the broker's certificate, or --insecure to skip that (so does an mqtts:// or wss:// target)"
     )]
     SslWithoutTrust,
     #[error(transparent)]
