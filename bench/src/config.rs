@@ -855,6 +855,14 @@ mod tests {
         assert_eq!(cfg.duration, Duration::from_millis(2500));
         assert_eq!(cfg.probe.slow_threshold, Duration::from_millis(300));
         assert!(cfg.quiet);
+        let cfg = flood(&["b", "flood", "--ifaddr", "127.0.0.2,127.0.0.3"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.sources.len(), 2);
+        assert!(cfg.sources.iter().all(|s| s.is_loopback()));
+        assert!(matches!(
+            flood(&["b", "flood", "--ifaddr", "x"]),
+            Err(ConfigError::Target(TargetError::BadSource(_)))
+        ));
         assert!(matches!(
             flood(&["b", "flood", "-c", "0"]),
             Err(ConfigError::NoClients)
