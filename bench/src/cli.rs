@@ -192,7 +192,8 @@ pub struct LoadArgs {
     /// number.
     #[arg(long)]
     pub auth_data: Option<String>,
-    /// Connect over TLS (mqtts). The broker's certificate is verified against --cacertfile
+    /// Connect over TLS (mqtts; every target, ws:// becoming wss://; an mqtts:// or wss://
+    /// target needs no -S). The broker's certificate is verified against --cacertfile
     /// for --sni; one of --cacertfile or --insecure is required (emqtt-bench verifies nothing
     /// by default; ringmq-bench makes that a choice).
     #[arg(short = 'S', long, help_heading = "TLS")]
