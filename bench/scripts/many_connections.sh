@@ -104,6 +104,7 @@ import json, sys
 work, processes, before, peak_rss, peak_fds, t0, t1 = sys.argv[1:]
 ok = failed = 0
 rates = []
+slowest = 0.0
 for p in range(int(processes)):
     try:
         r = json.load(open(f"{work}/gen-{p}.json"))
@@ -113,10 +114,12 @@ for p in range(int(processes)):
     c = r["connections"]
     ok += c["ok"]; failed += c["failed"]
     rates.append(c["per_sec"])
+    slowest = max(slowest, c["elapsed_secs"])
     print(f"generator {p}: {c['ok']} ok, {c['failed']} failed in {c['elapsed_secs']:.1f} s "
           f"({c['per_sec']:.0f}/s) from {', '.join(r.get('source_addresses', []))}")
 before, peak_rss = int(before), int(peak_rss)
-print(f"connections: {ok} ok, {failed} failed; connect rate (sum over generators): {sum(rates):.0f}/s")
+print(f"connections: {ok} ok, {failed} failed; connect rate: {ok / max(slowest, 1e-9):.0f}/s "
+      f"(all of them over the slowest generator's {slowest:.1f} s)")
 print(f"broker descriptors at peak: {peak_fds}")
 print(f"broker RSS: {before / 1024:.1f} MiB before, {peak_rss / 1024:.1f} MiB at peak, "
       f"{(peak_rss - before) * 1024 / max(ok, 1):.0f} bytes per connection")
