@@ -156,7 +156,14 @@ pub async fn connect(
         // Loaded before the TCP connect: a client whose files are missing costs the broker
         // nothing.
         let tls_config = match (&cfg.tls, route.target.tls) {
-            (Some(tls), true) => Some((tls.client_config(connection)?, tls.server_name().clone())),
+            (Some(tls), true) => {
+                let name = route
+                    .target
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| tls.server_name().clone());
+                Some((tls.client_config(connection)?, name))
+            }
             _ => None,
         };
         let tcp = crate::target::connect_tcp(route.source, route.target.addr).await?;

@@ -144,7 +144,10 @@ pub fn default_threads() -> usize {
 
 impl LoadConfig {
     pub fn from_args(scenario: Scenario, args: &LoadArgs) -> Result<LoadConfig, ConfigError> {
-        let routes = routes(args)?;
+        let mut routes = routes(args)?;
+        for target in routes.targets_mut() {
+            target.set_server_name(args.sni.as_deref())?;
+        }
         let addr = routes.first().addr;
         if args.clients == 0 {
             return Err(ConfigError::NoClients);
@@ -371,7 +374,7 @@ fn tls_setup(args: &LoadArgs, routes: &Routes) -> Result<Option<Arc<TlsSetup>>, 
         cert_file: args.certfile.clone(),
         key_file: args.keyfile.clone(),
         insecure: args.insecure,
-        // One name for all targets: the first target's host unless --sni says otherwise.
+        // The default name; each TLS target sends its own (`Target::server_name`).
         server_name: args
             .sni
             .clone()
@@ -664,6 +667,41 @@ mod tests {
             config_error(&["b", "conn", "--target", "wss://127.0.0.1:1"]),
             ConfigError::SslWithoutTrust
         ));
+        let cfg = config(&[
+            "b",
+            "conn",
+            "--target",
+            "mqtts://127.0.0.1:1",
+            "--target",
+            "mqtts://localhost:2",
+            "--insecure",
+        ]);
+        let names: Vec<String> = cfg
+            .routes
+            .targets()
+            .iter()
+            .map(|t| format!("{:?}", t.server_name))
+            .collect();
+        assert!(
+            names[0].contains("IpAddress") && names[1].contains("\"localhost\""),
+            "{names:?}"
+        );
+        let cfg = config(&[
+            "b",
+            "conn",
+            "-h",
+            "127.0.0.1,localhost",
+            "-S",
+            "--insecure",
+            "--sni",
+            "broker.test",
+        ]);
+        assert!(
+            cfg.routes
+                .targets()
+                .iter()
+                .all(|t| format!("{:?}", t.server_name).contains("broker.test"))
+        );
         let cfg = config(&["b", "conn", "--target", "wss://localhost:1", "--insecure"]);
         let Some(tls) = cfg.tls else {
             panic!("a wss:// target sets up TLS")

@@ -34,6 +34,9 @@ pub struct Target {
     pub tls: bool,
     /// WebSocket request path (default `/mqtt`).
     pub path: String,
+    /// TLS targets: the name sent as SNI and verified (`--sni`, else this target's host); set
+    /// by [`Target::set_server_name`].
+    pub server_name: Option<rustls_pki_types::ServerName<'static>>,
 }
 
 /// The WebSocket path when a `ws://` URL names none (ringmq's and EMQX's default).
@@ -113,7 +116,25 @@ impl Target {
             } else {
                 path.to_string()
             },
+            server_name: None,
         })
+    }
+
+    /// For a TLS target: the server name to send and verify, `sni` (`--sni`) or this
+    /// target's host. An invalid name is an error naming it.
+    pub fn set_server_name(&mut self, sni: Option<&str>) -> Result<(), crate::tls::TlsError> {
+        if !self.tls {
+            return Ok(());
+        }
+        let name = sni.unwrap_or(&self.host).to_string();
+        let parsed = rustls_pki_types::ServerName::try_from(name.clone()).map_err(|e| {
+            crate::tls::TlsError::ServerName {
+                name,
+                reason: e.to_string(),
+            }
+        })?;
+        self.server_name = Some(parsed);
+        Ok(())
     }
 
     /// `mqtt://127.0.0.1:1883`, `wss://localhost:8443/mqtt`: how reports name it.
@@ -214,6 +235,10 @@ impl Routes {
 
     pub fn targets(&self) -> &[Target] {
         &self.targets
+    }
+
+    pub fn targets_mut(&mut self) -> &mut [Target] {
+        &mut self.targets
     }
 
     pub fn sources(&self) -> &[IpAddr] {
