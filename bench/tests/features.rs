@@ -534,3 +534,67 @@ fn compare_over_tls_writes_a_report() {
     assert!(conf.iter().any(|c| c.contains("protocol = \"mqtts\"")));
     assert!(conf.iter().any(|c| c.contains("certfile ")));
 }
+
+/// The flood's blocking clients bind `--ifaddr` too: subscribers (connections 0, 1) and
+/// publishers (2, 3) alternate between the two addresses; the probe keeps the kernel's choice.
+#[test]
+fn flood_binds_source_addresses() {
+    let dir = temp_dir("bench-flood-ifaddr");
+    let (broker, port) = ringmq_debug(&dir, "flood");
+    let json = dir.join("flood.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_ringmq-bench"))
+        .args([
+            "flood",
+            "-p",
+            &port.to_string(),
+            "-c",
+            "2",
+            "--duration",
+            "0.5",
+        ])
+        .args([
+            "--ifaddr",
+            "127.0.0.2,127.0.0.3",
+            "--client-id-prefix",
+            "fl",
+        ])
+        .args(["--quiet", "--json"])
+        .arg(&json)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let r: serde_json::Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(
+        r["source_addresses"],
+        serde_json::json!(["127.0.0.2", "127.0.0.3"]),
+        "{r:#}"
+    );
+    let expect = [
+        ("fl-s0", "127.0.0.2:"),
+        ("fl-s1", "127.0.0.3:"),
+        ("fl-p0", "127.0.0.2:"),
+        ("fl-p1", "127.0.0.3:"),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lost = |log: &str, id: &str| {
+        log.lines()
+            .find(|l| l.contains("connection lost") && l.contains(&format!("{id} ")))
+            .map(str::to_string)
+    };
+    while expect
+        .iter()
+        .any(|(id, _)| lost(&broker.log(), id).is_none())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = broker.log();
+    for (id, source) in expect {
+        let line = lost(&log, id).unwrap_or_else(|| panic!("no line for {id}:\n{log}"));
+        assert!(
+            line.contains(source),
+            "{id} should come from {source}: {line}"
+        );
+    }
+}
