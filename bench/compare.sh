@@ -6,6 +6,7 @@
 #   bench/compare.sh                      # all default scenarios (~2 min per broker)
 #   bench/compare.sh --scenarios quick    # seconds-long smoke run
 #   bench/compare.sh --scenarios p2p-qos0,latency
+#   bench/compare.sh --scenarios p2p-qos0,p2p-tls   # plain and TLS side by side
 #
 # Environment: CARGO_TARGET_DIR (default: target/), RINGMQ_SHARDS (default: nproc),
 # MOSQUITTO (default: mosquitto on PATH, else /usr/sbin/mosquitto), RUMQTTD (default: rumqttd
@@ -25,7 +26,9 @@ ulimit -n "$(ulimit -Hn)" || true
 
 mosquitto="${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}"
 brokers=(
-  --broker "ringmq=$target/release/ringmq --listen 127.0.0.1:{port} --shards $shards --log-level warn"
+  # {config}: a generated file with the plain listener on {port} and, for the *-tls scenarios,
+  # an mqtts listener with certificates made for the run.
+  --broker "ringmq=$target/release/ringmq --config {config} --shards $shards --log-level warn"
   --broker "mosquitto=$mosquitto -c {config}"
 )
 rumqttd="${RUMQTTD:-$(command -v rumqttd || echo "$HOME/.cargo/bin/rumqttd")}"

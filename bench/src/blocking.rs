@@ -111,8 +111,20 @@ impl Session {
         keep_alive_secs: u16,
         timeout: Duration,
     ) -> Result<(Session, Duration), ExchangeError> {
+        Session::connect_from(None, addr, version, client_id, keep_alive_secs, timeout)
+    }
+
+    /// [`Session::connect`] from source address `source` (bound before connecting) when given.
+    pub fn connect_from(
+        source: Option<std::net::IpAddr>,
+        addr: SocketAddr,
+        version: ProtocolVersion,
+        client_id: &str,
+        keep_alive_secs: u16,
+        timeout: Duration,
+    ) -> Result<(Session, Duration), ExchangeError> {
         let started = Instant::now();
-        let stream = TcpStream::connect_timeout(&addr, timeout)
+        let stream = crate::target::connect_blocking(source, addr, timeout)
             .map_err(|source| ExchangeError::Connect { addr, source })?;
         Session::handshake(
             stream,

@@ -89,12 +89,23 @@ pub struct LoadArgs {
     /// Print help.
     #[arg(long, action = ArgAction::Help)]
     pub help: Option<bool>,
-    /// Broker host.
+    /// Broker host, or several comma-separated (`-h 10.0.0.1,10.0.0.2`): clients are spread
+    /// over them round-robin. Each entry may be a URL as in --target.
     #[arg(short = 'h', long, default_value = "127.0.0.1")]
     pub host: String,
-    /// Broker port.
+    /// Broker port (for hosts and targets that name none).
     #[arg(short = 'p', long, default_value_t = 1883)]
     pub port: u16,
+    /// A target URL, repeatable, replacing -h: `mqtt://host:port`, `mqtts://host:port`,
+    /// `ws://host:port/path`, `wss://host:port/path` (path default `/mqtt`). Client `i` of its
+    /// role (pair `i` in p2p) connects to target `i mod targets`.
+    #[arg(long = "target", value_name = "URL")]
+    pub targets: Vec<String>,
+    /// Source addresses to bind before connecting, comma-separated or repeated
+    /// (`--ifaddr 127.0.0.2,127.0.0.3`): connection `n` binds address `n mod count`. One source
+    /// address reaches one destination through about 28 000 ports (ip_local_port_range).
+    #[arg(long = "ifaddr", value_name = "IP[,IP…]")]
+    pub ifaddr: Vec<String>,
     /// Clients: connections (conn), pairs (p2p, latency), publishers (fan-in), subscribers (fan-out).
     #[arg(short = 'c', long, default_value_t = 10)]
     pub clients: u32,
@@ -160,20 +171,29 @@ pub struct LoadArgs {
     /// Broker process id: its RSS (VmRSS) and CPU time are read from /proc before and after.
     #[arg(long)]
     pub broker_pid: Option<u32>,
-    /// Client identifier prefix (default: `rb<pid>`).
+    /// Client identifier prefix (default: `rb<pid>`): ids are `{prefix}-c{i}` (idle),
+    /// `-s{i}` (subscribers), `-p{i}` (publishers).
     #[arg(long)]
     pub client_id_prefix: Option<String>,
+    /// Client identifier template replacing the prefix scheme, e.g. `device-%i`; `%i` is the
+    /// connection number (unique in the run, as in --certfile).
+    #[arg(long = "client-id", value_name = "TEMPLATE")]
+    pub client_id: Option<String>,
+    /// Username; `%i` is the connection number (`-u 'device-%i'`: per-device users).
     #[arg(short = 'u', long)]
     pub username: Option<String>,
+    /// Password; `%i` is the connection number.
     #[arg(short = 'P', long)]
     pub password: Option<String>,
     /// MQTT 5 Authentication Method property of CONNECT.
     #[arg(long)]
     pub auth_method: Option<String>,
-    /// MQTT 5 Authentication Data property of CONNECT (as UTF-8 text).
+    /// MQTT 5 Authentication Data property of CONNECT (as UTF-8 text); `%i` is the connection
+    /// number.
     #[arg(long)]
     pub auth_data: Option<String>,
-    /// Connect over TLS (mqtts). The broker's certificate is verified against --cacertfile
+    /// Connect over TLS (mqtts; every target, ws:// becoming wss://; an mqtts:// or wss://
+    /// target needs no -S). The broker's certificate is verified against --cacertfile
     /// for --sni; one of --cacertfile or --insecure is required (emqtt-bench verifies nothing
     /// by default; ringmq-bench makes that a choice).
     #[arg(short = 'S', long, help_heading = "TLS")]
@@ -218,6 +238,10 @@ pub struct LoadArgs {
     /// answer in time.
     #[arg(long, help_heading = "Liveness probe")]
     pub probe: bool,
+    /// Where the probe connects (`host:port`, plain MQTT), when the first target is TLS or
+    /// WebSocket: e.g. the broker's plain listener (default: the first target).
+    #[arg(long, value_name = "HOST:PORT", help_heading = "Liveness probe")]
+    pub probe_target: Option<String>,
     #[command(flatten)]
     pub probe_opts: ProbeArgs,
 }
@@ -235,6 +259,10 @@ pub struct FloodArgs {
     /// Broker port.
     #[arg(short = 'p', long, default_value_t = 1883)]
     pub port: u16,
+    /// Source addresses to bind before connecting, comma-separated or repeated: connection
+    /// `n` (subscribers first, then publishers) binds address `n mod count`.
+    #[arg(long = "ifaddr", value_name = "IP[,IP…]")]
+    pub ifaddr: Vec<String>,
     /// Publishers, and as many subscribers (one per topic).
     #[arg(short = 'c', long, default_value_t = 10)]
     pub clients: u32,
@@ -288,7 +316,8 @@ pub struct CompareArgs {
     /// rumqttd, whose config file is generated). Repeat for each broker.
     #[arg(long = "broker", required = true)]
     pub brokers: Vec<String>,
-    /// `default`, `quick` (seconds-long smoke run), or a comma-separated list of scenario names.
+    /// `default`, `quick` (seconds-long smoke run), a comma-separated list of scenario names,
+    /// or `quick:` and a list (those scenarios in their quick size).
     #[arg(long, default_value = "default")]
     pub scenarios: String,
     /// The broker the others are compared with (ratio = other / baseline).

@@ -19,16 +19,24 @@ use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use monoio::buf::IoBufMut;
 use monoio::io::AsyncReadRent;
-use monoio::net::TcpStream;
 use ringmq_codec::{DecodeError, Limits, Packet, ProtocolVersion, QoS, QosPid, ReasonCode, decode};
 
 use crate::clock;
 use crate::config::{LoadConfig, PubSpec};
 use crate::outbox::{self, Outbox};
 use crate::stats::{Shared, phase};
+use crate::target::{Target, Transport};
 use crate::tls::TlsError;
-use crate::transport::{ReadHalf, Stream, TlsIoError, TlsStream, WriteHalf};
-use crate::wire::{self, PacketIds, WireError};
+use crate::transport::{RawStream, ReadHalf, Stream, TlsIoError, TlsStream, WriteHalf};
+use crate::wire::{self, Credentials, PacketIds, WireError};
+
+/// Where one client connects to, and from.
+#[derive(Debug, Clone, Copy)]
+pub struct Route<'a> {
+    pub target: &'a Target,
+    /// `--ifaddr`: the source address bound before connecting.
+    pub source: Option<std::net::IpAddr>,
+}
 
 /// Bytes reserved before each read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -133,35 +141,50 @@ async fn read_packet(
     }
 }
 
-/// Opens TCP (and TLS with `--ssl`, presenting the certificate of connection number
-/// `connection`, see [`crate::tls::TlsSetup::client_config`]), sends CONNECT and waits for a
-/// successful CONNACK.
+/// Opens TCP from the route's source to its target (and TLS for `mqtts://`/`wss://`,
+/// presenting the certificate of connection number `connection`, see
+/// [`crate::tls::TlsSetup::client_config`]; then the WebSocket handshake for `ws://`/`wss://`),
+/// sends CONNECT with `creds` and waits for a successful CONNACK.
 pub async fn connect(
     cfg: &LoadConfig,
-    client_id: &str,
+    route: Route<'_>,
+    creds: &Credentials,
     connection: u32,
     timeout: Duration,
 ) -> Result<Conn, ClientError> {
     let attempt = async {
         // Loaded before the TCP connect: a client whose files are missing costs the broker
         // nothing.
-        let tls_config = match &cfg.tls {
-            Some(tls) => Some((tls.client_config(connection)?, tls.server_name().clone())),
-            None => None,
+        let tls_config = match (&cfg.tls, route.target.tls) {
+            (Some(tls), true) => {
+                let name = route
+                    .target
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| tls.server_name().clone());
+                Some((tls.client_config(connection)?, name))
+            }
+            _ => None,
         };
-        let tcp = TcpStream::connect_addr(cfg.addr).await?;
+        let tcp = crate::target::connect_tcp(route.source, route.target.addr).await?;
         crate::sockets::register(std::os::fd::AsRawFd::as_raw_fd(&tcp));
         tcp.set_nodelay(true)?;
-        let stream = match tls_config {
-            None => Stream::Plain(tcp),
+        let raw = match tls_config {
+            None => RawStream::Plain(tcp),
             Some((config, name)) => {
                 let session = rustls::ClientConnection::new(config, name)
                     .map_err(|e| ClientError::Tls(TlsIoError::Tls(e)))?;
                 let mut tls = TlsStream::new(tcp, session);
                 tls.handshake().await.map_err(ClientError::Tls)?;
-                Stream::Tls(tls)
+                RawStream::Tls(tls)
             }
         };
+        let mut stream = Stream::new(raw);
+        if route.target.transport == Transport::Ws {
+            stream
+                .upgrade_ws(&route.target.host_header(), &route.target.path)
+                .await?;
+        }
         let mut conn = Conn {
             stream,
             rbuf: BytesMut::new(),
@@ -169,7 +192,7 @@ pub async fn connect(
             keep_alive_secs: cfg.keep_alive_secs,
         };
         let mut out = BytesMut::with_capacity(256);
-        wire::connect(cfg, client_id, &mut out)?;
+        wire::connect(cfg, creds, &mut out)?;
         conn.stream.write_all(&mut out).await?;
         match read_packet(&mut conn, &limits(cfg), cfg.protocol).await? {
             Packet::ConnAck(ack) if ack.reason_code.is_error() => {

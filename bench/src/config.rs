@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::cli::{FloodArgs, LoadArgs, ProbeArgs};
 use crate::flood::FloodConfig;
 use crate::probe::ProbeConfig;
+use crate::target::{self, Routes, Target, TargetError};
 use crate::template;
 use crate::tls::{TlsError, TlsOptions, TlsSetup};
 
@@ -73,12 +74,16 @@ pub enum ConfigError {
     #[error("{0} needs --ssl")]
     TlsOptionWithoutSsl(&'static str),
     #[error(
-        "--ssl needs --cacertfile to verify the broker's certificate, or --insecure to skip that"
+        "--ssl needs --cacertfile to verify the broker's certificate, or --insecure to skip that (so does an mqtts:// or wss:// target)"
     )]
     SslWithoutTrust,
     #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("--probe speaks plain TCP and cannot be combined with --ssl")]
+    #[error(
+        "--probe speaks plain MQTT over TCP: the first target must be mqtt:// without --ssl, or give --probe-target"
+    )]
     ProbeOverTls,
     #[error("{0} must be at least 1")]
     ZeroSetting(&'static str),
@@ -91,7 +96,11 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
     pub scenario: Scenario,
+    /// The first target's address (the probe's).
     pub addr: SocketAddr,
+    /// Every target (`-h a,b`, `--target URL`) and source address (`--ifaddr`), and which
+    /// client uses which.
+    pub routes: Routes,
     pub clients: u32,
     pub interval_ms: u64,
     pub topic: String,
@@ -113,6 +122,10 @@ pub struct LoadConfig {
     pub shared: Option<u32>,
     pub broker_pid: Option<u32>,
     pub client_id_prefix: String,
+    /// `--client-id` template (`%i`: the connection number); `None`: `{prefix}-{role}{index}`.
+    pub client_id: Option<String>,
+    /// `-u`, `-P`, `--auth-data`: templates, `%i` the connection number, expanded once per
+    /// client when it connects ([`crate::wire::Credentials`]).
     pub username: Option<String>,
     pub password: Option<String>,
     pub auth_method: Option<String>,
@@ -131,7 +144,11 @@ pub fn default_threads() -> usize {
 
 impl LoadConfig {
     pub fn from_args(scenario: Scenario, args: &LoadArgs) -> Result<LoadConfig, ConfigError> {
-        let addr = resolve(&args.host, args.port)?;
+        let mut routes = routes(args)?;
+        for target in routes.targets_mut() {
+            target.set_server_name(args.sni.as_deref())?;
+        }
+        let addr = routes.first().addr;
         if args.clients == 0 {
             return Err(ConfigError::NoClients);
         }
@@ -152,8 +169,12 @@ impl LoadConfig {
         if !protocol.is_v5() && (args.auth_method.is_some() || args.auth_data.is_some()) {
             return Err(ConfigError::AuthNeedsV5);
         }
-        let tls = tls_setup(args)?;
-        if args.probe && tls.is_some() {
+        let tls = tls_setup(args, &routes)?;
+        let probe_addr = match &args.probe_target {
+            Some(t) => Target::parse(t, args.port, false)?,
+            None => routes.first().clone(),
+        };
+        if args.probe && (probe_addr.tls || probe_addr.transport != target::Transport::Mqtt) {
             return Err(ConfigError::ProbeOverTls);
         }
         let client_id_prefix = args
@@ -162,7 +183,14 @@ impl LoadConfig {
             .unwrap_or_else(|| format!("rb{}", std::process::id()));
         let probe = args
             .probe
-            .then(|| probe_config(&args.probe_opts, addr, protocol, &client_id_prefix))
+            .then(|| {
+                probe_config(
+                    &args.probe_opts,
+                    probe_addr.addr,
+                    protocol,
+                    &client_id_prefix,
+                )
+            })
             .transpose()?;
         let rate = if scenario == Scenario::Latency && args.rate == 0.0 {
             DEFAULT_LATENCY_RATE
@@ -172,6 +200,7 @@ impl LoadConfig {
         Ok(LoadConfig {
             scenario,
             addr,
+            routes,
             clients: args.clients,
             interval_ms: args.interval_ms,
             topic: args
@@ -199,6 +228,7 @@ impl LoadConfig {
             shared: args.shared,
             broker_pid: args.broker_pid,
             client_id_prefix,
+            client_id: args.client_id.clone(),
             username: args.username.clone(),
             password: args.password.clone(),
             auth_method: args.auth_method.clone(),
@@ -209,6 +239,25 @@ impl LoadConfig {
             probe,
         })
     }
+}
+
+/// The targets: every `--target`, else every host of `-h a,b` with `-p`; and `--ifaddr`.
+fn routes(args: &LoadArgs) -> Result<Routes, ConfigError> {
+    let written: Vec<&str> = if args.targets.is_empty() {
+        args.host
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .collect()
+    } else {
+        args.targets.iter().map(|t| t.trim()).collect()
+    };
+    let targets = written
+        .into_iter()
+        .map(|t| Target::parse(t, args.port, args.ssl))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sources = target::parse_sources(&args.ifaddr)?;
+    Ok(Routes::new(targets, sources)?)
 }
 
 fn resolve(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
@@ -296,14 +345,15 @@ pub fn flood_config(args: &FloodArgs) -> Result<FloodConfig, ConfigError> {
         broker_pid: args.broker_pid,
         label: args.label.clone(),
         quiet: args.quiet,
+        sources: target::parse_sources(&args.ifaddr)?,
         ..cfg
     })
 }
 
 /// The TLS setup `--ssl` and its options ask for (files loaded now, so a bad one stops the run
 /// before it starts), or `None` for plain TCP.
-fn tls_setup(args: &LoadArgs) -> Result<Option<Arc<TlsSetup>>, ConfigError> {
-    if !args.ssl {
+fn tls_setup(args: &LoadArgs, routes: &Routes) -> Result<Option<Arc<TlsSetup>>, ConfigError> {
+    if !args.ssl && !routes.any_tls() {
         let stray = [
             ("--cacertfile", args.cacertfile.is_some()),
             ("--certfile", args.certfile.is_some()),
@@ -324,7 +374,11 @@ fn tls_setup(args: &LoadArgs) -> Result<Option<Arc<TlsSetup>>, ConfigError> {
         cert_file: args.certfile.clone(),
         key_file: args.keyfile.clone(),
         insecure: args.insecure,
-        server_name: args.sni.clone().unwrap_or_else(|| args.host.clone()),
+        // The default name; each TLS target sends its own (`Target::server_name`).
+        server_name: args
+            .sni
+            .clone()
+            .unwrap_or_else(|| routes.first().host.clone()),
     };
     Ok(Some(Arc::new(TlsSetup::new(&options)?)))
 }
@@ -553,6 +607,128 @@ mod tests {
         assert_eq!(conn.slice(0, 2).idle + conn.slice(1, 2).idle, 5);
     }
 
+    /// `%i` in every per-client field is the connection number, expanded once per client.
+    #[test]
+    fn credentials_expand_the_connection_number() {
+        use crate::wire::Credentials;
+        let cfg = config(&[
+            "b",
+            "p2p",
+            "-u",
+            "device-%i",
+            "-P",
+            "secret-%i",
+            "--auth-method",
+            "X",
+            "--auth-data",
+            "tok%i",
+            "--client-id",
+            "dev-%i",
+        ]);
+        let creds = Credentials::new(&cfg, 42, || panic!("--client-id is given"));
+        assert_eq!(creds.client_id, "dev-42");
+        assert_eq!(creds.username.as_deref(), Some("device-42"));
+        assert_eq!(creds.password.as_deref(), Some("secret-42"));
+        assert_eq!(creds.auth_data.as_deref(), Some("tok42"));
+        // Without templates: fixed values, and the default id scheme.
+        let cfg = config(&["b", "p2p", "-u", "u", "--client-id-prefix", "x"]);
+        let creds = Credentials::new(&cfg, 3, || "x-p3".to_string());
+        assert_eq!(creds.client_id, "x-p3");
+        assert_eq!(creds.username.as_deref(), Some("u"));
+        assert_eq!(creds.password, None);
+        assert_eq!(creds.auth_data, None);
+    }
+
+    #[test]
+    fn several_hosts_targets_and_source_addresses() {
+        let cfg = config(&["b", "conn", "-h", "127.0.0.1,localhost", "-p", "1999"]);
+        let ports: Vec<u16> = cfg.routes.targets().iter().map(|t| t.addr.port()).collect();
+        assert_eq!(ports, [1999, 1999]);
+        assert_eq!(cfg.routes.targets()[1].host, "localhost");
+        assert_eq!(cfg.addr, cfg.routes.first().addr);
+        let cfg = config(&[
+            "b",
+            "p2p",
+            "--target",
+            "mqtt://127.0.0.1:1001",
+            "--target",
+            "ws://127.0.0.1:1002/mqtt",
+            "--ifaddr",
+            "127.0.0.2,127.0.0.3",
+            "--ifaddr",
+            "127.0.0.4",
+        ]);
+        assert_eq!(cfg.routes.targets().len(), 2);
+        assert!(cfg.routes.any_ws() && !cfg.routes.any_tls());
+        assert_eq!(cfg.routes.sources().len(), 3);
+        assert!(cfg.tls.is_none());
+        // A TLS target needs a trust decision, as --ssl does; then TLS is set up for it.
+        assert!(matches!(
+            config_error(&["b", "conn", "--target", "wss://127.0.0.1:1"]),
+            ConfigError::SslWithoutTrust
+        ));
+        let cfg = config(&[
+            "b",
+            "conn",
+            "--target",
+            "mqtts://127.0.0.1:1",
+            "--target",
+            "mqtts://localhost:2",
+            "--insecure",
+        ]);
+        let names: Vec<String> = cfg
+            .routes
+            .targets()
+            .iter()
+            .map(|t| format!("{:?}", t.server_name))
+            .collect();
+        assert!(
+            names[0].contains("IpAddress") && names[1].contains("\"localhost\""),
+            "{names:?}"
+        );
+        let cfg = config(&[
+            "b",
+            "conn",
+            "-h",
+            "127.0.0.1,localhost",
+            "-S",
+            "--insecure",
+            "--sni",
+            "broker.test",
+        ]);
+        assert!(
+            cfg.routes
+                .targets()
+                .iter()
+                .all(|t| format!("{:?}", t.server_name).contains("broker.test"))
+        );
+        let cfg = config(&["b", "conn", "--target", "wss://localhost:1", "--insecure"]);
+        let Some(tls) = cfg.tls else {
+            panic!("a wss:// target sets up TLS")
+        };
+        assert_eq!(tls.options().server_name, "localhost");
+        assert!(matches!(
+            config_error(&["b", "conn", "--ifaddr", "10.0.0.x"]),
+            ConfigError::Target(TargetError::BadSource(_))
+        ));
+        assert!(matches!(
+            config_error(&["b", "conn", "--probe", "--target", "ws://127.0.0.1:1"]),
+            ConfigError::ProbeOverTls
+        ));
+        let cfg = config(&[
+            "b",
+            "conn",
+            "--probe",
+            "-S",
+            "--insecure",
+            "-p",
+            "8883",
+            "--probe-target",
+            "127.0.0.1:1883",
+        ]);
+        assert_eq!(cfg.probe.map(|p| p.addr.port()), Some(1883));
+    }
+
     #[test]
     fn latency_without_rate_uses_the_default_rate() {
         assert_eq!(config(&["b", "latency"]).rate, DEFAULT_LATENCY_RATE);
@@ -717,6 +893,14 @@ mod tests {
         assert_eq!(cfg.duration, Duration::from_millis(2500));
         assert_eq!(cfg.probe.slow_threshold, Duration::from_millis(300));
         assert!(cfg.quiet);
+        let cfg = flood(&["b", "flood", "--ifaddr", "127.0.0.2,127.0.0.3"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.sources.len(), 2);
+        assert!(cfg.sources.iter().all(|s| s.is_loopback()));
+        assert!(matches!(
+            flood(&["b", "flood", "--ifaddr", "x"]),
+            Err(ConfigError::Target(TargetError::BadSource(_)))
+        ));
         assert!(matches!(
             flood(&["b", "flood", "-c", "0"]),
             Err(ConfigError::NoClients)

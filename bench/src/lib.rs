@@ -27,10 +27,12 @@ pub mod run;
 pub mod sockets;
 pub mod stats;
 pub mod sysinfo;
+pub mod target;
 pub mod template;
 pub mod tls;
 pub mod transport;
 pub mod wire;
+pub mod ws;
 
 use std::path::Path;
 

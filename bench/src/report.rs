@@ -37,7 +37,11 @@ pub struct BrokerStats {
 pub struct Report {
     pub scenario: String,
     pub label: Option<String>,
+    /// The target(s): `127.0.0.1:1883`-style for one plain target, else URLs, comma-separated.
     pub broker: String,
+    /// `--ifaddr`: the source addresses the connections were bound to, round-robin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_addresses: Vec<String>,
     /// Connected over TLS (`--ssl`).
     #[serde(default)]
     pub tls: bool,
@@ -290,6 +294,7 @@ pub(crate) mod tests {
             scenario: "p2p".into(),
             label: Some("mosquitto".into()),
             broker: "127.0.0.1:1883".into(),
+            source_addresses: Vec::new(),
             tls: false,
             protocol_level: 5,
             qos: 1,

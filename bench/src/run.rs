@@ -20,6 +20,7 @@ use crate::probe::{Probe, ProbeReport};
 use crate::report::{BrokerStats, ConnectStats, Report, si};
 use crate::stats::{LatencySummary, Shared, new_histogram, phase};
 use crate::sysinfo::{self, ProcSample};
+use crate::wire::Credentials;
 
 /// How long one connection attempt (TCP + CONNECT/CONNACK + SUBSCRIBE/SUBACK) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -68,7 +69,8 @@ impl Job {
     }
 
     /// This client's number among all connections of the run, unique: idle clients and
-    /// subscribers from 0, then publishers (`%i` in certificate paths).
+    /// subscribers from 0, then publishers (`%i` in the client id, username, password, auth
+    /// data and certificate paths; the source address it binds).
     fn connection_number(&self, shape: &client::RunShape) -> u32 {
         match self {
             Job::Idle(i) => *i,
@@ -268,7 +270,12 @@ async fn connect_worker(ctx: Rc<ThreadCtx>, queue: Rc<RefCell<VecDeque<Job>>>, s
                     Shared::add(&ctx.shared.tls_failed, 1);
                 }
                 if ctx.shared.connect_failed.fetch_add(1, Ordering::Relaxed) < 5 {
-                    eprintln!("{}: {err}", job.client_id(&ctx.cfg.client_id_prefix));
+                    let cfg = &ctx.cfg;
+                    let connection = job.connection_number(&ctx.shape);
+                    let id =
+                        Credentials::new(cfg, connection, || job.client_id(&cfg.client_id_prefix))
+                            .client_id;
+                    eprintln!("{id}: {err}");
                 }
             }
         }
@@ -281,13 +288,13 @@ async fn connect_worker(ctx: Rc<ThreadCtx>, queue: Rc<RefCell<VecDeque<Job>>>, s
 
 async fn open(ctx: &Rc<ThreadCtx>, job: &Job) -> Result<(), client::ClientError> {
     let cfg = &ctx.cfg;
-    let mut conn = client::connect(
-        cfg,
-        &job.client_id(&cfg.client_id_prefix),
-        job.connection_number(&ctx.shape),
-        CONNECT_TIMEOUT,
-    )
-    .await?;
+    let connection = job.connection_number(&ctx.shape);
+    let creds = Credentials::new(cfg, connection, || job.client_id(&cfg.client_id_prefix));
+    let route = client::Route {
+        target: cfg.routes.target_for(job.ordinal()),
+        source: cfg.routes.source_for(connection),
+    };
+    let mut conn = client::connect(cfg, route, &creds, connection, CONNECT_TIMEOUT).await?;
     match job {
         Job::Idle(_) => {
             let keep_alive_secs = conn.keep_alive_secs;
@@ -561,7 +568,13 @@ fn build_report(
     Report {
         scenario: cfg.scenario.name().to_string(),
         label: cfg.label.clone(),
-        broker: cfg.addr.to_string(),
+        broker: cfg.routes.describe(),
+        source_addresses: cfg
+            .routes
+            .sources()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         protocol_level: cfg.protocol.level(),
         qos: cfg.qos as u8,
         payload_bytes: cfg.payload_size,
@@ -571,7 +584,7 @@ fn build_report(
         threads: cfg.threads,
         rate_per_publisher: cfg.rate,
         window: cfg.window,
-        tls: cfg.tls.is_some(),
+        tls: cfg.routes.any_tls(),
         connections: ConnectStats {
             attempted,
             ok,

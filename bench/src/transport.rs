@@ -8,6 +8,9 @@
 //! and write halves share the `ClientConnection` through an `Rc<RefCell<_>>` (one thread; never
 //! borrowed across an await).
 //!
+//! `ws://` and `wss://` add a WebSocket layer ([`crate::ws`]) on top of either: each write is
+//! one masked binary frame, reads unwrap frames into the same MQTT buffer.
+//!
 //! What rustls wants to send after the handshake on its own (a KeyUpdate answer) goes out with
 //! the connection's next write: nothing in TLS 1.3 needs it sooner, and every writer pings at
 //! least every half keep alive.
@@ -22,10 +25,11 @@ use monoio::net::TcpStream;
 use rustls::ClientConnection;
 
 use crate::client::read_more;
+use crate::ws::{self, Decoded, Deframer, Masks, WsError};
 
-/// A connected stream, before it is split into a reader and a writer task.
+/// A connected byte stream (TCP or TLS), before it is split into a reader and a writer task.
 #[derive(Debug)]
-pub enum Stream {
+pub enum RawStream {
     Plain(TcpStream),
     Tls(TlsStream),
 }
@@ -203,20 +207,20 @@ impl TlsStream {
     }
 }
 
-impl Stream {
+impl RawStream {
     /// Reads more (decrypted) bytes into `buf`; `Ok(0)` is end of stream.
     pub async fn read_more(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         match self {
-            Stream::Plain(tcp) => read_more(tcp, buf).await,
-            Stream::Tls(s) => read_decrypted(&mut s.tcp, &s.tls, &mut s.cipher_in, buf).await,
+            RawStream::Plain(tcp) => read_more(tcp, buf).await,
+            RawStream::Tls(s) => read_decrypted(&mut s.tcp, &s.tls, &mut s.cipher_in, buf).await,
         }
     }
 
     /// Writes all of `buf` (encrypted with TLS) and leaves it empty.
     pub async fn write_all(&mut self, buf: &mut BytesMut) -> io::Result<()> {
         match self {
-            Stream::Plain(tcp) => write_raw(tcp, buf).await,
-            Stream::Tls(s) => {
+            RawStream::Plain(tcp) => write_raw(tcp, buf).await,
+            RawStream::Tls(s) => {
                 let encrypted = encrypt(&mut s.tls.borrow_mut(), &buf[..], &mut s.cipher_out);
                 buf.clear();
                 encrypted?;
@@ -226,21 +230,21 @@ impl Stream {
     }
 
     /// Splits the stream for a reader task and a writer task.
-    pub fn into_split(self) -> (ReadHalf, WriteHalf) {
+    fn into_split(self) -> (RawRead, RawWrite) {
         match self {
-            Stream::Plain(tcp) => {
+            RawStream::Plain(tcp) => {
                 let (r, w) = tcp.into_split();
-                (ReadHalf::Plain(r), WriteHalf::Plain(w))
+                (RawRead::Plain(r), RawWrite::Plain(w))
             }
-            Stream::Tls(s) => {
+            RawStream::Tls(s) => {
                 let (r, w) = s.tcp.into_split();
                 (
-                    ReadHalf::Tls {
+                    RawRead::Tls {
                         tcp: r,
                         tls: s.tls.clone(),
                         cipher_in: s.cipher_in,
                     },
-                    WriteHalf::Tls {
+                    RawWrite::Tls {
                         tcp: w,
                         tls: s.tls,
                         cipher_out: s.cipher_out,
@@ -251,9 +255,9 @@ impl Stream {
     }
 }
 
-/// The reading half of a [`Stream`].
+/// The reading half of a [`RawStream`].
 #[derive(Debug)]
-pub enum ReadHalf {
+pub enum RawRead {
     Plain(OwnedReadHalf<TcpStream>),
     Tls {
         tcp: OwnedReadHalf<TcpStream>,
@@ -262,12 +266,12 @@ pub enum ReadHalf {
     },
 }
 
-impl ReadHalf {
+impl RawRead {
     /// Reads more (decrypted) bytes into `buf`; `Ok(0)` is end of stream.
     pub async fn read_more(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         match self {
-            ReadHalf::Plain(tcp) => read_more(tcp, buf).await,
-            ReadHalf::Tls {
+            RawRead::Plain(tcp) => read_more(tcp, buf).await,
+            RawRead::Tls {
                 tcp,
                 tls,
                 cipher_in,
@@ -276,9 +280,9 @@ impl ReadHalf {
     }
 }
 
-/// The writing half of a [`Stream`]. Dropping it shuts the socket's sending side down.
+/// The writing half of a [`RawStream`]. Dropping it shuts the socket's sending side down.
 #[derive(Debug)]
-pub enum WriteHalf {
+pub enum RawWrite {
     Plain(OwnedWriteHalf<TcpStream>),
     Tls {
         tcp: OwnedWriteHalf<TcpStream>,
@@ -287,12 +291,12 @@ pub enum WriteHalf {
     },
 }
 
-impl WriteHalf {
+impl RawWrite {
     /// Writes all of `buf` (encrypted with TLS) and leaves it empty.
     pub async fn write_all(&mut self, buf: &mut BytesMut) -> io::Result<()> {
         match self {
-            WriteHalf::Plain(tcp) => write_raw(tcp, buf).await,
-            WriteHalf::Tls {
+            RawWrite::Plain(tcp) => write_raw(tcp, buf).await,
+            RawWrite::Tls {
                 tcp,
                 tls,
                 cipher_out,
@@ -301,6 +305,207 @@ impl WriteHalf {
                 buf.clear();
                 encrypted?;
                 write_raw(tcp, cipher_out).await
+            }
+        }
+    }
+}
+
+/// The WebSocket layer's state both halves share: control frames the reader owes (a pong, the
+/// close echo), sent before the writer's next frame, and the mask generator.
+#[derive(Debug, Default)]
+struct WsShared {
+    control_out: BytesMut,
+    masks: Masks,
+}
+
+/// The reading side of the WebSocket layer.
+#[derive(Debug)]
+struct WsRead {
+    deframer: Deframer,
+    /// Frame bytes read but not yet unwrapped.
+    frames_in: BytesMut,
+    shared: Rc<RefCell<WsShared>>,
+}
+
+/// The writing side of the WebSocket layer.
+#[derive(Debug)]
+struct WsWrite {
+    frame_out: BytesMut,
+    shared: Rc<RefCell<WsShared>>,
+}
+
+/// Something [`ws_read`] can read frame bytes from.
+trait ReadBytes {
+    async fn read_bytes(&mut self, buf: &mut BytesMut) -> io::Result<usize>;
+}
+
+impl ReadBytes for RawStream {
+    async fn read_bytes(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        self.read_more(buf).await
+    }
+}
+
+impl ReadBytes for RawRead {
+    async fn read_bytes(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        self.read_more(buf).await
+    }
+}
+
+/// Reads frames until some MQTT bytes are unwrapped into `buf`; `Ok(0)` at a close frame or
+/// the end of the stream.
+async fn ws_read(
+    raw: &mut impl ReadBytes,
+    ws: &mut WsRead,
+    buf: &mut BytesMut,
+) -> io::Result<usize> {
+    let before = buf.len();
+    loop {
+        let decoded = {
+            let mut shared = ws.shared.borrow_mut();
+            let WsShared { control_out, masks } = &mut *shared;
+            ws.deframer
+                .decode(&mut ws.frames_in, buf, control_out, masks)?
+        };
+        match decoded {
+            Decoded::Data => return Ok(buf.len() - before),
+            Decoded::Closed => return Ok(0),
+            Decoded::NeedMore => {}
+        }
+        if raw.read_bytes(&mut ws.frames_in).await? == 0 {
+            return Ok(0);
+        }
+    }
+}
+
+/// Wraps `buf` in one masked binary frame (after any control frame owed) into `frame_out`,
+/// and leaves `buf` empty.
+fn ws_frame(ws: &mut WsWrite, buf: &mut BytesMut) {
+    ws.frame_out.clear();
+    let mut shared = ws.shared.borrow_mut();
+    if !shared.control_out.is_empty() {
+        ws.frame_out.extend_from_slice(&shared.control_out);
+        shared.control_out.clear();
+    }
+    ws::put_binary(&mut ws.frame_out, buf, &mut shared.masks);
+    buf.clear();
+}
+
+/// A connected stream: TCP or TLS, with MQTT over WebSocket on top for `ws://` and `wss://`.
+#[derive(Debug)]
+pub struct Stream {
+    raw: RawStream,
+    ws: Option<(WsRead, WsWrite)>,
+}
+
+impl Stream {
+    pub fn new(raw: RawStream) -> Stream {
+        Stream { raw, ws: None }
+    }
+
+    /// Runs the WebSocket opening handshake (`GET path`, subprotocol `mqtt`) over the
+    /// connection; from then on every write is one binary frame.
+    pub async fn upgrade_ws(&mut self, host: &str, path: &str) -> io::Result<()> {
+        let key = ws::new_key();
+        let mut out = BytesMut::with_capacity(256);
+        ws::put_request(&mut out, host, path, &key);
+        self.raw.write_all(&mut out).await?;
+        let mut frames_in = BytesMut::with_capacity(1024);
+        loop {
+            if ws::take_response(&mut frames_in, &key)?.is_some() {
+                break;
+            }
+            if self.raw.read_more(&mut frames_in).await? == 0 {
+                return Err(io::Error::from(WsError::Handshake(
+                    "broker closed the connection before answering".into(),
+                )));
+            }
+        }
+        let shared = Rc::new(RefCell::new(WsShared::default()));
+        self.ws = Some((
+            WsRead {
+                deframer: Deframer::default(),
+                frames_in,
+                shared: shared.clone(),
+            },
+            WsWrite {
+                frame_out: BytesMut::with_capacity(4096),
+                shared,
+            },
+        ));
+        Ok(())
+    }
+
+    /// Reads more (decrypted, unframed) bytes into `buf`; `Ok(0)` is end of stream.
+    pub async fn read_more(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        match &mut self.ws {
+            None => self.raw.read_more(buf).await,
+            Some((ws, _)) => ws_read(&mut self.raw, ws, buf).await,
+        }
+    }
+
+    /// Writes all of `buf` (framed, encrypted) and leaves it empty.
+    pub async fn write_all(&mut self, buf: &mut BytesMut) -> io::Result<()> {
+        match &mut self.ws {
+            None => self.raw.write_all(buf).await,
+            Some((_, ws)) => {
+                ws_frame(ws, buf);
+                self.raw.write_all(&mut ws.frame_out).await
+            }
+        }
+    }
+
+    /// Splits the stream for a reader task and a writer task.
+    pub fn into_split(self) -> (ReadHalf, WriteHalf) {
+        let (raw_read, raw_write) = self.raw.into_split();
+        let (ws_read, ws_write) = match self.ws {
+            Some((r, w)) => (Some(r), Some(w)),
+            None => (None, None),
+        };
+        (
+            ReadHalf {
+                raw: raw_read,
+                ws: ws_read,
+            },
+            WriteHalf {
+                raw: raw_write,
+                ws: ws_write,
+            },
+        )
+    }
+}
+
+/// The reading half of a [`Stream`].
+#[derive(Debug)]
+pub struct ReadHalf {
+    raw: RawRead,
+    ws: Option<WsRead>,
+}
+
+impl ReadHalf {
+    /// Reads more (decrypted, unframed) bytes into `buf`; `Ok(0)` is end of stream.
+    pub async fn read_more(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        match &mut self.ws {
+            None => self.raw.read_more(buf).await,
+            Some(ws) => ws_read(&mut self.raw, ws, buf).await,
+        }
+    }
+}
+
+/// The writing half of a [`Stream`]. Dropping it shuts the socket's sending side down.
+#[derive(Debug)]
+pub struct WriteHalf {
+    raw: RawWrite,
+    ws: Option<WsWrite>,
+}
+
+impl WriteHalf {
+    /// Writes all of `buf` (framed, encrypted) and leaves it empty.
+    pub async fn write_all(&mut self, buf: &mut BytesMut) -> io::Result<()> {
+        match &mut self.ws {
+            None => self.raw.write_all(buf).await,
+            Some(ws) => {
+                ws_frame(ws, buf);
+                self.raw.write_all(&mut ws.frame_out).await
             }
         }
     }

@@ -10,6 +10,7 @@ use ringmq_codec::{
 };
 
 use crate::config::LoadConfig;
+use crate::template;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
@@ -27,16 +28,44 @@ fn mqtt_str(what: &'static str, s: &str) -> Result<Str, WireError> {
     })
 }
 
-/// CONNECT for `client_id` with the configuration's protocol, keep alive and credentials.
-/// Clean start, no session expiry: the benchmark never resumes sessions.
-pub fn connect(cfg: &LoadConfig, client_id: &str, out: &mut BytesMut) -> Result<(), WireError> {
+/// The per-client fields of one CONNECT, with `%i` expanded to the connection number: built
+/// once when the client connects, never per message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub auth_data: Option<String>,
+}
+
+impl Credentials {
+    /// The fields of connection number `connection`: `--client-id` (else `default_id`), `-u`,
+    /// `-P` and `--auth-data`, each template expanded.
+    pub fn new(
+        cfg: &LoadConfig,
+        connection: u32,
+        default_id: impl FnOnce() -> String,
+    ) -> Credentials {
+        let expand = |t: &Option<String>| t.as_deref().map(|t| template::expand(t, connection));
+        Credentials {
+            client_id: expand(&cfg.client_id).unwrap_or_else(default_id),
+            username: expand(&cfg.username),
+            password: expand(&cfg.password),
+            auth_data: expand(&cfg.auth_data),
+        }
+    }
+}
+
+/// CONNECT with the configuration's protocol, keep alive and auth method, and this client's
+/// id and credentials. Clean start, no session expiry: the benchmark never resumes sessions.
+pub fn connect(cfg: &LoadConfig, creds: &Credentials, out: &mut BytesMut) -> Result<(), WireError> {
     let properties = ConnectProperties {
         authentication_method: cfg
             .auth_method
             .as_deref()
             .map(|m| mqtt_str("--auth-method", m))
             .transpose()?,
-        authentication_data: cfg
+        authentication_data: creds
             .auth_data
             .as_ref()
             .map(|d| Bytes::copy_from_slice(d.as_bytes())),
@@ -47,14 +76,14 @@ pub fn connect(cfg: &LoadConfig, client_id: &str, out: &mut BytesMut) -> Result<
         clean_start: true,
         keep_alive_secs: cfg.keep_alive_secs,
         properties,
-        client_id: mqtt_str("client id", client_id)?,
+        client_id: mqtt_str("client id", &creds.client_id)?,
         will: None,
-        username: cfg
+        username: creds
             .username
             .as_deref()
             .map(|u| mqtt_str("--username", u))
             .transpose()?,
-        password: cfg
+        password: creds
             .password
             .as_ref()
             .map(|p| Bytes::copy_from_slice(p.as_bytes())),

@@ -543,7 +543,12 @@ fn method(s: &mut String, cmp: &Comparison) {
          `persistence false`, `max_connections -1`, `set_tcp_nodelay true` (its default leaves Nagle on, which adds milliseconds to small messages) and connection logging off; rumqttd (when \
          present) runs its generated default config with a loopback v4 listener, the connection \
          throttle off and `max_connections` raised for the conn scenario, spoken to over MQTT 3.1.1.\n\
-         - Not covered yet: TLS, QoS 2, retained messages, persistent sessions, the auth paths \
+         - **TLS** (`p2p-tls`): the same p2p run against each broker's TLS listener (ringmq \
+         `mqtts`, mosquitto `listener` with `cafile`/`certfile`/`keyfile`), a certificate for \
+         127.0.0.1 made for the run by a fresh CA (ECDSA P-256), verified by the load generator; \
+         every connection makes a full handshake (no resumption), TLS 1.3 with aws-lc-rs on the \
+         client side; the probe uses the plain listener. rumqttd is not run over TLS.\n\
+         - Not covered yet: QoS 2, retained messages, persistent sessions, the auth paths \
          (JWT / client certificates), payloads other than {} B.\n",
         cmp.scenarios
             .iter()

@@ -5,6 +5,7 @@
 mod broker;
 mod markdown;
 mod svg;
+pub mod tls;
 
 use std::path::Path;
 
@@ -53,11 +54,16 @@ pub struct ScenarioDef {
     pub title: &'static str,
     pub kind: Kind,
     pub args: Vec<String>,
+    /// Run against each broker's TLS listener (`-S --cacertfile` with certificates made for
+    /// the comparison); the probe still uses the plain listener.
+    #[serde(default)]
+    pub tls: bool,
 }
 
-const SCENARIO_IDS: [&str; 9] = [
+const SCENARIO_IDS: [&str; 10] = [
     "conn",
     "p2p-qos0",
+    "p2p-tls",
     "p2p-qos1",
     "fan-in-qos0",
     "fan-out-qos0",
@@ -80,6 +86,15 @@ fn def(id: &'static str, title: &'static str, kind: Kind, args: &str) -> Scenari
         title,
         kind,
         args: args.split_whitespace().map(str::to_string).collect(),
+        tls: false,
+    }
+}
+
+/// A scenario run over each broker's TLS listener.
+fn def_tls(id: &'static str, title: &'static str, kind: Kind, args: &str) -> ScenarioDef {
+    ScenarioDef {
+        tls: true,
+        ..def(id, title, kind, args)
     }
 }
 
@@ -101,6 +116,12 @@ pub fn scenarios(selection: &str) -> Result<Vec<ScenarioDef>, CompareError> {
         def(
             "p2p-qos0",
             "p2p QoS 0, 50 pairs, max rate",
+            Kind::Throughput,
+            "p2p -c 50 -q 0 -s 64 --duration 10 --window 200",
+        ),
+        def_tls(
+            "p2p-tls",
+            "p2p QoS 0 over TLS, 50 pairs, max rate",
             Kind::Throughput,
             "p2p -c 50 -q 0 -s 64 --duration 10 --window 200",
         ),
@@ -160,6 +181,12 @@ pub fn scenarios(selection: &str) -> Result<Vec<ScenarioDef>, CompareError> {
             Kind::Throughput,
             "p2p -c 5 -q 0 --duration 1 --window 100 --drain-ms 500",
         ),
+        def_tls(
+            "p2p-tls",
+            "p2p QoS 0 over TLS, 5 pairs",
+            Kind::Throughput,
+            "p2p -c 5 -q 0 --duration 1 --window 100 --drain-ms 500",
+        ),
         def(
             "p2p-qos1",
             "p2p QoS 1, 5 pairs",
@@ -203,6 +230,11 @@ pub fn scenarios(selection: &str) -> Result<Vec<ScenarioDef>, CompareError> {
             "flood -c 5 --duration 2 --drain-ms 500",
         ),
     ];
+    // `quick:a,b`: those scenarios in their quick size.
+    let (set, selection) = match selection.strip_prefix("quick:") {
+        Some(list) => (&quick, list),
+        None => (&full, selection),
+    };
     match selection {
         "default" => Ok(full),
         "quick" => Ok(quick),
@@ -211,7 +243,7 @@ pub fn scenarios(selection: &str) -> Result<Vec<ScenarioDef>, CompareError> {
             .map(str::trim)
             .filter(|id| !id.is_empty())
             .map(|id| {
-                full.iter()
+                set.iter()
                     .find(|d| d.id == id)
                     .cloned()
                     .ok_or_else(|| CompareError::UnknownScenario(id.to_string()))
@@ -320,6 +352,13 @@ pub fn summary_rows(defs: &[ScenarioDef]) -> Vec<SummaryRow> {
             value: rate,
         },
         SummaryRow {
+            scenario: "p2p-tls",
+            metric: "delivered msg/s over TLS",
+            unit: Unit::PerSec,
+            higher_is_better: true,
+            value: rate,
+        },
+        SummaryRow {
             scenario: "p2p-qos1",
             metric: "delivered msg/s",
             unit: Unit::PerSec,
@@ -423,9 +462,15 @@ pub fn compare(args: &CompareArgs) -> Result<(), CompareError> {
         outcomes: Vec::new(),
         latency_rate: None,
     };
+    let tls_files = if defs.iter().any(|d| d.tls) {
+        Some(tls::TlsFiles::generate(&dir)?)
+    } else {
+        None
+    };
     for spec in &specs {
         for def in &defs {
-            let outcome = run_one(&mut cmp, spec, def, &dir, threads, args.quiet);
+            let files = tls_files.as_ref().filter(|_| def.tls);
+            let outcome = run_one(&mut cmp, spec, def, &dir, threads, args.quiet, files);
             eprintln!("{}", one_line(&outcome));
             cmp.outcomes.push(outcome);
         }
@@ -463,6 +508,7 @@ fn run_one(
     dir: &Path,
     threads: usize,
     quiet: bool,
+    tls: Option<&tls::TlsFiles>,
 ) -> Outcome {
     let mut argv: Vec<String> = def.args.clone();
     if def.kind == Kind::Latency {
@@ -475,7 +521,13 @@ fn run_one(
     if !def.is_flood() {
         argv.push("--probe".to_string());
     }
-    let command = format!("ringmq-bench {} -p PORT --broker-pid PID", argv.join(" "));
+    let command = match tls {
+        Some(_) => format!(
+            "ringmq-bench {} -p TLS_PORT -S --cacertfile CA --probe-target 127.0.0.1:PORT --broker-pid PID",
+            argv.join(" ")
+        ),
+        None => format!("ringmq-bench {} -p PORT --broker-pid PID", argv.join(" ")),
+    };
     let mut outcome = Outcome {
         broker: spec.name.clone(),
         scenario: def.id,
@@ -484,7 +536,7 @@ fn run_one(
         problem: None,
     };
     eprintln!("== {} / {}", spec.name, def.id);
-    let mut broker = match RunningBroker::start(spec, dir, def.id) {
+    let mut broker = match RunningBroker::start(spec, dir, def.id, tls) {
         Ok(b) => b,
         Err(e) => {
             outcome.problem = Some(e.to_string());
@@ -493,9 +545,19 @@ fn run_one(
     };
     let mut full = vec!["ringmq-bench".to_string()];
     full.extend(argv);
+    match (tls, broker.tls_port) {
+        (Some(files), Some(tls_port)) => full.extend([
+            "-p".into(),
+            tls_port.to_string(),
+            "-S".into(),
+            "--cacertfile".into(),
+            files.ca.display().to_string(),
+            "--probe-target".into(),
+            format!("127.0.0.1:{}", broker.port),
+        ]),
+        _ => full.extend(["-p".into(), broker.port.to_string()]),
+    }
     full.extend([
-        "-p".into(),
-        broker.port.to_string(),
         "--broker-pid".into(),
         broker.pid().to_string(),
         "--label".into(),
@@ -584,6 +646,8 @@ fn latency_rate(cmp: &mut Comparison, def: &ScenarioDef) -> (f64, String) {
 
 /// What a scenario's command line asks for.
 #[derive(Debug)]
+// Made once per scenario run: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Parsed {
     Load(LoadConfig),
     Flood(FloodConfig),
@@ -759,7 +823,10 @@ mod tests {
             scenarios("p2p,nope"),
             Err(CompareError::UnknownScenario(_))
         ));
-        assert_eq!(scenarios("quick").unwrap_or_default().len(), 9);
+        let small = scenarios("quick:p2p-tls").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(small.len(), 1);
+        assert!(small[0].tls && small[0].args.contains(&"5".to_string()));
+        assert_eq!(scenarios("quick").unwrap_or_default().len(), 10);
         let quick: Vec<_> = scenarios("quick")
             .unwrap_or_default()
             .into_iter()
@@ -784,9 +851,15 @@ mod tests {
             if !def.is_flood() {
                 argv.push("--probe".into());
             }
+            if def.tls {
+                argv.extend(
+                    ["-S", "--insecure", "--probe-target", "127.0.0.1:2"].map(String::from),
+                );
+            }
             match parse_scenario(&argv) {
                 Ok(Parsed::Load(cfg)) => {
                     assert!(!def.is_flood(), "{}", def.id);
+                    assert_eq!(cfg.routes.any_tls(), def.tls, "{}", def.id);
                     assert!(cfg.probe.is_some(), "{}: compare always probes", def.id);
                     if def.id.ends_with("-open") {
                         assert_eq!(cfg.window, 0, "{}: open loop", def.id);

@@ -102,6 +102,9 @@ pub struct FloodConfig {
     pub label: Option<String>,
     /// No progress line on stderr.
     pub quiet: bool,
+    /// `--ifaddr`: source addresses bound before connecting, round-robin over the connection
+    /// numbers (subscribers 0…n-1, publishers n…2n-1); empty: the kernel picks.
+    pub sources: Vec<std::net::IpAddr>,
 }
 
 impl FloodConfig {
@@ -130,7 +133,13 @@ impl FloodConfig {
             broker_pid: None,
             label: None,
             quiet: true,
+            sources: Vec::new(),
         }
+    }
+
+    /// The source address of connection number `connection`, if any.
+    fn source_for(&self, connection: u32) -> Option<std::net::IpAddr> {
+        (!self.sources.is_empty()).then(|| self.sources[connection as usize % self.sources.len()])
     }
 
     /// The PUBLISH packet publisher `i` sends.
@@ -355,7 +364,8 @@ fn start_subscriber(cfg: &FloodConfig, crew: &mut Crew, i: u32) -> Result<(), Fl
         topic: cfg.topic(i),
         source,
     };
-    let (mut session, _) = Session::connect(
+    let (mut session, _) = Session::connect_from(
+        cfg.source_for(i),
         cfg.addr,
         cfg.protocol,
         &format!("{}-s{i}", cfg.client_id_prefix),
@@ -452,7 +462,8 @@ fn subscribe_loop(mut session: Session, i: u32, buffer: usize, shared: &Shared) 
 /// an error: under a flood that is what a frozen broker looks like.
 fn start_publisher(cfg: &FloodConfig, crew: &mut Crew, i: u32) -> Result<(), FloodError> {
     let started = Instant::now();
-    let stream = match TcpStream::connect_timeout(&cfg.addr, cfg.connect_timeout)
+    let source = cfg.source_for(cfg.publishers + i);
+    let stream = match crate::target::connect_blocking(source, cfg.addr, cfg.connect_timeout)
         .and_then(|s| s.try_clone().map(|clone| (s, clone)))
     {
         Ok((stream, clone)) => {

@@ -36,6 +36,9 @@ pub struct FloodReport {
     pub scenario: String,
     pub label: Option<String>,
     pub broker: String,
+    /// `--ifaddr`: the source addresses the connections were bound to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_addresses: Vec<String>,
     pub protocol_level: u8,
     pub publishers: u32,
     pub subscribers: u32,
@@ -103,6 +106,7 @@ impl FloodReport {
             scenario: "flood".into(),
             label: cfg.label.clone(),
             broker: cfg.addr.to_string(),
+            source_addresses: cfg.sources.iter().map(ToString::to_string).collect(),
             protocol_level: cfg.protocol.level(),
             publishers: cfg.publishers,
             subscribers: cfg.publishers,
@@ -239,6 +243,7 @@ impl FloodReport {
             scenario: self.scenario.clone(),
             label: self.label.clone(),
             broker: self.broker.clone(),
+            source_addresses: self.source_addresses.clone(),
             tls: false,
             protocol_level: self.protocol_level,
             qos: 0,
@@ -307,6 +312,7 @@ pub(crate) mod tests {
             scenario: "flood".into(),
             label: Some("ringmq".into()),
             broker: "127.0.0.1:1883".into(),
+            source_addresses: Vec::new(),
             protocol_level: 5,
             publishers: 10,
             subscribers: 10,
