@@ -96,11 +96,8 @@ impl Server {
         } else {
             config.server.shards
         };
-        let driver = match config.server.driver {
-            Driver::Auto if monoio::utils::detect_uring() => Driver::IoUring,
-            Driver::Auto => Driver::Legacy,
-            d => d,
-        };
+        // First: a fallback to epoll is the first log line (transport/probe.rs).
+        let driver = crate::transport::probe::choose_driver(config.server.driver);
         // Shards bind with SO_REUSEPORT, which would let a second ringmq (or anything else
         // with SO_REUSEPORT) share a port silently and take half its connections. A bind
         // without it first fails while anyone listens there. Bind only, never listen: a
@@ -203,6 +200,7 @@ impl Server {
                 Err(_) => return Err(StartError::Lost(shard)),
             }
         }
+        let watchdog_pulses = pulses.clone();
         if config.server.stall_threshold_ms > 0 {
             let threshold = Duration::from_millis(u64::from(config.server.stall_threshold_ms));
             let stop = shutdown.clone();
@@ -219,6 +217,11 @@ impl Server {
         health
             .ready
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        // systemd (Type=notify): every listener is bound and every shard serves. Work that must
+        // finish before clients are served (storage recovery) goes before this line.
+        crate::ops::notify::ready(&format!("serving on {} shards", shards));
+        crate::ops::notify::spawn_watchdog(watchdog_pulses, shutdown.clone())
+            .map_err(StartError::Thread)?;
         drop(threads);
         Ok(Server {
             stopped: stopped_rx,
@@ -305,9 +308,13 @@ pub struct Shutdown(Arc<Health>);
 
 impl Shutdown {
     pub fn begin(&self) {
-        self.0
+        let was = self
+            .0
             .draining
-            .store(true, std::sync::atomic::Ordering::Release);
+            .swap(true, std::sync::atomic::Ordering::AcqRel);
+        if !was {
+            crate::ops::notify::stopping();
+        }
     }
 
     pub fn requested(&self) -> bool {
@@ -341,7 +348,7 @@ fn run_shard(setup: ShardSetup, driver: Driver) {
             .build()
             .map(|mut rt| rt.block_on(shard_main(setup))),
         _ => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .with_entries(4096)
+            .with_entries(crate::transport::probe::RING_ENTRIES)
             .enable_timer()
             .build()
             .map(|mut rt| rt.block_on(shard_main(setup))),
