@@ -78,7 +78,10 @@ impl RawBroker {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("broker exited with {status} before accepting:\n{}", self.log());
+                panic!(
+                    "broker exited with {status} before accepting:\n{}",
+                    self.log()
+                );
             }
             if TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok() {
                 return;
@@ -138,7 +141,11 @@ impl Drop for RawBroker {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("---- broker log {}:\n{}\n---- end", self.log_path.display(), self.log());
+            eprintln!(
+                "---- broker log {}:\n{}\n---- end",
+                self.log_path.display(),
+                self.log()
+            );
         } else {
             let _ = fs::remove_dir_all(&self.dir);
         }

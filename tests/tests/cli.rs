@@ -149,7 +149,10 @@ fn check_reports_each_broken_file_with_its_key() {
         ),
     ];
     for line in &expect {
-        assert!(out.stdout.contains(line.as_str()), "missing {line:?}:\n{out}");
+        assert!(
+            out.stdout.contains(line.as_str()),
+            "missing {line:?}:\n{out}"
+        );
     }
     assert!(out.stdout.contains("3 errors"), "{out}");
 }
@@ -391,7 +394,8 @@ const ISSUER: &str = "https://issuer.test";
 /// A registry accepting CUSTOM-JWT tokens of `ISSUER` for audience `ringmq`, verified with
 /// `keys` (HMAC secrets) and `public_keys` (PEM).
 fn token_registry(secrets: &[&str], public_keys: &[String]) -> String {
-    let mut jwt = json!({ "tokenIssuer": ISSUER, "audience": "ringmq", "acceptTokenInPassword": true });
+    let mut jwt =
+        json!({ "tokenIssuer": ISSUER, "audience": "ringmq", "acceptTokenInPassword": true });
     if !secrets.is_empty() {
         jwt["hmacSecrets"] = json!(secrets);
     }
@@ -406,10 +410,7 @@ fn start_with_registry(registry: &str) -> Broker {
     let dir = temp_dir("token-registry");
     let path = dir.join("registry.json");
     fs::write(&path, registry).unwrap();
-    Broker::start(BrokerOpts::new().config(&format!(
-        "[auth]\nregistry = \"{}\"\n",
-        path.display()
-    )))
+    Broker::start(BrokerOpts::new().config(&format!("[auth]\nregistry = \"{}\"\n", path.display())))
 }
 
 fn mint(args: &[&str]) -> String {
@@ -573,7 +574,15 @@ fn tokens_from_ec_and_rsa_pem_keys_are_accepted_by_the_broker() {
     }
     // PS256 from the RSA key: another algorithm, same key, accepted too.
     let token = mint(&[
-        "--key", &rsa, "--alg", "PS256", "--issuer", ISSUER, "--audience", "ringmq", "--subject",
+        "--key",
+        &rsa,
+        "--alg",
+        "PS256",
+        "--issuer",
+        ISSUER,
+        "--audience",
+        "ringmq",
+        "--subject",
         "sensor-ps",
     ]);
     assert_eq!(claims_of(&token).0["alg"], "PS256");

@@ -1,6 +1,6 @@
 //! The io_uring → epoll fallback through the real binary, under the condition it exists for:
-//! a seccomp filter that makes `io_uring_setup` fail with EPERM, which is what Docker's (and
-//! Podman's) default seccomp profile does. The filter is installed in the broker's process
+//! a seccomp filter that makes `io_uring_setup` fail with EPERM, which is what Docker's
+//! default seccomp profile does. The filter is installed in the broker's process
 //! just before it executes (`pre_exec`), so the broker binary carries no test switch: the
 //! probe meets a real refusal from the kernel.
 //!
@@ -41,7 +41,12 @@ fn deny_io_uring(cmd: &mut Command) {
     let nr = libc::SYS_io_uring_setup as u32;
     let filter = [
         // Another architecture's system call numbers mean something else: allow them.
-        bpf(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, OFFSET_ARCH),
+        bpf(
+            libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+            0,
+            0,
+            OFFSET_ARCH,
+        ),
         bpf(
             libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
             0,

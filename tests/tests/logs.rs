@@ -48,7 +48,10 @@ fn rust_log_is_honoured_when_set() {
     let (_b, log) = log_of(&[], Some("debug"));
     assert!(log.contains(" DEBUG "), "no debug line:\n{log}");
     let (_b, log) = log_of(&[], None);
-    assert!(!log.contains(" DEBUG "), "debug line at the default level:\n{log}");
+    assert!(
+        !log.contains(" DEBUG "),
+        "debug line at the default level:\n{log}"
+    );
     assert!(log.contains("ringmq listening"), "{log}");
 }
 

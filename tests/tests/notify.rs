@@ -38,7 +38,10 @@ fn recv_until(socket: &UnixDatagram, line: &str, b: &RawBroker, timeout: Duratio
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let Some(msg) = recv(socket, left.max(Duration::from_millis(1))) else {
-            panic!("no {line:?} within {timeout:?} (got {before:?}):\n{}", b.log());
+            panic!(
+                "no {line:?} within {timeout:?} (got {before:?}):\n{}",
+                b.log()
+            );
         };
         if msg.lines().any(|l| l == line) {
             return before;
@@ -57,7 +60,8 @@ fn ready_watchdog_and_stopping_reach_the_notify_socket() {
     let socket = UnixDatagram::bind(&path).unwrap();
     let (mut cmd, port) = broker_command();
     // 200 ms: a ping every 100 ms.
-    cmd.env("NOTIFY_SOCKET", &path).env("WATCHDOG_USEC", "200000");
+    cmd.env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "200000");
     let mut b = RawBroker::spawn(cmd, port);
     let first = recv(&socket, START).unwrap_or_else(|| panic!("no READY=1:\n{}", b.log()));
     assert!(first.lines().any(|l| l == "READY=1"), "first: {first:?}");
@@ -84,8 +88,7 @@ fn abstract_notify_socket() {
     use std::os::linux::net::SocketAddrExt;
     let name = format!("ringmq-test-notify-{}", std::process::id());
     let socket =
-        UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap())
-            .unwrap();
+        UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
     let (mut cmd, port) = broker_command();
     cmd.env("NOTIFY_SOCKET", format!("@{name}"));
     let b = RawBroker::spawn(cmd, port);

@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair,
-    Ed25519KeyPair, RsaKeyPair,
+    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
+    RsaKeyPair,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rustls_pki_types::PrivateKeyDer;
@@ -189,10 +189,13 @@ impl SigningKey {
             return Ok(SigningKey::Hmac(secret.as_bytes().to_vec()));
         }
         if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY") {
-            return Err("an encrypted private key: decrypt it first (openssl pkcs8 -in KEY -out PLAIN)".into());
+            return Err(
+                "an encrypted private key: decrypt it first (openssl pkcs8 -in KEY -out PLAIN)"
+                    .into(),
+            );
         }
-        let der = PrivateKeyDer::from_pem_slice(bytes)
-            .map_err(|e| format!("no PEM private key: {e}"))?;
+        let der =
+            PrivateKeyDer::from_pem_slice(bytes).map_err(|e| format!("no PEM private key: {e}"))?;
         match der {
             PrivateKeyDer::Pkcs1(_) => Ok(SigningKey::Rsa(bytes.to_vec())),
             PrivateKeyDer::Sec1(sec1) => {

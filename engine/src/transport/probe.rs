@@ -39,15 +39,19 @@ fn setup_failure(e: &std::io::Error) -> String {
         .ok()
         .map(|s| s.trim().to_owned());
     let cause = match (e.raw_os_error(), disabled.as_deref()) {
-        (Some(libc::ENOSYS), _) => "the kernel has no io_uring (before Linux 5.1, or built without it)",
+        (Some(libc::ENOSYS), _) => {
+            "the kernel has no io_uring (before Linux 5.1, or built without it)"
+        }
         (Some(libc::EPERM), Some("2")) => "kernel.io_uring_disabled = 2",
         (Some(libc::EPERM), Some("1")) => {
             "kernel.io_uring_disabled = 1 and this user is not in kernel.io_uring_group"
         }
         (Some(libc::EPERM), _) => {
-            "a seccomp profile blocks it (Docker's and Podman's default profiles do; docs/deploy.md)"
+            "a seccomp profile blocks it (Docker's default profile does; docs/deploy.md)"
         }
-        (Some(libc::ENOMEM), _) => "locked memory is exhausted (RLIMIT_MEMLOCK on kernels before 5.12)",
+        (Some(libc::ENOMEM), _) => {
+            "locked memory is exhausted (RLIMIT_MEMLOCK on kernels before 5.12)"
+        }
         _ => "unexpected error",
     };
     format!("io_uring_setup: {e}: {cause}")

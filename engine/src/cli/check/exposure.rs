@@ -87,8 +87,14 @@ mod tests {
     fn plain_mqtt_on_all_interfaces_with_anonymous_access_warns_twice() {
         let w = warnings("[[listener]]\nbind = \"0.0.0.0:1883\"\n");
         assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[0].starts_with("warning: t.toml: listener[0].protocol: plain mqtt on 0.0.0.0:1883"), "{w:?}");
-        assert!(w[1].contains("allow_anonymous: clients without credentials"), "{w:?}");
+        assert!(
+            w[0].starts_with("warning: t.toml: listener[0].protocol: plain mqtt on 0.0.0.0:1883"),
+            "{w:?}"
+        );
+        assert!(
+            w[1].contains("allow_anonymous: clients without credentials"),
+            "{w:?}"
+        );
     }
 
     #[test]

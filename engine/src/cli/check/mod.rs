@@ -178,7 +178,11 @@ mod tests {
     #[test]
     fn diagnostic_names_file_location_and_problem() {
         let mut r = Report::default();
-        r.error(Path::new("ringmq.toml"), "listener[1].cert", "/x.pem: missing");
+        r.error(
+            Path::new("ringmq.toml"),
+            "listener[1].cert",
+            "/x.pem: missing",
+        );
         r.warning(Path::new("reg.json"), "", "whole file");
         assert_eq!(
             r.diagnostics[0].to_string(),
@@ -190,6 +194,33 @@ mod tests {
         );
         assert_eq!(r.count(Severity::Error), 1);
         assert_eq!(r.count(Severity::Warning), 1);
+    }
+
+    /// The files deploy/ ships for the container image check clean: no error, and the two
+    /// warnings a container config earns (plain MQTT and metrics on every interface).
+    #[test]
+    fn shipped_container_config_checks_clean() {
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let r = check(
+            Some(&deploy.join("container.toml")),
+            CheckOptions::default(),
+        );
+        assert_eq!(r.count(Severity::Error), 0, "{:?}", r.diagnostics);
+        assert_eq!(r.count(Severity::Warning), 2, "{:?}", r.diagnostics);
+        let r = check(Some(&deploy.join("ringmq.toml")), CheckOptions::default());
+        // Only the TLS files the operator provides are missing.
+        let errors: Vec<_> = r
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| d.location.as_str())
+            .collect();
+        assert_eq!(
+            errors,
+            ["listener[0].cert", "listener[0].key"],
+            "{:?}",
+            r.diagnostics
+        );
     }
 
     #[test]
