@@ -219,7 +219,10 @@ impl Server {
             .store(true, std::sync::atomic::Ordering::Relaxed);
         // systemd (Type=notify): every listener is bound and every shard serves. Work that must
         // finish before clients are served (storage recovery) goes before this line.
-        crate::ops::notify::ready(&format!("serving on {} shards", shards));
+        crate::ops::notify::ready(&format!(
+            "serving {} listener(s) on {shards} shard(s), {driver:?} driver",
+            config.listeners.len()
+        ));
         crate::ops::notify::spawn_watchdog(watchdog_pulses, shutdown.clone())
             .map_err(StartError::Thread)?;
         drop(threads);
