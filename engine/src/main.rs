@@ -114,6 +114,11 @@ fn main() -> ExitCode {
                 eprintln!("ringmq: cannot install signal handlers: {e}");
                 return ExitCode::from(1);
             }
+            // systemd: READY=1 (and watchdog pings) only once SIGTERM drains gracefully.
+            if let Err(e) = server.notify_ready() {
+                eprintln!("ringmq: cannot start the systemd watchdog thread: {e}");
+                return ExitCode::from(1);
+            }
             server.join();
             tracing::info!("stopped");
             ExitCode::SUCCESS

@@ -70,8 +70,9 @@ fn send(state: &str) {
     }
 }
 
-/// The broker serves: call once every listener is bound and everything that must happen
-/// before clients are served (storage recovery) is done. `Server::start` calls it last.
+/// The broker serves: sent by [`Server::notify_ready`](crate::transport::runtime::Server::notify_ready)
+/// once every listener is bound, everything that must happen before clients are served
+/// (storage recovery) is done, and SIGTERM is handled.
 pub fn ready(status: &str) {
     send(&format!("READY=1\nSTATUS={status}"));
 }

@@ -84,6 +84,10 @@ pub struct Server {
     /// Every shard's counters and gauges (also served by the HTTP endpoint, if configured).
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    /// Each shard's pulse, for the systemd watchdog ([`Server::notify_ready`]).
+    pulses: Pulses,
+    /// The `STATUS=` line sent with `READY=1`.
+    ready_status: String,
 }
 
 impl Server {
@@ -217,14 +221,6 @@ impl Server {
         health
             .ready
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        // systemd (Type=notify): every listener is bound and every shard serves. Work that must
-        // finish before clients are served (storage recovery) goes before this line.
-        crate::ops::notify::ready(&format!(
-            "serving {} listener(s) on {shards} shard(s), {driver:?} driver",
-            config.listeners.len()
-        ));
-        crate::ops::notify::spawn_watchdog(watchdog_pulses, shutdown.clone())
-            .map_err(StartError::Thread)?;
         drop(threads);
         Ok(Server {
             stopped: stopped_rx,
@@ -234,7 +230,22 @@ impl Server {
             driver,
             metrics,
             health,
+            pulses: watchdog_pulses,
+            ready_status: format!(
+                "serving {} listener(s) on {shards} shard(s), {driver:?} driver",
+                config.listeners.len()
+            ),
         })
+    }
+
+    /// systemd (`Type=notify`): sends `READY=1` and starts the watchdog pings (when
+    /// `WATCHDOG_USEC` asks for them). Every listener is bound once `start` returns, and work
+    /// that must finish before clients are served (storage recovery) belongs in `start`.
+    /// Call it once the stop signals are handled, so that a SIGTERM right after `READY=1`
+    /// drains instead of killing the process.
+    pub fn notify_ready(&self) -> std::io::Result<()> {
+        crate::ops::notify::ready(&self.ready_status);
+        crate::ops::notify::spawn_watchdog(self.pulses.clone(), self.shutdown.clone())
     }
 
     /// Blocks until every shard thread ends.
