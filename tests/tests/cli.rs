@@ -615,3 +615,48 @@ fn token_refuses_bad_arguments() {
         assert!(out.stdout.is_empty(), "{out}");
     }
 }
+
+/// `--fetch-jwks` fetches each JWKS endpoint once: one that answers 404 is an error naming the
+/// URL; without the option nothing is fetched and the same configuration passes.
+#[test]
+fn check_fetches_jwks_endpoints_only_when_asked() {
+    use std::io::{Read, Write};
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/jwks", server.local_addr().unwrap());
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
+    std::thread::spawn(move || {
+        for stream in server.incoming() {
+            let Ok(mut s) = stream else { continue };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    let dir = temp_dir("check-jwks");
+    fs::write(
+        dir.join("registry.json"),
+        json!({ "namespace": { "clientAuthentication": { "customJwtAuthentication": {
+            "tokenIssuer": ISSUER,
+            "jwks": { "url": url, "allowInsecureHttp": true } } } } })
+        .to_string(),
+    )
+    .unwrap();
+    let config = dir.join("ringmq.toml");
+    fs::write(&config, "[auth]\nregistry = \"registry.json\"\n").unwrap();
+    let config = config.to_string_lossy().into_owned();
+    let out = ringmq(&["check", "-c", &config]);
+    assert_eq!(exit_code(&out), 0, "{out}");
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let out = ringmq(&["check", "--fetch-jwks", "-c", &config]);
+    assert_eq!(exit_code(&out), 1, "{out}");
+    assert!(
+        out.stdout.contains(&format!("jwks {url}: ")) && out.stdout.contains("404"),
+        "{out}"
+    );
+    assert!(served.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+}
