@@ -11,13 +11,18 @@ use clap::Parser;
 use ringmq::config::{Config, Driver, ListenerConfig, LogFormat};
 use ringmq::transport::runtime::Server;
 
+mod cli;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// ringmq: a thread-per-core MQTT 5.0 and 3.1.1 broker.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    /// Without a command: run the broker.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TOML configuration file (see docs/configuration.md). Without it: 127.0.0.1:1883,
     /// anonymous access, one shard per core.
     #[arg(long, short)]
@@ -28,7 +33,8 @@ struct Cli {
     /// Number of shards (threads); 0 = one per core.
     #[arg(long)]
     shards: Option<usize>,
-    /// Log level or filter (error, warn, info, debug, trace, or a tracing filter).
+    /// Log level or filter (error, warn, info, debug, trace, or a tracing filter); takes
+    /// precedence over RUST_LOG, which takes precedence over server.log_level.
     #[arg(long)]
     log_level: Option<String>,
     /// Log line format: text or json (one object per line).
@@ -39,10 +45,28 @@ struct Cli {
     driver: Option<Driver>,
 }
 
+/// The commands besides running the broker (engine/src/cli/).
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Check a configuration and every file it names (certificates, keys, registry); binds
+    /// nothing. Exit status 0 when there is no error, 1 otherwise.
+    Check(cli::check::CheckArgs),
+    /// Print a certificate's SHA-256 thumbprint as the registry's allowedThumbprints takes it.
+    Thumbprint(cli::thumbprint::ThumbprintArgs),
+    /// Mint a signed JWT for tests (HMAC secret or PEM private key).
+    Token(cli::token::TokenArgs),
+}
+
 fn main() -> ExitCode {
     // Before the heap grows; turned back on below if the configuration asks for them.
     ringmq::transport::runtime::set_transparent_huge_pages(false);
     let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::Check(args)) => return crate::cli::check::run(args),
+        Some(Command::Thumbprint(args)) => return crate::cli::thumbprint::run(args),
+        Some(Command::Token(args)) => return crate::cli::token::run(args),
+        None => {}
+    }
     let mut config = match &cli.config {
         Some(path) => match Config::from_file(path) {
             Ok(c) => c,
@@ -66,9 +90,6 @@ fn main() -> ExitCode {
     if let Some(d) = cli.driver {
         config.server.driver = d;
     }
-    if let Some(level) = cli.log_level {
-        config.server.log_level = level;
-    }
     if let Some(format) = cli.log_format {
         config.server.log_format = format;
     }
@@ -80,35 +101,9 @@ fn main() -> ExitCode {
         eprintln!("ringmq: configuration error: {e}");
         return ExitCode::from(2);
     }
-    // rustls warns about every client that sends an IP address as SNI (mosquitto does);
-    // keep its warnings out of a plain level unless the filter names rustls itself.
-    let mut directives = config.server.log_level.clone();
-    if !directives.contains("rustls") {
-        directives.push_str(",rustls=error");
-    }
-    let filter = match tracing_subscriber::EnvFilter::try_new(&directives) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!(
-                "ringmq: configuration error: server.log_level {:?}: {e}",
-                config.server.log_level
-            );
-            return ExitCode::from(2);
-        }
-    };
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.server.log_format {
-        LogFormat::Text => logs.init(),
-        // Flattened: the event's fields sit beside `timestamp`, `level` and `target`, as log
-        // shippers (Vector, Fluent Bit, Loki) expect; the thread name carries the shard.
-        LogFormat::Json => logs
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_thread_names(true)
-            .init(),
+    if let Err(e) = crate::cli::logs::init(cli.log_level.as_deref(), &config.server) {
+        eprintln!("ringmq: configuration error: {e}");
+        return ExitCode::from(2);
     }
     if config.server.transparent_huge_pages {
         ringmq::transport::runtime::set_transparent_huge_pages(true);
@@ -117,6 +112,11 @@ fn main() -> ExitCode {
         Ok(server) => {
             if let Err(e) = watch_stop_signals(server.shutdown_handle()) {
                 eprintln!("ringmq: cannot install signal handlers: {e}");
+                return ExitCode::from(1);
+            }
+            // systemd: READY=1 (and watchdog pings) only once SIGTERM drains gracefully.
+            if let Err(e) = server.notify_ready() {
+                eprintln!("ringmq: cannot start the systemd watchdog thread: {e}");
                 return ExitCode::from(1);
             }
             server.join();

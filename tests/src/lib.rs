@@ -21,6 +21,7 @@
 pub mod client;
 pub mod flood;
 pub mod pki;
+pub mod process;
 pub mod tools;
 
 use std::collections::HashSet;

@@ -68,6 +68,11 @@ impl Pulses {
         Pulses((0..shards).map(|_| Pulse::default()).collect())
     }
 
+    /// Each shard's progress count, in shard order (for the systemd watchdog, ops/notify.rs).
+    pub(crate) fn progress(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().map(|p| p.progress.load(Relaxed))
+    }
+
     /// Shard `id`'s handle; `id` must be below the number of shards.
     pub(crate) fn handle(&self, id: usize) -> PulseHandle {
         assert!(id < self.0.len(), "shard {id} has no pulse");

@@ -84,6 +84,10 @@ pub struct Server {
     /// Every shard's counters and gauges (also served by the HTTP endpoint, if configured).
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    /// Each shard's pulse, for the systemd watchdog ([`Server::notify_ready`]).
+    pulses: Pulses,
+    /// The `STATUS=` line sent with `READY=1`.
+    ready_status: String,
 }
 
 impl Server {
@@ -96,11 +100,8 @@ impl Server {
         } else {
             config.server.shards
         };
-        let driver = match config.server.driver {
-            Driver::Auto if monoio::utils::detect_uring() => Driver::IoUring,
-            Driver::Auto => Driver::Legacy,
-            d => d,
-        };
+        // First: a fallback to epoll is the first log line (transport/probe.rs).
+        let driver = crate::transport::probe::choose_driver(config.server.driver);
         // Shards bind with SO_REUSEPORT, which would let a second ringmq (or anything else
         // with SO_REUSEPORT) share a port silently and take half its connections. A bind
         // without it first fails while anyone listens there. Bind only, never listen: a
@@ -203,6 +204,7 @@ impl Server {
                 Err(_) => return Err(StartError::Lost(shard)),
             }
         }
+        let watchdog_pulses = pulses.clone();
         if config.server.stall_threshold_ms > 0 {
             let threshold = Duration::from_millis(u64::from(config.server.stall_threshold_ms));
             let stop = shutdown.clone();
@@ -228,7 +230,22 @@ impl Server {
             driver,
             metrics,
             health,
+            pulses: watchdog_pulses,
+            ready_status: format!(
+                "serving {} listener(s) on {shards} shard(s), {driver:?} driver",
+                config.listeners.len()
+            ),
         })
+    }
+
+    /// systemd (`Type=notify`): sends `READY=1` and starts the watchdog pings (when
+    /// `WATCHDOG_USEC` asks for them). Every listener is bound once `start` returns, and work
+    /// that must finish before clients are served (storage recovery) belongs in `start`.
+    /// Call it once the stop signals are handled, so that a SIGTERM right after `READY=1`
+    /// drains instead of killing the process.
+    pub fn notify_ready(&self) -> std::io::Result<()> {
+        crate::ops::notify::ready(&self.ready_status);
+        crate::ops::notify::spawn_watchdog(self.pulses.clone(), self.shutdown.clone())
     }
 
     /// Blocks until every shard thread ends.
@@ -305,9 +322,13 @@ pub struct Shutdown(Arc<Health>);
 
 impl Shutdown {
     pub fn begin(&self) {
-        self.0
+        let was = self
+            .0
             .draining
-            .store(true, std::sync::atomic::Ordering::Release);
+            .swap(true, std::sync::atomic::Ordering::AcqRel);
+        if !was {
+            crate::ops::notify::stopping();
+        }
     }
 
     pub fn requested(&self) -> bool {
@@ -341,7 +362,7 @@ fn run_shard(setup: ShardSetup, driver: Driver) {
             .build()
             .map(|mut rt| rt.block_on(shard_main(setup))),
         _ => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .with_entries(4096)
+            .with_entries(crate::transport::probe::RING_ENTRIES)
             .enable_timer()
             .build()
             .map(|mut rt| rt.block_on(shard_main(setup))),
