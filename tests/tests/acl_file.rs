@@ -74,8 +74,18 @@ fn subscribe_codes_follow_sections_and_patterns() {
         let sub = mosquitto_sub(
             &b,
             &[
-                "-V", version, "-W", "1", "-t", "public/news/#", "-t", "public/#", "-t",
-                "secret/x", "-t", "inbox/anyone/#",
+                "-V",
+                version,
+                "-W",
+                "1",
+                "-t",
+                "public/news/#",
+                "-t",
+                "public/#",
+                "-t",
+                "secret/x",
+                "-t",
+                "inbox/anyone/#",
             ],
         );
         let out = sub.wait(TOOL_TIMEOUT);
@@ -87,8 +97,22 @@ fn subscribe_codes_follow_sections_and_patterns() {
         let sub = mosquitto_sub(
             &b,
             &[
-                "-V", version, "-W", "1", "-u", "alice", "-t", "alice/#", "-t", "public/news",
-                "-t", "inbox/alice/#", "-t", "inbox/bob/#", "-t", "$share/g/devices/+/t",
+                "-V",
+                version,
+                "-W",
+                "1",
+                "-u",
+                "alice",
+                "-t",
+                "alice/#",
+                "-t",
+                "public/news",
+                "-t",
+                "inbox/alice/#",
+                "-t",
+                "inbox/bob/#",
+                "-t",
+                "$share/g/devices/+/t",
             ],
         );
         let out = sub.wait(TOOL_TIMEOUT);
@@ -109,19 +133,55 @@ fn publish_is_checked_with_client_id_patterns() {
     let sub = mosquitto_sub(
         &b,
         &[
-            "-V", "5", "-u", "alice", "-i", "alice-sub", "-t", "devices/#", "-t", "marker/#",
-            "-C", "2", "-W", "10",
+            "-V",
+            "5",
+            "-u",
+            "alice",
+            "-i",
+            "alice-sub",
+            "-t",
+            "devices/#",
+            "-t",
+            "marker/#",
+            "-C",
+            "2",
+            "-W",
+            "10",
         ],
     );
     let ok = mosquitto_pub(
         &b,
-        &["-V", "5", "-i", "dev1", "-t", "devices/dev1/temp", "-m", "21", "-q", "1", "-d"],
+        &[
+            "-V",
+            "5",
+            "-i",
+            "dev1",
+            "-t",
+            "devices/dev1/temp",
+            "-m",
+            "21",
+            "-q",
+            "1",
+            "-d",
+        ],
     );
     ok.assert_success();
     assert!(ok.stdout.contains("received PUBACK (Mid: 1, RC:0)"), "{ok}");
     let denied = mosquitto_pub(
         &b,
-        &["-V", "5", "-i", "dev1", "-t", "devices/dev2/temp", "-m", "x", "-q", "1", "-d"],
+        &[
+            "-V",
+            "5",
+            "-i",
+            "dev1",
+            "-t",
+            "devices/dev2/temp",
+            "-m",
+            "x",
+            "-q",
+            "1",
+            "-d",
+        ],
     );
     assert!(
         denied.stdout.contains("received PUBACK (Mid: 1, RC:135)"),
@@ -130,11 +190,36 @@ fn publish_is_checked_with_client_id_patterns() {
     // 3.1.1 has no negative PUBACK: acknowledged, dropped.
     mosquitto_pub(
         &b,
-        &["-V", "311", "-i", "dev1", "-t", "devices/dev3/temp", "-m", "x", "-q", "1"],
+        &[
+            "-V",
+            "311",
+            "-i",
+            "dev1",
+            "-t",
+            "devices/dev3/temp",
+            "-m",
+            "x",
+            "-q",
+            "1",
+        ],
     )
     .assert_success();
-    mosquitto_pub(&b, &["-V", "5", "-i", "dev1", "-t", "marker/end", "-m", "end", "-q", "1"])
-        .assert_success();
+    mosquitto_pub(
+        &b,
+        &[
+            "-V",
+            "5",
+            "-i",
+            "dev1",
+            "-t",
+            "marker/end",
+            "-m",
+            "end",
+            "-q",
+            "1",
+        ],
+    )
+    .assert_success();
     let out = sub.wait(TOOL_TIMEOUT);
     out.assert_success();
     let topics: Vec<String> = out.messages().into_iter().map(|m| m.topic).collect();
@@ -150,9 +235,24 @@ fn paho_clients_get_the_same_answers() {
         let o = python(
             "paho_acl.py",
             &[
-                "--port", &port, "--version", version, "--id", "p1", "--user", "carol", "--sub",
-                "inbox/carol/#", "--sub", "inbox/alice/#", "--sub", "devices/p1/#", "--pub",
-                "devices/p1/x", "--pub", "alice/x",
+                "--port",
+                &port,
+                "--version",
+                version,
+                "--id",
+                "p1",
+                "--user",
+                "carol",
+                "--sub",
+                "inbox/carol/#",
+                "--sub",
+                "inbox/alice/#",
+                "--sub",
+                "devices/p1/#",
+                "--pub",
+                "devices/p1/x",
+                "--pub",
+                "alice/x",
             ],
         )
         .wait(TOOL_TIMEOUT);
@@ -164,20 +264,34 @@ fn paho_clients_get_the_same_answers() {
             "PUBACK devices/p1/x 0".to_owned(),
             format!("PUBACK alice/x {denied_pub}"),
         ] {
-            assert!(o.stdout.lines().any(|l| l == line), "v{version}: {line:?} in {o}");
+            assert!(
+                o.stdout.lines().any(|l| l == line),
+                "v{version}: {line:?} in {o}"
+            );
         }
         let o = python(
             "paho_acl.py",
             &[
-                "--port", &port, "--version", version, "--id", "p2", "--user", "alice", "--pub",
-                "alice/x", "--sub", "public/news",
+                "--port",
+                &port,
+                "--version",
+                version,
+                "--id",
+                "p2",
+                "--user",
+                "alice",
+                "--pub",
+                "alice/x",
+                "--sub",
+                "public/news",
             ],
         )
         .wait(TOOL_TIMEOUT);
         o.assert_success();
         assert!(o.stdout.contains("PUBACK alice/x 0"), "{o}");
         assert!(
-            o.stdout.contains(&format!("SUBACK public/news {denied_sub}")),
+            o.stdout
+                .contains(&format!("SUBACK public/news {denied_sub}")),
             "{o}"
         );
     }
@@ -192,7 +306,9 @@ fn reload_keeps_a_broken_file_out_and_revokes_subscriptions() {
     let (b, path) = start(acl);
     let sub = mosquitto_sub(
         &b,
-        &["-V", "5", "-i", "reader", "-t", "news/#", "-t", "marker/#", "-C", "2", "-W", "15"],
+        &[
+            "-V", "5", "-i", "reader", "-t", "news/#", "-t", "marker/#", "-C", "2", "-W", "15",
+        ],
     );
     fs::write(&path, format!("{acl}topic maybe news/#\n")).unwrap();
     wait_for_log(&b, "acl.conf:3: invalid access type \"maybe\"");

@@ -151,7 +151,10 @@ mod tests {
             "{TLS}[auth]\nacl_file = \"acl\"\nclient_ca = \"/pki/ca.pem\"\nclient_crl = \"crl.pem\"\ncertificate_identity = \"san-dns\"\n"
         ))
         .unwrap();
-        assert_eq!(c.auth.acl_file.as_deref(), Some(Path::new("/etc/ringmq/acl")));
+        assert_eq!(
+            c.auth.acl_file.as_deref(),
+            Some(Path::new("/etc/ringmq/acl"))
+        );
         assert_eq!(c.auth.client_ca.as_deref(), Some(Path::new("/pki/ca.pem")));
         assert_eq!(
             c.auth.certificate_identity,
@@ -168,7 +171,10 @@ mod tests {
     fn keys_that_need_one_another() {
         for (text, key) in [
             ("[auth]\nclient_crl = \"c\"\n", "auth.client_crl"),
-            ("[auth]\ncertificate_identity = \"subject-dn\"\n", "auth.certificate_identity"),
+            (
+                "[auth]\ncertificate_identity = \"subject-dn\"\n",
+                "auth.certificate_identity",
+            ),
             ("[auth]\nclient_ca = \"c\"\n", "auth.client_ca"),
         ] {
             match parse(text) {
@@ -177,6 +183,9 @@ mod tests {
             }
         }
         let bad = parse("[auth]\ncertificate_identity = \"cn\"\n").unwrap_err();
-        assert!(bad.to_string().contains("certificate_identity") || bad.to_string().contains("variant"), "{bad}");
+        assert!(
+            bad.to_string().contains("certificate_identity") || bad.to_string().contains("variant"),
+            "{bad}"
+        );
     }
 }

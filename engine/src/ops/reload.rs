@@ -205,7 +205,9 @@ impl RegistryWatch {
             }
             Err(e) => {
                 metrics.registry_reload_failed();
-                error!("registry reload refused, the previous registry, ACL file and client CA stay in force: {e}")
+                error!(
+                    "registry reload refused, the previous registry, ACL file and client CA stay in force: {e}"
+                )
             }
         }
     }
