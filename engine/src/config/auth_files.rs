@@ -84,6 +84,12 @@ impl Config {
             })
         };
         let a = &self.auth;
+        if a.jwks_ca_file.is_some() && a.registry.is_none() {
+            return invalid(
+                "auth.jwks_ca_file",
+                "needs `auth.registry` (JWKS endpoints are configured in its JWT sections)",
+            );
+        }
         if a.client_ca.is_none() {
             if a.client_crl.is_some() {
                 return invalid("auth.client_crl", "needs `auth.client_ca`");
@@ -134,6 +140,30 @@ pub fn load_auth_files(config: &Config) -> Result<AuthFiles, LoadError> {
     Ok(AuthFiles { acl, client_ca })
 }
 
+/// Gives every JWKS endpoint of `registry` without its own `caPem` the CAs of
+/// `[auth] jwks_ca_file` (read at each registry load), in place of the public web roots.
+pub fn apply_jwks_ca_file(
+    config: &Config,
+    registry: &ringmq_auth::registry::Registry,
+) -> Result<(), LoadError> {
+    let Some(path) = &config.auth.jwks_ca_file else {
+        return Ok(());
+    };
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        file: file.clone(),
+        source,
+    })?;
+    let cas = ringmq_auth::jwt::parse_ca_pem(&text)
+        .map_err(|problem| LoadError::File { file, problem })?;
+    for endpoint in ringmq_auth::jwt::jwks_endpoints(registry) {
+        if endpoint.config().ca_certificates.is_none() {
+            endpoint.use_shared_ca(std::sync::Arc::clone(&cas));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
@@ -176,6 +206,7 @@ mod tests {
                 "auth.certificate_identity",
             ),
             ("[auth]\nclient_ca = \"c\"\n", "auth.client_ca"),
+            ("[auth]\njwks_ca_file = \"c\"\n", "auth.jwks_ca_file"),
         ] {
             match parse(text) {
                 Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),

@@ -96,6 +96,7 @@ fn load_registry(
         warn!(file = %path.display(), "registry: {w}");
     }
     registry.set_clock_skew(Duration::from_secs(u64::from(config.auth.clock_skew_secs)));
+    crate::config::auth_files::apply_jwks_ca_file(config, &registry)?;
     Ok(registry)
 }
 
