@@ -78,11 +78,7 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function("acl/session_permissions/1000_users_5_patterns", |b| {
         b.iter(|| {
-            black_box(snapshot.session_permissions(
-                black_box(&id),
-                "truck-17",
-                Some("user500"),
-            ))
+            black_box(snapshot.session_permissions(black_box(&id), "truck-17", Some("user500")))
         })
     });
 }

@@ -97,16 +97,20 @@ impl Snapshot {
 
     /// The user name the ACL file knows a client by (`user NAME`, `%u`): the authentication
     /// name of an authenticated client (certificate, token, password file, webhook); for a
-    /// client admitted anonymously, its CONNECT user name, unchecked, only when no registry
-    /// is configured (Mosquitto without a password file); otherwise none, so the anonymous
-    /// section applies.
+    /// client admitted anonymously, its CONNECT user name, unchecked, only when nothing
+    /// checks names (no registry, no client CA: Mosquitto without a password file), so an
+    /// anonymous client cannot pick the section of a name another source vouches for;
+    /// otherwise none, and the anonymous section applies. A source that checks user names
+    /// (a password file) must refuse unknown names rather than admit them anonymously.
     pub fn acl_username<'a>(
         &self,
         identity: &'a Identity,
         connect_username: Option<&'a str>,
     ) -> Option<&'a str> {
         match identity.method {
-            Method::Anonymous if self.registry.is_none() => connect_username,
+            Method::Anonymous if self.registry.is_none() && self.files.client_ca.is_none() => {
+                connect_username
+            }
             Method::Anonymous => None,
             _ => Some(&identity.authentication_name),
         }
@@ -325,6 +329,42 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(e.reason_code(), ringmq_codec::ReasonCode::NOT_AUTHORIZED);
+    }
+
+    #[test]
+    fn acl_user_name_and_both_must_allow() {
+        let acl =
+            acl::AclFile::parse("user alice\ntopic readwrite a/#\n", &mut Vec::new()).unwrap();
+        let mut s = Snapshot {
+            files: AuthFiles {
+                acl: Some(acl),
+                client_ca: None,
+            },
+            ..Snapshot::allow_all()
+        };
+        let anon = Identity::anonymous("c");
+        // Nothing checks names: the CONNECT user name picks the section.
+        let p = s.session_permissions(&anon, "c", Some("alice"));
+        assert!(!p.is_allow_all());
+        assert!(p.allow_publish(b"a/x") && !p.allow_publish(b"b"));
+        assert!(
+            !s.session_permissions(&anon, "c", None)
+                .allow_publish(b"a/x")
+        );
+        // With a registry an unchecked name selects nothing; an authenticated one does.
+        s.registry = Some(registry::Registry::default());
+        assert_eq!(s.acl_username(&anon, Some("alice")), None);
+        let mut cert = Identity::anonymous("");
+        cert.method = Method::Certificate;
+        cert.authentication_name = "alice".into();
+        assert_eq!(s.acl_username(&cert, Some("bob")), Some("alice"));
+        // Both must allow: the empty registry policy grants nothing.
+        assert!(
+            !s.session_permissions(&cert, "c", None)
+                .allow_publish(b"a/x")
+        );
+        assert!(s.restricts_clients());
+        assert!(!Snapshot::allow_all().restricts_clients());
     }
 
     #[test]

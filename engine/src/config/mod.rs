@@ -167,7 +167,8 @@ pub struct AuthConfig {
     /// The certificate field a `client_ca` certificate is named by (default `subject-cn`).
     #[serde(default)]
     pub certificate_identity: Option<auth_files::CertificateIdentityName>,
-    /// PEM CAs trusted for JWKS endpoints, besides the public web roots.
+    /// PEM CAs trusted for the registry's JWKS endpoints (those without their own `caPem`),
+    /// instead of the public web roots.
     #[serde(default)]
     pub jwks_ca_file: Option<PathBuf>,
 }

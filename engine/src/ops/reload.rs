@@ -1,8 +1,9 @@
 //! Reloads without a restart, on SIGHUP and when a watched file changes (checked every 0.5 s):
 //!
 //! - the authentication policy: loaded from the registry file, the ACL file and the client CA
-//!   files at startup (an invalid file stops startup, naming it, and the line for the ACL). A reload builds a new immutable snapshot and swaps it in; an invalid
-//!   new registry is refused with a log line and the old one stays in force. Shards notice the
+//!   files at startup (an invalid file stops startup, naming it, and the line for the ACL). A
+//!   reload builds a new immutable snapshot and swaps it in; an invalid new registry, ACL file
+//!   or client CA is refused with a log line and the old one stays in force. Shards notice the
 //!   new version on their next tick and re-check their live sessions (`authn.rs`);
 //! - the certificate and key of every TLS listener (`tls.rs`): new connections use the new
 //!   ones, established connections keep theirs; files that do not load are refused with a log
