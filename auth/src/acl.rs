@@ -568,6 +568,118 @@ pattern deny devices/%c/firmware
         assert!(overlap(b"a/#", b"a"));
     }
 
+    /// Random files from a small vocabulary: parsing never panics, and whatever a session may
+    /// subscribe to, it may read every topic of (the SUBSCRIBE rule is sound with respect to
+    /// Mosquitto's per-topic rule), checked over every topic of up to 3 levels of `a`, `b`,
+    /// `$s`.
+    #[test]
+    fn random_files_subscribe_is_sound_for_reading() {
+        let words = [
+            "topic",
+            "pattern",
+            "user",
+            "read",
+            "write",
+            "readwrite",
+            "deny",
+            "a",
+            "b",
+            "$s",
+            "+",
+            "#",
+            "/",
+            "%c",
+            "%u",
+            " ",
+            " ",
+            "\t",
+            "\n",
+            "\n",
+            "\n",
+            "u1",
+        ];
+        let mut topics = vec![String::new()];
+        let mut all_topics = Vec::new();
+        for _ in 0..3 {
+            let mut next = Vec::new();
+            for t in &topics {
+                for l in ["a", "b", "$s", "u1", "c1"] {
+                    next.push(if t.is_empty() {
+                        l.to_owned()
+                    } else {
+                        format!("{t}/{l}")
+                    });
+                }
+            }
+            all_topics.extend(next.iter().cloned());
+            topics = next;
+        }
+        let filters: Vec<String> = all_topics
+            .iter()
+            .flat_map(|t| {
+                let mut v = vec![t.clone(), format!("{t}/#")];
+                if let Some((head, _)) = t.rsplit_once('/') {
+                    v.push(format!("{head}/+"));
+                }
+                v
+            })
+            .chain(["#".to_owned(), "+".to_owned(), "+/a".to_owned()])
+            .collect();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let mut parsed = 0;
+        let levels = ["a", "b", "$s", "+", "#", "%c", "%u", "u1", "c1"];
+        let access = ["", "read ", "write ", "readwrite ", "deny "];
+        for _ in 0..3000 {
+            let mut text = String::new();
+            for _ in 0..1 + next(8) {
+                match next(8) {
+                    0 => text.push_str(["user u1", "user b", "user u 1"][next(3)]),
+                    1 => {
+                        for _ in 0..next(5) {
+                            text.push_str(words[next(words.len())]);
+                        }
+                    }
+                    k => {
+                        text.push_str(if k < 5 { "topic " } else { "pattern " });
+                        text.push_str(access[next(access.len())]);
+                        let filter: Vec<&str> = (0..1 + next(3))
+                            .map(|_| levels[next(levels.len())])
+                            .collect();
+                        text.push_str(&filter.join("/"));
+                    }
+                }
+                text.push('\n');
+            }
+            let Ok(acl) = AclFile::parse(&text, &mut Vec::new()) else {
+                continue;
+            };
+            parsed += 1;
+            for (client, user) in [("c1", None), ("c1", Some("u1")), ("a", Some("b"))] {
+                let s = acl.session(client, user);
+                for f in &filters {
+                    if !s.allow_subscribe(f.as_bytes()) {
+                        continue;
+                    }
+                    for t in &all_topics {
+                        if ringmq_codec::topic::matches(f.as_bytes(), t.as_bytes()) {
+                            assert!(
+                                s.allow_read(t.as_bytes()),
+                                "{text:?} {client} {user:?}: subscribe {f} but not read {t}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        assert!(parsed > 100, "only {parsed} random files parsed");
+    }
+
     #[test]
     fn sessions_share_compiled_user_sections() {
         let a = acl("user u\ntopic read a\n");
