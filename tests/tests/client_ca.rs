@@ -3,7 +3,7 @@
 //! by the configured CA is accepted and named by the chosen field, and that name is the user
 //! name of the ACL file (`user NAME`, `%u`). A certificate from another CA, or one lacking the
 //! field, is refused with CONNACK 0x86 (mosquitto exits with 134; 3.1.1: return code 4) and a
-//! log line saying why.
+//! log line saying why. A reloaded `client_crl` disconnects the client it revokes.
 //!
 //! Chain, CRL and identity-field cases are unit-tested in auth/src/x509/client_ca.rs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -252,4 +252,45 @@ fn certificate_of_another_ca_is_refused() {
     ));
     assert_eq!(v3.status.and_then(|s| s.code()), Some(4), "{v3}");
     assert!(b.log().contains("unknown CA"), "{}", b.log());
+}
+
+/// `client_crl` is watched with the client CA: a new CRL that revokes a connected client's
+/// certificate disconnects it (DISCONNECT 0x87) and refuses it afterwards (0x86); the log says
+/// why.
+#[test]
+fn a_reloaded_crl_disconnects_the_revoked_client() {
+    let pki = Pki::new();
+    pki.leaf_with_serial("dev", "dev-7", &pki.ca, 7);
+    fs::write(pki.dir.join("crl.pem"), pki.crl(&pki.ca, &[999])).unwrap();
+    fs::write(pki.dir.join("acl.conf"), ACL).unwrap();
+    let b = TlsBroker::start(
+        &pki,
+        "required",
+        "[auth]\nclient_ca = \"ca.pem\"\nclient_crl = \"crl.pem\"\nacl_file = \"acl.conf\"\n",
+    );
+    let mut all = vec!["-oL".to_owned(), "mosquitto_sub".to_owned()];
+    all.extend(tls(
+        &pki,
+        &b,
+        "dev",
+        &["-V", "5", "-t", "devices/dev-7/#", "-W", "15", "-d"],
+    ));
+    let mut sub = Tool::spawn("stdbuf", &all, MOSQUITTO_INSTALL);
+    sub.wait_for_stdout("received SUBACK", TOOL_TIMEOUT);
+
+    fs::write(pki.dir.join("crl.pem"), pki.crl(&pki.ca, &[7])).unwrap();
+    let o = sub.wait(TOOL_TIMEOUT);
+    assert!(
+        format!("{}{}", o.stdout, o.stderr).contains("DISCONNECT (135)"),
+        "disconnected with 0x87: {o}\n{}",
+        b.log()
+    );
+    let again = mosquitto_pub(tls(
+        &pki,
+        &b,
+        "dev",
+        &["-V", "5", "-t", "devices/dev-7/t", "-m", "x"],
+    ));
+    assert_eq!(again.status.and_then(|s| s.code()), Some(134), "{again}");
+    assert!(plain_log(&b).contains("certificate revoked"), "{}", b.log());
 }
