@@ -16,7 +16,8 @@ pub use permissions::{CLAIM_RULES_SIZE_LIMIT, MAX_CLAIM_RULES, PUBLISH_CACHE_SLO
 pub use query::{MAX_IN_LIST, MAX_QUERY_CHARS, MAX_QUERY_DEPTH, Query, QueryError};
 
 use crate::{Identity, RegistryError};
-use permissions::{Access, Filter};
+use permissions::Access;
+pub(crate) use permissions::Filter;
 use template::Template;
 
 /// The built-in client group every client is in.

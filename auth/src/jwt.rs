@@ -28,7 +28,9 @@ use crate::registry::Registry;
 use crate::{AuthError, Credentials, Identity, RegistryError};
 
 pub use cache::{JwtCache, JwtCacheStats};
-pub use jwks::{Jwks, JwksConfig, JwksError, JwksFetcher};
+pub use jwks::{
+    Jwks, JwksCa, JwksConfig, JwksError, JwksFetcher, MAX_JWKS_CA_CERTIFICATES, parse_ca_pem,
+};
 pub use keys::KeySet;
 
 /// Largest token accepted, in bytes (in Authentication Data or the password).

@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod authz;
 pub mod identity;
 pub mod jwt;
@@ -51,6 +52,18 @@ pub struct Snapshot {
     pub allow_anonymous: bool,
     /// The registry; `None` in the embedded default (no authentication, everything allowed).
     pub registry: Option<registry::Registry>,
+    /// The Mosquitto-style files of `[auth]`: ACL file, client CA.
+    pub files: AuthFiles,
+}
+
+/// Policy read from `[auth]` files rather than the registry (docs/authorization.md, "ACL
+/// file"; docs/authentication.md, "CA-only client certificates").
+#[derive(Debug, Default)]
+pub struct AuthFiles {
+    /// `acl_file`: checked for every client, in addition to the registry's permissions.
+    pub acl: Option<acl::AclFile>,
+    /// `client_ca`: certificates chaining to these CAs are accepted, named by one field.
+    pub client_ca: Option<x509::ClientCa>,
 }
 
 /// Per-shard verification caches (certificate chains, tokens): owned by one shard, so a
@@ -72,6 +85,51 @@ impl Snapshot {
             version: 1,
             allow_anonymous: true,
             registry: None,
+            files: AuthFiles::default(),
+        }
+    }
+
+    /// Whether anything restricts clients (a registry, an ACL file, a client CA): without,
+    /// the core keeps no per-connection identity or permissions.
+    pub fn restricts_clients(&self) -> bool {
+        self.registry.is_some() || self.files.acl.is_some() || self.files.client_ca.is_some()
+    }
+
+    /// The user name the ACL file knows a client by (`user NAME`, `%u`): the authentication
+    /// name of an authenticated client (certificate, token, password file, webhook); for a
+    /// client admitted anonymously, its CONNECT user name, unchecked, only when nothing
+    /// checks names (no registry, no client CA: Mosquitto without a password file), so an
+    /// anonymous client cannot pick the section of a name another source vouches for;
+    /// otherwise none, and the anonymous section applies. A source that checks user names
+    /// (a password file) must refuse unknown names rather than admit them anonymously.
+    pub fn acl_username<'a>(
+        &self,
+        identity: &'a Identity,
+        connect_username: Option<&'a str>,
+    ) -> Option<&'a str> {
+        match identity.method {
+            Method::Anonymous if self.registry.is_none() && self.files.client_ca.is_none() => {
+                connect_username
+            }
+            Method::Anonymous => None,
+            _ => Some(&identity.authentication_name),
+        }
+    }
+
+    /// What a session may publish and subscribe to: [`Snapshot::permissions`], narrowed by
+    /// the ACL file when one is configured (both must allow). `client_id` and
+    /// `connect_username` are substituted for `%c` and `%u` once, here.
+    pub fn session_permissions(
+        &self,
+        identity: &Identity,
+        client_id: &str,
+        connect_username: Option<&str>,
+    ) -> authz::Permissions {
+        let permissions = self.permissions(identity);
+        match &self.files.acl {
+            None => permissions,
+            Some(acl) => permissions
+                .with_acl(acl.session(client_id, self.acl_username(identity, connect_username))),
         }
     }
 
@@ -88,6 +146,9 @@ impl Snapshot {
             };
         }
         let Some(reg) = &self.registry else {
+            if !creds.peer_certificates.is_empty() && self.files.client_ca.is_some() {
+                return Some(Method::Certificate);
+            }
             return Some(Method::Anonymous);
         };
         if !creds.peer_certificates.is_empty() {
@@ -112,6 +173,16 @@ impl Snapshot {
                     "authentication method {method:?} is not configured"
                 )));
             }
+            if let Some(ca) = &self.files.client_ca
+                && !creds.peer_certificates.is_empty()
+            {
+                return ca.authenticate(
+                    creds.peer_certificates,
+                    &mut caches.x509,
+                    self.version,
+                    now,
+                );
+            }
             return if self.allow_anonymous {
                 Ok(Identity::anonymous(creds.client_id))
             } else {
@@ -132,7 +203,21 @@ impl Snapshot {
                 creds.auth_method.unwrap_or_default()
             ))),
             Some(Method::Certificate) => {
-                x509::authenticate(reg, creds, &mut caches.x509, self.version, now)
+                let registered =
+                    x509::authenticate(reg, creds, &mut caches.x509, self.version, now);
+                match (registered, &self.files.client_ca) {
+                    // A certificate the registry does not accept may still chain to a client
+                    // CA; a registered client's refusal (disabled) stands.
+                    (Err(AuthError::BadCredentials(why)), Some(ca)) => ca
+                        .authenticate(creds.peer_certificates, &mut caches.x509, self.version, now)
+                        .map_err(|e| match e {
+                            AuthError::BadCredentials(ca_why) => AuthError::BadCredentials(
+                                format!("registry: {why}; client_ca: {ca_why}"),
+                            ),
+                            other => other,
+                        }),
+                    (result, _) => result,
+                }
             }
             Some(Method::PasswordJwt) => jwt(jwt::TokenSource::Password, creds.password, caches),
             Some(Method::Anonymous) if self.allow_anonymous => {
@@ -234,6 +319,7 @@ mod tests {
             version: 1,
             allow_anonymous: false,
             registry: None,
+            files: AuthFiles::default(),
         };
         let e = s
             .authenticate(
@@ -246,6 +332,42 @@ mod tests {
     }
 
     #[test]
+    fn acl_user_name_and_both_must_allow() {
+        let acl =
+            acl::AclFile::parse("user alice\ntopic readwrite a/#\n", &mut Vec::new()).unwrap();
+        let mut s = Snapshot {
+            files: AuthFiles {
+                acl: Some(acl),
+                client_ca: None,
+            },
+            ..Snapshot::allow_all()
+        };
+        let anon = Identity::anonymous("c");
+        // Nothing checks names: the CONNECT user name picks the section.
+        let p = s.session_permissions(&anon, "c", Some("alice"));
+        assert!(!p.is_allow_all());
+        assert!(p.allow_publish(b"a/x") && !p.allow_publish(b"b"));
+        assert!(
+            !s.session_permissions(&anon, "c", None)
+                .allow_publish(b"a/x")
+        );
+        // With a registry an unchecked name selects nothing; an authenticated one does.
+        s.registry = Some(registry::Registry::default());
+        assert_eq!(s.acl_username(&anon, Some("alice")), None);
+        let mut cert = Identity::anonymous("");
+        cert.method = Method::Certificate;
+        cert.authentication_name = "alice".into();
+        assert_eq!(s.acl_username(&cert, Some("bob")), Some("alice"));
+        // Both must allow: the empty registry policy grants nothing.
+        assert!(
+            !s.session_permissions(&cert, "c", None)
+                .allow_publish(b"a/x")
+        );
+        assert!(s.restricts_clients());
+        assert!(!Snapshot::allow_all().restricts_clients());
+    }
+
+    #[test]
     fn store_replaces_snapshot_seen_by_existing_handles() {
         let registry = SharedSnapshot::new(Snapshot::allow_all());
         let other = registry.clone();
@@ -254,6 +376,7 @@ mod tests {
             version: 2,
             allow_anonymous: false,
             registry: None,
+            files: AuthFiles::default(),
         });
         assert_eq!(other.load().version, 2);
         assert!(!other.load().allow_anonymous);

@@ -212,6 +212,16 @@ pub enum LoadError {
     TooLarge { file: String },
     #[error("{file}: {error}")]
     Invalid { file: String, error: RegistryError },
+    /// A problem at a line of a line-based file (the ACL file).
+    #[error("{file}:{line}: {problem}")]
+    Line {
+        file: String,
+        line: usize,
+        problem: String,
+    },
+    /// A problem with a whole file (too large, a PEM bundle without certificates).
+    #[error("{file}: {problem}")]
+    File { file: String, problem: String },
 }
 
 impl Registry {

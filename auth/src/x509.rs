@@ -12,6 +12,7 @@
 //! snapshot. Nothing here panics on a certificate or blocks.
 
 mod chain;
+mod client_ca;
 mod names;
 pub(crate) mod pem;
 
@@ -23,6 +24,8 @@ use rustls_pki_types::CertificateDer;
 
 use crate::registry::{Client, ClientState, Registry, ValidationScheme};
 use crate::{AuthError, ClientType, Credentials, Identity, Method};
+
+pub use client_ca::{CertificateIdentity, ClientCa};
 
 pub(crate) use chain::{Cert, check_validity, extensions, parse, verify_signature};
 pub(crate) use names::{parse_thumbprint, rfc4514};

@@ -680,6 +680,7 @@ fn snapshot_permissions_come_from_the_registry_file() {
         version: 1,
         allow_anonymous: false,
         registry: Some(reg),
+        files: Default::default(),
     };
     let p = snapshot.permissions(&truck_17());
     assert!(p.allow_publish(b"fleet/eu/truck-17/telemetry/x"));

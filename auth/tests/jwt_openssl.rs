@@ -63,6 +63,7 @@ fn tokens_made_with_openssl_as_in_the_docs_are_accepted() {
         version: 1,
         allow_anonymous: false,
         registry: Some(Registry::parse(&text, &mut warnings).unwrap()),
+        files: Default::default(),
     };
     assert!(warnings.is_empty(), "{warnings:?}");
     let mut caches = Caches::default();

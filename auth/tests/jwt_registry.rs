@@ -24,6 +24,7 @@ fn snapshot(client_authentication: serde_json::Value) -> Snapshot {
         version: 1,
         allow_anonymous: false,
         registry: Some(registry),
+        files: Default::default(),
     }
 }
 

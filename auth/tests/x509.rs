@@ -691,6 +691,7 @@ fn snapshot_dispatches_certificates_to_x509() {
         version: 3,
         allow_anonymous: false,
         registry: Some(reg),
+        files: Default::default(),
     };
     let chain = [leaf("truck-17", &f.inter), f.inter.der().clone()];
     let mut caches = ringmq_auth::Caches::default();

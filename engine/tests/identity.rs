@@ -86,6 +86,7 @@ fn snapshot(version: u64, registry: &Value) -> Snapshot {
         version,
         allow_anonymous: false,
         registry: Some(registry),
+        files: Default::default(),
     }
 }
 

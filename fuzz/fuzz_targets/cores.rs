@@ -315,6 +315,7 @@ impl World {
                 version: self.auth_version,
                 allow_anonymous: true,
                 registry: Some(reg),
+                files: Default::default(),
             }
         } else {
             ringmq_auth::Snapshot {

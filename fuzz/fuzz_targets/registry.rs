@@ -65,6 +65,7 @@ fuzz_target!(|data: &[u8]| {
         version: 1,
         allow_anonymous: false,
         registry: Some(reg),
+        files: Default::default(),
     };
     for identity in &identities {
         let perms = snapshot.permissions(identity);

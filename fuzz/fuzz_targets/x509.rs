@@ -50,6 +50,7 @@ fn snapshot(registry: Registry) -> Snapshot {
         version: 7,
         allow_anonymous: false,
         registry: Some(registry),
+        files: Default::default(),
     }
 }
 

@@ -23,6 +23,9 @@ pub struct Permissions {
     allow_all: bool,
     publish: Access,
     subscribe: Access,
+    /// The ACL file's lines for this session (docs/authorization.md, "ACL file"): checked in
+    /// addition to the rest, both must allow.
+    acl: Option<crate::acl::SessionAcl>,
     cache: PublishCache,
 }
 
@@ -147,6 +150,7 @@ impl Permissions {
             allow_all: true,
             publish: Access::default(),
             subscribe: Access::default(),
+            acl: None,
             cache: PublishCache::new(),
         }
     }
@@ -156,6 +160,7 @@ impl Permissions {
             allow_all: false,
             publish,
             subscribe,
+            acl: None,
             cache: PublishCache::new(),
         }
     }
@@ -163,14 +168,15 @@ impl Permissions {
     /// Whether the session may publish to `topic` (a valid topic name). Allocation-free; the
     /// decision for a recently used topic comes from the session's cache.
     pub fn allow_publish(&self, topic: &[u8]) -> bool {
-        if self.allow_all {
+        if self.is_allow_all() {
             return true;
         }
         let key = self.cache.key(topic);
         if let Some(allowed) = self.cache.lookup(key) {
             return allowed;
         }
-        let allowed = self.publish.allow_publish(topic);
+        let allowed = (self.allow_all || self.publish.allow_publish(topic))
+            && self.acl.as_ref().is_none_or(|acl| acl.allow_write(topic));
         self.cache.store(key, allowed);
         allowed
     }
@@ -179,7 +185,7 @@ impl Permissions {
     /// `$share/{group}/{filter}`: the part after the group is checked, bindings and claim
     /// rules alike).
     pub fn allow_subscribe(&self, filter: &[u8]) -> bool {
-        if self.allow_all {
+        if self.is_allow_all() {
             return true;
         }
         let filter = match parse_shared(filter) {
@@ -187,12 +193,23 @@ impl Permissions {
             Ok(None) => filter,
             Err(_) => return false,
         };
-        self.subscribe.allow_subscribe(filter)
+        (self.allow_all || self.subscribe.allow_subscribe(filter))
+            && self
+                .acl
+                .as_ref()
+                .is_none_or(|acl| acl.allow_subscribe(filter))
+    }
+
+    /// These permissions narrowed by a session's ACL-file lines: both must allow.
+    pub fn with_acl(mut self, acl: crate::acl::SessionAcl) -> Permissions {
+        self.acl = Some(acl);
+        self.cache = PublishCache::new();
+        self
     }
 
     /// Whether everything is allowed.
     pub fn is_allow_all(&self) -> bool {
-        self.allow_all
+        self.allow_all && self.acl.is_none()
     }
 
     /// The concrete publish filters from bindings and roles (for logs and diagnostics); empty

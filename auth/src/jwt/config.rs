@@ -521,6 +521,12 @@ fn parse_jwks(
             ));
         }
     };
+    let ca_certificates = match o.str("caPem")? {
+        None => None,
+        Some(pem) => {
+            Some(super::jwks::parse_ca_pem(pem).map_err(|e| RegistryError::new(o.at("caPem"), e))?)
+        }
+    };
     o.warn_unknown(warnings);
     Ok(JwksConfig {
         url,
@@ -528,6 +534,7 @@ fn parse_jwks(
         headers,
         basic_auth,
         allow_insecure_http,
+        ca_certificates,
     })
 }
 

@@ -37,6 +37,36 @@ pub struct JwksConfig {
     pub basic_auth: Option<(String, String)>,
     /// `allowInsecureHttp`: plain http:// permitted.
     pub allow_insecure_http: bool,
+    /// `caPem`: the CA certificates (DER) trusted for this endpoint instead of the public web
+    /// roots, for an identity provider behind a private CA; `None`: the public roots (or the
+    /// shared `[auth] jwks_ca_file`, see [`Jwks::use_shared_ca`]).
+    pub ca_certificates: Option<JwksCa>,
+}
+
+/// CA certificates trusted for a JWKS endpoint.
+pub type JwksCa = Arc<[rustls_pki_types::CertificateDer<'static>]>;
+
+/// Most CA certificates in one JWKS CA bundle.
+pub const MAX_JWKS_CA_CERTIFICATES: usize = 64;
+
+/// Decodes a PEM bundle of CA certificates for JWKS endpoints (text outside the
+/// `CERTIFICATE` blocks is ignored). At least one, at most [`MAX_JWKS_CA_CERTIFICATES`].
+pub fn parse_ca_pem(pem: &str) -> Result<JwksCa, String> {
+    use rustls_pki_types::pem::PemObject;
+    let mut certs = Vec::new();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let cert = cert.map_err(|e| format!("invalid PEM: {e}"))?;
+        if certs.len() == MAX_JWKS_CA_CERTIFICATES {
+            return Err(format!("more than {MAX_JWKS_CA_CERTIFICATES} certificates"));
+        }
+        crate::x509::parse(cert.as_ref())
+            .map_err(|e| format!("certificate #{}: {e}", certs.len() + 1))?;
+        certs.push(cert);
+    }
+    if certs.is_empty() {
+        return Err("no `-----BEGIN CERTIFICATE-----` block".into());
+    }
+    Ok(certs.into())
 }
 
 /// Why a fetch failed. The last good key set stays in force.
@@ -67,6 +97,8 @@ pub struct Jwks {
     last_fetch_ok: AtomicBool,
     /// The fetcher thread serving this endpoint, to wake it.
     fetcher: ArcSwapOption<Thread>,
+    /// `[auth] jwks_ca_file`, for an endpoint without its own `caPem` (set once, at load).
+    shared_ca: std::sync::OnceLock<JwksCa>,
 }
 
 impl Jwks {
@@ -81,7 +113,22 @@ impl Jwks {
             fetches_failed: AtomicU64::new(0),
             last_fetch_ok: AtomicBool::new(false),
             fetcher: ArcSwapOption::empty(),
+            shared_ca: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Trusts `ca` (the shared `[auth] jwks_ca_file`) for this endpoint instead of the public
+    /// web roots, unless the endpoint has its own `caPem`. Set once; later calls are ignored.
+    pub fn use_shared_ca(&self, ca: JwksCa) {
+        let _ = self.shared_ca.set(ca);
+    }
+
+    /// The CA certificates this endpoint trusts; `None`: the public web roots.
+    pub fn trusted_ca(&self) -> Option<&JwksCa> {
+        self.config
+            .ca_certificates
+            .as_ref()
+            .or_else(|| self.shared_ca.get())
     }
 
     pub fn config(&self) -> &JwksConfig {
@@ -190,9 +237,16 @@ impl Jwks {
             problem: e.to_string(),
         };
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let roots = match self.trusted_ca() {
+            None => ureq::tls::RootCerts::WebPki,
+            Some(cas) => ureq::tls::RootCerts::from(
+                cas.iter()
+                    .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned()),
+            ),
+        };
         let tls = ureq::tls::TlsConfig::builder()
             .provider(ureq::tls::TlsProvider::Rustls)
-            .root_certs(ureq::tls::RootCerts::WebPki)
+            .root_certs(roots)
             .unversioned_rustls_crypto_provider(provider)
             .build();
         let agent: ureq::Agent = ureq::Agent::config_builder()

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod auth_files;
 mod storage;
 mod validate;
 
@@ -157,6 +158,22 @@ pub struct AuthConfig {
     /// `clockSkewSeconds` in the registry).
     #[serde(default = "default_clock_skew")]
     pub clock_skew_secs: u32,
+    /// Mosquitto-style ACL file (`topic`/`user`/`pattern` lines); see config/auth_files.rs.
+    #[serde(default)]
+    pub acl_file: Option<PathBuf>,
+    /// PEM bundle of CAs: any client certificate chaining to one is accepted.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// PEM CRLs of the `client_ca` CAs.
+    #[serde(default)]
+    pub client_crl: Option<PathBuf>,
+    /// The certificate field a `client_ca` certificate is named by (default `subject-cn`).
+    #[serde(default)]
+    pub certificate_identity: Option<auth_files::CertificateIdentityName>,
+    /// PEM CAs trusted for the registry's JWKS endpoints (those without their own `caPem`),
+    /// instead of the public web roots.
+    #[serde(default)]
+    pub jwks_ca_file: Option<PathBuf>,
 }
 
 fn default_clock_skew() -> u32 {
@@ -168,6 +185,11 @@ impl Default for AuthConfig {
         AuthConfig {
             registry: None,
             clock_skew_secs: default_clock_skew(),
+            acl_file: None,
+            client_ca: None,
+            client_crl: None,
+            certificate_identity: None,
+            jwks_ca_file: None,
         }
     }
 }
@@ -344,7 +366,7 @@ pub struct Config {
     #[serde(default)]
     pub limits: Limits,
     /// Whether clients without credentials may connect. Unset: allowed only when no
-    /// registry is configured (the embedded default).
+    /// registry and no client CA are configured (the embedded default).
     #[serde(default)]
     pub allow_anonymous: Option<bool>,
     #[serde(default)]
@@ -427,16 +449,19 @@ impl Config {
             resolve(&mut l.key);
         }
         resolve(&mut config.auth.registry);
+        config.auth.resolve_file_paths(&base);
         // Before `dir` is made absolute: an empty `dir` is an error, not the config's folder.
         config.storage.validate(path)?;
         resolve(&mut config.storage.dir);
         config.validate(path)?;
+        config.validate_auth_files(path)?;
         Ok(config)
     }
 
     /// Whether clients without credentials may connect.
     pub fn anonymous_allowed(&self) -> bool {
-        self.allow_anonymous.unwrap_or(self.auth.registry.is_none())
+        self.allow_anonymous
+            .unwrap_or(self.auth.registry.is_none() && self.auth.client_ca.is_none())
     }
 }
 

@@ -1,8 +1,9 @@
 //! Reloads without a restart, on SIGHUP and when a watched file changes (checked every 0.5 s):
 //!
-//! - the authentication policy: loaded from the registry file at startup (an invalid file stops
-//!   startup, naming it). A reload builds a new immutable snapshot and swaps it in; an invalid
-//!   new registry is refused with a log line and the old one stays in force. Shards notice the
+//! - the authentication policy: loaded from the registry file, the ACL file and the client CA
+//!   files at startup (an invalid file stops startup, naming it, and the line for the ACL). A
+//!   reload builds a new immutable snapshot and swaps it in; an invalid new registry, ACL file
+//!   or client CA is refused with a log line and the old one stays in force. Shards notice the
 //!   new version on their next tick and re-check their live sessions (`authn.rs`);
 //! - the certificate and key of every TLS listener (`tls.rs`): new connections use the new
 //!   ones, established connections keep theirs; files that do not load are refused with a log
@@ -75,11 +76,13 @@ pub fn load_snapshot(
             Err(e) => warn!("cannot start the JWKS fetcher: {e}"),
         }
     }
+    let files = crate::config::auth_files::load_auth_files(config)?;
     Ok(Loaded {
         snapshot: Snapshot {
             version,
             allow_anonymous: config.anonymous_allowed(),
             registry,
+            files,
         },
         fetcher,
     })
@@ -94,6 +97,7 @@ fn load_registry(
         warn!(file = %path.display(), "registry: {w}");
     }
     registry.set_clock_skew(Duration::from_secs(u64::from(config.auth.clock_skew_secs)));
+    crate::config::auth_files::apply_jwks_ca_file(config, &registry)?;
     Ok(registry)
 }
 
@@ -117,7 +121,8 @@ pub fn spawn_reloader(
     drop(first);
     // SIGHUP is always handled: its default action would kill the broker (`systemctl reload`).
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
-    if config.auth.registry.is_none() && tls.is_empty() {
+    let policy_files = config.auth.watched_files();
+    if policy_files.is_empty() && tls.is_empty() {
         std::thread::Builder::new()
             .name("ringmq-reload".into())
             .spawn(move || {
@@ -132,9 +137,9 @@ pub fn spawn_reloader(
     std::thread::Builder::new()
         .name("ringmq-reload".into())
         .spawn(move || {
-            let mut registry = config.auth.registry.clone().map(|path| RegistryWatch {
-                last_modified: modified(&path),
-                path,
+            let mut registry = (!policy_files.is_empty()).then(|| RegistryWatch {
+                last_modified: policy_files.iter().map(|p| modified(p)).collect(),
+                paths: policy_files,
                 fetcher,
                 jwks,
             });
@@ -163,10 +168,11 @@ pub fn spawn_reloader(
     Ok(())
 }
 
-/// The registry file and the JWKS fetcher of the snapshot in force.
+/// The policy files (registry, ACL file, client CA and CRL) and the JWKS fetcher of the
+/// snapshot in force.
 struct RegistryWatch {
-    path: PathBuf,
-    last_modified: Option<SystemTime>,
+    paths: Vec<PathBuf>,
+    last_modified: Vec<Option<SystemTime>>,
     fetcher: Option<ringmq_auth::jwt::JwksFetcher>,
     /// The fetch counts of the snapshot's JWKS endpoints, copied into the metrics.
     jwks: JwksMirror,
@@ -180,7 +186,7 @@ impl RegistryWatch {
         hup: bool,
         metrics: &AuthMetrics,
     ) {
-        let now_modified = modified(&self.path);
+        let now_modified: Vec<_> = self.paths.iter().map(|p| modified(p)).collect();
         if !hup && now_modified == self.last_modified {
             return;
         }
@@ -197,11 +203,13 @@ impl RegistryWatch {
                     old.stop();
                 }
                 metrics.registry_reloaded(version);
-                info!(file = %self.path.display(), version, trigger = trigger(hup), "registry reloaded");
+                info!(files = ?self.paths, version, trigger = trigger(hup), "registry reloaded (with the ACL file and client CA, when configured)");
             }
             Err(e) => {
                 metrics.registry_reload_failed();
-                error!("registry reload refused, the previous registry stays in force: {e}")
+                error!(
+                    "registry reload refused, the previous registry, ACL file and client CA stay in force: {e}"
+                )
             }
         }
     }

@@ -64,12 +64,16 @@ impl ShardCore {
             &self.metrics,
             self.timers.wall(),
         )?;
-        if snapshot.registry.is_none() {
+        if !snapshot.restricts_clients() {
             // The embedded default: nothing restricts this client.
             conn.auth = None;
             return Ok(());
         }
-        let permissions = snapshot.permissions(&identity);
+        let permissions = snapshot.session_permissions(
+            &identity,
+            connect.client_id.as_str(),
+            stored.username.as_ref().map(Str::as_str),
+        );
         if let Some(will) = &connect.will
             && !permissions.allow_publish(will.topic.as_bytes())
         {
@@ -164,7 +168,11 @@ impl ShardCore {
                 "re-authentication names another identity",
             ));
         }
-        let permissions = snapshot.permissions(&identity);
+        let permissions = snapshot.session_permissions(
+            &identity,
+            client_id.as_str(),
+            stored.username.as_ref().map(Str::as_str),
+        );
         info!(client_id = %client_id, authentication_name = %identity.authentication_name, "client re-authenticated");
         conn.auth = Some(Box::new(ConnAuth {
             identity,
@@ -234,7 +242,11 @@ impl ShardCore {
                 self.timers.wall(),
             ) {
                 Ok(identity) => {
-                    let permissions = snapshot.permissions(&identity);
+                    let permissions = snapshot.session_permissions(
+                        &identity,
+                        client_id.as_str(),
+                        stored.username.as_ref().map(Str::as_str),
+                    );
                     conn.auth = Some(Box::new(ConnAuth {
                         identity,
                         permissions,

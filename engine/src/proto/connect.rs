@@ -51,7 +51,7 @@ impl ShardCore {
     pub(crate) fn accept_connect(
         &mut self,
         index: ConnId,
-        connect: Box<Connect>,
+        mut connect: Box<Connect>,
         now: Instant,
     ) -> Result<(), Failure> {
         let limits = self.limits.clone();
@@ -78,18 +78,20 @@ impl ShardCore {
             }
             assigned_id = true;
         }
+        if assigned_id {
+            // Assigned before authentication, so the ACL file's `%c` is the id the session has.
+            self.assigned_ids += 1;
+            let serial = self.conns.get(index).map_or(0, |c| c.serial);
+            let id = format!("ringmq-{}-{}-{}", self.id, serial, self.assigned_ids);
+            connect.client_id =
+                Str::copy_from(&id).map_err(|_| fail(ReasonCode::UNSPECIFIED_ERROR, "id"))?;
+        }
         self.authenticate_connect(index, &connect)?;
         let conn = self
             .conns
             .get_mut(index)
             .ok_or_else(|| fail(ReasonCode::UNSPECIFIED_ERROR, "gone"))?;
-        let client_id = if assigned_id {
-            self.assigned_ids += 1;
-            let id = format!("ringmq-{}-{}-{}", self.id, conn.serial, self.assigned_ids);
-            Str::copy_from(&id).map_err(|_| fail(ReasonCode::UNSPECIFIED_ERROR, "id"))?
-        } else {
-            crate::proto::message::compact_str(&connect.client_id)
-        };
+        let client_id = crate::proto::message::compact_str(&connect.client_id);
         conn.client_id = client_id.clone();
         conn.state = ConnState::Claiming {
             connect,
