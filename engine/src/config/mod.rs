@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod auth_sources;
 mod validate;
 
 /// Which io driver the shards run.
@@ -154,6 +155,18 @@ pub struct AuthConfig {
     /// `clockSkewSeconds` in the registry).
     #[serde(default = "default_clock_skew")]
     pub clock_skew_secs: u32,
+    /// A Mosquitto password file (`auth_sources.rs`); relative to the config file.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// `[auth.webhook]`: webhook authentication (`auth_sources.rs`).
+    #[serde(default)]
+    pub webhook: Option<auth_sources::WebhookConfig>,
+    /// The order sources are tried in; default `auth_sources::DEFAULT_ORDER`.
+    #[serde(default)]
+    pub order: Option<Vec<auth_sources::Source>>,
+    /// `[auth.pool]`: the threads that run password checks and webhook calls.
+    #[serde(default)]
+    pub pool: auth_sources::PoolConfig,
 }
 
 fn default_clock_skew() -> u32 {
@@ -165,6 +178,10 @@ impl Default for AuthConfig {
         AuthConfig {
             registry: None,
             clock_skew_secs: default_clock_skew(),
+            password_file: None,
+            webhook: None,
+            order: None,
+            pool: auth_sources::PoolConfig::default(),
         }
     }
 }
@@ -420,13 +437,25 @@ impl Config {
             resolve(&mut l.key);
         }
         resolve(&mut config.auth.registry);
+        auth_sources::resolve_paths(&mut config.auth, &base);
+        auth_sources::validate(&config.auth).map_err(|(key, problem)| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            problem,
+        })?;
         config.validate(path)?;
         Ok(config)
     }
 
     /// Whether clients without credentials may connect.
     pub fn anonymous_allowed(&self) -> bool {
-        self.allow_anonymous.unwrap_or(self.auth.registry.is_none())
+        // As Mosquitto: a password file (or any other source) turns anonymous access off
+        // unless `allow_anonymous` says otherwise.
+        self.allow_anonymous.unwrap_or(
+            self.auth.registry.is_none()
+                && self.auth.password_file.is_none()
+                && self.auth.webhook.is_none(),
+        )
     }
 }
 
