@@ -37,12 +37,23 @@ struct Cli {
     /// I/O driver.
     #[arg(long, value_enum)]
     driver: Option<Driver>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Create or update a Mosquitto-compatible password file (`[auth] password_file`).
+    Passwd(ringmq::cli::passwd::PasswdArgs),
 }
 
 fn main() -> ExitCode {
     // Before the heap grows; turned back on below if the configuration asks for them.
     ringmq::transport::runtime::set_transparent_huge_pages(false);
     let cli = Cli::parse();
+    if let Some(Command::Passwd(args)) = cli.command {
+        return ringmq::cli::passwd::run(args);
+    }
     let mut config = match &cli.config {
         Some(path) => match Config::from_file(path) {
             Ok(c) => c,
