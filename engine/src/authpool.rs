@@ -100,7 +100,10 @@ impl AuthPool {
             None => None,
         };
         let webhook_config = a.webhook.clone();
-        let webhook = match webhook_config.as_ref().and_then(|w| w.url.as_ref().map(|u| (w, u))) {
+        let webhook = match webhook_config
+            .as_ref()
+            .and_then(|w| w.url.as_ref().map(|u| (w, u)))
+        {
             Some((w, url)) => Some(Arc::new(
                 Webhook::new(url, w.settings()).map_err(PoolError::Webhook)?,
             )),
@@ -138,7 +141,9 @@ impl AuthPool {
             max_pending: a.pool.max_pending_per_shard as usize,
             cache_capacity: a.pool.cache_capacity as usize,
             webhook_cache_ttl: Duration::from_secs(
-                a.webhook.as_ref().map_or(60, |w| u64::from(w.cache_ttl_secs)),
+                a.webhook
+                    .as_ref()
+                    .map_or(60, |w| u64::from(w.cache_ttl_secs)),
             ),
             password_generation: shared.password_generation.clone(),
         });
@@ -202,10 +207,11 @@ fn worker(rx: &Receiver<Job>, shared: &Shared) {
     while let Ok(job) = rx.recv() {
         let Job { shard, request } = job;
         let ticket = request.ticket;
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            decide(shared, &request)
-        }))
-        .unwrap_or_else(|_| AuthOutcome::Unavailable("internal error in the authentication pool".into()));
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decide(shared, &request)))
+                .unwrap_or_else(|_| {
+                    AuthOutcome::Unavailable("internal error in the authentication pool".into())
+                });
         shared.decided.fetch_add(1, Ordering::Relaxed);
         if let Some(r) = shared.results.get(shard) {
             r.queue.push((ticket, outcome));
@@ -219,7 +225,9 @@ fn decide(shared: &Shared, request: &AuthRequest) -> AuthOutcome {
     match request.source {
         ExternalSource::PasswordFile => {
             let (Some(user), Some(password)) = (creds.username, creds.password) else {
-                return AuthOutcome::BadCredentials("a user name and a password are required".into());
+                return AuthOutcome::BadCredentials(
+                    "a user name and a password are required".into(),
+                );
             };
             let Some(file) = shared.passwords.load_full() else {
                 return AuthOutcome::Unavailable("no password file is loaded".into());
