@@ -14,7 +14,8 @@ and answers from the request's userName (or, with an authentication method, its 
   (auth data "tok-short"  allow as "dev-reauth", expiring in --short-secs;
    auth data "tok-long"   allow as "dev-reauth", expiring in an hour)
 
-Prints `READY <port>` once listening and `REQ <userName or auth data>` per request, flushed.
+Prints `READY <port>` once listening, `REQ <userName or auth data>` per request and
+`DONE slow` once the slow answer is written, flushed.
 """
 
 import argparse
@@ -87,7 +88,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.answer(200, {"decision": "deny", "errorReason": "revoked by test"})
         if key == "slow":
             time.sleep(args.slow_secs)
-            return self.answer(200, {"decision": "allow", "clientAuthenticationName": "dev-slow"})
+            self.answer(200, {"decision": "allow", "clientAuthenticationName": "dev-slow"})
+            emit("DONE slow")
+            return None
         if key == "status500":
             return self.answer(500, {"error": "boom"})
         if key == "malformed":

@@ -647,6 +647,7 @@ impl ShardCore {
         };
         let snapshot = self.auth.load();
         let stored = StoredCredentials::from_connect(&connect);
+        let client_id = connect.client_id.clone();
         let result = self
             .accept_identity(index, &connect, &snapshot, outcome, stored, source)
             .and_then(|()| self.claim_after_authentication(index, connect, assigned_id, since));
@@ -654,7 +655,7 @@ impl ShardCore {
             let Some(conn) = self.conns.get_mut(index) else {
                 return;
             };
-            warn!(client_id = %conn.client_id, peer = %conn.peer, reason = %f.reason, "CONNECT refused: {}", f.message);
+            warn!(client_id = %client_id, peer = %conn.peer, reason = %f.reason, "CONNECT refused: {}", f.message);
             write_connack_refusal(conn, &f);
             self.close_conn(index, false, now);
         }
