@@ -40,7 +40,7 @@ use crate::proto::{Failure, ShardCore, fail, write_connack_refusal, write_packet
 use crate::shard::mesh::ConnToken;
 
 /// What the core needs to know of the off-shard sources (the pool holds the rest).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ExternalConfig {
     pub order: Vec<Source>,
     /// `[auth.webhook] url` is set (a registry namespace's endpoint is read per snapshot).
