@@ -712,6 +712,76 @@ mod tests {
     }
 
     #[test]
+    fn a_minted_token_is_signed_with_the_key_and_renewed_at_half_its_lifetime() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let dir = std::env::temp_dir().join(format!("ringmq-webhook-mint-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key_file = dir.join("signer.key");
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let hook = Webhook::new(
+            "http://127.0.0.1:9/auth",
+            WebhookSettings {
+                token: TokenSource::Minted {
+                    key_file,
+                    audience: "https://hook.example".into(),
+                    issuer: "ringmq-test".into(),
+                    lifetime: Duration::from_secs(600),
+                },
+                ca_file: None,
+                timeout: Duration::from_secs(1),
+                breaker_failures: 5,
+                breaker_cooldown: Duration::from_secs(1),
+            },
+        )
+        .unwrap();
+        let t0 = SystemTime::now();
+        let token = hook.bearer_token(t0).unwrap().unwrap();
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+        v.set_audience(&["https://hook.example"]);
+        v.set_issuer(&["ringmq-test"]);
+        let dk = jsonwebtoken::DecodingKey::from_ec_pem(key.public_key_pem().as_bytes()).unwrap();
+        let claims = jsonwebtoken::decode::<serde_json::Value>(&token, &dk, &v)
+            .unwrap()
+            .claims;
+        assert_eq!(
+            claims["exp"].as_u64(),
+            claims["iat"].as_u64().map(|i| i + 600)
+        );
+        // The same token until half its lifetime, then a new one.
+        assert_eq!(
+            hook.bearer_token(t0 + Duration::from_secs(200))
+                .unwrap()
+                .unwrap(),
+            token
+        );
+        let later = hook
+            .bearer_token(t0 + Duration::from_secs(301))
+            .unwrap()
+            .unwrap();
+        assert_ne!(later, token);
+        // A key file that is no key is refused when the webhook is made.
+        let bad = dir.join("bad.key");
+        std::fs::write(&bad, "not a key").unwrap();
+        let err = Webhook::new(
+            "http://127.0.0.1:9/auth",
+            WebhookSettings {
+                token: TokenSource::Minted {
+                    key_file: bad,
+                    audience: "a".into(),
+                    issuer: "i".into(),
+                    lifetime: Duration::from_secs(60),
+                },
+                ca_file: None,
+                timeout: Duration::from_secs(1),
+                breaker_failures: 5,
+                breaker_cooldown: Duration::from_secs(1),
+            },
+        )
+        .unwrap_err();
+        assert!(err.contains("not an RSA, EC P-256 or Ed25519"), "{err}");
+    }
+
+    #[test]
     fn breaker_opens_after_failures_then_probes() {
         let b = Breaker::new(3, Duration::from_secs(10));
         let t0 = UNIX_EPOCH + Duration::from_secs(1000);
