@@ -1,5 +1,6 @@
 //! Authentication decided off the shard (`proto/authn_external.rs`), in process on a fake
 //! clock: the test plays the pool — it takes the core's requests and hands back results.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
