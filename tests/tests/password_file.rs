@@ -265,3 +265,57 @@ fn ringmq_passwd_refuses_bad_input_and_deletes() {
         "readable by others"
     );
 }
+
+/// The other way round: Mosquitto itself reads what `ringmq passwd` writes.
+#[test]
+fn mosquitto_accepts_a_file_written_by_ringmq_passwd() {
+    let dir = temp_dir("passwd-mosq");
+    let file = dir.join("passwd");
+    let f = file.to_str().unwrap();
+    assert!(
+        ringmq_passwd(&["-c", "-b", f, "erin", "pw-erin"])
+            .status
+            .success()
+    );
+    let port = free_port();
+    let conf = dir.join("mosquitto.conf");
+    // `user root`: Mosquitto started as root otherwise drops to `mosquitto`, who cannot read
+    // a 0600 file of root's.
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {f}\nuser root\n"),
+    )
+    .unwrap();
+    let mosq = Tool::spawn(
+        "mosquitto",
+        &["-c".to_owned(), conf.to_str().unwrap().to_owned()],
+        "apt-get install -y mosquitto",
+    );
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(
+        wait_until(WAIT, || std::net::TcpStream::connect(addr).is_ok()),
+        "mosquitto did not start: {}",
+        mosq.stderr_so_far()
+    );
+    let publish = |pw: &str| {
+        Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-u",
+                "erin",
+                "-P",
+                pw,
+            ])
+            .args(["-t", "t", "-m", "m"])
+            .output()
+            .expect("mosquitto_pub")
+    };
+    let ok = publish("pw-erin");
+    assert!(ok.status.success(), "{ok:?}");
+    let bad = publish("nope");
+    assert!(!bad.status.success(), "{bad:?}");
+    drop(mosq);
+}

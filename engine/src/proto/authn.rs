@@ -138,7 +138,7 @@ impl ShardCore {
             .authentication_data
             .as_ref()
             .map(compact_bytes);
-        if let Some(result) = self.reauthenticate_external(index, stored.clone(), now) {
+        if let Some(result) = self.reauthenticate_external(index, &stored, now) {
             return result;
         }
         let Some(conn) = self.conns.get_mut(index) else {

@@ -356,22 +356,38 @@ impl ShardCore {
         let cfg = self.external.config.clone()?;
         let snapshot = self.auth.load();
         let conn = self.conns.get(index)?;
+        // Borrowed until an off-shard source is known to decide: the registry's path stays
+        // free of the copies below.
+        let creds = Credentials {
+            client_id: connect.client_id.as_str(),
+            username: connect.username.as_ref().map(Str::as_str),
+            password: connect.password.as_deref(),
+            auth_method: connect
+                .properties
+                .authentication_method
+                .as_ref()
+                .map(Str::as_str),
+            auth_data: connect.properties.authentication_data.as_deref(),
+            peer_certificates: &conn.peer_certificates,
+            v5: connect.protocol.is_v5(),
+        };
+        let source = route(&cfg, &snapshot, &creds)?;
+        let key = cache_key(source, &creds);
+        let wall = self.wall_clock();
+        if let Some(outcome) = self.external.cached(&key, source, wall) {
+            self.external.hits += 1;
+            let stored = StoredCredentials::from_connect(connect);
+            return Some(
+                self.accept_identity(index, connect, &snapshot, outcome, stored, source)
+                    .map(|()| Authenticated::Done),
+            );
+        }
         let owned = OwnedCredentials {
             client_id: crate::proto::message::compact_str(&connect.client_id),
             stored: StoredCredentials::from_connect(connect),
             peer_certificates: conn.peer_certificates.clone(),
             v5: connect.protocol.is_v5(),
         };
-        let source = route(&cfg, &snapshot, &owned.credentials())?;
-        let key = cache_key(source, &owned.credentials());
-        let wall = self.wall_clock();
-        if let Some(outcome) = self.external.cached(&key, source, wall) {
-            self.external.hits += 1;
-            return Some(
-                self.accept_identity(index, connect, &snapshot, outcome, owned.stored, source)
-                    .map(|()| Authenticated::Done),
-            );
-        }
         self.external.misses += 1;
         if self.external.pending.len() >= cfg.max_pending {
             return Some(Err(fail(
@@ -477,7 +493,7 @@ impl ShardCore {
     pub(crate) fn reauthenticate_external(
         &mut self,
         index: ConnId,
-        stored: StoredCredentials,
+        stored: &StoredCredentials,
         now: Instant,
     ) -> Option<Result<(), Failure>> {
         let cfg = self.external.config.clone()?;
@@ -486,6 +502,7 @@ impl ShardCore {
         if a.identity.method != ringmq_auth::Method::Webhook {
             return None;
         }
+        let stored = stored.clone();
         let owned = OwnedCredentials {
             client_id: conn.client_id.clone(),
             stored: stored.clone(),
