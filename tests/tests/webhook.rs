@@ -352,3 +352,17 @@ fn expiration_disconnects_unless_reauthenticated() {
     }));
     renewing.expect_disconnect_reason(ReasonCode::NOT_AUTHORIZED, WAIT);
 }
+
+/// Plain http:// to anything but loopback is a configuration error naming the key.
+#[test]
+fn plain_http_to_a_remote_endpoint_stops_startup() {
+    let (_path, out) = run_broker_with_bad_config(
+        "[auth.webhook]\nurl = \"http://10.1.2.3/auth\"\n",
+        Duration::from_secs(10),
+    );
+    assert!(!out.status.is_some_and(|s| s.success()), "{out}");
+    assert!(
+        out.stderr.contains("auth.webhook.url") && out.stderr.contains("loopback"),
+        "{out}"
+    );
+}
