@@ -105,7 +105,7 @@ fn packets_pipelined_after_connect_wait_for_the_password_check() {
     let mut sub = Client::connect(b.addr(), Opts::v5("pipe-sub").login("alice", b"secret"));
     sub.subscribe_ok("pipe/#", QoS::AtLeastOnce);
     // CONNECT and a PUBLISH in one write: the PUBLISH is held while the password is checked
-    // off the shard, then handled after CONNACK [MQTT-3.1.4-?].
+    // off the shard, then handled after CONNACK (MQTT 5.0 §3.1.4).
     let mut raw = bytes::BytesMut::new();
     let connect = Opts::v5("pipe-pub").login("bob", b"hunter2").into_packet();
     ringmq_codec::encode(&connect, ProtocolVersion::V5, &mut raw).unwrap();

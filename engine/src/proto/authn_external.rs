@@ -5,10 +5,10 @@
 //! [`AuthRequest`] ([`ShardCore::poll_auth_request`]); the runtime runs it on its pool and
 //! hands back the [`AuthOutcome`] as [`crate::proto::Input::AuthResult`]. Meanwhile the
 //! connection stays in `ConnState::Claiming` (no claim is sent yet): its later packets are held
-//! with the bound `Claiming` already has [MQTT-3.1.4-?: a client may send packets before
-//! CONNACK], the connect timeout applies, and a CONNACK refusal is written if it fails. A
-//! result whose ticket is unknown (the connection closed, its slot was reused, a newer AUTH
-//! superseded it) is dropped.
+//! with the bound `Claiming` already has (MQTT 5.0 §3.1.4: a client may send packets before
+//! CONNACK; they are not processed if the CONNECT is refused), the connect timeout applies,
+//! and a refusal is a CONNACK. A result whose ticket is unknown (the connection closed, its
+//! slot was reused, a newer AUTH superseded it) is dropped.
 //!
 //! Decisions are cached per shard (no locks): a password check that succeeded, keyed by a hash
 //! of user name and password, until the password file is reloaded; a webhook decision, keyed
