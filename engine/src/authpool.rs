@@ -343,3 +343,82 @@ fn spawn_password_watch(path: PathBuf, shared: Arc<Shared>) -> std::io::Result<(
         })?;
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::ids::ConnId;
+    use crate::proto::authn::StoredCredentials;
+    use crate::proto::authn_external::OwnedCredentials;
+    use crate::shard::mesh::ConnToken;
+    use ringmq_codec::Str;
+
+    fn request(ticket: u64, user: &str, password: &'static [u8]) -> AuthRequest {
+        AuthRequest {
+            conn: ConnToken {
+                conn: ConnId::from_slot(0),
+                serial: ticket,
+            },
+            ticket,
+            source: ExternalSource::PasswordFile,
+            credentials: OwnedCredentials {
+                client_id: Str::copy_from("c").unwrap(),
+                stored: StoredCredentials {
+                    username: Some(Str::copy_from(user).unwrap()),
+                    password: Some(bytes::Bytes::from_static(password)),
+                    ..Default::default()
+                },
+                peer_certificates: Vec::new(),
+                v5: true,
+            },
+            peer: "127.0.0.1:1".parse().unwrap(),
+        }
+    }
+
+    /// One worker busy with a slow check and a queue of one: a third request is refused at
+    /// once (the runtime then answers it 0x88); the others are answered on their shard.
+    #[test]
+    fn a_full_queue_refuses_and_every_queued_request_is_answered() {
+        let dir = std::env::temp_dir().join(format!("ringmq-authpool-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("passwd");
+        // Slow on purpose (about 0.1–0.5 s per check), so the worker is busy.
+        let hash = ringmq_auth::passwd::Hash::new_pbkdf2(
+            b"pw",
+            std::num::NonZeroU32::new(200_000).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(&file, ringmq_auth::passwd::update_text("", "u", &hash)).unwrap();
+        let mut config = Config::default();
+        config.auth.password_file = Some(file);
+        config.auth.pool.workers = 1;
+        config.auth.pool.queue_capacity = 1;
+        let auth = ringmq_auth::SharedSnapshot::new(ringmq_auth::Snapshot::allow_all());
+        let pool = AuthPool::start(&config, 2, auth).unwrap().unwrap();
+        assert!(pool.submit(1, request(1, "u", b"pw")).is_ok());
+        let second = pool.submit(1, request(2, "u", b"bad"));
+        let third = pool.submit(1, request(3, "u", b"pw"));
+        // At most one request in the worker and one queued: the third cannot fit.
+        let refused = third.expect_err("the queue holds one");
+        assert_eq!(refused.ticket, 3);
+        let expected = if second.is_ok() { 2 } else { 1 };
+        let mut answers = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while answers.len() < expected && std::time::Instant::now() < deadline {
+            match pool.try_result(1) {
+                Some(a) => answers.push(a),
+                None => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        assert_eq!(answers.len(), expected, "every queued request is answered");
+        assert!(matches!(answers[0], (1, AuthOutcome::Allow(_))));
+        if expected == 2 {
+            assert!(matches!(answers[1], (2, AuthOutcome::BadCredentials(_))));
+        }
+        assert!(
+            pool.try_result(0).is_none(),
+            "answers go to their own shard"
+        );
+    }
+}
