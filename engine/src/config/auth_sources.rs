@@ -174,6 +174,14 @@ pub(super) fn validate(auth: &super::AuthConfig) -> Result<(), (&'static str, St
         ));
     }
     if let Some(w) = &auth.webhook {
+        if w.url.is_none() && auth.registry.is_none() {
+            return Err((
+                "auth.webhook.url",
+                "no endpoint: set url, or name one in the registry's namespace \
+                 (clientAuthentication.webHookAuthentication.endpointUrl)"
+                    .into(),
+            ));
+        }
         if let Some(url) = &w.url {
             ringmq_auth::webhook::check_url(url).map_err(|e| ("auth.webhook.url", e))?;
         }
@@ -203,4 +211,75 @@ pub(super) fn validate(auth: &super::AuthConfig) -> Result<(), (&'static str, St
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+    use std::path::Path;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("/etc/ringmq/ringmq.toml"))
+    }
+
+    fn invalid_key(text: &str) -> &'static str {
+        match parse(text) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn keys_parse_with_defaults_and_paths_relative_to_the_file() {
+        let c = parse(
+            "[auth]\npassword_file = \"passwd\"\norder = [\"password_file\", \"webhook\"]\n\
+             [auth.webhook]\nurl = \"https://hook.example/auth\"\nbearer_token_file = \"tok\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.auth.password_file.as_deref(),
+            Some(Path::new("/etc/ringmq/passwd"))
+        );
+        let w = c.auth.webhook.as_ref().unwrap();
+        assert_eq!(
+            w.bearer_token_file.as_deref(),
+            Some(Path::new("/etc/ringmq/tok"))
+        );
+        assert_eq!(
+            (w.timeout_ms, w.max_concurrent, w.cache_ttl_secs),
+            (5000, 16, 60)
+        );
+        assert_eq!(c.auth.pool.max_pending_per_shard, 1024);
+        assert!(
+            !c.anonymous_allowed(),
+            "a password file turns anonymous access off"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        assert_eq!(
+            invalid_key("[auth]\norder = [\"jwt\", \"jwt\"]\n"),
+            "auth.order"
+        );
+        assert_eq!(
+            invalid_key("[auth.webhook]\nurl = \"http://example.com/\"\n"),
+            "auth.webhook.url"
+        );
+        assert_eq!(invalid_key("[auth.webhook]\n"), "auth.webhook.url");
+        assert_eq!(
+            invalid_key("[auth.webhook]\nurl = \"https://h/\"\ntimeout_ms = 0\n"),
+            "auth.webhook.timeout_ms"
+        );
+        assert_eq!(
+            invalid_key("[auth.webhook]\nurl = \"https://h/\"\ntoken_key_file = \"k\"\n"),
+            "auth.webhook.token_audience"
+        );
+        assert_eq!(
+            invalid_key("[auth.pool]\nworkers = 0\n"),
+            "auth.pool.workers"
+        );
+        assert!(parse("[auth]\norder = [\"nonsense\"]\n").is_err());
+    }
 }
