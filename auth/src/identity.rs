@@ -45,6 +45,10 @@ pub enum Method {
     OAuth2Jwt,
     /// A JWT in the CONNECT password (TBMQ/EMQX style).
     PasswordJwt,
+    /// Decided by the webhook endpoint (`webhook.rs`).
+    Webhook,
+    /// User name and password checked against a Mosquitto password file (`passwd.rs`).
+    PasswordFile,
 }
 
 /// `DEVICE` or `APPLICATION` (TBMQ client types): selects per-type session limits.

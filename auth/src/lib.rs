@@ -16,7 +16,9 @@ pub mod acl;
 pub mod authz;
 pub mod identity;
 pub mod jwt;
+pub mod passwd;
 pub mod registry;
+pub mod webhook;
 pub mod x509;
 
 use std::sync::Arc;
@@ -223,6 +225,10 @@ impl Snapshot {
             Some(Method::Anonymous) if self.allow_anonymous => {
                 Ok(Identity::anonymous(creds.client_id))
             }
+            // Decided off the shard (the engine's authentication pool), never here.
+            Some(Method::Webhook | Method::PasswordFile) => Err(AuthError::NotAuthorized(
+                "this source is decided off the shard".into(),
+            )),
             Some(Method::Anonymous) => Err(AuthError::BadCredentials(
                 "no client certificate, token or supported authentication method".into(),
             )),

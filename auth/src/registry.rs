@@ -170,6 +170,8 @@ impl CaCertificate {
 pub struct Registry {
     pub custom_jwt: Option<jwt::CustomJwt>,
     pub oauth2_jwt: Option<jwt::OAuth2Jwt>,
+    /// `clientAuthentication.webHookAuthentication.endpointUrl` (see `webhook.rs`).
+    pub webhook_url: Option<String>,
     pub policy: authz::Policy,
     name_sources: Vec<NameSource>,
     max_client_sessions_per_authentication_name: u32,
@@ -187,6 +189,7 @@ impl Default for Registry {
         Registry {
             custom_jwt: None,
             oauth2_jwt: None,
+            webhook_url: None,
             policy: authz::Policy::default(),
             name_sources: Vec::new(),
             max_client_sessions_per_authentication_name: 1,
@@ -330,6 +333,10 @@ impl Registry {
             }
             if let Some((v, path)) = a.get_some("oauth2JwtAuthentication") {
                 self.oauth2_jwt = Some(jwt::parse_oauth2_jwt(v, &path, warnings)?);
+            }
+            if let Some((v, path)) = a.get_some("webHookAuthentication") {
+                self.webhook_url =
+                    Some(crate::webhook::parse_registry_webhook(v, &path, warnings)?);
             }
             a.finish(warnings);
         }

@@ -13,6 +13,11 @@
 
 #![deny(unsafe_code)]
 
+pub mod authpool;
+pub mod cli {
+    //! Subcommands of the `ringmq` binary.
+    pub mod passwd;
+}
 pub mod config;
 pub mod ids;
 pub mod ops;

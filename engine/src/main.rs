@@ -55,16 +55,19 @@ enum Command {
     Thumbprint(cli::thumbprint::ThumbprintArgs),
     /// Mint a signed JWT for tests (HMAC secret or PEM private key).
     Token(cli::token::TokenArgs),
+    /// Create or update a Mosquitto-compatible password file (`[auth] password_file`).
+    Passwd(ringmq::cli::passwd::PasswdArgs),
 }
 
 fn main() -> ExitCode {
     // Before the heap grows; turned back on below if the configuration asks for them.
     ringmq::transport::runtime::set_transparent_huge_pages(false);
     let cli = Cli::parse();
-    match &cli.command {
-        Some(Command::Check(args)) => return crate::cli::check::run(args),
-        Some(Command::Thumbprint(args)) => return crate::cli::thumbprint::run(args),
-        Some(Command::Token(args)) => return crate::cli::token::run(args),
+    match cli.command {
+        Some(Command::Check(args)) => return crate::cli::check::run(&args),
+        Some(Command::Thumbprint(args)) => return crate::cli::thumbprint::run(&args),
+        Some(Command::Token(args)) => return crate::cli::token::run(&args),
+        Some(Command::Passwd(args)) => return ringmq::cli::passwd::run(args),
         None => {}
     }
     let mut config = match &cli.config {

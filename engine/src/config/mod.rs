@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub mod auth_files;
+pub mod auth_sources;
 mod storage;
 mod validate;
 
@@ -174,6 +175,18 @@ pub struct AuthConfig {
     /// instead of the public web roots.
     #[serde(default)]
     pub jwks_ca_file: Option<PathBuf>,
+    /// A Mosquitto password file (`auth_sources.rs`); relative to the config file.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// `[auth.webhook]`: webhook authentication (`auth_sources.rs`).
+    #[serde(default)]
+    pub webhook: Option<auth_sources::WebhookConfig>,
+    /// The order sources are tried in; default `auth_sources::DEFAULT_ORDER`.
+    #[serde(default)]
+    pub order: Option<Vec<auth_sources::Source>>,
+    /// `[auth.pool]`: the threads that run password checks and webhook calls.
+    #[serde(default)]
+    pub pool: auth_sources::PoolConfig,
 }
 
 fn default_clock_skew() -> u32 {
@@ -190,6 +203,10 @@ impl Default for AuthConfig {
             client_crl: None,
             certificate_identity: None,
             jwks_ca_file: None,
+            password_file: None,
+            webhook: None,
+            order: None,
+            pool: auth_sources::PoolConfig::default(),
         }
     }
 }
@@ -450,6 +467,12 @@ impl Config {
         }
         resolve(&mut config.auth.registry);
         config.auth.resolve_file_paths(&base);
+        auth_sources::resolve_paths(&mut config.auth, &base);
+        auth_sources::validate(&config.auth).map_err(|(key, problem)| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            problem,
+        })?;
         // Before `dir` is made absolute: an empty `dir` is an error, not the config's folder.
         config.storage.validate(path)?;
         resolve(&mut config.storage.dir);
@@ -460,8 +483,14 @@ impl Config {
 
     /// Whether clients without credentials may connect.
     pub fn anonymous_allowed(&self) -> bool {
-        self.allow_anonymous
-            .unwrap_or(self.auth.registry.is_none() && self.auth.client_ca.is_none())
+        // As Mosquitto: any source of credentials (registry, client CA, password file,
+        // webhook) turns anonymous access off unless `allow_anonymous` says otherwise.
+        self.allow_anonymous.unwrap_or(
+            self.auth.registry.is_none()
+                && self.auth.client_ca.is_none()
+                && self.auth.password_file.is_none()
+                && self.auth.webhook.is_none(),
+        )
     }
 }
 

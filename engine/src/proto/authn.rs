@@ -11,6 +11,7 @@ use tracing::{info, warn};
 
 use crate::ids::ConnId;
 use crate::ops::metrics::{AuthCache, AuthFailure, AuthMethod, ShardMetrics};
+use crate::proto::authn_external::Authenticated;
 use crate::proto::conn::ConnAuth;
 use crate::proto::message::{compact_bytes, compact_str};
 use crate::proto::{Failure, ShardCore, fail, write_packet};
@@ -26,7 +27,7 @@ pub struct StoredCredentials {
 }
 
 impl StoredCredentials {
-    fn from_connect(c: &Connect) -> StoredCredentials {
+    pub(crate) fn from_connect(c: &Connect) -> StoredCredentials {
         StoredCredentials {
             username: c.username.as_ref().map(compact_str),
             password: c.password.as_ref().map(compact_bytes),
@@ -43,7 +44,10 @@ impl ShardCore {
         &mut self,
         index: ConnId,
         connect: &Connect,
-    ) -> Result<(), Failure> {
+    ) -> Result<Authenticated, Failure> {
+        if let Some(result) = self.authenticate_external(index, connect) {
+            return result;
+        }
         let snapshot = self.auth.load();
         let stored = StoredCredentials::from_connect(connect);
         let Some(conn) = self.conns.get_mut(index) else {
@@ -51,7 +55,7 @@ impl ShardCore {
                 self.metrics,
                 "authenticate_connect: connection {index} is gone"
             );
-            return Ok(());
+            return Ok(Authenticated::Done);
         };
         let identity = authenticate(
             &snapshot,
@@ -67,7 +71,7 @@ impl ShardCore {
         if !snapshot.restricts_clients() {
             // The embedded default: nothing restricts this client.
             conn.auth = None;
-            return Ok(());
+            return Ok(Authenticated::Done);
         }
         let permissions = snapshot.session_permissions(
             &identity,
@@ -88,7 +92,7 @@ impl ShardCore {
             permissions,
             credentials: stored,
         }));
-        Ok(())
+        Ok(Authenticated::Done)
     }
 
     /// AUTH from a client: re-authentication with the same method [MQTT-4.12.1-1].
@@ -138,6 +142,12 @@ impl ShardCore {
             .authentication_data
             .as_ref()
             .map(compact_bytes);
+        if let Some(result) = self.reauthenticate_external(index, &stored, now) {
+            return result;
+        }
+        let Some(conn) = self.conns.get_mut(index) else {
+            return Ok(());
+        };
         let v5 = conn.version.is_v5();
         let client_id = conn.client_id.clone();
         let identity = match authenticate(
@@ -220,6 +230,9 @@ impl ShardCore {
             );
         }
         for index in recheck {
+            if self.refresh_external_identity(index, &snapshot, now) {
+                continue;
+            }
             let Some(conn) = self.conns.get_mut(index) else {
                 continue;
             };
@@ -263,7 +276,7 @@ impl ShardCore {
     }
 
     /// Removes the session's subscriptions its permissions no longer allow, with a log line.
-    fn drop_unpermitted_subscriptions(&mut self, index: ConnId, _now: Instant) {
+    pub(crate) fn drop_unpermitted_subscriptions(&mut self, index: ConnId, _now: Instant) {
         let Some(conn) = self.conns.get(index) else {
             bug!(
                 self.metrics,

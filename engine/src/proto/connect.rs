@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use crate::ids::{ConnId, SessionId};
 use crate::ops::metrics::Quota;
+use crate::proto::authn_external::Authenticated;
 use crate::proto::conn::{Conn, ConnState};
 use crate::proto::session::{PendingWill, Session};
 use crate::proto::{Failure, ShardCore, fail, over_quota, write_connack_refusal, write_packet};
@@ -86,7 +87,30 @@ impl ShardCore {
             connect.client_id =
                 Str::copy_from(&id).map_err(|_| fail(ReasonCode::UNSPECIFIED_ERROR, "id"))?;
         }
-        self.authenticate_connect(index, &connect)?;
+        if self.authenticate_connect(index, &connect)? == Authenticated::Pending {
+            // Parked until the pool answers (`authn_external.rs`): `Claiming` holds later
+            // packets and keeps the connect timeout; no claim is sent yet.
+            if let Some(conn) = self.conns.get_mut(index) {
+                conn.state = ConnState::Claiming {
+                    connect,
+                    assigned_id,
+                    since: now,
+                };
+            }
+            return Ok(());
+        }
+        self.claim_after_authentication(index, connect, assigned_id, now)
+    }
+
+    /// An authenticated CONNECT claims its session: the client id (assigned if empty), the
+    /// owner name, then the claim (or the name's session quota first).
+    pub(crate) fn claim_after_authentication(
+        &mut self,
+        index: ConnId,
+        connect: Box<Connect>,
+        assigned_id: bool,
+        now: Instant,
+    ) -> Result<(), Failure> {
         let conn = self
             .conns
             .get_mut(index)

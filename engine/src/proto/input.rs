@@ -45,6 +45,11 @@ pub enum Input<'a> {
     Inbox { max: usize },
     /// Begin a graceful shutdown (idempotent).
     Shutdown,
+    /// The pool decided request `ticket` ([`crate::proto::authn_external::AuthRequest`]).
+    AuthResult {
+        ticket: u64,
+        outcome: crate::proto::authn_external::AuthOutcome,
+    },
 }
 
 /// What handling an input produced, besides the polled outputs.
@@ -92,6 +97,10 @@ impl ShardCore {
             Input::Inbox { .. } => Handled::Done,
             Input::Shutdown => {
                 self.begin_shutdown(now);
+                Handled::Done
+            }
+            Input::AuthResult { ticket, outcome } => {
+                self.handle_auth_result(ticket, outcome, now);
                 Handled::Done
             }
         };

@@ -30,6 +30,7 @@ macro_rules! bug {
 }
 
 pub mod authn;
+pub mod authn_external;
 mod claims;
 pub mod conn;
 mod connect;
@@ -104,6 +105,9 @@ pub struct ShardCore {
     auth_version: u64,
     /// This shard's verification caches (no sharing, no locks).
     auth_caches: ringmq_auth::Caches,
+    /// Authentication decided off the shard: parked CONNECTs, requests, cache
+    /// (`authn_external.rs`).
+    external: authn_external::External,
     conns: Conns,
     next_serial: u64,
     sessions: Sessions,
@@ -176,6 +180,7 @@ impl ShardCore {
             auth_version: auth.load().version,
             auth,
             auth_caches: ringmq_auth::Caches::default(),
+            external: authn_external::External::default(),
             conns: Conns::new(),
             next_serial: 0,
             sessions: Sessions::default(),

@@ -24,6 +24,8 @@ pub(crate) struct Host {
     writers: Vec<Option<Waker>>,
     /// The mesh retry task, parked until an outbox keeps messages a full inbox refused.
     backlog: Option<Waker>,
+    /// This shard's number and the pool that runs its off-shard authentications.
+    auth_pool: Option<(usize, crate::authpool::AuthPool)>,
 }
 
 impl Host {
@@ -32,6 +34,34 @@ impl Host {
             core,
             writers: Vec::new(),
             backlog: None,
+            auth_pool: None,
+        }
+    }
+
+    /// Submits the core's authentication requests to `pool` after each input.
+    pub fn set_auth_pool(&mut self, shard: usize, pool: crate::authpool::AuthPool) {
+        self.auth_pool = Some((shard, pool));
+    }
+
+    /// The core's authentication requests go to the pool; one the pool's full queue refuses
+    /// is answered at once (0x88), so a flood of CONNECTs never waits here.
+    fn submit_auth_requests(&mut self) {
+        let Some((shard, pool)) = &self.auth_pool else {
+            return;
+        };
+        while let Some(request) = self.core.poll_auth_request() {
+            if let Err(request) = pool.submit(*shard, request) {
+                let outcome = crate::proto::authn_external::AuthOutcome::Unavailable(
+                    "the authentication pool is full (auth.pool.queue_capacity)".into(),
+                );
+                let _ = self.core.handle(
+                    Input::AuthResult {
+                        ticket: request.ticket,
+                        outcome,
+                    },
+                    now(),
+                );
+            }
         }
     }
 
@@ -42,6 +72,7 @@ impl Host {
             _ => None,
         };
         let handled = self.core.handle(input, now());
+        self.submit_auth_requests();
         if let Some(conn) = released
             && let Some(slot) = self.writers.get_mut(conn.slot())
         {

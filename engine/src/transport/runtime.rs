@@ -61,6 +61,8 @@ pub enum StartError {
     Registry(crate::ops::reload::LoadError),
     #[error("TLS listener: {0}")]
     Tls(crate::transport::tls::TlsError),
+    #[error("{0}")]
+    AuthPool(crate::authpool::PoolError),
     #[error("shard {0} stopped during startup")]
     Lost(usize),
     #[error("metrics.bind {addr}: cannot listen: {source}")]
@@ -128,6 +130,8 @@ impl Server {
         let loaded =
             crate::ops::reload::load_snapshot(&config, 1, None).map_err(StartError::Registry)?;
         let auth = ringmq_auth::SharedSnapshot::new(loaded.snapshot);
+        let auth_pool = crate::authpool::AuthPool::start(&config, shards, auth.clone())
+            .map_err(StartError::AuthPool)?;
         // One TLS configuration per listener, shared by the shards and swapped by reloads.
         let mut tls = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
@@ -174,6 +178,7 @@ impl Server {
                 config: config.clone(),
                 mesh: mesh.clone(),
                 auth: auth.clone(),
+                auth_pool: auth_pool.clone(),
                 tls: tls.clone(),
                 metrics: ShardHandle::new(metrics.clone(), shard),
                 pulse: pulses.handle(shard),
@@ -344,6 +349,8 @@ struct ShardSetup {
     config: Config,
     mesh: Mesh,
     auth: ringmq_auth::SharedSnapshot,
+    /// Runs password checks and webhook calls off the shard threads (`authpool.rs`).
+    auth_pool: Option<crate::authpool::AuthPool>,
     /// Per listener (same order as `config.listeners`): its TLS configuration, if TLS.
     tls: Vec<Option<Arc<ListenerTls>>>,
     metrics: ShardHandle,
@@ -382,6 +389,7 @@ async fn shard_main(setup: ShardSetup) {
         config,
         mesh,
         auth,
+        auth_pool,
         tls,
         metrics,
         pulse,
@@ -435,7 +443,17 @@ async fn shard_main(setup: ShardSetup) {
             config.metrics.sys_interval_secs,
         )));
     }
-    let core: Core = Rc::new(RefCell::new(Host::new(core)));
+    if let Some(pool) = &auth_pool {
+        core.set_external_auth(pool.external_config());
+    }
+    let mut host = Host::new(core);
+    if let Some(pool) = &auth_pool {
+        host.set_auth_pool(shard, pool.clone());
+    }
+    let core: Core = Rc::new(RefCell::new(host));
+    if let Some(pool) = auth_pool {
+        monoio::spawn(auth_result_loop(shard, pool, core.clone()));
+    }
     let gate = match TurnGate::install(pulse.clone()) {
         Ok(gate) => gate,
         Err(source) => {
@@ -490,6 +508,25 @@ async fn inbox_loop(shard: usize, mesh: Mesh, core: Core) {
             }
         }
         // Let connection tasks, the driver and timers run between batches.
+        next_turn().await;
+    }
+}
+
+/// Hands the pool's answers to the core as they come (woken by the pool's workers).
+async fn auth_result_loop(shard: usize, pool: crate::authpool::AuthPool, core: Core) {
+    loop {
+        let (ticket, outcome) = std::future::poll_fn(|cx| pool.poll_result(shard, cx)).await;
+        {
+            let mut c = core.borrow_mut();
+            let _ = c.handle(Input::AuthResult { ticket, outcome });
+            // The others that came meanwhile, in one go (bounded by what the pool decided).
+            for _ in 0..MESH_BATCH {
+                let Some((ticket, outcome)) = pool.try_result(shard) else {
+                    break;
+                };
+                let _ = c.handle(Input::AuthResult { ticket, outcome });
+            }
+        }
         next_turn().await;
     }
 }

@@ -133,6 +133,8 @@ label_enum!(
         CustomJwt = "custom_jwt",
         OAuth2Jwt = "oauth2_jwt",
         PasswordJwt = "password_jwt",
+        Webhook = "webhook",
+        PasswordFile = "password_file",
         /// An Authentication Method the broker does not know (counted with `bad_method`).
         Unknown = "unknown",
     }
@@ -179,6 +181,8 @@ impl From<ringmq_auth::identity::Method> for AuthMethod {
             Method::CustomJwt => AuthMethod::CustomJwt,
             Method::OAuth2Jwt => AuthMethod::OAuth2Jwt,
             Method::PasswordJwt => AuthMethod::PasswordJwt,
+            Method::Webhook => AuthMethod::Webhook,
+            Method::PasswordFile => AuthMethod::PasswordFile,
         }
     }
 }
