@@ -52,6 +52,120 @@ impl Shared {
     }
 }
 
+/// What a look at a store's directory finds, without creating, locking or writing anything
+/// (`ringmq check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    /// The directory exists (otherwise startup will create it: its parent exists).
+    pub exists: bool,
+    /// Another process (a running ringmq) holds its lock now.
+    pub locked: bool,
+    /// The shard count its `META` records, if it has one.
+    pub recorded_shards: Option<usize>,
+}
+
+/// Checks what [`Shared::open`] would check, read-only: the directory (or its parent) exists,
+/// is a directory and is writable; its `META` is readable and records `shard_count` shards.
+/// A lock held by another process is reported, not an error: it is the normal state of a
+/// directory whose broker is running.
+pub fn inspect(dir: &Path, shard_count: usize) -> Result<Inspection, StorageError> {
+    let writable = |path: &Path| {
+        rustix::fs::access(
+            path,
+            rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+        )
+        .map_err(|e| StorageError::NotWritable {
+            dir: path.to_owned(),
+            source: e.into(),
+        })
+    };
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(StorageError::NotADirectory {
+                dir: dir.to_owned(),
+            });
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let parent = match dir.parent() {
+                Some(p) if p.as_os_str().is_empty() => Path::new("."),
+                Some(p) => p,
+                None => Path::new("/"),
+            };
+            match fs::metadata(parent) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(StorageError::NotADirectory {
+                        dir: parent.to_owned(),
+                    });
+                }
+                Err(_) => {
+                    return Err(StorageError::ParentMissing {
+                        dir: dir.to_owned(),
+                    });
+                }
+            }
+            writable(parent)?;
+            return Ok(Inspection {
+                exists: false,
+                locked: false,
+                recorded_shards: None,
+            });
+        }
+        Err(source) => {
+            return Err(StorageError::NotWritable {
+                dir: dir.to_owned(),
+                source,
+            });
+        }
+    }
+    writable(dir)?;
+    let lock_path = dir.join(LOCK_FILE);
+    let locked = match File::open(&lock_path) {
+        Ok(file) => matches!(
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK
+        ),
+        Err(_) => false,
+    };
+    let meta = dir.join(META_FILE);
+    let recorded_shards = match fs::read_to_string(&meta) {
+        Ok(text) => {
+            let mut lines = text.lines();
+            let bad = |problem: String| StorageError::BadDirectory {
+                dir: dir.to_owned(),
+                file: meta.clone(),
+                problem,
+            };
+            if lines.next() != Some(META_HEADER) {
+                return Err(bad(format!(
+                    "not a ringmq storage directory of this version (first line is not `{META_HEADER}`)"
+                )));
+            }
+            let recorded = lines
+                .next()
+                .and_then(|l| l.strip_prefix("shards "))
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .ok_or_else(|| bad("no `shards N` line".into()))?;
+            if recorded != shard_count {
+                return Err(StorageError::ShardCountChanged {
+                    dir: dir.to_owned(),
+                    recorded,
+                    configured: shard_count,
+                });
+            }
+            Some(recorded)
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(StorageError::io("read", &meta, e)),
+    };
+    Ok(Inspection {
+        exists: true,
+        locked,
+        recorded_shards,
+    })
+}
+
 /// `dir/shard-NNN`.
 pub(crate) fn shard_dir(dir: &Path, shard: usize) -> PathBuf {
     dir.join(format!("shard-{shard:03}"))

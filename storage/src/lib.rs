@@ -59,6 +59,7 @@ mod log;
 mod recover;
 mod stats;
 
+pub use crate::dir::{Inspection, inspect};
 pub use crate::flush::{Durable, Flush, Flushed, run_flusher};
 pub use crate::log::ShardLog;
 pub use crate::recover::{Record, Recovered, Replay, TornReason, TornTail};

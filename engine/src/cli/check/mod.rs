@@ -1,6 +1,7 @@
 //! `ringmq check [-c FILE]`: loads the configuration, the registry and every file they name
 //! (listener certificates and keys, the registry with its CA certificates, CRLs and JWT
-//! settings), and prints each problem with the file and the key or JSON path. Binds nothing,
+//! settings, the password and ACL files, the client CA, the webhook's files, the storage
+//! directory), and prints each problem with the file and the key or JSON path. Binds nothing,
 //! starts no shard; `--fetch-jwks` is the only network access, and it is opt-in.
 //!
 //! Exit status: 0 when there is no error (warnings are allowed unless `--deny-warnings`), 1
@@ -19,6 +20,7 @@ use ringmq::config::Config;
 
 mod config;
 mod exposure;
+mod files;
 mod registry;
 mod tls;
 
@@ -124,6 +126,8 @@ pub fn check(config_path: Option<&Path>, options: CheckOptions) -> Report {
         tls::check_listener(file, index, listener, &mut report);
     }
     exposure::check_exposure(file, &config, &mut report);
+    files::check_auth_files(file, &config, &mut report);
+    files::check_storage(file, &config, &mut report);
     if let Some(registry) = registry::check_registry(file, &config, options, &mut report) {
         registry::check_registry_against_listeners(&config, &registry, &mut report);
     }
