@@ -45,6 +45,9 @@ pub enum Input<'a> {
     Inbox { max: usize },
     /// Begin a graceful shutdown (idempotent).
     Shutdown,
+    /// The write-ahead log is on disk up to record `upto` (as numbered by
+    /// [`ShardCore::drain_records`]): acknowledgements waiting for those records go out.
+    Durable { upto: u64 },
 }
 
 /// What handling an input produced, besides the polled outputs.
@@ -62,6 +65,7 @@ impl ShardCore {
     /// Handles one input at `now`; see the module header.
     pub fn handle(&mut self, input: Input<'_>, now: Now) -> Handled {
         self.set_wall_clock(now.wall);
+        self.durable_clock(now.mono, now.wall);
         let now = now.mono;
         let max = match input {
             Input::Inbox { max } => max,
@@ -90,6 +94,10 @@ impl ShardCore {
                 Handled::Done
             }
             Input::Inbox { .. } => Handled::Done,
+            Input::Durable { upto } => {
+                self.handle_durable(upto);
+                Handled::Done
+            }
             Input::Shutdown => {
                 self.begin_shutdown(now);
                 Handled::Done

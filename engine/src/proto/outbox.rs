@@ -387,6 +387,16 @@ impl ShardCore {
         self.outboxes.throttled.len()
     }
 
+    /// Restore: retained stamps continue above `seq`, the highest one found in the logs.
+    pub(crate) fn raise_retain_seq(&mut self, seq: u64) {
+        match &self.outboxes.mesh {
+            Some(mesh) => mesh.raise_retain_seq(seq),
+            None => {
+                self.outboxes.local_retain_seq = self.outboxes.local_retain_seq.max(seq);
+            }
+        }
+    }
+
     /// The next retained-update sequence number: one counter for all shards (in the mesh).
     pub(crate) fn next_retain_seq(&mut self) -> u64 {
         match &self.outboxes.mesh {

@@ -116,6 +116,7 @@ impl ShardCore {
                     .get_mut(index)
                     .ok_or_else(|| fail(ReasonCode::UNSPECIFIED_ERROR, "gone"))?;
                 write_packet(conn, &Packet::PubRec(PubResp::new(id, ReasonCode::SUCCESS)));
+                self.gate_output(index);
                 return Ok(());
             }
             if refusal.is_none() && s.incoming_qos2.len() >= usize::from(receive_maximum) {
@@ -163,6 +164,8 @@ impl ShardCore {
                     if let Some(s) = self.sessions.get_mut(sidx) {
                         s.incoming_qos2.insert(id.get());
                     }
+                    self.durable_inbound(sidx, id, true);
+                    self.gate_output(index);
                 }
                 _ => return Err(fail(reason, why)),
             }
@@ -194,7 +197,7 @@ impl ShardCore {
             .get_mut(index)
             .ok_or_else(|| fail(ReasonCode::UNSPECIFIED_ERROR, "gone"))?;
         match p.qos_pid {
-            QosPid::AtMostOnce => {}
+            QosPid::AtMostOnce => return Ok(()),
             QosPid::AtLeastOnce(id) => {
                 write_packet(conn, &Packet::PubAck(PubResp::new(id, ReasonCode::SUCCESS)))
             }
@@ -203,8 +206,11 @@ impl ShardCore {
                     s.incoming_qos2.insert(id.get());
                 }
                 write_packet(conn, &Packet::PubRec(PubResp::new(id, ReasonCode::SUCCESS)));
+                self.durable_inbound(sidx, id, true);
             }
         }
+        // The acknowledgement goes out once what the message caused here is on disk.
+        self.gate_output(index);
         Ok(())
     }
 
@@ -214,6 +220,7 @@ impl ShardCore {
         // The store keeps it indefinitely: one compact copy, shared by every replica.
         let message = message.compact();
         let seq = self.next_retain_seq();
+        self.durable_retained(seq, &message);
         for to in ShardId::all(self.shards) {
             if to != self.id {
                 self.send(

@@ -248,6 +248,11 @@ impl Mesh {
         self.retain_seq.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// Retained stamps continue above `seq` (restore after a restart).
+    pub fn raise_retain_seq(&self, seq: u64) {
+        self.retain_seq.fetch_max(seq, Ordering::Relaxed);
+    }
+
     pub fn shards(&self) -> usize {
         self.inboxes.len()
     }
