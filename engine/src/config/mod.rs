@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod storage;
 mod validate;
+
+pub use storage::{FsyncMode, StorageConfig, open_storage};
 
 /// Which io driver the shards run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
@@ -348,6 +351,9 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// `[storage]`: persistence (none without `dir`).
+    #[serde(default)]
+    pub storage: StorageConfig,
 }
 
 fn default_listeners() -> Vec<ListenerConfig> {
@@ -367,6 +373,7 @@ impl Default for Config {
             allow_anonymous: None,
             auth: AuthConfig::default(),
             metrics: MetricsConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -420,7 +427,9 @@ impl Config {
             resolve(&mut l.key);
         }
         resolve(&mut config.auth.registry);
+        resolve(&mut config.storage.dir);
         config.validate(path)?;
+        config.storage.validate(path)?;
         Ok(config)
     }
 
