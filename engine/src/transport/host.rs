@@ -24,6 +24,8 @@ pub(crate) struct Host {
     writers: Vec<Option<Waker>>,
     /// The mesh retry task, parked until an outbox keeps messages a full inbox refused.
     backlog: Option<Waker>,
+    /// The shard's log, when storage is on: the core's records go there after every input.
+    persist: Option<crate::transport::storage::Persist>,
 }
 
 impl Host {
@@ -32,6 +34,7 @@ impl Host {
             core,
             writers: Vec::new(),
             backlog: None,
+            persist: None,
         }
     }
 
@@ -42,6 +45,7 @@ impl Host {
             _ => None,
         };
         let handled = self.core.handle(input, now());
+        self.drain_to_log();
         if let Some(conn) = released
             && let Some(slot) = self.writers.get_mut(conn.slot())
         {
@@ -51,6 +55,27 @@ impl Host {
         }
         self.wake_ready();
         handled
+    }
+
+    /// Storage on: the core's records go to `persist` after every input.
+    pub fn set_persist(&mut self, persist: crate::transport::storage::Persist) {
+        self.persist = Some(persist);
+        self.drain_to_log();
+    }
+
+    /// Appends what the core emitted to the log (nothing without storage).
+    pub fn drain_to_log(&mut self) {
+        if let Some(p) = self.persist.as_mut() {
+            p.drain(&mut self.core);
+        }
+    }
+
+    /// The log is durable through sequence number `through`: held acknowledgements go out.
+    pub fn log_durable(&mut self, through: u64) {
+        let upto = self.persist.as_mut().and_then(|p| p.durable(through));
+        if let Some(upto) = upto {
+            let _ = self.handle(Input::Durable { upto });
+        }
     }
 
     fn wake_ready(&mut self) {

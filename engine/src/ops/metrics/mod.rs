@@ -465,6 +465,8 @@ pub struct Metrics {
     /// shard's single-writer counter).
     stalls: Box<[AtomicU64]>,
     started: Instant,
+    /// Every shard's log counters, set once the store is open (`[storage] dir`).
+    pub storage: std::sync::OnceLock<Box<[Arc<ringmq_storage::LogStats>]>>,
 }
 
 impl Metrics {
@@ -478,6 +480,7 @@ impl Metrics {
             auth: AuthMetrics::default(),
             stalls: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             started: Instant::now(),
+            storage: std::sync::OnceLock::new(),
         }
     }
 
