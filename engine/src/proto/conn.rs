@@ -93,6 +93,11 @@ pub struct ConnExtra {
     /// an acknowledgement was written that the client may act on only once its records are
     /// on disk (`proto/durable/`). Everything written after it waits too, in order.
     pub gate: u64,
+    /// Output is held (`gate`, or `gate_remote` not yet reached).
+    pub held: bool,
+    /// Held until shard `i` has on disk what it handled from this shard up to stamp
+    /// `gate_remote[i]` (empty: nothing asked of other shards).
+    pub gate_remote: Vec<u64>,
 }
 
 /// The authenticated identity of a connection and the permissions compiled from it.
@@ -172,7 +177,7 @@ impl Conn {
 
     /// Output waits for the write-ahead log (`ConnExtra::gate`).
     pub fn is_held(&self) -> bool {
-        self.extra.as_ref().is_some_and(|e| e.gate != 0)
+        self.extra.as_ref().is_some_and(|e| e.held)
     }
 
     /// Bytes the writer may write now: none while output is held.

@@ -107,6 +107,7 @@ impl ShardCore {
         // releases directory entries this shard may hold itself, for one).
         self.drain_local(now);
         self.flush_mesh();
+        self.durable_after_input();
         handled
     }
 

@@ -387,6 +387,11 @@ impl ShardCore {
         self.outboxes.throttled.len()
     }
 
+    /// The mesh, if any (persistence reads and publishes durable stamps through it).
+    pub(crate) fn mesh(&self) -> Option<&Mesh> {
+        self.outboxes.mesh.as_ref()
+    }
+
     /// Restore: retained stamps continue above `seq`, the highest one found in the logs.
     pub(crate) fn raise_retain_seq(&mut self, seq: u64) {
         match &self.outboxes.mesh {

@@ -191,6 +191,7 @@ impl ShardCore {
             self.retain_everywhere(&message);
         }
         self.route(message, now);
+        let routed = self.take_routed();
 
         let conn = self
             .conns
@@ -209,8 +210,9 @@ impl ShardCore {
                 self.durable_inbound(sidx, id, true);
             }
         }
-        // The acknowledgement goes out once what the message caused here is on disk.
-        self.gate_output(index);
+        // The acknowledgement goes out once what the message caused is on disk, here and on
+        // every shard it was routed to.
+        self.gate_output_routed(index, routed);
         Ok(())
     }
 

@@ -285,6 +285,7 @@ impl ShardCore {
         let me = self.id;
         let all_targets = targets;
         let stamp = self.forwarding.next_stamp(me);
+        self.durable_routed(all_targets, stamp.seq);
         // Sessions that just left this shard: their new shard may not be in `targets` yet.
         if self.forwarding.any() {
             self.forward_moved(&message, all_targets, stamp, now);

@@ -19,6 +19,7 @@ mod restore;
 
 pub use restore::Restored;
 
+use std::collections::VecDeque;
 use std::num::NonZeroU16;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -55,6 +56,16 @@ pub struct Durable {
     last_message: Option<(Bytes, Bytes, u64)>,
     /// Connections whose output is held.
     gated: Vec<ConnId>,
+    /// Some held connection waits for other shards (`ConnExtra::gate_remote`).
+    remote_waits: bool,
+    /// The targets (a bit per shard) and stamp of the message routed last, for its
+    /// acknowledgement.
+    routed: Option<(u64, u64)>,
+    /// (records emitted, stamps handled from each shard) at the end of inputs whose records
+    /// are not yet durable: once they are, those stamps are published to their senders.
+    stamp_marks: VecDeque<(u64, Vec<u64>)>,
+    /// The stamps last published, by sender.
+    stamps_published: Vec<u64>,
     /// The clock of the input being handled.
     mono: Option<Instant>,
     wall: Option<SystemTime>,
@@ -329,7 +340,8 @@ impl ShardCore {
         }
     }
 
-    /// The log is on disk up to record `upto`: held output goes out.
+    /// The log is on disk up to record `upto`: held output goes out, and the senders of what
+    /// those records hold learn it.
     pub(crate) fn handle_durable(&mut self, upto: u64) {
         let Some(d) = self.durable.as_deref_mut() else {
             return;
@@ -340,24 +352,114 @@ impl ShardCore {
             d.emitted
         );
         d.durable = d.durable.max(upto);
+        let mut publish = None;
+        while d.stamp_marks.front().is_some_and(|(n, _)| *n <= d.durable) {
+            publish = d.stamp_marks.pop_front().map(|(_, seen)| seen);
+        }
+        if let Some(seen) = publish {
+            self.publish_stamps(&seen);
+        }
+        self.release_held();
+    }
+
+    /// The message just routed: its targets and stamp (persistence on).
+    pub(crate) fn durable_routed(&mut self, targets: u64, seq: u64) {
+        if let Some(d) = self.durable.as_deref_mut() {
+            d.routed = Some((targets, seq));
+        }
+    }
+
+    /// The targets and stamp of the message routed last, once.
+    pub(crate) fn take_routed(&mut self) -> Option<(u64, u64)> {
+        self.durable.as_deref_mut().and_then(|d| d.routed.take())
+    }
+
+    /// After every input: the stamps handled from other shards are published once the records
+    /// they caused are durable (at once when none are pending), and held output whose
+    /// conditions other shards met meanwhile goes out.
+    pub(crate) fn durable_after_input(&mut self) {
+        let Some(d) = self.durable.as_deref_mut() else {
+            return;
+        };
+        let seen = self.forwarding.seen();
+        let changed = seen
+            .iter()
+            .enumerate()
+            .any(|(i, &s)| d.stamps_published.get(i).is_none_or(|&p| p < s));
+        if changed {
+            if d.emitted <= d.durable && d.stamp_marks.is_empty() {
+                let seen = seen.to_vec();
+                self.publish_stamps(&seen);
+            } else if d.stamp_marks.back().is_none_or(|(_, s)| s.as_slice() != seen) {
+                // Bounded by the inputs between two flushes; `check_invariants` asserts it.
+                d.stamp_marks.push_back((d.emitted, seen.to_vec()));
+            }
+        }
+        if self.durable.as_deref().is_some_and(|d| d.remote_waits) {
+            self.release_held();
+        }
+    }
+
+    fn publish_stamps(&mut self, seen: &[u64]) {
+        let me = self.id;
+        let Some(mesh) = self.mesh().cloned() else {
+            return;
+        };
+        let Some(d) = self.durable.as_deref_mut() else {
+            return;
+        };
+        if d.stamps_published.len() < seen.len() {
+            d.stamps_published.resize(seen.len(), 0);
+        }
+        for (i, &s) in seen.iter().enumerate() {
+            let p = crate::ids::ShardId::from_slot(i);
+            if p != me && d.stamps_published[i] < s {
+                d.stamps_published[i] = s;
+                mesh.publish_durable_stamp(me, p, s);
+            }
+        }
+    }
+
+    /// Releases every held connection whose records (here and on other shards) are durable.
+    fn release_held(&mut self) {
+        if self.durable.as_deref().is_none_or(|d| d.gated.is_empty()) {
+            return;
+        }
+        let mesh = self.mesh().cloned();
+        let me = self.id;
+        let Some(d) = self.durable.as_deref_mut() else {
+            return;
+        };
         let durable = d.durable;
         let mut gated = std::mem::take(&mut d.gated);
+        let mut remote_waits = false;
         gated.retain(|&id| {
-            // `get_mut` lists a parked writer: the held output is now its to write.
-            let Some(conn) = self.conns.get_mut(id) else {
+            let Some(conn) = self.conns.get_mut_quiet(id) else {
                 return false;
             };
             let Some(extra) = conn.extra_mut_if_any() else {
                 return false;
             };
-            if extra.gate <= durable {
+            let remote_done = extra.gate_remote.iter().enumerate().all(|(t, &need)| {
+                need == 0
+                    || mesh.as_ref().is_none_or(|m| {
+                        m.durable_stamp(crate::ids::ShardId::from_slot(t), me) >= need
+                    })
+            });
+            if extra.gate <= durable && remote_done {
                 extra.gate = 0;
+                extra.held = false;
+                extra.gate_remote.clear();
+                // Touched through `get_mut`: a parked writer is listed and woken.
+                let _ = self.conns.get_mut(id);
                 return false;
             }
+            remote_waits |= !extra.gate_remote.is_empty();
             true
         });
         if let Some(d) = self.durable.as_deref_mut() {
             d.gated = gated;
+            d.remote_waits = remote_waits;
         }
     }
 
@@ -371,20 +473,45 @@ impl ShardCore {
     /// Holds the output of `conn` (an acknowledgement was just written) until every record
     /// emitted so far is durable. No-op without storage or when nothing is pending.
     pub(crate) fn gate_output(&mut self, conn: ConnId) {
+        self.gate_output_routed(conn, None);
+    }
+
+    /// Like [`ShardCore::gate_output`], and also until every other shard in `routed`'s
+    /// targets has on disk what it handled from this shard up to `routed`'s stamp.
+    pub(crate) fn gate_output_routed(&mut self, conn: ConnId, routed: Option<(u64, u64)>) {
+        let me = self.id;
+        let shards = self.shards;
         let Some(d) = self.durable.as_deref_mut() else {
             return;
         };
-        if d.emitted <= d.durable {
-            return;
-        }
+        let remote = routed.map(|(targets, seq)| (targets & !(1u64 << me.slot()), seq));
+        let remote = remote.filter(|&(targets, _)| targets != 0);
         let Some(c) = self.conns.get_mut_quiet(conn) else {
             return;
         };
-        let extra = c.extra_mut();
-        if extra.gate == 0 {
-            d.gated.push(conn);
+        let already = c.is_held();
+        if d.emitted <= d.durable && remote.is_none() && !already {
+            return;
         }
-        extra.gate = d.emitted;
+        let extra = c.extra_mut();
+        if !extra.held {
+            d.gated.push(conn);
+            extra.held = true;
+        }
+        extra.gate = extra.gate.max(d.emitted);
+        if let Some((mut targets, seq)) = remote {
+            if extra.gate_remote.len() < shards {
+                extra.gate_remote.resize(shards, 0);
+            }
+            while targets != 0 {
+                let t = targets.trailing_zeros() as usize;
+                targets &= targets - 1;
+                if let Some(need) = extra.gate_remote.get_mut(t) {
+                    *need = (*need).max(seq);
+                }
+            }
+            d.remote_waits = true;
+        }
     }
 
     /// The session `sidx` changed (subscriptions, connection, expiry, will): its metadata
@@ -558,19 +685,22 @@ impl ShardCore {
         seen.sort_unstable();
         seen.dedup();
         assert_eq!(seen.len(), d.gated.len(), "a held connection listed twice");
+        assert!(
+            d.stamp_marks.len() <= MAX_UNDRAINED_RECORDS,
+            "stamp marks over their bound"
+        );
         for &id in &d.gated {
-            let gate = self
-                .conns
-                .get(id)
-                .and_then(|c| c.extra())
-                .map_or(0, |e| e.gate);
-            if self.conns.get(id).is_some() {
-                assert!(gate > d.durable, "{id}: held though its records are durable");
-                assert!(gate <= d.emitted, "{id}: held for records never emitted");
+            if let Some(e) = self.conns.get(id).and_then(|c| c.extra()) {
+                assert!(e.held, "{id}: listed as held but not held");
+                assert!(e.gate <= d.emitted, "{id}: held for records never emitted");
+                assert!(
+                    e.gate > d.durable || !e.gate_remote.is_empty(),
+                    "{id}: held though its records are durable"
+                );
             }
         }
         for (id, c) in self.conns.iter() {
-            if c.extra().is_some_and(|e| e.gate != 0) {
+            if c.extra().is_some_and(|e| e.held) {
                 assert!(d.gated.contains(&id), "{id}: held but not listed");
             }
         }
