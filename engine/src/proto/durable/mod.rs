@@ -584,6 +584,10 @@ impl ShardCore {
         let Some(d) = self.durable.as_deref_mut() else {
             return;
         };
+        if message.topic.as_bytes().starts_with(b"$") {
+            // `$SYS` and the like are the broker's own, published again after a restart.
+            return;
+        }
         let message = d.stored(message);
         d.simple(Record::Retained { seq, message });
     }
