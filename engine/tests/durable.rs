@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use ringmq::proto::durable::record::{
-    Record, SessionRecord, StoredMessage, StoredSub, StoredWill,
-};
+use ringmq::proto::durable::record::{Record, SessionRecord, StoredMessage, StoredSub, StoredWill};
 use ringmq::proto::durable::replay::{Replay, merge};
 use ringmq::proto::{Input, directory_shard_of};
 use ringmq_codec::*;
@@ -127,11 +125,20 @@ fn connect_synced(
 }
 
 /// SUBSCRIBE, made durable; the SUBACK is taken, what follows it kept in `pending`.
-fn subscribe_synced(cl: &mut Cluster, logs: &mut Logs, c: &mut Client, filter: &'static str, qos: QoS) {
+fn subscribe_synced(
+    cl: &mut Cluster,
+    logs: &mut Logs,
+    c: &mut Client,
+    filter: &'static str,
+    qos: QoS,
+) {
     cl.send(c, &subscribe_packet(pid(1), filter, qos));
     logs.sync(cl);
     let mut packets = cl.recv(c);
-    assert!(matches!(packets.first(), Some(Packet::SubAck(_))), "{packets:?}");
+    assert!(
+        matches!(packets.first(), Some(Packet::SubAck(_))),
+        "{packets:?}"
+    );
     packets.remove(0);
     c.pending.extend(packets);
 }
@@ -293,7 +300,10 @@ fn puback_suback_and_connack_wait_for_durable() {
     let (mut sub, ack) = connect_synced(&mut cl, &mut logs, 0, "sub", false, 3600);
     assert!(!ack.session_present);
     cl.send(&sub, &subscribe_packet(pid(1), "t", QoS::AtLeastOnce));
-    assert!(cl.recv(&mut sub).is_empty(), "SUBACK held until the session is durable");
+    assert!(
+        cl.recv(&mut sub).is_empty(),
+        "SUBACK held until the session is durable"
+    );
     logs.drain(&mut cl);
     assert!(cl.recv(&mut sub).is_empty(), "written is not durable");
     logs.sync(&mut cl);
@@ -302,13 +312,19 @@ fn puback_suback_and_connack_wait_for_durable() {
     logs.sync(&mut cl);
 
     let (mut publisher, _) = connect_synced(&mut cl, &mut logs, 0, "pub", true, 0);
-    cl.send(&publisher, &publish("t", b"m1", QosPid::new(QoS::AtLeastOnce, pid(1))));
+    cl.send(
+        &publisher,
+        &publish("t", b"m1", QosPid::new(QoS::AtLeastOnce, pid(1))),
+    );
     assert!(cl.recv(&mut publisher).is_empty(), "PUBACK held");
     logs.sync(&mut cl);
     assert!(matches!(cl.recv_one(&mut publisher), Packet::PubAck(_)));
 
     // A QoS 1 message nobody persistent gets is acknowledged at once.
-    cl.send(&publisher, &publish("other", b"x", QosPid::new(QoS::AtLeastOnce, pid(2))));
+    cl.send(
+        &publisher,
+        &publish("other", b"x", QosPid::new(QoS::AtLeastOnce, pid(2))),
+    );
     assert!(matches!(cl.recv_one(&mut publisher), Packet::PubAck(_)));
 
     // Session Present 1 waits for the session's records.
@@ -322,7 +338,11 @@ fn puback_suback_and_connack_wait_for_durable() {
     logs.sync(&mut cl);
     let packets = cl.recv(&mut again);
     assert!(matches!(&packets[0], Packet::ConnAck(a) if a.session_present));
-    assert_eq!(publishes(&packets).len(), 1, "the queued message follows the CONNACK");
+    assert_eq!(
+        publishes(&packets).len(),
+        1,
+        "the queued message follows the CONNACK"
+    );
 }
 
 #[test]
@@ -332,7 +352,10 @@ fn memory_only_cores_emit_nothing() {
     let (mut sub, _) = connect_synced(&mut cl, &mut logs, 0, "sub", false, 3600);
     subscribe_synced(&mut cl, &mut logs, &mut sub, "t", QoS::AtLeastOnce);
     let (mut p, _) = connect_synced(&mut cl, &mut logs, 0, "pub", true, 0);
-    cl.send(&p, &publish("t", b"m", QosPid::new(QoS::AtLeastOnce, pid(1))));
+    cl.send(
+        &p,
+        &publish("t", b"m", QosPid::new(QoS::AtLeastOnce, pid(1))),
+    );
     assert!(matches!(cl.recv_one(&mut p), Packet::PubAck(_)));
     assert_eq!(cl.cores[0].records_emitted(), 0);
     assert_eq!(cl.cores[0].drain_records(|_| panic!("a record")), 0);
@@ -351,7 +374,10 @@ fn restart_restores_sessions_queues_inflight_and_retained() {
         logs.sync(&mut cl);
         let _ = cl.recv(&mut sub);
         let (mut publisher, _) = connect_synced(&mut cl, &mut logs, shards - 1, "pub", true, 0);
-        cl.send(&publisher, &publish("t/1", b"inflight", QosPid::new(QoS::AtLeastOnce, pid(1))));
+        cl.send(
+            &publisher,
+            &publish("t/1", b"inflight", QosPid::new(QoS::AtLeastOnce, pid(1))),
+        );
         logs.sync(&mut cl);
         let got = publishes(&cl.recv(&mut sub));
         assert_eq!(got.len(), 1);
@@ -368,14 +394,31 @@ fn restart_restores_sessions_queues_inflight_and_retained() {
             cl.send(&publisher, &p);
         }
         // Retained: one set, one set then cleared.
-        cl.send(&publisher, &publish_retained("r/keep", b"kept", QosPid::AtMostOnce));
-        cl.send(&publisher, &publish_retained("r/gone", b"old", QosPid::AtMostOnce));
-        cl.send(&publisher, &publish_retained("r/gone", b"", QosPid::AtMostOnce));
+        cl.send(
+            &publisher,
+            &publish_retained("r/keep", b"kept", QosPid::AtMostOnce),
+        );
+        cl.send(
+            &publisher,
+            &publish_retained("r/gone", b"old", QosPid::AtMostOnce),
+        );
+        cl.send(
+            &publisher,
+            &publish_retained("r/gone", b"", QosPid::AtMostOnce),
+        );
         logs.sync(&mut cl);
         let acks = cl.recv(&mut publisher);
-        assert_eq!(acks.iter().filter(|p| matches!(p, Packet::PubAck(_))).count(), 3);
+        assert_eq!(
+            acks.iter()
+                .filter(|p| matches!(p, Packet::PubAck(_)))
+                .count(),
+            3
+        );
         // Not durable: this one was never acknowledged and may be lost.
-        cl.send(&publisher, &publish("t/3", b"unsynced", QosPid::new(QoS::AtLeastOnce, pid(9))));
+        cl.send(
+            &publisher,
+            &publish("t/3", b"unsynced", QosPid::new(QoS::AtLeastOnce, pid(9))),
+        );
         logs.drain(&mut cl);
         let durable_logs = {
             // Only what was synced survives: cut each log to its durable length.
@@ -393,18 +436,28 @@ fn restart_restores_sessions_queues_inflight_and_retained() {
             let (cs, ss) = core.counts();
             (s + ss, c + cs)
         });
-        assert_eq!(sessions, 1, "the persistent session (not the clean publisher's)");
+        assert_eq!(
+            sessions, 1,
+            "the persistent session (not the clean publisher's)"
+        );
         let (mut sub, ack) = connect_synced(&mut next, &mut nlogs, 0, "sub", false, 3600);
         assert!(ack.session_present);
         let got = publishes(&sub.pending.drain(..).collect::<Vec<_>>());
         let payloads: Vec<&[u8]> = got.iter().map(|(p, _, _)| &p[..]).collect();
-        assert_eq!(payloads, [&b"inflight"[..], b"q1", b"q2"], "shards={shards}");
+        assert_eq!(
+            payloads,
+            [&b"inflight"[..], b"q1", b"q2"],
+            "shards={shards}"
+        );
         assert!(got[0].1, "the in-flight message is resent with DUP");
         assert!(!got[1].1);
         // Acknowledge everything, restart again: nothing comes back.
         for (_, _, qp) in &got {
             if let QosPid::AtLeastOnce(id) = qp {
-                next.send(&sub, &Packet::PubAck(PubResp::new(*id, ReasonCode::SUCCESS)));
+                next.send(
+                    &sub,
+                    &Packet::PubAck(PubResp::new(*id, ReasonCode::SUCCESS)),
+                );
             }
         }
         nlogs.sync(&mut next);
@@ -423,7 +476,10 @@ fn restart_restores_sessions_queues_inflight_and_retained() {
         let mut nlogs = nlogs.continued();
         let (sub, ack) = connect_synced(&mut third, &mut nlogs, 0, "sub", false, 3600);
         assert!(ack.session_present);
-        assert!(publishes(&sub.pending).is_empty(), "acknowledged stays acknowledged");
+        assert!(
+            publishes(&sub.pending).is_empty(),
+            "acknowledged stays acknowledged"
+        );
     }
 }
 
@@ -437,7 +493,10 @@ fn qos2_inbound_state_survives_a_restart_no_duplicate() {
     logs.sync(&mut cl);
     let _ = cl.recv(&mut sub);
     let _ = cl.recv(&mut publisher);
-    cl.send(&publisher, &publish("t", b"once", QosPid::new(QoS::ExactlyOnce, pid(7))));
+    cl.send(
+        &publisher,
+        &publish("t", b"once", QosPid::new(QoS::ExactlyOnce, pid(7))),
+    );
     logs.sync(&mut cl);
     assert!(matches!(cl.recv_one(&mut publisher), Packet::PubRec(_)));
     let first = publishes(&cl.recv(&mut sub));
@@ -446,7 +505,10 @@ fn qos2_inbound_state_survives_a_restart_no_duplicate() {
     let QosPid::ExactlyOnce(sub_pid) = first[0].2 else {
         panic!()
     };
-    cl.send(&sub, &Packet::PubRec(PubResp::new(sub_pid, ReasonCode::SUCCESS)));
+    cl.send(
+        &sub,
+        &Packet::PubRec(PubResp::new(sub_pid, ReasonCode::SUCCESS)),
+    );
     logs.sync(&mut cl);
     assert!(matches!(cl.recv_one(&mut sub), Packet::PubRel(_)));
 
@@ -471,10 +533,16 @@ fn qos2_inbound_state_survives_a_restart_no_duplicate() {
     next.send(&publisher, &Packet::Publish(again));
     nlogs.sync(&mut next);
     assert!(matches!(next.recv_one(&mut publisher), Packet::PubRec(_)));
-    next.send(&publisher, &Packet::PubRel(PubResp::new(pid(7), ReasonCode::SUCCESS)));
+    next.send(
+        &publisher,
+        &Packet::PubRel(PubResp::new(pid(7), ReasonCode::SUCCESS)),
+    );
     nlogs.sync(&mut next);
     assert!(matches!(next.recv_one(&mut publisher), Packet::PubComp(_)));
-    assert!(publishes(&next.recv(&mut sub)).is_empty(), "delivered exactly once");
+    assert!(
+        publishes(&next.recv(&mut sub)).is_empty(),
+        "delivered exactly once"
+    );
 }
 
 #[test]
@@ -510,9 +578,15 @@ fn snapshot_alone_restores_the_same_state() {
     cl.drop_conn(&sub);
     let (mut publisher, _) = connect_synced(&mut cl, &mut logs, 1, "pub", true, 0);
     for i in 1..=3u16 {
-        cl.send(&publisher, &publish("t", b"m", QosPid::new(QoS::AtLeastOnce, pid(i))));
+        cl.send(
+            &publisher,
+            &publish("t", b"m", QosPid::new(QoS::AtLeastOnce, pid(i))),
+        );
     }
-    cl.send(&publisher, &publish_retained("r", b"kept", QosPid::AtMostOnce));
+    cl.send(
+        &publisher,
+        &publish_retained("r", b"kept", QosPid::AtMostOnce),
+    );
     logs.sync(&mut cl);
     let _ = cl.recv(&mut publisher);
     // Compaction: each shard's log starts again with a snapshot of its live state.
@@ -543,7 +617,10 @@ fn a_changed_shard_count_rehomes_sessions() {
         cl.drop_conn(&c);
     }
     let (_p, _) = connect_synced(&mut cl, &mut logs, 0, "pub", true, 0);
-    cl.send(&_p, &publish("all", b"to-all", QosPid::new(QoS::AtLeastOnce, pid(1))));
+    cl.send(
+        &_p,
+        &publish("all", b"to-all", QosPid::new(QoS::AtLeastOnce, pid(1))),
+    );
     logs.sync(&mut cl);
     let mut next = restart(&cl, &logs, 3, Duration::from_secs(1));
     let mut nlogs = Logs::new(3);
@@ -554,7 +631,10 @@ fn a_changed_shard_count_rehomes_sessions() {
     }
     // And a message published now reaches a re-homed session's subscription on every shard.
     let (mut p, _) = connect_synced(&mut next, &mut nlogs, 2, "pub2", true, 0);
-    next.send(&p, &publish("all", b"x", QosPid::new(QoS::AtLeastOnce, pid(1))));
+    next.send(
+        &p,
+        &publish("all", b"x", QosPid::new(QoS::AtLeastOnce, pid(1))),
+    );
     nlogs.sync(&mut next);
     assert!(matches!(next.recv_one(&mut p), Packet::PubAck(_)));
 }
@@ -569,16 +649,66 @@ fn puback_waits_for_the_subscribers_shard_too() {
     // A clean publisher on the other shard: its own shard writes nothing for the message.
     let (mut publisher, _) = connect_synced(&mut cl, &mut logs, 1, "pub", true, 0);
     logs.sync(&mut cl);
-    cl.send(&publisher, &publish("t", b"m", QosPid::new(QoS::AtLeastOnce, pid(1))));
+    cl.send(
+        &publisher,
+        &publish("t", b"m", QosPid::new(QoS::AtLeastOnce, pid(1))),
+    );
     logs.drain(&mut cl);
     assert!(cl.cores[0].records_emitted() > cl.cores[0].records_durable());
     // Only the publisher's shard is durable: the PUBACK waits for the subscriber's shard.
     let upto = (logs.shards[1].len() - logs.base[1]) as u64;
     let _ = cl.input(1, Input::Durable { upto });
     cl.pump();
-    assert!(cl.recv(&mut publisher).is_empty(), "PUBACK before the subscriber's shard is durable");
+    assert!(
+        cl.recv(&mut publisher).is_empty(),
+        "PUBACK before the subscriber's shard is durable"
+    );
     let upto = (logs.shards[0].len() - logs.base[0]) as u64;
     let _ = cl.input(0, Input::Durable { upto });
     cl.pump();
     assert!(matches!(cl.recv_one(&mut publisher), Packet::PubAck(_)));
+}
+
+#[test]
+fn will_of_a_session_connected_at_the_crash_is_published_after_its_delay() {
+    let mut cl = durable_cluster(2);
+    let mut logs = Logs::new(2);
+    let (watcher, _) = connect_synced(&mut cl, &mut logs, 0, "watcher", false, 3600);
+    let mut watcher = watcher;
+    subscribe_synced(&mut cl, &mut logs, &mut watcher, "will/#", QoS::AtLeastOnce);
+    cl.drop_conn(&watcher);
+    // Connected (never disconnected) when the broker dies, with a will delayed 30 s.
+    let mut dev = cl.open(1);
+    let mut c = connect_packet("dev", ProtocolVersion::V5);
+    c.clean_start = false;
+    c.properties.session_expiry_secs = Some(3600);
+    c.will = Some(Will {
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: Str::from_static("will/dev"),
+        payload: Bytes::from_static(b"gone"),
+        properties: WillProperties {
+            will_delay_secs: Some(30),
+            ..Default::default()
+        },
+    });
+    dev.version = ProtocolVersion::V5;
+    cl.send(&dev, &Packet::Connect(Box::new(c)));
+    logs.sync(&mut cl);
+
+    let mut next = restart(&cl, &logs, 2, Duration::from_secs(5));
+    let mut nlogs = logs.continued();
+    next.advance(Duration::from_secs(20));
+    let (w, ack) = connect_synced(&mut next, &mut nlogs, 0, "watcher", false, 3600);
+    assert!(ack.session_present);
+    assert!(
+        publishes(&w.pending).is_empty(),
+        "the delay counts from the restart"
+    );
+    next.drop_conn(&w);
+    next.advance(Duration::from_secs(15));
+    let (w, _) = connect_synced(&mut next, &mut nlogs, 0, "watcher", false, 3600);
+    let got = publishes(&w.pending);
+    assert_eq!(got.len(), 1, "the will, once: {got:?}");
+    assert_eq!(&got[0].0[..], b"gone");
 }

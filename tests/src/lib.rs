@@ -88,7 +88,10 @@ impl BrokerOpts {
     /// brokers started with the same directory (crash tests).
     pub fn storage(mut self, dir: &Path, entries: &str) -> BrokerOpts {
         let mut config = self.config.take().unwrap_or_default();
-        config.push_str(&format!("\n[storage]\ndir = {:?}\n{entries}\n", dir.display().to_string()));
+        config.push_str(&format!(
+            "\n[storage]\ndir = {:?}\n{entries}\n",
+            dir.display().to_string()
+        ));
         self.config = Some(config);
         self
     }

@@ -141,8 +141,7 @@ fn own_publisher(addr: std::net::SocketAddr, qos: QoS, stop: Arc<AtomicBool>) ->
                 }
                 Ok(Some(Packet::PubRec(a))) if a.packet_id == id => {
                     acked.push(payload.clone());
-                    if c
-                        .try_send(&Packet::PubRel(PubResp::new(id, ReasonCode::SUCCESS)))
+                    if c.try_send(&Packet::PubRel(PubResp::new(id, ReasonCode::SUCCESS)))
                         .is_err()
                     {
                         return acked;
@@ -223,7 +222,10 @@ fn check_delivered(acked: &Acked, got: &BTreeMap<&'static str, Vec<String>>) {
     for id in ["crash-s1", "crash-s3"] {
         let have: BTreeSet<&String> = got[id].iter().collect();
         let lost: Vec<&String> = acked.qos1.iter().filter(|p| !have.contains(p)).collect();
-        assert!(lost.is_empty(), "{id}: acknowledged QoS 1 messages lost: {lost:?}");
+        assert!(
+            lost.is_empty(),
+            "{id}: acknowledged QoS 1 messages lost: {lost:?}"
+        );
     }
     let s2 = &got["crash-s2"];
     let mut counts: BTreeMap<&String, usize> = BTreeMap::new();
@@ -231,9 +233,19 @@ fn check_delivered(acked: &Acked, got: &BTreeMap<&'static str, Vec<String>>) {
         *counts.entry(p).or_default() += 1;
     }
     let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "QoS 2 messages delivered more than once: {twice:?}");
-    let lost: Vec<&String> = acked.qos2.iter().filter(|p| !counts.contains_key(p)).collect();
-    assert!(lost.is_empty(), "acknowledged QoS 2 messages lost: {lost:?}");
+    assert!(
+        twice.is_empty(),
+        "QoS 2 messages delivered more than once: {twice:?}"
+    );
+    let lost: Vec<&String> = acked
+        .qos2
+        .iter()
+        .filter(|p| !counts.contains_key(p))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged QoS 2 messages lost: {lost:?}"
+    );
 }
 
 /// Starts the publishers; returns their threads and the flag that stops them.
@@ -244,11 +256,17 @@ fn start_publishers(b: &Broker) -> (Arc<AtomicBool>, Vec<(u8, JoinHandle<Vec<Str
     let mut threads = Vec::new();
     for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
         let stop = stop.clone();
-        threads.push((qos as u8, std::thread::spawn(move || own_publisher(addr, qos, stop))));
+        threads.push((
+            qos as u8,
+            std::thread::spawn(move || own_publisher(addr, qos, stop)),
+        ));
     }
     for qos in [1u8, 2] {
         let stop = stop.clone();
-        threads.push((qos, std::thread::spawn(move || tool_publisher(port, qos, stop))));
+        threads.push((
+            qos,
+            std::thread::spawn(move || tool_publisher(port, qos, stop)),
+        ));
     }
     (stop, threads)
 }
@@ -291,7 +309,10 @@ fn kill9_at_random_moments_loses_no_acknowledged_message() {
         std::thread::sleep(Duration::from_millis(300 + rng.below(1200)));
         b.kill();
         let acked = collect(stop, threads);
-        assert!(!acked.qos1.is_empty() && !acked.qos2.is_empty(), "seed {seed}: nothing was acknowledged: {acked:?}");
+        assert!(
+            !acked.qos1.is_empty() && !acked.qos2.is_empty(),
+            "seed {seed}: nothing was acknowledged: {acked:?}"
+        );
 
         let b = Broker::start(opts(&store));
         assert_probe_present(&b);
@@ -332,8 +353,16 @@ fn graceful_restart_keeps_everything() {
     assert_eq!(retained_now(&b), retained);
     let got = drain_subscribers(&b);
     check_delivered(&acked, &got);
-    assert_eq!(got["crash-s1"].len(), 20, "exactly what was published: {got:?}");
-    assert_eq!(got["crash-s2"].len(), 20, "exactly what was published: {got:?}");
+    assert_eq!(
+        got["crash-s1"].len(),
+        20,
+        "exactly what was published: {got:?}"
+    );
+    assert_eq!(
+        got["crash-s2"].len(),
+        20,
+        "exactly what was published: {got:?}"
+    );
     drop(b);
     let _ = std::fs::remove_dir_all(&store);
 }
@@ -387,7 +416,10 @@ fn last_segments(store: &Path) -> Vec<PathBuf> {
 /// Offset just past the last non-zero byte (segments are preallocated with zeros).
 fn written_end(path: &Path) -> u64 {
     let bytes = std::fs::read(path).unwrap();
-    bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i as u64 + 1)
+    bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i as u64 + 1)
 }
 
 #[test]
@@ -402,7 +434,11 @@ fn torn_tail_truncated_or_corrupted_is_cut_and_reported() {
         // sessions made last (connections land on shards at random; 20 miss one shard with
         // probability 2^-19).
         for i in 0..20 {
-            let c = b.connect(Opts::v5(&format!("crash-filler-{i}")).clean(false).session_expiry(60));
+            let c = b.connect(
+                Opts::v5(&format!("crash-filler-{i}"))
+                    .clean(false)
+                    .session_expiry(60),
+            );
             c.disconnect();
         }
         b.kill();

@@ -123,11 +123,11 @@ impl StorageConfig {
             dir,
             fsync: match self.fsync {
                 FsyncMode::Always => ringmq_storage::FsyncPolicy::Always,
-                FsyncMode::Interval => ringmq_storage::FsyncPolicy::Interval(
-                    Duration::from_millis(u64::from(
+                FsyncMode::Interval => {
+                    ringmq_storage::FsyncPolicy::Interval(Duration::from_millis(u64::from(
                         self.fsync_interval_ms.unwrap_or(DEFAULT_FSYNC_INTERVAL_MS),
-                    )),
-                ),
+                    )))
+                }
             },
             segment_bytes: self.segment_bytes,
             max_disk_bytes: self.max_disk_bytes,

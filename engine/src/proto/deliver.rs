@@ -191,7 +191,14 @@ impl ShardCore {
             return;
         }
         durable::hooks::enqueued(self.durable.as_deref_mut(), session, &out);
-        publish_in_flight(conn, session, out, now, &self.metrics, self.durable.as_deref_mut());
+        publish_in_flight(
+            conn,
+            session,
+            out,
+            now,
+            &self.metrics,
+            self.durable.as_deref_mut(),
+        );
     }
 
     /// Moves queued messages into the in-flight window.
@@ -224,7 +231,14 @@ impl ShardCore {
                 write_publish(conn, &out, QosPid::AtMostOnce, false, now, &self.metrics);
                 continue;
             }
-            publish_in_flight(conn, session, out, now, &self.metrics, self.durable.as_deref_mut());
+            publish_in_flight(
+                conn,
+                session,
+                out,
+                now,
+                &self.metrics,
+                self.durable.as_deref_mut(),
+            );
         }
     }
 

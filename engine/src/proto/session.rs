@@ -197,8 +197,7 @@ impl Session {
 
     /// Whether [`Session::enqueue`] would take `out`.
     pub fn has_room(&self, out: &Outgoing, max_messages: usize, max_bytes: usize) -> bool {
-        self.queue.len() < max_messages
-            && self.queued_bytes + out.message.weight() <= max_bytes
+        self.queue.len() < max_messages && self.queued_bytes + out.message.weight() <= max_bytes
     }
 
     pub fn dequeue(&mut self) -> Option<Outgoing> {

@@ -160,10 +160,11 @@ impl Server {
         .map_err(StartError::Thread)?;
         // The store is opened (directory, lock, shard count) before any shard starts; each
         // shard recovers its log before its listeners open (`transport/storage.rs`).
-        let (exchange, mut shard_storage) = match crate::transport::storage::open(&config, shards, driver, &metrics)? {
-            Some((x, per_shard)) => (Some(x), per_shard.into_iter().map(Some).collect()),
-            None => (None, Vec::new()),
-        };
+        let (exchange, mut shard_storage) =
+            match crate::transport::storage::open(&config, shards, driver, &metrics)? {
+                Some((x, per_shard)) => (Some(x), per_shard.into_iter().map(Some).collect()),
+                None => (None, Vec::new()),
+            };
         let mesh = Mesh::new(shards, config.limits.shard_queue_capacity);
         let pulses = Pulses::new(shards);
         let shutdown = Shutdown(health.clone());
@@ -443,7 +444,10 @@ async fn shard_main(setup: ShardSetup) {
         let persist = crate::transport::storage::Persist::new(log);
         let log = persist.log();
         core.borrow_mut().set_persist(persist);
-        monoio::spawn(crate::transport::storage::flusher(core.clone(), log.clone()));
+        monoio::spawn(crate::transport::storage::flusher(
+            core.clone(),
+            log.clone(),
+        ));
         log
     });
     let gate = match TurnGate::install(pulse.clone()) {

@@ -51,7 +51,8 @@ pub(crate) fn open(
         return Ok(None);
     };
     let dir = store_config.dir.clone();
-    let store = Store::open(store_config, shards).map_err(|e| StartError::Storage(e.to_string()))?;
+    let store =
+        Store::open(store_config, shards).map_err(|e| StartError::Storage(e.to_string()))?;
     info!(dir = %dir.display(), shards, fsync = ?config.storage.fsync, "storage opened");
     let store = Arc::new(store);
     let stats: Box<[_]> = (0..shards).filter_map(|i| store.stats(i)).collect();
@@ -119,7 +120,11 @@ impl Exchange {
 impl ShardStorage {
     /// On the shard's thread, before its listeners open: recovers the log, replays it, waits
     /// for this shard's part of the merged state and restores it into `core`.
-    pub(crate) fn recover(self, shard: usize, core: &mut ShardCore) -> Result<ShardLog, StartError> {
+    pub(crate) fn recover(
+        self,
+        shard: usize,
+        core: &mut ShardCore,
+    ) -> Result<ShardLog, StartError> {
         let fail = |e: String| StartError::Storage(format!("shard {shard}: {e}"));
         let recovered = match self.store.recover(shard) {
             Ok(r) => r,
@@ -283,7 +288,9 @@ pub(crate) async fn flusher(core: Core, log: Rc<RefCell<ShardLog>>) {
         match result {
             Ok(durable) => core.borrow_mut().log_durable(durable.through),
             Err(e) => {
-                error!("storage: flush failed: {e}; acknowledgements that need the log are held from now on (restart to recover)");
+                error!(
+                    "storage: flush failed: {e}; acknowledgements that need the log are held from now on (restart to recover)"
+                );
                 return;
             }
         }
@@ -334,4 +341,3 @@ pub(crate) async fn flush_all(core: &Core, log: &Rc<RefCell<ShardLog>>) {
         }
     }
 }
-

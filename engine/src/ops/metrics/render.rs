@@ -65,9 +65,16 @@ impl Metrics {
             return;
         };
         let read: Vec<ringmq_storage::StatsSnapshot> = stats.iter().map(|s| s.read()).collect();
-        let per_shard = |w: &mut Writer<'_>, f: &Family, pick: fn(&ringmq_storage::StatsSnapshot) -> u64| {
-            w.by(f, "shard", read.iter().enumerate().map(|(i, s)| (i.to_string(), pick(s))));
-        };
+        let per_shard =
+            |w: &mut Writer<'_>, f: &Family, pick: fn(&ringmq_storage::StatsSnapshot) -> u64| {
+                w.by(
+                    f,
+                    "shard",
+                    read.iter()
+                        .enumerate()
+                        .map(|(i, s)| (i.to_string(), pick(s))),
+                );
+            };
         per_shard(w, &STORAGE_DISK, |s| s.disk_bytes);
         per_shard(w, &STORAGE_RECORDS, |s| s.records);
         per_shard(w, &STORAGE_FSYNCS, |s| s.fsyncs);

@@ -27,9 +27,9 @@ use bytes::Bytes;
 use ringmq_codec::{QoS, Str, Will};
 
 use crate::ids::{ConnId, SessionId};
+use crate::proto::ShardCore;
 use crate::proto::message::Message;
 use crate::proto::session::{InflightState, Outgoing, Session};
-use crate::proto::ShardCore;
 use record::{Record, SessionRecord, StoredMessage, StoredSub, StoredWill};
 
 /// Records emitted and not yet drained above which `check_invariants` fails: the runtime
@@ -390,7 +390,11 @@ impl ShardCore {
             if d.emitted <= d.durable && d.stamp_marks.is_empty() {
                 let seen = seen.to_vec();
                 self.publish_stamps(&seen);
-            } else if d.stamp_marks.back().is_none_or(|(_, s)| s.as_slice() != seen) {
+            } else if d
+                .stamp_marks
+                .back()
+                .is_none_or(|(_, s)| s.as_slice() != seen)
+            {
                 // Bounded by the inputs between two flushes; `check_invariants` asserts it.
                 d.stamp_marks.push_back((d.emitted, seen.to_vec()));
             }
@@ -593,7 +597,12 @@ impl ShardCore {
     }
 
     /// Inbound QoS 2 on the connection's session: PUBREC sent (`received`) or PUBREL taken.
-    pub(crate) fn durable_inbound(&mut self, sidx: SessionId, packet_id: NonZeroU16, received: bool) {
+    pub(crate) fn durable_inbound(
+        &mut self,
+        sidx: SessionId,
+        packet_id: NonZeroU16,
+        received: bool,
+    ) {
         let Some(d) = self.durable.as_deref_mut() else {
             return;
         };

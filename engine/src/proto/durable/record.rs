@@ -110,15 +110,28 @@ pub enum Record {
         sub_ids: Vec<NonZeroU32>,
     },
     /// The front of the session's queue is sent under `packet_id` (now in flight).
-    Sent { client_id: Str, packet_id: NonZeroU16 },
+    Sent {
+        client_id: Str,
+        packet_id: NonZeroU16,
+    },
     /// The front of the session's queue is dropped (expired, or not deliverable).
     Dropped { client_id: Str },
     /// The in-flight message `packet_id` is complete (PUBACK, PUBCOMP, PUBREC with an error).
-    Acked { client_id: Str, packet_id: NonZeroU16 },
+    Acked {
+        client_id: Str,
+        packet_id: NonZeroU16,
+    },
     /// The in-flight QoS 2 message `packet_id` got its PUBREC: PUBREL sent.
-    Released { client_id: Str, packet_id: NonZeroU16 },
+    Released {
+        client_id: Str,
+        packet_id: NonZeroU16,
+    },
     /// Inbound QoS 2: `received` — PUBREC sent for `packet_id`; else PUBREL received.
-    Inbound { client_id: Str, packet_id: NonZeroU16, received: bool },
+    Inbound {
+        client_id: Str,
+        packet_id: NonZeroU16,
+        received: bool,
+    },
     /// A retained message set (or cleared: empty payload), with its ordering stamp.
     Retained { seq: u64, message: StoredMessage },
 }

@@ -163,16 +163,16 @@ impl Replay {
                 client_id,
                 packet_id,
             } => {
-                if let Some(s) = self.session(&client_id) {
-                    if let Some(out) = s.queue.pop_front() {
-                        // A packet id is in flight once: a stale entry under it is replaced.
-                        s.inflight.retain(|f| f.packet_id != packet_id);
-                        s.inflight.push_back(ReplayedInflight {
-                            packet_id,
-                            out,
-                            released: false,
-                        });
-                    }
+                if let Some(s) = self.session(&client_id)
+                    && let Some(out) = s.queue.pop_front()
+                {
+                    // A packet id is in flight once: a stale entry under it is replaced.
+                    s.inflight.retain(|f| f.packet_id != packet_id);
+                    s.inflight.push_back(ReplayedInflight {
+                        packet_id,
+                        out,
+                        released: false,
+                    });
                 }
             }
             Record::Dropped { client_id } => {

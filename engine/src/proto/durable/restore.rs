@@ -16,7 +16,9 @@ use super::replay::{ReplayedOut, ShardRestore};
 use super::{deadline, unix_ms_of};
 use crate::ids::ConnId;
 use crate::proto::message::Message;
-use crate::proto::session::{Inflight, InflightState, Outgoing, PendingWill, Session, SubIds, SubRecord};
+use crate::proto::session::{
+    Inflight, InflightState, Outgoing, PendingWill, Session, SubIds, SubRecord,
+};
 use crate::proto::{Now, ShardCore};
 use crate::shard::mesh::ConnToken;
 
@@ -140,7 +142,10 @@ impl ShardCore {
             // Persistent, but marked so only once installed: `insert_session` writes an image
             // of a persistent session that arrives, and this one is already in a log.
             session.expires_at = expires_at;
-            session.owner = meta.owner.as_ref().map(|o| std::sync::Arc::from(o.as_str()));
+            session.owner = meta
+                .owner
+                .as_ref()
+                .map(|o| std::sync::Arc::from(o.as_str()));
             serial -= 1;
             session.claim = ConnToken {
                 conn: ConnId::from_slot(0),
@@ -223,4 +228,3 @@ impl ShardCore {
         done
     }
 }
-
