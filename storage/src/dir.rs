@@ -81,7 +81,11 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 fn ensure_dir(dir: &Path) -> Result<(), StorageError> {
     match fs::metadata(dir) {
         Ok(m) if m.is_dir() => return Ok(()),
-        Ok(_) => return Err(StorageError::NotADirectory { dir: dir.to_owned() }),
+        Ok(_) => {
+            return Err(StorageError::NotADirectory {
+                dir: dir.to_owned(),
+            });
+        }
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => {
             return Err(StorageError::NotWritable {
@@ -103,7 +107,11 @@ fn ensure_dir(dir: &Path) -> Result<(), StorageError> {
                 dir: parent.to_owned(),
             });
         }
-        Err(_) => return Err(StorageError::ParentMissing { dir: dir.to_owned() }),
+        Err(_) => {
+            return Err(StorageError::ParentMissing {
+                dir: dir.to_owned(),
+            });
+        }
     }
     fs::create_dir(dir).map_err(|source| StorageError::NotWritable {
         dir: dir.to_owned(),

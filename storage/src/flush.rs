@@ -9,8 +9,8 @@
 //! [`IoMode::Thread`]: crate::IoMode::Thread
 
 use std::cell::RefCell;
-use std::future::Future as _;
 use std::fs::{File, OpenOptions};
+use std::future::Future as _;
 use std::io::ErrorKind;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
@@ -139,7 +139,7 @@ struct Job {
     /// Segment numbers to delete (compacted), after the write.
     delete: Range<u64>,
     segment_bytes: u64,
-    dir: PathBuf,
+    dir: Arc<Path>,
 }
 
 /// The result of [`Flush::run`], for [`ShardLog::finish_flush`].
@@ -160,7 +160,7 @@ impl Flush {
         sync: bool,
         delete: Range<u64>,
         segment_bytes: u64,
-        dir: PathBuf,
+        dir: Arc<Path>,
     ) -> Flush {
         Flush {
             io,
@@ -252,12 +252,15 @@ async fn run_uring(files: &mut UringFiles, job: &mut Job) -> Result<(), StorageE
     let mut result = Ok(());
     for chunk in &job.batch.chunks {
         if chunk.new_segment {
-            let file = create_segment(&job.dir, chunk.segment, job.segment_bytes)
-                .and_then(|f| {
-                    monoio::fs::File::from_std(f).map_err(|e| {
-                        StorageError::io("register segment", &segment_path(&job.dir, chunk.segment), e)
-                    })
-                });
+            let file = create_segment(&job.dir, chunk.segment, job.segment_bytes).and_then(|f| {
+                monoio::fs::File::from_std(f).map_err(|e| {
+                    StorageError::io(
+                        "register segment",
+                        &segment_path(&job.dir, chunk.segment),
+                        e,
+                    )
+                })
+            });
             let file = match file {
                 Ok(f) => f,
                 Err(e) => {
@@ -273,7 +276,11 @@ async fn run_uring(files: &mut UringFiles, job: &mut Job) -> Result<(), StorageE
                 match old.uring() {
                     Ok(f) => left.push((n, f)),
                     Err(e) => {
-                        result = Err(StorageError::io("register segment", &segment_path(&job.dir, n), e));
+                        result = Err(StorageError::io(
+                            "register segment",
+                            &segment_path(&job.dir, n),
+                            e,
+                        ));
                         break;
                     }
                 }
@@ -283,7 +290,11 @@ async fn run_uring(files: &mut UringFiles, job: &mut Job) -> Result<(), StorageE
             Some((n, active)) if n == chunk.segment => match active.uring() {
                 Ok(f) => f,
                 Err(e) => {
-                    result = Err(StorageError::io("register segment", &segment_path(&job.dir, n), e));
+                    result = Err(StorageError::io(
+                        "register segment",
+                        &segment_path(&job.dir, n),
+                        e,
+                    ));
                     break;
                 }
             },
@@ -298,12 +309,19 @@ async fn run_uring(files: &mut UringFiles, job: &mut Job) -> Result<(), StorageE
             }
         };
         let (res, slice) = file
-            .write_all_at(monoio::buf::IoBuf::slice(buf, chunk.range.clone()), chunk.offset)
+            .write_all_at(
+                monoio::buf::IoBuf::slice(buf, chunk.range.clone()),
+                chunk.offset,
+            )
             .await;
         buf = slice.into_inner();
         files.active = Some((chunk.segment, Active::Uring(file)));
         if let Err(e) = res {
-            result = Err(StorageError::io("write", &segment_path(&job.dir, chunk.segment), e));
+            result = Err(StorageError::io(
+                "write",
+                &segment_path(&job.dir, chunk.segment),
+                e,
+            ));
             break;
         }
     }
@@ -379,7 +397,7 @@ impl Worker {
     /// Hands `job` to the thread and waits (without blocking the shard) for it to finish.
     async fn run(&self, job: Job) -> (Job, Result<(), StorageError>) {
         let gone = |job: Job| {
-            let path = job.dir.clone();
+            let path = job.dir.to_path_buf();
             (
                 job,
                 Err(StorageError::io(
@@ -411,7 +429,7 @@ impl Worker {
                     sync: false,
                     delete: 0..0,
                     segment_bytes: 0,
-                    dir: PathBuf::new(),
+                    dir: Arc::from(Path::new("")),
                 },
                 Err(StorageError::io(
                     "write",

@@ -192,7 +192,10 @@ mod tests {
             "crc covers the rest"
         );
         let d = decode_record(&buf, 7).unwrap();
-        assert_eq!((d.seq, d.kind, d.payload, d.frame_len), (7, Kind::Data, &b"hi"[..], 22));
+        assert_eq!(
+            (d.seq, d.kind, d.payload, d.frame_len),
+            (7, Kind::Data, &b"hi"[..], 22)
+        );
         assert_eq!(decode_record(&buf, 8), Err(Bad::Sequence { found: 7 }));
     }
 
@@ -209,7 +212,10 @@ mod tests {
 
     #[test]
     fn short_zero_and_overlong() {
-        assert_eq!(decode_record(&[0; 5], 1), Err(Bad::ShortHeader { zero: true }));
+        assert_eq!(
+            decode_record(&[0; 5], 1),
+            Err(Bad::ShortHeader { zero: true })
+        );
         assert_eq!(decode_record(&[0; 64], 1), Err(Bad::Zero));
         let mut buf = Vec::new();
         encode_record(&mut buf, 1, Kind::Data, &[1; 10]);

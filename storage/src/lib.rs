@@ -23,7 +23,7 @@
 //!   `dir/shard-NNN/`, holding segment files `SSSSSSSSSSSSSSSSSSSS.log` (the segment number,
 //!   20 digits, so names sort in log order).
 //! - **Segments** are preallocated to `segment_bytes` (`fallocate`) when created and start with a
-//!   32-byte header (magic, version, shard, segment number, first sequence number, CRC32C). A
+//!   40-byte header (magic, CRC32C, version, shard, segment number, first sequence number). A
 //!   record never spans two segments: one that does not fit goes to a new segment.
 //! - **Records** are framed as `crc32c u32 | len u32 | seq u64 | kind u8 | 3 zero bytes |
 //!   payload` (little endian, 20-byte header); the CRC covers everything after itself. `seq`
@@ -124,9 +124,8 @@ impl StoreConfig {
 
     /// Range checks; the error names the `[storage]` key.
     pub fn validate(&self, shard_count: usize) -> Result<(), StorageError> {
-        let invalid = |key: &'static str, problem: String| {
-            Err(StorageError::InvalidConfig { key, problem })
-        };
+        let invalid =
+            |key: &'static str, problem: String| Err(StorageError::InvalidConfig { key, problem });
         if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
             return invalid(
                 "storage.segment_bytes",
@@ -235,7 +234,9 @@ pub enum AppendError {
     #[error("storage full: the shard's log reached storage.max_disk_bytes")]
     Full,
     /// The record does not fit in one segment.
-    #[error("record of {len} bytes exceeds the largest record, {max} bytes (storage.segment_bytes)")]
+    #[error(
+        "record of {len} bytes exceeds the largest record, {max} bytes (storage.segment_bytes)"
+    )]
     TooLarge { len: usize, max: usize },
     /// `begin_snapshot` while a snapshot is in progress.
     #[error("a snapshot is already in progress")]

@@ -3,7 +3,7 @@
 //! reused); the I/O is in `flush.rs`.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -60,7 +60,9 @@ pub(crate) struct Position {
 pub struct ShardLog {
     shard: usize,
     /// Keeps the directory lock held while the log lives.
-    shared: Arc<Shared>,
+    _shared: Arc<Shared>,
+    /// The shard's folder (shared with the flushes without copying).
+    dir: Arc<Path>,
     stats: Arc<LogStats>,
     fsync: FsyncPolicy,
     segment_bytes: u64,
@@ -125,7 +127,8 @@ impl ShardLog {
             waker: None,
             closed: false,
             failed: false,
-            shared,
+            dir: crate::dir::shard_dir(&config.dir, position.shard).into(),
+            _shared: shared,
         };
         log.update_disk_stats();
         log
@@ -270,11 +273,15 @@ impl ShardLog {
             FsyncPolicy::Always => has_records,
             // A rotation syncs the segment it leaves: only the active one is ever unsynced.
             FsyncPolicy::Interval(_) => {
-                rotates || ((has_records || self.written_through > self.synced_through)
-                    && (self.closed || self.sync_due(now)))
+                rotates
+                    || ((has_records || self.written_through > self.synced_through)
+                        && (self.closed || self.sync_due(now)))
             }
         };
-        let first = self.segments.front().map_or(self.delete_below, |s| s.number);
+        let first = self
+            .segments
+            .front()
+            .map_or(self.delete_below, |s| s.number);
         let delete = first..self.delete_below.max(first);
         Some(Flush::new(
             io,
@@ -282,7 +289,7 @@ impl ShardLog {
             sync,
             delete,
             self.segment_bytes,
-            self.shard_dir(),
+            self.dir.clone(),
         ))
     }
 
@@ -318,7 +325,10 @@ impl ShardLog {
         }
         if synced {
             LogStats::add(&stats.fsyncs, 1);
-            LogStats::add(&stats.records_synced, self.written_through - self.synced_through);
+            LogStats::add(
+                &stats.records_synced,
+                self.written_through - self.synced_through,
+            );
             self.synced_through = self.written_through;
             self.last_sync = Instant::now();
         }
@@ -327,7 +337,11 @@ impl ShardLog {
             FsyncPolicy::Interval(_) => self.written_through,
         };
         if deleted.end > deleted.start {
-            while self.segments.front().is_some_and(|s| s.number < deleted.end) {
+            while self
+                .segments
+                .front()
+                .is_some_and(|s| s.number < deleted.end)
+            {
                 self.segments.pop_front();
             }
             LogStats::add(&self.stats.segments_deleted, deleted.end - deleted.start);
@@ -403,10 +417,6 @@ impl ShardLog {
         &self.stats
     }
 
-    fn shard_dir(&self) -> PathBuf {
-        crate::dir::shard_dir(&self.shared.config.dir, self.shard)
-    }
-
     fn sync_due(&self, now: Instant) -> bool {
         match self.fsync {
             FsyncPolicy::Always => true,
@@ -419,8 +429,8 @@ impl ShardLog {
             .segments
             .front()
             .is_some_and(|s| s.number < self.delete_below);
-        let unsynced = self.written_through > self.synced_through
-            && (self.closed || self.sync_due(now));
+        let unsynced =
+            self.written_through > self.synced_through && (self.closed || self.sync_due(now));
         self.pending.records > 0 || deletions || unsynced
     }
 
@@ -484,9 +494,8 @@ impl ShardLog {
         if self.failed {
             return Err(AppendError::Failed);
         }
-        let max = self.segment_bytes as usize
-            - frame::SEGMENT_HEADER_BYTES
-            - frame::RECORD_HEADER_BYTES;
+        let max =
+            self.segment_bytes as usize - frame::SEGMENT_HEADER_BYTES - frame::RECORD_HEADER_BYTES;
         if payload.len() > max {
             return Err(AppendError::TooLarge {
                 len: payload.len(),

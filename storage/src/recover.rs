@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::StorageError;
 use crate::dir::{Shared, parse_segment_name, segment_name, shard_dir, sync_dir};
 use crate::flush::{Io, preallocate};
 use crate::frame::{self, Bad, Kind};
 use crate::log::{Position, Segment, ShardLog};
 use crate::stats::LogStats;
-use crate::StorageError;
 
 /// What [`crate::Store::recover`] returns.
 #[derive(Debug)]
@@ -133,13 +133,21 @@ impl Replay {
                 self.path = path;
                 continue;
             }
-            let d = frame::decode_record(&self.buf[self.pos..], self.expected_seq).map_err(|bad| {
-                StorageError::BadDirectory {
-                    dir: self.path.parent().map(Path::to_path_buf).unwrap_or_default(),
-                    file: self.path.clone(),
-                    problem: format!("changed during recovery ({bad:?} at record {})", self.expected_seq),
-                }
-            })?;
+            let d =
+                frame::decode_record(&self.buf[self.pos..], self.expected_seq).map_err(|bad| {
+                    StorageError::BadDirectory {
+                        dir: self
+                            .path
+                            .parent()
+                            .map(Path::to_path_buf)
+                            .unwrap_or_default(),
+                        file: self.path.clone(),
+                        problem: format!(
+                            "changed during recovery ({bad:?} at record {})",
+                            self.expected_seq
+                        ),
+                    }
+                })?;
             let start = self.pos + frame::RECORD_HEADER_BYTES;
             let (seq, kind, end) = (d.seq, d.kind, self.pos + d.frame_len);
             self.pos = end;
@@ -219,12 +227,21 @@ pub(crate) fn recover(shared: &Arc<Shared>, shard: usize) -> Result<Recovered, S
     let mut buf = Vec::new();
     for (i, &number) in run.iter().enumerate() {
         let last = i + 1 == run.len();
-        if !scan_segment(&mut scan, &dir, shard, number, last, &mut buf)? {
+        if !scan_segment(
+            &mut scan,
+            &dir,
+            shard,
+            number,
+            last,
+            shared.config.segment_bytes,
+            &mut buf,
+        )? {
             // Torn: everything after it goes.
             let dropped = &run[i + 1..];
             for &n in dropped {
                 let path = dir.join(segment_name(n));
-                std::fs::remove_file(&path).map_err(|e| StorageError::io("delete segment", &path, e))?;
+                std::fs::remove_file(&path)
+                    .map_err(|e| StorageError::io("delete segment", &path, e))?;
             }
             if let Some(t) = scan.torn.as_mut() {
                 t.segments_dropped = dropped.len();
@@ -238,17 +255,23 @@ pub(crate) fn recover(shared: &Arc<Shared>, shard: usize) -> Result<Recovered, S
         Some((begin, _)) => scan.segments[begin.segment].number,
         None => {
             if let Some(&missing) = stale.last() {
-                return Err(bad_log(&dir, format!(
-                    "segment {} is missing after segment {missing}, and no complete snapshot follows the gap",
-                    missing + 1
-                )));
+                return Err(bad_log(
+                    &dir,
+                    format!(
+                        "segment {} is missing after segment {missing}, and no complete snapshot follows the gap",
+                        missing + 1
+                    ),
+                ));
             }
             match scan.segments.first() {
                 Some(s) if s.first_seq != 1 => {
-                    return Err(bad_log(&dir, format!(
-                        "the log starts at record {} and holds no complete snapshot: its first segments are missing",
-                        s.first_seq
-                    )));
+                    return Err(bad_log(
+                        &dir,
+                        format!(
+                            "the log starts at record {} and holds no complete snapshot: its first segments are missing",
+                            s.first_seq
+                        ),
+                    ));
                 }
                 _ => scan.segments.first().map_or(1, |s| s.number),
             }
@@ -257,12 +280,19 @@ pub(crate) fn recover(shared: &Arc<Shared>, shard: usize) -> Result<Recovered, S
     // Synced before anything is deleted: the snapshot that makes older segments obsolete
     // might so far be in the page cache only (a crash of the process under `interval`).
     for s in &scan.segments {
-        s.file.sync_data().map_err(|e| StorageError::io("fdatasync", &s.path, e))?;
+        s.file
+            .sync_data()
+            .map_err(|e| StorageError::io("fdatasync", &s.path, e))?;
     }
     let obsolete: Vec<u64> = stale
         .iter()
         .copied()
-        .chain(scan.segments.iter().map(|s| s.number).filter(|&n| n < first_kept))
+        .chain(
+            scan.segments
+                .iter()
+                .map(|s| s.number)
+                .filter(|&n| n < first_kept),
+        )
         .collect();
     for &n in &obsolete {
         let path = dir.join(segment_name(n));
@@ -320,10 +350,19 @@ fn finish(
             capacity: s.capacity,
         });
         if i >= replay_from.0 {
-            let start = if i == replay_from.0 { replay_from.1 } else { frame::SEGMENT_HEADER_BYTES as u64 };
-            let file = s.file.try_clone().map_err(|e| StorageError::io("open", &s.path, e))?;
+            let start = if i == replay_from.0 {
+                replay_from.1
+            } else {
+                frame::SEGMENT_HEADER_BYTES as u64
+            };
+            let file = s
+                .file
+                .try_clone()
+                .map_err(|e| StorageError::io("open", &s.path, e))?;
             if s.end > start {
-                replay.segments.push_back((file, s.path.clone(), start, s.end));
+                replay
+                    .segments
+                    .push_back((file, s.path.clone(), start, s.end));
             }
         }
         if Some(i) == last_index {
@@ -372,6 +411,7 @@ fn scan_segment(
     shard: usize,
     number: u64,
     last: bool,
+    segment_bytes: u64,
     buf: &mut Vec<u8>,
 ) -> Result<bool, StorageError> {
     let path = dir.join(segment_name(number));
@@ -381,8 +421,11 @@ fn scan_segment(
         .open(&path)
         .map_err(|e| StorageError::io("open", &path, e))?;
     buf.clear();
-    file.read_to_end(buf).map_err(|e| StorageError::io("read", &path, e))?;
-    let capacity = buf.len() as u64;
+    file.read_to_end(buf)
+        .map_err(|e| StorageError::io("read", &path, e))?;
+    // A file shorter than a segment (cut by hand, or made with a smaller `segment_bytes`)
+    // is preallocated to the full size again if appends resume in it.
+    let capacity = (buf.len() as u64).max(segment_bytes);
     let first = scan.segments.is_empty();
     let header = frame::decode_segment_header(buf).and_then(|h| {
         if h.segment != number || h.shard as usize != shard {
@@ -397,7 +440,8 @@ fn scan_segment(
         Ok(h) => h,
         Err(problem) => {
             // Nothing of this segment is usable: it goes.
-            std::fs::remove_file(&path).map_err(|e| StorageError::io("delete segment", &path, e))?;
+            std::fs::remove_file(&path)
+                .map_err(|e| StorageError::io("delete segment", &path, e))?;
             scan.torn = Some(TornTail {
                 segment: path,
                 offset: 0,

@@ -427,9 +427,10 @@ impl Config {
             resolve(&mut l.key);
         }
         resolve(&mut config.auth.registry);
+        // Before `dir` is made absolute: an empty `dir` is an error, not the config's folder.
+        config.storage.validate(path)?;
         resolve(&mut config.storage.dir);
         config.validate(path)?;
-        config.storage.validate(path)?;
         Ok(config)
     }
 

@@ -153,3 +153,91 @@ pub fn open_storage(
         .map(Some)
         .map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("/etc/ringmq/ringmq.toml"))
+    }
+
+    #[test]
+    fn without_storage_nothing_is_persisted() {
+        let c = parse("").unwrap();
+        assert_eq!(c.storage, StorageConfig::default());
+        assert!(c.storage.store_config(c.server.driver).is_none());
+        assert!(open_storage(&c, 2).unwrap().is_none());
+    }
+
+    #[test]
+    fn keys_parse_and_dir_is_relative_to_the_file() {
+        let c = parse(
+            "[server]\ndriver = \"legacy\"\n[storage]\ndir = \"state\"\nfsync = \"interval\"\nfsync_interval_ms = 20\nsegment_bytes = 8388608\nmax_disk_bytes = 1073741824\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.storage.dir.as_deref(),
+            Some(Path::new("/etc/ringmq/state"))
+        );
+        let s = c.storage.store_config(c.server.driver).unwrap();
+        assert_eq!(
+            s.fsync,
+            ringmq_storage::FsyncPolicy::Interval(Duration::from_millis(20))
+        );
+        assert_eq!(s.io, ringmq_storage::IoMode::Thread);
+        assert_eq!((s.segment_bytes, s.max_disk_bytes), (8 << 20, 1 << 30));
+        let c = parse("[storage]\ndir = \"/var/lib/ringmq\"\nfsync = \"interval\"\n").unwrap();
+        assert_eq!(
+            c.storage.store_config(Driver::Auto).unwrap().fsync,
+            ringmq_storage::FsyncPolicy::Interval(Duration::from_millis(100))
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (text, key) in [
+            ("[storage]\ndirr = \"/x\"\n", "dirr"),
+            ("[storage]\nfsync = \"sometimes\"\n", "sometimes"),
+            (
+                "[storage]\nfsync_interval_ms = 5\n",
+                "storage.fsync_interval_ms",
+            ),
+            (
+                "[storage]\nfsync = \"interval\"\nfsync_interval_ms = 0\n",
+                "storage.fsync_interval_ms",
+            ),
+            ("[storage]\nsegment_bytes = 1000\n", "storage.segment_bytes"),
+            (
+                "[storage]\nmax_disk_bytes = 1000\n",
+                "storage.max_disk_bytes",
+            ),
+            ("[storage]\ndir = \"\"\n", "storage.dir"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_unusable_dir_stops_startup_naming_storage_dir() {
+        let tmp = std::env::temp_dir().join(format!("ringmq-cfg-{}", std::process::id()));
+        let text = format!(
+            "[storage]\ndir = \"{}\"\n",
+            tmp.join("missing-parent/state").display()
+        );
+        let c = parse(&text).unwrap();
+        let e = open_storage(&c, 1).unwrap_err();
+        assert!(e.contains("storage.dir") && e.contains("parent"), "{e}");
+        // A usable one opens, and holds its lock.
+        std::fs::create_dir_all(&tmp).unwrap();
+        let text = format!("[storage]\ndir = \"{}\"\n", tmp.join("state").display());
+        let c = parse(&text).unwrap();
+        let store = open_storage(&c, 1).unwrap().unwrap();
+        let e = open_storage(&c, 1).unwrap_err();
+        assert!(e.contains("storage.dir") && e.contains("locked"), "{e}");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+}
