@@ -325,7 +325,9 @@ pub(crate) async fn flush_all(core: &Core, log: &Rc<RefCell<ShardLog>>) {
     // What the last inputs emitted.
     core.borrow_mut().drain_to_log();
     log.borrow_mut().close();
-    for _ in 0..64 {
+    // Bounded (10 s of 1 ms waits for a flush the flusher task has in flight); the shutdown
+    // timeout bounds the whole stop anyway.
+    for _ in 0..10_000 {
         let flush = log.borrow_mut().start_flush();
         let Some(flush) = flush else {
             if !log.borrow().flush_in_flight() {
