@@ -641,32 +641,41 @@ fn a_changed_shard_count_rehomes_sessions() {
 
 #[test]
 fn puback_waits_for_the_subscribers_shard_too() {
-    let mut cl = durable_cluster(2);
-    let mut logs = Logs::new(2);
-    let (mut sub, _) = connect_synced(&mut cl, &mut logs, 0, "sub", false, 3600);
-    subscribe_synced(&mut cl, &mut logs, &mut sub, "t", QoS::AtLeastOnce);
-    cl.drop_conn(&sub);
-    // A clean publisher on the other shard: its own shard writes nothing for the message.
-    let (mut publisher, _) = connect_synced(&mut cl, &mut logs, 1, "pub", true, 0);
-    logs.sync(&mut cl);
-    cl.send(
-        &publisher,
-        &publish("t", b"m", QosPid::new(QoS::AtLeastOnce, pid(1))),
-    );
-    logs.drain(&mut cl);
-    assert!(cl.cores[0].records_emitted() > cl.cores[0].records_durable());
-    // Only the publisher's shard is durable: the PUBACK waits for the subscriber's shard.
-    let upto = (logs.shards[1].len() - logs.base[1]) as u64;
-    let _ = cl.input(1, Input::Durable { upto });
-    cl.pump();
-    assert!(
-        cl.recv(&mut publisher).is_empty(),
-        "PUBACK before the subscriber's shard is durable"
-    );
-    let upto = (logs.shards[0].len() - logs.base[0]) as u64;
-    let _ = cl.input(0, Input::Durable { upto });
-    cl.pump();
-    assert!(matches!(cl.recv_one(&mut publisher), Packet::PubAck(_)));
+    // An ordinary and a shared subscription on the other shard.
+    for filter in ["t", "$share/g/t"] {
+        let mut cl = durable_cluster(2);
+        let mut logs = Logs::new(2);
+        let (mut sub, _) = connect_synced(&mut cl, &mut logs, 0, "sub", false, 3600);
+        subscribe_synced(&mut cl, &mut logs, &mut sub, filter, QoS::AtLeastOnce);
+        cl.drop_conn(&sub);
+        // A clean publisher on the other shard: its own shard writes nothing for the message.
+        let (mut publisher, _) = connect_synced(&mut cl, &mut logs, 1, "pub", true, 0);
+        logs.sync(&mut cl);
+        cl.send(
+            &publisher,
+            &publish("t", b"m", QosPid::new(QoS::AtLeastOnce, pid(1))),
+        );
+        logs.drain(&mut cl);
+        assert!(
+            cl.cores[0].records_emitted() > cl.cores[0].records_durable(),
+            "{filter}: the subscriber's shard queued it"
+        );
+        // Only the publisher's shard is durable: the PUBACK waits for the subscriber's shard.
+        let upto = (logs.shards[1].len() - logs.base[1]) as u64;
+        let _ = cl.input(1, Input::Durable { upto });
+        cl.pump();
+        assert!(
+            cl.recv(&mut publisher).is_empty(),
+            "{filter}: PUBACK before the subscriber's shard is durable"
+        );
+        let upto = (logs.shards[0].len() - logs.base[0]) as u64;
+        let _ = cl.input(0, Input::Durable { upto });
+        cl.pump();
+        assert!(
+            matches!(cl.recv_one(&mut publisher), Packet::PubAck(_)),
+            "{filter}"
+        );
+    }
 }
 
 #[test]

@@ -189,7 +189,11 @@ impl ShardCore {
                 message,
                 filter,
                 group,
-            } => self.deliver_shared_local(&message, &filter, &group, now),
+                stamp,
+            } => {
+                self.durable_note_shared(stamp);
+                self.deliver_shared_local(&message, &filter, &group, now)
+            }
             ShardMsg::Retain { message, seq } => self.apply_retain(message, seq),
             ShardMsg::Interest {
                 filter,

@@ -310,12 +310,14 @@ impl ShardCore {
             if shard == me {
                 self.deliver_shared_local(&message, &filter, &group, now);
             } else {
+                self.durable_routed_shared(shard, stamp.seq);
                 self.send(
                     shard,
                     ShardMsg::DeliverShared {
                         message: message.clone(),
                         filter,
                         group,
+                        stamp,
                     },
                 );
             }

@@ -83,6 +83,9 @@ pub enum ShardMsg {
         message: Message,
         filter: Bytes,
         group: Bytes,
+        /// The routing stamp of the message (persistence: the publisher's PUBACK waits until
+        /// this shard has on disk what it handled up to it).
+        stamp: Stamp,
     },
     /// Update this shard's replica of the retained store (highest `seq` wins per topic).
     Retain { message: Message, seq: u64 },

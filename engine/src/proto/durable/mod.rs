@@ -66,6 +66,8 @@ pub struct Durable {
     stamp_marks: VecDeque<(u64, Vec<u64>)>,
     /// The stamps last published, by sender.
     stamps_published: Vec<u64>,
+    /// The highest stamp of a shared-subscription delivery handled from each shard.
+    shared_seen: Vec<u64>,
     /// The clock of the input being handled.
     mono: Option<Instant>,
     wall: Option<SystemTime>,
@@ -369,6 +371,27 @@ impl ShardCore {
         }
     }
 
+    /// The message just routed also went to a shared-subscription member on `shard`.
+    pub(crate) fn durable_routed_shared(&mut self, shard: crate::ids::ShardId, seq: u64) {
+        if let Some(d) = self.durable.as_deref_mut() {
+            let (targets, _) = d.routed.get_or_insert((0, seq));
+            *targets |= 1u64 << shard.slot();
+        }
+    }
+
+    /// A shared-subscription delivery stamped `stamp` is handled here (counted with the
+    /// stamps this shard publishes as durable; the forwarding watermark counts only ordinary
+    /// deliveries).
+    pub(crate) fn durable_note_shared(&mut self, stamp: crate::shard::mesh::Stamp) {
+        if let Some(d) = self.durable.as_deref_mut() {
+            let slot = stamp.from.slot();
+            if d.shared_seen.len() <= slot {
+                d.shared_seen.resize(slot + 1, 0);
+            }
+            d.shared_seen[slot] = d.shared_seen[slot].max(stamp.seq);
+        }
+    }
+
     /// The targets and stamp of the message routed last, once.
     pub(crate) fn take_routed(&mut self) -> Option<(u64, u64)> {
         self.durable.as_deref_mut().and_then(|d| d.routed.take())
@@ -381,22 +404,22 @@ impl ShardCore {
         let Some(d) = self.durable.as_deref_mut() else {
             return;
         };
-        let seen = self.forwarding.seen();
-        let changed = seen
-            .iter()
-            .enumerate()
-            .any(|(i, &s)| d.stamps_published.get(i).is_none_or(|&p| p < s));
+        let ordinary = self.forwarding.seen();
+        let n = ordinary.len().max(d.shared_seen.len());
+        // What this shard has handled from each shard, ordinary and shared deliveries alike
+        // (each sender's lane is FIFO, so both are complete up to their maximum).
+        let seen_at = |i: usize| {
+            let a = ordinary.get(i).copied().unwrap_or(0);
+            a.max(d.shared_seen.get(i).copied().unwrap_or(0))
+        };
+        let changed = (0..n).any(|i| d.stamps_published.get(i).is_none_or(|&p| p < seen_at(i)));
         if changed {
+            let seen: Vec<u64> = (0..n).map(seen_at).collect();
             if d.emitted <= d.durable && d.stamp_marks.is_empty() {
-                let seen = seen.to_vec();
                 self.publish_stamps(&seen);
-            } else if d
-                .stamp_marks
-                .back()
-                .is_none_or(|(_, s)| s.as_slice() != seen)
-            {
+            } else if d.stamp_marks.back().is_none_or(|(_, s)| *s != seen) {
                 // Bounded by the inputs between two flushes; `check_invariants` asserts it.
-                d.stamp_marks.push_back((d.emitted, seen.to_vec()));
+                d.stamp_marks.push_back((d.emitted, seen));
             }
         }
         if self.durable.as_deref().is_some_and(|d| d.remote_waits) {
