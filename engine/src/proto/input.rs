@@ -105,9 +105,10 @@ impl ShardCore {
         };
         // Whatever the input sent this shard itself is handled before it returns (a shutdown
         // releases directory entries this shard may hold itself, for one).
+        // Persistence: stamps made durable go to their senders with this input's messages.
+        self.durable_after_input();
         self.drain_local(now);
         self.flush_mesh();
-        self.durable_after_input();
         handled
     }
 

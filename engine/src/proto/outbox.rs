@@ -195,6 +195,7 @@ impl ShardCore {
                 self.deliver_shared_local(&message, &filter, &group, now)
             }
             ShardMsg::Retain { message, seq } => self.apply_retain(message, seq),
+            ShardMsg::DurableStamp { from, seq } => self.handle_durable_stamp(from, seq),
             ShardMsg::Interest {
                 filter,
                 group,
@@ -389,11 +390,6 @@ impl ShardCore {
     /// Connections throttled now (for tests and the stall detector).
     pub fn throttled_conns(&self) -> usize {
         self.outboxes.throttled.len()
-    }
-
-    /// The mesh, if any (persistence reads and publishes durable stamps through it).
-    pub(crate) fn mesh(&self) -> Option<&Mesh> {
-        self.outboxes.mesh.as_ref()
     }
 
     /// Restore: retained stamps continue above `seq`, the highest one found in the logs.

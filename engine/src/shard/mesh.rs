@@ -89,6 +89,9 @@ pub enum ShardMsg {
     },
     /// Update this shard's replica of the retained store (highest `seq` wins per topic).
     Retain { message: Message, seq: u64 },
+    /// Persistence: shard `from` has on disk what it handled from the receiver up to routing
+    /// stamp `seq` (the receiver's PUBACKs for messages routed there wait for it).
+    DurableStamp { from: ShardId, seq: u64 },
     /// `shard` gained its first (`add`) or lost its last subscriber to `filter` (in `group`).
     Interest {
         filter: Bytes,
@@ -170,6 +173,7 @@ impl ShardMsg {
         match self {
             ShardMsg::Interest { .. }
             | ShardMsg::Retain { .. }
+            | ShardMsg::DurableStamp { .. }
             | ShardMsg::Claim { .. }
             | ShardMsg::ClaimRefused { .. }
             | ShardMsg::Release { .. }
@@ -209,10 +213,6 @@ pub struct Mesh {
     inboxes: Arc<[Inbox]>,
     /// Orders retained updates across shards (see `ShardCore::apply_retain`).
     retain_seq: Arc<AtomicU64>,
-    /// Persistence: entry `t * shards + p` is the highest routing stamp from shard `p` whose
-    /// records shard `t` has on disk (every delivery from `p` up to it). A publisher's shard
-    /// holds a PUBACK until every shard it routed the message to is durable past its stamp.
-    durable_stamps: Arc<[AtomicU64]>,
     /// Connection counts in all and per client IP, consulted on every shard's accept path
     /// (see `quota.rs` for why this one structure is shared under striped locks).
     conn_quotas: Arc<crate::shard::quota::ConnQuotas>,
@@ -241,7 +241,6 @@ impl Mesh {
         Mesh {
             inboxes,
             retain_seq: Arc::new(AtomicU64::new(0)),
-            durable_stamps: (0..shards * shards).map(|_| AtomicU64::new(0)).collect(),
             conn_quotas: Arc::new(crate::shard::quota::ConnQuotas::new()),
         }
     }
@@ -254,25 +253,6 @@ impl Mesh {
     /// The next retained-update sequence number (shared by all shards, lock-free).
     pub fn next_retain_seq(&self) -> u64 {
         self.retain_seq.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// Shard `t` has on disk what it handled from `p` up to stamp `seq`; `p` is woken to
-    /// release the acknowledgements that waited for it.
-    pub fn publish_durable_stamp(&self, t: ShardId, p: ShardId, seq: u64) {
-        let n = self.inboxes.len();
-        if let Some(a) = self.durable_stamps.get(t.slot() * n + p.slot())
-            && a.fetch_max(seq, Ordering::Release) < seq
-        {
-            self.wake(p);
-        }
-    }
-
-    /// How far shard `t` has on disk what it handled from `p` (see `publish_durable_stamp`).
-    pub fn durable_stamp(&self, t: ShardId, p: ShardId) -> u64 {
-        let n = self.inboxes.len();
-        self.durable_stamps
-            .get(t.slot() * n + p.slot())
-            .map_or(0, |a| a.load(Ordering::Acquire))
     }
 
     /// Retained stamps continue above `seq` (restore after a restart).

@@ -68,6 +68,8 @@ pub struct Durable {
     stamps_published: Vec<u64>,
     /// The highest stamp of a shared-subscription delivery handled from each shard.
     shared_seen: Vec<u64>,
+    /// By shard: how far it has on disk what it handled from this shard (`DurableStamp`).
+    remote_durable: Vec<u64>,
     /// The clock of the input being handled.
     mono: Option<Instant>,
     wall: Option<SystemTime>,
@@ -427,24 +429,41 @@ impl ShardCore {
         }
     }
 
+    /// Tells each sender how far this shard has on disk what it handled from it.
     fn publish_stamps(&mut self, seen: &[u64]) {
         let me = self.id;
-        let Some(mesh) = self.mesh().cloned() else {
-            return;
-        };
         let Some(d) = self.durable.as_deref_mut() else {
             return;
         };
         if d.stamps_published.len() < seen.len() {
             d.stamps_published.resize(seen.len(), 0);
         }
+        let mut to_send = Vec::new();
         for (i, &s) in seen.iter().enumerate() {
             let p = crate::ids::ShardId::from_slot(i);
             if p != me && d.stamps_published[i] < s {
                 d.stamps_published[i] = s;
-                mesh.publish_durable_stamp(me, p, s);
+                to_send.push((p, s));
             }
         }
+        for (p, seq) in to_send {
+            self.send(
+                p,
+                crate::shard::mesh::ShardMsg::DurableStamp { from: me, seq },
+            );
+        }
+    }
+
+    /// Shard `from` has on disk what it handled from this shard up to stamp `seq`.
+    pub(crate) fn handle_durable_stamp(&mut self, from: crate::ids::ShardId, seq: u64) {
+        let Some(d) = self.durable.as_deref_mut() else {
+            return;
+        };
+        let slot = from.slot();
+        if d.remote_durable.len() <= slot {
+            d.remote_durable.resize(slot + 1, 0);
+        }
+        d.remote_durable[slot] = d.remote_durable[slot].max(seq);
     }
 
     /// Releases every held connection whose records (here and on other shards) are durable.
@@ -452,12 +471,11 @@ impl ShardCore {
         if self.durable.as_deref().is_none_or(|d| d.gated.is_empty()) {
             return;
         }
-        let mesh = self.mesh().cloned();
-        let me = self.id;
         let Some(d) = self.durable.as_deref_mut() else {
             return;
         };
         let durable = d.durable;
+        let remote_durable = &d.remote_durable;
         let mut gated = std::mem::take(&mut d.gated);
         let mut remote_waits = false;
         gated.retain(|&id| {
@@ -467,12 +485,10 @@ impl ShardCore {
             let Some(extra) = conn.extra_mut_if_any() else {
                 return false;
             };
-            let remote_done = extra.gate_remote.iter().enumerate().all(|(t, &need)| {
-                need == 0
-                    || mesh.as_ref().is_none_or(|m| {
-                        m.durable_stamp(crate::ids::ShardId::from_slot(t), me) >= need
-                    })
-            });
+            let remote_done =
+                extra.gate_remote.iter().enumerate().all(|(t, &need)| {
+                    need == 0 || remote_durable.get(t).is_some_and(|&r| r >= need)
+                });
             if extra.gate <= durable && remote_done {
                 extra.gate = 0;
                 extra.held = false;
