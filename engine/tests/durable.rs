@@ -721,3 +721,30 @@ fn will_of_a_session_connected_at_the_crash_is_published_after_its_delay() {
     assert_eq!(got.len(), 1, "the will, once: {got:?}");
     assert_eq!(&got[0].0[..], b"gone");
 }
+
+#[test]
+fn a_full_log_refuses_new_qos1_and_qos2_messages_with_0x97() {
+    let mut cl = durable_cluster(1);
+    let mut logs = Logs::new(1);
+    let (mut publisher, _) = connect_synced(&mut cl, &mut logs, 0, "pub", true, 0);
+    cl.cores[0].set_storage_full(true);
+    for (i, qos) in [(1, QoS::AtLeastOnce), (2, QoS::ExactlyOnce)] {
+        cl.send(&publisher, &publish("t", b"m", QosPid::new(qos, pid(i))));
+        logs.sync(&mut cl);
+        match cl.recv_one(&mut publisher) {
+            Packet::PubAck(a) | Packet::PubRec(a) => {
+                assert_eq!(a.reason_code, ReasonCode::QUOTA_EXCEEDED)
+            }
+            p => panic!("{p:?}"),
+        }
+    }
+    cl.cores[0].set_storage_full(false);
+    cl.send(
+        &publisher,
+        &publish("t", b"m", QosPid::new(QoS::AtLeastOnce, pid(3))),
+    );
+    logs.sync(&mut cl);
+    assert!(
+        matches!(cl.recv_one(&mut publisher), Packet::PubAck(a) if a.reason_code == ReasonCode::SUCCESS)
+    );
+}

@@ -86,6 +86,11 @@ impl ShardCore {
                     ReasonCode::TOPIC_NAME_INVALID,
                     "topic exceeds max_topic_length or max_topic_levels",
                 ))
+            } else if qos != ringmq_codec::QoS::AtMostOnce && self.storage_full() {
+                Some((
+                    ReasonCode::QUOTA_EXCEEDED,
+                    "storage full: the write-ahead log reached storage.max_disk_bytes",
+                ))
             } else if !authorized {
                 Some((ReasonCode::NOT_AUTHORIZED, "publish not authorized"))
             } else if topic.as_bytes().starts_with(b"$SYS") {

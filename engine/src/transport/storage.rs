@@ -207,17 +207,29 @@ impl Persist {
         let mut last = None;
         let failed_at = &mut self.failed_at;
         let shard = log.shard();
+        // `Some(true)`: an ordinary append was refused for want of room; `Some(false)`: one
+        // was taken (room again).
+        let mut full = None;
         core.drain_records(|record| {
             n += 1;
             let appended = if reserved {
                 log.append_reserved(record)
             } else {
                 // Past the limit for ordinary records, the reserve takes it rather than lose a
-                // record the core already counts on (`AppendError::Full` is then the hard limit).
-                log.append(record).or_else(|e| match e {
-                    AppendError::Full => log.append_reserved(record),
-                    e => Err(e),
-                })
+                // record the core already counts on (`AppendError::Full` is then the hard
+                // limit), and the core refuses new messages until there is room again.
+                match log.append(record) {
+                    Err(AppendError::Full) => {
+                        full = Some(true);
+                        log.append_reserved(record)
+                    }
+                    r => {
+                        if r.is_ok() && full.is_none() {
+                            full = Some(false);
+                        }
+                        r
+                    }
+                }
             };
             match appended {
                 Ok(seq) if failed_at.is_none() => last = Some((n, seq)),
@@ -233,6 +245,22 @@ impl Persist {
         self.drained = n;
         if let Some(mark) = last {
             self.marks.push_back(mark);
+        }
+        if let Some(full) = full
+            && full != core.storage_full()
+        {
+            if full {
+                warn!(
+                    shard,
+                    "storage full (storage.max_disk_bytes): new QoS 1/2 messages are refused with 0x97 until compaction makes room"
+                );
+            } else {
+                info!(
+                    shard,
+                    "storage has room again: QoS 1/2 messages are accepted"
+                );
+            }
+            core.set_storage_full(full);
         }
     }
 

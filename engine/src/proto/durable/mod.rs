@@ -75,6 +75,8 @@ pub struct Durable {
     wall: Option<SystemTime>,
     /// Records written, for tests and metrics.
     pub records_total: u64,
+    /// The log is full for ordinary records (`ShardCore::set_storage_full`).
+    full: bool,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -270,6 +272,19 @@ impl ShardCore {
     /// Whether persistence is on.
     pub fn is_durable(&self) -> bool {
         self.durable.is_some()
+    }
+
+    /// The log refused an ordinary append for want of room (`storage.max_disk_bytes`): new
+    /// QoS 1/2 messages are refused (0x97 Quota exceeded) until it takes appends again.
+    pub fn set_storage_full(&mut self, full: bool) {
+        if let Some(d) = self.durable.as_deref_mut() {
+            d.full = full;
+        }
+    }
+
+    /// Whether new QoS 1/2 messages are refused (see [`ShardCore::set_storage_full`]).
+    pub fn storage_full(&self) -> bool {
+        self.durable.as_deref().is_some_and(|d| d.full)
     }
 
     /// Records emitted so far (the number of the last one; the first is 1).
