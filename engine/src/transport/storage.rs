@@ -163,6 +163,9 @@ impl ShardStorage {
     }
 }
 
+/// Drained batches waiting for a flush to cover them, at most (see [`Persist::marks`]).
+const MAX_MARKS: usize = 1 << 16;
+
 /// A shard's log as the host uses it: appends after every input, and the map from the core's
 /// record numbers to the log's sequence numbers.
 pub(crate) struct Persist {
@@ -244,7 +247,13 @@ impl Persist {
         });
         self.drained = n;
         if let Some(mark) = last {
-            self.marks.push_back(mark);
+            let full = self.marks.len() >= MAX_MARKS;
+            match self.marks.back_mut() {
+                // Bounded: at the bound (flushes stalled) the last mark covers more, which
+                // only delays the release of what it covers.
+                Some(back) if full => *back = mark,
+                _ => self.marks.push_back(mark),
+            }
         }
         if let Some(full) = full
             && full != core.storage_full()

@@ -36,6 +36,9 @@ use record::{Record, SessionRecord, StoredMessage, StoredSub, StoredWill};
 /// drains after every input, so a backlog this large means it stopped.
 const MAX_UNDRAINED_RECORDS: usize = 1 << 22;
 
+/// Inputs whose stamps wait for their records to be durable, at most (see `stamp_marks`).
+const MAX_STAMP_MARKS: usize = 1 << 16;
+
 /// The core's durable state: records waiting to be drained, how far the log is on disk,
 /// connections whose output waits for it.
 #[derive(Debug, Default)]
@@ -435,8 +438,13 @@ impl ShardCore {
             if d.emitted <= d.durable && d.stamp_marks.is_empty() {
                 self.publish_stamps(&seen);
             } else if d.stamp_marks.back().is_none_or(|(_, s)| *s != seen) {
-                // Bounded by the inputs between two flushes; `check_invariants` asserts it.
-                d.stamp_marks.push_back((d.emitted, seen));
+                if d.stamp_marks.len() < MAX_STAMP_MARKS {
+                    d.stamp_marks.push_back((d.emitted, seen));
+                } else if let Some(back) = d.stamp_marks.back_mut() {
+                    // At the bound (a log that stopped flushing): the last mark covers more,
+                    // which only delays the release of what it covers.
+                    *back = (d.emitted, seen);
+                }
             }
         }
         if self.durable.as_deref().is_some_and(|d| d.remote_waits) {
@@ -753,7 +761,7 @@ impl ShardCore {
         seen.dedup();
         assert_eq!(seen.len(), d.gated.len(), "a held connection listed twice");
         assert!(
-            d.stamp_marks.len() <= MAX_UNDRAINED_RECORDS,
+            d.stamp_marks.len() <= MAX_STAMP_MARKS,
             "stamp marks over their bound"
         );
         for &id in &d.gated {
