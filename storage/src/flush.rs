@@ -86,41 +86,26 @@ impl Io {
         active: Option<(u64, File)>,
     ) -> Result<Io, StorageError> {
         Ok(match mode {
-            crate::IoMode::IoUring => Io::Uring(UringFiles {
-                active: active.map(|(n, f)| (n, Active::Std(f))),
-            }),
+            crate::IoMode::IoUring => Io::Uring(UringFiles { active }),
             crate::IoMode::Thread => Io::Thread(Worker::spawn(shard, active)?),
         })
     }
 }
 
-/// The io_uring side's open segment.
+/// The io_uring side's open segment, held as a std file between flushes (so that the log is
+/// `Send`: it can be recovered on one thread and run on another). Each flush
+/// registers a duplicate with the runtime for its duration (a `dup` and a `close` per flush,
+/// next to a `fdatasync` of milliseconds).
+#[derive(Debug)]
 pub(crate) struct UringFiles {
-    active: Option<(u64, Active)>,
+    active: Option<(u64, File)>,
 }
 
-/// A segment file: as recovery opened it, or registered with the shard's runtime (done at the
-/// first flush, which runs on that runtime).
-enum Active {
-    Std(File),
-    Uring(monoio::fs::File),
-}
-
-impl std::fmt::Debug for UringFiles {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UringFiles")
-            .field("active", &self.active.as_ref().map(|(n, _)| n))
-            .finish()
-    }
-}
-
-impl Active {
-    fn uring(self) -> std::io::Result<monoio::fs::File> {
-        match self {
-            Active::Std(f) => monoio::fs::File::from_std(f),
-            Active::Uring(f) => Ok(f),
-        }
-    }
+/// `file` as a monoio file of the current runtime (a duplicate descriptor).
+fn on_runtime(file: &File, dir: &Path, segment: u64) -> Result<monoio::fs::File, StorageError> {
+    file.try_clone()
+        .and_then(monoio::fs::File::from_std)
+        .map_err(|e| StorageError::io("register segment", &segment_path(dir, segment), e))
 }
 
 /// A batch on its way to disk: a `'static` future's worth of work, independent of the
@@ -246,100 +231,65 @@ pub(crate) fn preallocate(file: &File, bytes: u64) -> std::io::Result<()> {
 
 /// One flush through io_uring: writes and syncs with monoio's file operations.
 async fn run_uring(files: &mut UringFiles, job: &mut Job) -> Result<(), StorageError> {
+    let mut buf = std::mem::take(&mut job.batch.buf);
+    let result = write_uring(files, job, &mut buf).await;
+    job.batch.buf = buf;
+    result
+}
+
+async fn write_uring(
+    files: &mut UringFiles,
+    job: &Job,
+    buf: &mut Vec<u8>,
+) -> Result<(), StorageError> {
     // Segments left by a rotation in this batch: synced with the batch, then closed.
     let mut left: Vec<(u64, monoio::fs::File)> = Vec::new();
-    let mut buf = std::mem::take(&mut job.batch.buf);
-    let mut result = Ok(());
+    let mut current: Option<(u64, monoio::fs::File)> = None;
     for chunk in &job.batch.chunks {
         if chunk.new_segment {
-            let file = create_segment(&job.dir, chunk.segment, job.segment_bytes).and_then(|f| {
-                monoio::fs::File::from_std(f).map_err(|e| {
-                    StorageError::io(
-                        "register segment",
-                        &segment_path(&job.dir, chunk.segment),
-                        e,
-                    )
-                })
-            });
-            let file = match file {
-                Ok(f) => f,
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            };
-            if let Err(e) = sync_dir_uring(&job.dir).await {
-                result = Err(e);
-                break;
+            let file = create_segment(&job.dir, chunk.segment, job.segment_bytes)?;
+            sync_dir_uring(&job.dir).await?;
+            if let Some(old) = current.take() {
+                left.push(old);
+            } else if let Some((n, old)) = &files.active {
+                left.push((*n, on_runtime(old, &job.dir, *n)?));
             }
-            if let Some((n, old)) = files.active.replace((chunk.segment, Active::Uring(file))) {
-                match old.uring() {
-                    Ok(f) => left.push((n, f)),
-                    Err(e) => {
-                        result = Err(StorageError::io(
-                            "register segment",
-                            &segment_path(&job.dir, n),
-                            e,
-                        ));
-                        break;
-                    }
-                }
-            }
+            files.active = Some((chunk.segment, file));
         }
-        let file = match files.active.take() {
-            Some((n, active)) if n == chunk.segment => match active.uring() {
-                Ok(f) => f,
-                Err(e) => {
-                    result = Err(StorageError::io(
-                        "register segment",
-                        &segment_path(&job.dir, n),
-                        e,
+        let file = match current.take() {
+            Some((n, f)) if n == chunk.segment => f,
+            _ => match files.active.as_ref() {
+                Some((n, active)) if *n == chunk.segment => on_runtime(active, &job.dir, *n)?,
+                _ => {
+                    return Err(StorageError::io(
+                        "write",
+                        &segment_path(&job.dir, chunk.segment),
+                        std::io::Error::other("segment is not open (internal error)"),
                     ));
-                    break;
                 }
             },
-            other => {
-                files.active = other;
-                result = Err(StorageError::io(
-                    "write",
-                    &segment_path(&job.dir, chunk.segment),
-                    std::io::Error::other("segment is not open (internal error)"),
-                ));
-                break;
-            }
         };
+        let file = &current.insert((chunk.segment, file)).1;
         let (res, slice) = file
             .write_all_at(
-                monoio::buf::IoBuf::slice(buf, chunk.range.clone()),
+                monoio::buf::IoBuf::slice(std::mem::take(buf), chunk.range.clone()),
                 chunk.offset,
             )
             .await;
-        buf = slice.into_inner();
-        files.active = Some((chunk.segment, Active::Uring(file)));
-        if let Err(e) = res {
-            result = Err(StorageError::io(
-                "write",
-                &segment_path(&job.dir, chunk.segment),
-                e,
-            ));
-            break;
-        }
+        *buf = slice.into_inner();
+        res.map_err(|e| StorageError::io("write", &segment_path(&job.dir, chunk.segment), e))?;
     }
-    job.batch.buf = buf;
-    result?;
     if job.sync {
-        for (n, file) in &left {
+        if current.is_none()
+            && let Some((n, active)) = &files.active
+        {
+            // A sync owed by an earlier write (`interval`), nothing written now.
+            current = Some((*n, on_runtime(active, &job.dir, *n)?));
+        }
+        for (n, file) in left.iter().chain(current.iter()) {
             file.sync_data()
                 .await
                 .map_err(|e| StorageError::io("fdatasync", &segment_path(&job.dir, *n), e))?;
-        }
-        if let Some((n, active)) = files.active.take() {
-            let file = active
-                .uring()
-                .map_err(|e| StorageError::io("register segment", &segment_path(&job.dir, n), e))?;
-            let res = file.sync_data().await;
-            files.active = Some((n, Active::Uring(file)));
-            res.map_err(|e| StorageError::io("fdatasync", &segment_path(&job.dir, n), e))?;
         }
     }
     for n in job.delete.clone() {

@@ -46,6 +46,8 @@
 //!   records that shrink state or compact it ([`ShardLog::append_reserved`], snapshots), so a
 //!   full log can always be compacted.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

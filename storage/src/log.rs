@@ -54,8 +54,9 @@ pub(crate) struct Position {
     pub delete_below: u64,
 }
 
-/// One shard's log, positioned for appending. Owned by the shard thread (not `Send` once a
-/// flush ran: it holds file handles of the shard's runtime).
+/// One shard's log, positioned for appending. `Send` (it may be recovered on one thread and
+/// handed to the shard's), but used by one thread at a time: the shard's, whose runtime runs
+/// its flushes.
 #[derive(Debug)]
 pub struct ShardLog {
     shard: usize,
@@ -136,7 +137,8 @@ impl ShardLog {
 
     /// Appends a data record; returns its sequence number. Copies `payload` into the pending
     /// batch and returns at once (the flusher is woken). Refused with [`AppendError::Full`] when
-    /// it needs a segment beyond half the shard's disk share (see [`ShardLog::append_reserved`]).
+    /// it needs a segment beyond half the shard's disk share, or the log already reaches into
+    /// the other half, the reserve (see [`ShardLog::append_reserved`]).
     pub fn append(&mut self, payload: &[u8]) -> Result<u64, AppendError> {
         self.append_kind(Kind::Data, payload, false)
     }
@@ -201,15 +203,44 @@ impl ShardLog {
         self.snapshot = None;
     }
 
+    /// Whether [`ShardLog::append`] would take a record of `payload_len` bytes now (not
+    /// `Full`, not `TooLarge`, not failed): lets the core refuse a new persistent message
+    /// (0x97) before it emits the records for it.
+    pub fn room_for(&self, payload_len: usize) -> bool {
+        if self.failed || payload_len > self.max_payload() {
+            return false;
+        }
+        let count = self.segments.len() as u64;
+        if count > self.soft_segments {
+            return false;
+        }
+        let frame_len = (frame::RECORD_HEADER_BYTES + payload_len) as u64;
+        let fits = self
+            .segments
+            .back()
+            .is_some_and(|s| s.used + frame_len <= s.capacity);
+        fits || count < self.soft_segments
+    }
+
+    /// The largest payload a record can have (`storage.segment_bytes` less the headers).
+    pub fn max_payload(&self) -> usize {
+        self.segment_bytes as usize - frame::SEGMENT_HEADER_BYTES - frame::RECORD_HEADER_BYTES
+    }
+
     pub fn snapshot_in_progress(&self) -> bool {
         self.snapshot.is_some()
     }
 
-    /// Whether a snapshot is due: no snapshot in progress or waiting to compact, and the log
+    /// Whether a snapshot is due: no snapshot in progress or waiting to compact (its end
+    /// marker not synced yet, or its old segments not deleted yet), and the log
     /// holds more than one segment and more than twice the last snapshot, or three quarters
     /// of what ordinary records may fill.
     pub fn wants_snapshot(&self) -> bool {
-        if self.failed || self.snapshot.is_some() || self.compaction.is_some() {
+        let deleting = self
+            .segments
+            .front()
+            .is_some_and(|s| s.number < self.delete_below);
+        if self.failed || self.snapshot.is_some() || self.compaction.is_some() || deleting {
             return false;
         }
         let used = self.log_bytes();
@@ -494,13 +525,18 @@ impl ShardLog {
         if self.failed {
             return Err(AppendError::Failed);
         }
-        let max =
-            self.segment_bytes as usize - frame::SEGMENT_HEADER_BYTES - frame::RECORD_HEADER_BYTES;
+        let max = self.max_payload();
         if payload.len() > max {
             return Err(AppendError::TooLarge {
                 len: payload.len(),
                 max,
             });
+        }
+        // Once the reserve is in use (a snapshot, records that shrink the state), ordinary
+        // records stay out of it even where the current segment has room.
+        if !reserved && self.segments.len() as u64 > self.soft_segments {
+            LogStats::add(&self.stats.full_refusals, 1);
+            return Err(AppendError::Full);
         }
         let frame_len = (frame::RECORD_HEADER_BYTES + payload.len()) as u64;
         let fits = self

@@ -383,7 +383,10 @@ fn full_at_the_limit_and_the_log_still_readable() {
         let mut rec = store.recover(0).unwrap();
         let mut accepted = 0;
         let e = loop {
-            match rec.log.append(&payload(accepted, 100_000)) {
+            let room = rec.log.room_for(100_000);
+            let appended = rec.log.append(&payload(accepted, 100_000));
+            assert_eq!(room, appended.is_ok(), "room_for agrees with append");
+            match appended {
                 Ok(_) => accepted += 1,
                 Err(e) => break e,
             }
@@ -394,6 +397,7 @@ fn full_at_the_limit_and_the_log_still_readable() {
         assert_eq!(e, AppendError::Full);
         assert_eq!(accepted, 20, "two segments of 10 records");
         // What still fits in the last segment is taken; what needs a new one is refused.
+        assert!(rec.log.room_for(5) && !rec.log.room_for(100_000));
         assert_eq!(rec.log.append(b"small").unwrap(), 21);
         assert_eq!(
             rec.log.append(&payload(0, 100_000)).unwrap_err(),
@@ -403,6 +407,10 @@ fn full_at_the_limit_and_the_log_still_readable() {
         // The reserve takes records that let the state shrink.
         let seq = rec.log.append_reserved(&payload(99, 100_000)).unwrap();
         assert_eq!(seq, 22);
+        // Ordinary records stay out of the reserve, even where its segment has room.
+        assert!(!rec.log.room_for(5));
+        assert_eq!(rec.log.append(b"small").unwrap_err(), AppendError::Full);
+        assert_eq!(rec.log.stats().read().full_refusals, 3);
         assert!(rec.log.wants_snapshot());
         flush_all(&mut rec.log).await;
         drop(rec);
@@ -519,15 +527,16 @@ fn group_commit_through_the_flusher_task() {
             let (log, reports) = (log.clone(), reports.clone());
             async move { run_flusher(log, move |d| reports.borrow_mut().push(d)).await }
         });
-        log.borrow_mut().append(b"first").unwrap();
-        // Let the flusher take the first record.
-        let mut turns = 0;
+        // One record per turn until a flush is seen in flight (a fast disk may finish some
+        // flushes between two looks; the counts below hold whatever happened before).
+        let mut before = 0u64;
         while !log.borrow().flush_in_flight() {
+            log.borrow_mut().append(b"before").unwrap();
+            before += 1;
             monoio::time::sleep(Duration::ZERO).await;
-            turns += 1;
-            assert!(turns < 1000, "the flusher never started");
+            assert!(before < 100_000, "the flusher never started");
         }
-        // 1000 appends while it is in flight: the next batch.
+        // 1000 appends while it is in flight: the next batch, whole.
         for i in 0..1000 {
             log.borrow_mut().append(&payload(i, 64)).unwrap();
         }
@@ -535,10 +544,15 @@ fn group_commit_through_the_flusher_task() {
         flusher.await.unwrap();
         let reports = reports.borrow();
         let batches: Vec<u64> = reports.iter().map(|d| d.records).collect();
-        assert_eq!(batches, vec![1, 1000]);
-        assert_eq!(reports.last().unwrap().through, 1001);
+        assert_eq!(batches.last(), Some(&1000), "{batches:?}");
+        assert_eq!(batches.iter().sum::<u64>(), before + 1000);
+        assert_eq!(reports.last().unwrap().through, before + 1000);
         let s = log.borrow().stats().read();
-        assert_eq!((s.fsyncs, s.records_synced), (2, 1001));
+        assert_eq!(
+            (s.fsyncs, s.records_synced),
+            (batches.len() as u64, before + 1000),
+            "one fsync per batch"
+        );
     });
 }
 
@@ -578,5 +592,167 @@ fn interval_writes_now_and_syncs_later() {
         drop(store);
         let store = Store::open(cfg, 1).unwrap();
         assert_eq!(replay_all(&store).0.len(), 10);
+    });
+}
+
+#[test]
+fn the_store_is_shared_and_a_recovered_log_can_move_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Store>();
+    send::<ringmq_storage::Recovered>();
+    // Recovered on one thread, run on another (a shard's).
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(config(tmp.path(), IoMode::IoUring), 2).unwrap();
+    let recovered: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|i| {
+                s.spawn({
+                    let store = &store;
+                    move || store.recover(i).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for mut rec in recovered {
+        std::thread::spawn(move || {
+            monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    rec.log.append(b"x").unwrap();
+                    assert_eq!(flush_all(&mut rec.log).await, 1);
+                    assert_eq!(rec.log.durable_through(), 1);
+                });
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+/// Three segments of records 1..=25 (10 per segment).
+async fn three_segments(dir: &Path, io: IoMode) {
+    let store = Store::open(config(dir, io), 1).unwrap();
+    let mut rec = store.recover(0).unwrap();
+    for i in 1..=25 {
+        rec.log.append(&payload(i, 100_000)).unwrap();
+    }
+    flush_all(&mut rec.log).await;
+    assert_eq!(segment_files(dir).len(), 3);
+}
+
+#[test]
+fn a_segment_whose_header_never_reached_the_disk_is_dropped() {
+    on_both_drivers(|io, dir| async move {
+        three_segments(&dir, io).await;
+        // The newest segment was created and preallocated, its first write lost.
+        let last = segment_files(&dir).pop().unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&last)
+            .unwrap()
+            .write_all_at(&[0; 4096], 0)
+            .unwrap();
+        let store = Store::open(config(&dir, io), 1).unwrap();
+        let (records, mut rec) = replay_all(&store);
+        let torn = rec.torn_tail.clone().unwrap();
+        assert_eq!((torn.segment.clone(), torn.offset), (last.clone(), 0));
+        assert!(
+            matches!(torn.reason, TornReason::BadSegmentHeader { .. }),
+            "{torn}"
+        );
+        assert_eq!(records.len(), 20);
+        assert!(!last.exists());
+        // Appending resumes: a new segment 3, continuing the sequence.
+        assert_eq!(rec.log.append(&payload(21, 100_000)).unwrap(), 21);
+        flush_all(&mut rec.log).await;
+        drop(rec);
+        drop(store);
+        let store = Store::open(config(&dir, io), 1).unwrap();
+        let (records, rec) = replay_all(&store);
+        assert!(rec.torn_tail.is_none());
+        assert_eq!(records.len(), 21);
+        assert!(last.exists());
+    });
+}
+
+#[test]
+fn a_missing_segment_is_refused_naming_it() {
+    on_both_drivers(|io, dir| async move {
+        three_segments(&dir, io).await;
+        std::fs::remove_file(&segment_files(&dir)[1]).unwrap();
+        let store = Store::open(config(&dir, io), 1).unwrap();
+        let e = store.recover(0).unwrap_err().to_string();
+        assert!(e.contains("segment 2 is missing"), "{e}");
+        drop(store);
+        // The first segment missing: the log does not start at record 1.
+        let dir2 = dir.with_extension("2");
+        three_segments(&dir2, io).await;
+        std::fs::remove_file(&segment_files(&dir2)[0]).unwrap();
+        let store = Store::open(config(&dir2, io), 1).unwrap();
+        let e = store.recover(0).unwrap_err().to_string();
+        assert!(e.contains("starts at record 11"), "{e}");
+    });
+}
+
+#[test]
+fn segments_left_by_an_interrupted_compaction_go_at_recovery() {
+    on_both_drivers(|io, dir| async move {
+        three_segments(&dir, io).await;
+        let store = Store::open(config(&dir, io), 1).unwrap();
+        let (_, mut rec) = replay_all(&store);
+        rec.log.begin_snapshot().unwrap();
+        rec.log.append_reserved(b"live").unwrap();
+        rec.log.end_snapshot().unwrap();
+        // Written and synced, but the deletion never ran (a crash right after).
+        let f = rec.log.start_flush().unwrap();
+        let d = rec.log.finish_flush(f.run().await).unwrap();
+        assert_eq!(d.synced_through, 28);
+        assert_eq!(segment_files(&dir).len(), 4);
+        drop(rec);
+        drop(store);
+        // And one of them already gone: a gap before the snapshot is fine.
+        std::fs::remove_file(&segment_files(&dir)[1]).unwrap();
+        let store = Store::open(config(&dir, io), 1).unwrap();
+        let (records, rec) = replay_all(&store);
+        assert_eq!(records, vec![(27, b"live".to_vec())]);
+        assert_eq!(segment_files(&dir).len(), 1);
+        assert_eq!(rec.log.stats().read().segments, 1);
+    });
+}
+
+#[test]
+fn wants_snapshot_follows_the_log_size() {
+    on_both_drivers(|io, dir| async move {
+        let store = Store::open(config(&dir, io), 1).unwrap();
+        let mut rec = store.recover(0).unwrap();
+        // Never snapshotted: wanted once the log exceeds one segment.
+        for i in 0..10 {
+            rec.log.append(&payload(i, 100_000)).unwrap();
+        }
+        assert!(!rec.log.wants_snapshot());
+        rec.log.append(&payload(10, 100_000)).unwrap();
+        assert!(rec.log.wants_snapshot());
+        // A snapshot of ~300 KB of live state.
+        rec.log.begin_snapshot().unwrap();
+        for i in 0..3 {
+            rec.log.append_reserved(&payload(i, 100_000)).unwrap();
+        }
+        rec.log.end_snapshot().unwrap();
+        assert!(!rec.log.wants_snapshot(), "waiting for its deletion");
+        flush_all(&mut rec.log).await;
+        assert_eq!(rec.log.segment_count(), 1);
+        // Wanted again when the log exceeds a segment and twice the snapshot.
+        let mut appended = 0;
+        while !rec.log.wants_snapshot() {
+            rec.log.append(&payload(appended, 100_000)).unwrap();
+            appended += 1;
+        }
+        assert!(rec.log.log_bytes() > MIB, "{}", rec.log.log_bytes());
+        assert_eq!(
+            appended, 8,
+            "one segment: 3 snapshot records + 7 more, then the next"
+        );
     });
 }
