@@ -748,3 +748,40 @@ fn a_full_log_refuses_new_qos1_and_qos2_messages_with_0x97() {
         matches!(cl.recv_one(&mut publisher), Packet::PubAck(a) if a.reason_code == ReasonCode::SUCCESS)
     );
 }
+
+#[test]
+fn a_session_that_moved_is_restored_from_its_newest_copy() {
+    let mut cl = durable_cluster(2);
+    let mut logs = Logs::new(2);
+    let (mut dev, _) = connect_synced(&mut cl, &mut logs, 0, "dev", false, 3600);
+    subscribe_synced(&mut cl, &mut logs, &mut dev, "t", QoS::AtLeastOnce);
+    cl.drop_conn(&dev);
+    // It moves to shard 1 (a copy stays in shard 0's log), then gets a message there.
+    let (dev, ack) = connect_synced(&mut cl, &mut logs, 1, "dev", false, 3600);
+    assert!(ack.session_present);
+    cl.drop_conn(&dev);
+    let (publisher, _) = connect_synced(&mut cl, &mut logs, 0, "pub", true, 0);
+    cl.send(
+        &publisher,
+        &publish("t", b"after-move", QosPid::new(QoS::AtLeastOnce, pid(1))),
+    );
+    logs.sync(&mut cl);
+    let mut next = restart(&cl, &logs, 2, Duration::from_secs(1));
+    let mut nlogs = logs.continued();
+    let (dev, ack) = connect_synced(&mut next, &mut nlogs, 0, "dev", false, 3600);
+    assert!(ack.session_present);
+    let got = publishes(&dev.pending);
+    assert_eq!(got.len(), 1, "the copy that moved, with its queue: {got:?}");
+    // Ended there (clean start): the older copy in the other shard's log stays gone.
+    next.drop_conn(&dev);
+    let (dev, _) = connect_synced(&mut next, &mut nlogs, 1, "dev", true, 0);
+    next.drop_conn(&dev);
+    nlogs.sync(&mut next);
+    let mut third = restart(&next, &nlogs, 2, Duration::from_secs(1));
+    let mut tlogs = nlogs.continued();
+    let (_, ack) = connect_synced(&mut third, &mut tlogs, 0, "dev", false, 3600);
+    assert!(
+        !ack.session_present,
+        "a removed session does not come back from an old copy"
+    );
+}

@@ -392,6 +392,11 @@ impl ShardCore {
         self.outboxes.throttled.len()
     }
 
+    /// The mesh, if any.
+    pub(crate) fn outboxes_mesh(&self) -> Option<&Mesh> {
+        self.outboxes.mesh.as_ref()
+    }
+
     /// Restore: retained stamps continue above `seq`, the highest one found in the logs.
     pub(crate) fn raise_retain_seq(&mut self, seq: u64) {
         match &self.outboxes.mesh {

@@ -213,6 +213,9 @@ pub struct Mesh {
     inboxes: Arc<[Inbox]>,
     /// Orders retained updates across shards (see `ShardCore::apply_retain`).
     retain_seq: Arc<AtomicU64>,
+    /// Persistence: orders the records of a session across shards (its generation; a
+    /// session's copy written after it moved has a higher one than the copy it left behind).
+    session_generation: Arc<AtomicU64>,
     /// Connection counts in all and per client IP, consulted on every shard's accept path
     /// (see `quota.rs` for why this one structure is shared under striped locks).
     conn_quotas: Arc<crate::shard::quota::ConnQuotas>,
@@ -241,6 +244,7 @@ impl Mesh {
         Mesh {
             inboxes,
             retain_seq: Arc::new(AtomicU64::new(0)),
+            session_generation: Arc::new(AtomicU64::new(0)),
             conn_quotas: Arc::new(crate::shard::quota::ConnQuotas::new()),
         }
     }
@@ -253,6 +257,11 @@ impl Mesh {
     /// The next retained-update sequence number (shared by all shards, lock-free).
     pub fn next_retain_seq(&self) -> u64 {
         self.retain_seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The counter of session generations, shared by all shards (see `proto/durable`).
+    pub fn session_generation(&self) -> Arc<AtomicU64> {
+        self.session_generation.clone()
     }
 
     /// Retained stamps continue above `seq` (restore after a restart).

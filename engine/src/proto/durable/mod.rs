@@ -50,8 +50,9 @@ pub struct Durable {
     emitted: u64,
     /// Records on disk (`Input::Durable`).
     durable: u64,
-    /// The last session generation given out (see [`SessionRecord::generation`]).
-    generation: u64,
+    /// Session generations (see [`SessionRecord::generation`]): one counter for all shards
+    /// (in the mesh), so a copy written after a move always outranks the one left behind.
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
     next_message_id: u64,
     /// The message last written as a `Message` record in this batch, and its id: the other
     /// sessions of this shard it goes to reference it. The payload `Bytes` is kept so the
@@ -113,12 +114,15 @@ impl Durable {
     }
 
     fn next_generation(&mut self) -> u64 {
-        let micros = self.wall.map_or(0, |w| {
-            w.duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        });
-        self.generation = micros.max(self.generation + 1);
         self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .wrapping_add(1)
+    }
+
+    /// Generations continue above `g` (restore: the highest found in the logs).
+    pub(crate) fn raise_generation(&self, g: u64) {
+        self.generation
+            .fetch_max(g, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn stored(&self, m: &Message) -> StoredMessage {
@@ -269,7 +273,11 @@ impl ShardCore {
     /// Turns persistence on: from now on the core emits records and holds acknowledgements
     /// until [`crate::proto::Input::Durable`] says they are on disk. Call before any input.
     pub fn enable_durable(&mut self) {
-        self.durable = Some(Box::default());
+        let mut d = Box::<Durable>::default();
+        if let Some(mesh) = self.outboxes_mesh() {
+            d.generation = mesh.session_generation();
+        }
+        self.durable = Some(d);
     }
 
     /// Whether persistence is on.

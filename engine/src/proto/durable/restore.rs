@@ -92,8 +92,8 @@ impl ShardCore {
         assert!(self.conns.is_empty(), "restore runs before listeners open");
         self.set_wall_clock(now.wall);
         self.durable_clock(now.mono, now.wall);
-        if let Some(d) = self.durable.as_deref_mut() {
-            d.generation = d.generation.max(part.max_generation);
+        if let Some(d) = self.durable.as_deref() {
+            d.raise_generation(part.max_generation);
         }
         self.raise_retain_seq(part.max_retain_seq);
         let mut done = Restored::default();
