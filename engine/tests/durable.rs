@@ -785,3 +785,28 @@ fn a_session_that_moved_is_restored_from_its_newest_copy() {
         "a removed session does not come back from an old copy"
     );
 }
+
+#[test]
+fn a_session_removed_after_it_moved_stays_removed_when_its_shard_compacts() {
+    let mut cl = durable_cluster(2);
+    let mut logs = Logs::new(2);
+    let (mut dev, _) = connect_synced(&mut cl, &mut logs, 0, "dev", false, 3600);
+    subscribe_synced(&mut cl, &mut logs, &mut dev, "t", QoS::AtLeastOnce);
+    cl.drop_conn(&dev);
+    let (dev, _) = connect_synced(&mut cl, &mut logs, 1, "dev", false, 3600);
+    cl.drop_conn(&dev);
+    // Ended on shard 1 (clean start, expiry 0).
+    let (dev, _) = connect_synced(&mut cl, &mut logs, 1, "dev", true, 0);
+    cl.drop_conn(&dev);
+    logs.sync(&mut cl);
+    // Shard 1 compacts (its log is now its snapshot alone, which holds no removals); shard 0,
+    // which the session left, keeps its whole log.
+    cl.cores[1].snapshot_records();
+    let mut compacted = logs.clone();
+    compacted.shards[1].clear();
+    let _ = cl.cores[1].drain_records(|r| compacted.shards[1].push(r.to_vec()));
+    let mut next = restart(&cl, &compacted, 2, Duration::from_secs(1));
+    let mut nlogs = Logs::new(2);
+    let (_, ack) = connect_synced(&mut next, &mut nlogs, 0, "dev", false, 3600);
+    assert!(!ack.session_present, "the copy left on shard 0 came back");
+}

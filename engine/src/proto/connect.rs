@@ -145,6 +145,7 @@ impl ShardCore {
         let mut session = session?;
         session.expires_at = None;
         session.conn = None;
+        session.moved_from = Some(self.id);
         Some(Box::new(session))
     }
 
@@ -342,15 +343,23 @@ impl ShardCore {
             .collect();
         let key = session.client_id.as_bytes_shared().clone();
         let moved_durable = session.durable;
+        let moved_from = session.moved_from;
         let sidx = self.sessions.insert(session);
         self.by_client_id.insert(key, sidx);
         for (filter, rec) in subs {
             self.add_local_sub(&filter, sidx, rec.options, rec.id);
         }
+        if let Some(s) = self.sessions.get_mut(sidx) {
+            s.moved_from = None;
+        }
         if moved_durable && self.is_durable() {
             // A persistent session that moved here: its image in this shard's log, with a
-            // newer generation than the copy in the log of the shard it left.
+            // newer generation than the copy in the log of the shard it left, which removes
+            // its copy once this one is durable.
             self.durable_session_changed(sidx, true);
+            if let Some(from) = moved_from {
+                self.durable_settle_after_move(sidx, from);
+            }
         }
         sidx
     }

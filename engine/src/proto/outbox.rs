@@ -196,6 +196,10 @@ impl ShardCore {
             }
             ShardMsg::Retain { message, seq } => self.apply_retain(message, seq),
             ShardMsg::DurableStamp { from, seq } => self.handle_durable_stamp(from, seq),
+            ShardMsg::SessionSettled {
+                client_id,
+                generation,
+            } => self.handle_session_settled(client_id, generation),
             ShardMsg::Interest {
                 filter,
                 group,

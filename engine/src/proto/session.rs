@@ -99,6 +99,9 @@ pub struct Session {
     pub max_queued_bytes: usize,
     /// Persistent (storage on and expiry above zero): its changes are written to the log.
     pub durable: bool,
+    /// While it travels to another shard: the shard it left (whose log still holds a copy,
+    /// removed there once the new shard's copy is durable).
+    pub moved_from: Option<crate::ids::ShardId>,
 }
 
 impl Session {
@@ -122,6 +125,7 @@ impl Session {
             max_queued_messages: crate::config::Limits::default().max_queued_messages,
             max_queued_bytes: crate::config::Limits::default().max_queued_bytes,
             durable: false,
+            moved_from: None,
         }
     }
 

@@ -92,6 +92,9 @@ pub enum ShardMsg {
     /// Persistence: shard `from` has on disk what it handled from the receiver up to routing
     /// stamp `seq` (the receiver's PUBACKs for messages routed there wait for it).
     DurableStamp { from: ShardId, seq: u64 },
+    /// Persistence: the session of `client_id` that left the receiver is durable on the
+    /// sender under `generation`: the receiver removes the copy its log still holds.
+    SessionSettled { client_id: Str, generation: u64 },
     /// `shard` gained its first (`add`) or lost its last subscriber to `filter` (in `group`).
     Interest {
         filter: Bytes,
@@ -174,6 +177,7 @@ impl ShardMsg {
             ShardMsg::Interest { .. }
             | ShardMsg::Retain { .. }
             | ShardMsg::DurableStamp { .. }
+            | ShardMsg::SessionSettled { .. }
             | ShardMsg::Claim { .. }
             | ShardMsg::ClaimRefused { .. }
             | ShardMsg::Release { .. }

@@ -74,6 +74,11 @@ pub struct Durable {
     shared_seen: Vec<u64>,
     /// By shard: how far it has on disk what it handled from this shard (`DurableStamp`).
     remote_durable: Vec<u64>,
+    /// Sessions that moved here: (client id, generation of their image here, the shard they
+    /// left, the record that must be durable before that shard drops its copy).
+    settles: VecDeque<(Str, u64, crate::ids::ShardId, u64)>,
+    /// The generation of the last session record written.
+    last_generation: u64,
     /// The clock of the input being handled.
     mono: Option<Instant>,
     wall: Option<SystemTime>,
@@ -114,9 +119,11 @@ impl Durable {
     }
 
     fn next_generation(&mut self) -> u64 {
-        self.generation
+        self.last_generation = self
+            .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            .wrapping_add(1)
+            .wrapping_add(1);
+        self.last_generation
     }
 
     /// Generations continue above `g` (restore: the highest found in the logs).
@@ -389,7 +396,31 @@ impl ShardCore {
         if let Some(seen) = publish {
             self.publish_stamps(&seen);
         }
+        self.send_settles();
         self.release_held();
+    }
+
+    /// Tells the shards sessions moved away from that their new copies are durable.
+    fn send_settles(&mut self) {
+        let Some(d) = self.durable.as_deref_mut() else {
+            return;
+        };
+        let durable = d.durable;
+        let mut ready = Vec::new();
+        while d.settles.front().is_some_and(|s| s.3 <= durable) {
+            if let Some(s) = d.settles.pop_front() {
+                ready.push(s);
+            }
+        }
+        for (client_id, generation, from, _) in ready {
+            self.send(
+                from,
+                crate::shard::mesh::ShardMsg::SessionSettled {
+                    client_id,
+                    generation,
+                },
+            );
+        }
     }
 
     /// The message just routed: its targets and stamp (persistence on).
@@ -610,6 +641,37 @@ impl ShardCore {
             let r = d.session_record(s, will, false, None);
             d.push(&r);
         }
+    }
+
+    /// Session `sidx` moved here from `from` and its image was just written: once it is
+    /// durable, `from` is told to remove the copy its log still holds (until then that copy is
+    /// what a crash would restore).
+    pub(crate) fn durable_settle_after_move(&mut self, sidx: SessionId, from: crate::ids::ShardId) {
+        let Some(d) = self.durable.as_deref_mut() else {
+            return;
+        };
+        let Some(s) = self.sessions.get(sidx).filter(|s| s.durable) else {
+            return;
+        };
+        if from == self.id {
+            return;
+        }
+        let entry = (s.client_id.clone(), d.last_generation, from, d.emitted);
+        if d.settles.len() < MAX_STAMP_MARKS {
+            d.settles.push_back(entry);
+        }
+    }
+
+    /// The copy of `client_id`'s session that this shard's log holds is superseded: a removal
+    /// just below the generation of the copy that replaced it (which it cannot remove).
+    pub(crate) fn handle_session_settled(&mut self, client_id: Str, generation: u64) {
+        let Some(d) = self.durable.as_deref_mut() else {
+            return;
+        };
+        d.simple(Record::SessionRemoved {
+            client_id,
+            generation: generation.saturating_sub(1),
+        });
     }
 
     /// Decides whether session `sidx` is persistent now (expiry above zero) and records the
