@@ -126,10 +126,15 @@ impl ShardStorage {
         core: &mut ShardCore,
     ) -> Result<ShardLog, StartError> {
         let fail = |e: String| StartError::Storage(format!("shard {shard}: {e}"));
-        let recovered = match self.store.recover(shard) {
+        let ShardStorage {
+            store,
+            to_main,
+            from_main,
+        } = self;
+        let recovered = match store.recover(shard) {
             Ok(r) => r,
             Err(e) => {
-                let _ = self.to_main.send((shard, Err(e.to_string())));
+                let _ = to_main.send((shard, Err(e.to_string())));
                 return Err(fail(e.to_string()));
             }
         };
@@ -147,14 +152,16 @@ impl ShardStorage {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    let _ = self.to_main.send((shard, Err(e.to_string())));
+                    let _ = to_main.send((shard, Err(e.to_string())));
                     return Err(fail(e.to_string()));
                 }
             }
         }
-        let _ = self.to_main.send((shard, Ok(replay)));
-        let part = self
-            .from_main
+        let _ = to_main.send((shard, Ok(replay)));
+        // Dropped before waiting: if a shard dies before it reports, the main thread's wait
+        // ends (every sender gone) instead of lasting for ever.
+        drop(to_main);
+        let part = from_main
             .recv()
             .map_err(|_| fail("recovery was abandoned".into()))?;
         core.enable_durable();
