@@ -85,6 +85,18 @@ impl BrokerOpts {
         self
     }
 
+    /// Persistence on, in `dir` (`[storage] dir`, plus `entries` of that section): kept across
+    /// brokers started with the same directory (crash tests).
+    pub fn storage(mut self, dir: &Path, entries: &str) -> BrokerOpts {
+        let mut config = self.config.take().unwrap_or_default();
+        config.push_str(&format!(
+            "\n[storage]\ndir = {:?}\n{entries}\n",
+            dir.display().to_string()
+        ));
+        self.config = Some(config);
+        self
+    }
+
     /// Runs the broker with at most `n` open file descriptors.
     pub fn nofile_limit(mut self, n: u64) -> BrokerOpts {
         self.nofile_limit = Some(n);
@@ -220,6 +232,13 @@ impl Broker {
     pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
         self.begin_terminate();
         self.wait_exit(timeout)
+    }
+
+    /// SIGKILL (a crash: no shutdown at all), and waits for the process to be gone.
+    pub fn kill(&mut self) {
+        self.terminated = true;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM without waiting: the broker starts its graceful shutdown.

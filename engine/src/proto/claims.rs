@@ -113,6 +113,13 @@ impl Claims {
     }
 }
 
+/// The directory shard of `client_id` among `shards` shards.
+pub fn directory_shard_of(client_id: &[u8], shards: usize) -> ShardId {
+    let mut h = FxHasher::default();
+    client_id.hash(&mut h);
+    ShardId::from_slot((h.finish() % shards.max(1) as u64) as usize)
+}
+
 impl ShardCore {
     /// Claims the session of the connection's client id at its directory shard.
     pub(super) fn send_claim(&mut self, index: ConnId) {
@@ -252,9 +259,24 @@ impl ShardCore {
 
     /// The shard whose directory orders the claims of `client_id` (public for tests).
     pub fn directory_shard(&self, client_id: &[u8]) -> ShardId {
-        let mut h = FxHasher::default();
-        client_id.hash(&mut h);
-        ShardId::from_slot((h.finish() % self.shards.max(1) as u64) as usize)
+        directory_shard_of(client_id, self.shards)
+    }
+
+    /// A session restored from the log on this shard, its client id's directory shard:
+    /// this shard owns it under `claim`.
+    pub(super) fn restore_directory_entry(
+        &mut self,
+        client_id: Str,
+        claim: ConnToken,
+        owner: Option<Arc<str>>,
+    ) {
+        debug_assert_eq!(self.directory_shard(client_id.as_bytes()), self.id);
+        let entry = DirEntry {
+            shard: self.id,
+            claim,
+            owner,
+        };
+        self.claims.directory.insert(client_id.into_bytes(), entry);
     }
 
     pub(crate) fn handle_claim(

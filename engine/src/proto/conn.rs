@@ -89,6 +89,15 @@ pub struct ConnExtra {
     pub out_chunk_bytes: usize,
     /// Bytes received after CONNECT while the session was being claimed.
     pub held_input: BytesMut,
+    /// Output is held until the write-ahead log is durable up to this record (0: not held):
+    /// an acknowledgement was written that the client may act on only once its records are
+    /// on disk (`proto/durable/`). Everything written after it waits too, in order.
+    pub gate: u64,
+    /// Output is held (`gate`, or `gate_remote` not yet reached).
+    pub held: bool,
+    /// Held until shard `i` has on disk what it handled from this shard up to stamp
+    /// `gate_remote[i]` (empty: nothing asked of other shards).
+    pub gate_remote: Vec<u64>,
 }
 
 /// The authenticated identity of a connection and the permissions compiled from it.
@@ -166,7 +175,21 @@ impl Conn {
         self.extra.get_or_insert_with(Box::default)
     }
 
-    /// Bytes waiting to be written.
+    /// Output waits for the write-ahead log (`ConnExtra::gate`).
+    pub fn is_held(&self) -> bool {
+        self.extra.as_ref().is_some_and(|e| e.held)
+    }
+
+    /// Bytes the writer may write now: none while output is held.
+    pub fn writable_bytes(&self) -> usize {
+        if self.is_held() {
+            0
+        } else {
+            self.pending_bytes()
+        }
+    }
+
+    /// Bytes waiting to be written (held ones included).
     pub fn pending_bytes(&self) -> usize {
         self.out.len() + self.extra.as_ref().map_or(0, |e| e.out_chunk_bytes)
     }
@@ -191,6 +214,9 @@ impl Conn {
     /// The next frame for the writer: queued frames first, then `out` (swapped with
     /// `spare`, so steady state allocates nothing).
     pub fn take_output(&mut self, spare: &mut BytesMut) -> Option<Output> {
+        if self.is_held() {
+            return None;
+        }
         if let Some(extra) = self.extra.as_mut()
             && let Some(chunk) = extra.out_chunks.pop_front()
         {
@@ -209,6 +235,9 @@ impl Conn {
     /// The bytes to write next, in place (queued frames first, then `out`); empty when
     /// nothing is waiting. Written bytes are then dropped with [`Conn::consume_output`].
     pub fn next_output(&self) -> &[u8] {
+        if self.is_held() {
+            return &[];
+        }
         match self.extra.as_ref().and_then(|e| e.out_chunks.front()) {
             Some(chunk) => chunk,
             None => &self.out,

@@ -171,6 +171,7 @@ impl ShardCore {
         let mut session = session?;
         session.expires_at = None;
         session.conn = None;
+        session.moved_from = Some(self.id);
         Some(Box::new(session))
     }
 
@@ -236,6 +237,7 @@ impl ShardCore {
         let Some(mut session) = self.remove_session(sidx) else {
             return;
         };
+        self.durable_session_removed(&session);
         self.forwarding.session_gone(&session.client_id);
         if let Some(p) = session.pending_will.take() {
             self.publish_will(*p.will, now);
@@ -366,10 +368,24 @@ impl ShardCore {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let key = session.client_id.as_bytes_shared().clone();
+        let moved_durable = session.durable;
+        let moved_from = session.moved_from;
         let sidx = self.sessions.insert(session);
         self.by_client_id.insert(key, sidx);
         for (filter, rec) in subs {
             self.add_local_sub(&filter, sidx, rec.options, rec.id);
+        }
+        if let Some(s) = self.sessions.get_mut(sidx) {
+            s.moved_from = None;
+        }
+        if moved_durable && self.is_durable() {
+            // A persistent session that moved here: its image in this shard's log, with a
+            // newer generation than the copy in the log of the shard it left, which removes
+            // its copy once this one is durable.
+            self.durable_session_changed(sidx, true);
+            if let Some(from) = moved_from {
+                self.durable_settle_after_move(sidx, from);
+            }
         }
         sidx
     }
@@ -454,10 +470,11 @@ impl ShardCore {
             }
             Some(sidx) => {
                 // Clean start: the old session ends (its delayed will is published).
-                if let Some(mut old) = self.remove_session(sidx)
-                    && let Some(p) = old.pending_will.take()
-                {
-                    self.publish_will(*p.will, now);
+                if let Some(mut old) = self.remove_session(sidx) {
+                    self.durable_session_removed(&old);
+                    if let Some(p) = old.pending_will.take() {
+                        self.publish_will(*p.will, now);
+                    }
                 }
                 self.forwarding.session_gone(&client_id);
                 self.insert_session(Session::new(client_id.clone(), expiry))
@@ -483,6 +500,16 @@ impl ShardCore {
             return;
         };
         conn.session = Some(sidx);
+        // Persistent or not from now on; a persistent session's record says it is connected
+        // (with its connection's will).
+        let was_durable = self.sessions.get(sidx).is_some_and(|s| s.durable);
+        self.durable_session_mode(sidx);
+        if was_durable && self.sessions.get(sidx).is_some_and(|s| s.durable) {
+            self.durable_session_changed(sidx, false);
+        }
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
 
         let mut ack = ConnAck {
             session_present,
@@ -522,6 +549,13 @@ impl ShardCore {
             self.close_conn(index, false, now);
             return;
         }
+        if session_present {
+            // Session Present 1 is a promise the session survives a crash from now on.
+            self.gate_output(index);
+        }
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
         let mut held = conn
             .extra_mut_if_any()
             .map(|e| std::mem::take(&mut e.held_input))

@@ -77,7 +77,7 @@ impl Conns {
         let Some(conn) = self.slab.get_mut(id.slot()) else {
             return false;
         };
-        if conn.pending_bytes() > 0 || conn.is_closing() {
+        if conn.writable_bytes() > 0 || conn.is_closing() {
             conn.writer_parked = false;
             return false;
         }

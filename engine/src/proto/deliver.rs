@@ -14,7 +14,7 @@ use crate::proto::forward::handled_after;
 use crate::proto::message::Message;
 use crate::proto::route::*;
 use crate::proto::session::{Inflight, InflightState, Outgoing, SubIds};
-use crate::proto::{ShardCore, write_packet};
+use crate::proto::{ShardCore, durable, write_packet};
 use crate::shard::mesh::{ShardMsg, Stamp};
 
 /// Hops a forwarded copy may take chasing a session from shard to shard (each hop is a shard
@@ -159,8 +159,13 @@ impl ShardCore {
             .and_then(|c| self.conns.get_mut(c))
             .filter(|c| c.is_connected());
         let Some(conn) = conn else {
-            if out.qos != QoS::AtMostOnce && !session.enqueue(out, max_msgs, max_bytes) {
-                self.metrics.dropped(DropCause::QueueFull);
+            if out.qos != QoS::AtMostOnce {
+                if session.has_room(&out, max_msgs, max_bytes) {
+                    durable::hooks::enqueued(self.durable.as_deref_mut(), session, &out);
+                }
+                if !session.enqueue(out, max_msgs, max_bytes) {
+                    self.metrics.dropped(DropCause::QueueFull);
+                }
             }
             return;
         };
@@ -177,12 +182,23 @@ impl ShardCore {
             || !session.queue.is_empty()
             || session.resend_pending
         {
+            if session.has_room(&out, max_msgs, max_bytes) {
+                durable::hooks::enqueued(self.durable.as_deref_mut(), session, &out);
+            }
             if !session.enqueue(out, max_msgs, max_bytes) {
                 self.metrics.dropped(DropCause::QueueFull);
             }
             return;
         }
-        publish_in_flight(conn, session, out, now, &self.metrics);
+        durable::hooks::enqueued(self.durable.as_deref_mut(), session, &out);
+        publish_in_flight(
+            conn,
+            session,
+            out,
+            now,
+            &self.metrics,
+            self.durable.as_deref_mut(),
+        );
     }
 
     /// Moves queued messages into the in-flight window.
@@ -208,13 +224,21 @@ impl ShardCore {
             let Some(out) = session.dequeue() else { break };
             if out.message.is_expired(now) {
                 self.metrics.dropped(DropCause::Expired);
+                durable::hooks::dropped(self.durable.as_deref_mut(), session, &out);
                 continue;
             }
             if out.qos == QoS::AtMostOnce {
                 write_publish(conn, &out, QosPid::AtMostOnce, false, now, &self.metrics);
                 continue;
             }
-            publish_in_flight(conn, session, out, now, &self.metrics);
+            publish_in_flight(
+                conn,
+                session,
+                out,
+                now,
+                &self.metrics,
+                self.durable.as_deref_mut(),
+            );
         }
     }
 
@@ -261,6 +285,7 @@ fn publish_in_flight(
     out: Outgoing,
     now: Instant,
     metrics: &ShardMetrics,
+    durable: Option<&mut durable::Durable>,
 ) {
     let Some(id) = session.next_packet_id() else {
         // Every id in flight: the window was not checked. Keep the message for later.
@@ -272,12 +297,15 @@ fn publish_in_flight(
         return;
     };
     if write_publish(conn, &out, QosPid::new(out.qos, id), false, now, metrics) {
+        durable::hooks::sent(durable, session, id);
         session.inflight.push_back(Inflight {
             packet_id: id,
             out,
             state: InflightState::Published,
             sent: true,
         });
+    } else {
+        durable::hooks::dropped(durable, session, &out);
     }
 }
 

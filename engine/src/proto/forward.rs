@@ -136,6 +136,11 @@ impl Forwarding {
         self.seen[slot] = self.seen[slot].max(stamp.seq);
     }
 
+    /// The highest stamp handled from each shard, by slot (no copy).
+    pub fn seen(&self) -> &[u64] {
+        &self.seen
+    }
+
     /// What this shard has handled so far, for a claim starting now.
     pub fn watermark(&self) -> Vec<u64> {
         self.seen.clone()

@@ -50,6 +50,9 @@ pub enum Input<'a> {
         ticket: u64,
         outcome: crate::proto::authn_external::AuthOutcome,
     },
+    /// The write-ahead log is on disk up to record `upto` (as numbered by
+    /// [`ShardCore::drain_records`]): acknowledgements waiting for those records go out.
+    Durable { upto: u64 },
 }
 
 /// What handling an input produced, besides the polled outputs.
@@ -67,6 +70,7 @@ impl ShardCore {
     /// Handles one input at `now`; see the module header.
     pub fn handle(&mut self, input: Input<'_>, now: Now) -> Handled {
         self.set_wall_clock(now.wall);
+        self.durable_clock(now.mono, now.wall);
         let now = now.mono;
         let max = match input {
             Input::Inbox { max } => max,
@@ -95,6 +99,10 @@ impl ShardCore {
                 Handled::Done
             }
             Input::Inbox { .. } => Handled::Done,
+            Input::Durable { upto } => {
+                self.handle_durable(upto);
+                Handled::Done
+            }
             Input::Shutdown => {
                 self.begin_shutdown(now);
                 Handled::Done
@@ -106,6 +114,8 @@ impl ShardCore {
         };
         // Whatever the input sent this shard itself is handled before it returns (a shutdown
         // releases directory entries this shard may hold itself, for one).
+        // Persistence: stamps made durable go to their senders with this input's messages.
+        self.durable_after_input();
         self.drain_local(now);
         self.flush_mesh();
         handled

@@ -183,6 +183,7 @@ impl ShardCore {
                 self.close_conn(index, true, now);
             }
             self.outboxes.forget(index);
+            self.durable_conn_gone(index);
             if let Some(conn) = self.conns.try_remove(index) {
                 self.metrics.connection_closed(conn.listener);
                 self.quotas.release(&conn, now);
@@ -284,6 +285,9 @@ impl ShardCore {
         self.detach_session(sidx);
         if ends_now {
             self.end_session(sidx, now);
+        } else {
+            // Offline now: its deadline and pending will.
+            self.durable_session_changed(sidx, false);
         }
     }
 

@@ -32,10 +32,12 @@ macro_rules! bug {
 pub mod authn;
 pub mod authn_external;
 mod claims;
+pub use claims::directory_shard_of;
 pub mod conn;
 mod connect;
 mod conns;
 mod deliver;
+pub mod durable;
 mod forward;
 mod input;
 mod lifecycle;
@@ -132,6 +134,9 @@ pub struct ShardCore {
     metrics: ShardHandle,
     /// Retained messages in this replica, clears (tombstones) and `$` topics left out.
     retained_live: u64,
+    /// Persistence (`durable/`): `None` when storage is off, which keeps the memory-only
+    /// path free of it.
+    durable: Option<Box<durable::Durable>>,
 }
 
 impl std::fmt::Debug for ShardCore {
@@ -196,6 +201,7 @@ impl ShardCore {
             stats: Stats::default(),
             metrics,
             retained_live: 0,
+            durable: None,
         }
     }
 
@@ -294,6 +300,7 @@ impl ShardCore {
             );
         }
         self.claims.check_invariants();
+        self.check_durable_invariants();
         self.outboxes
             .check_invariants(self.limits.shard_queue_capacity);
     }

@@ -189,8 +189,17 @@ impl ShardCore {
                 message,
                 filter,
                 group,
-            } => self.deliver_shared_local(&message, &filter, &group, now),
+                stamp,
+            } => {
+                self.durable_note_shared(stamp);
+                self.deliver_shared_local(&message, &filter, &group, now)
+            }
             ShardMsg::Retain { message, seq } => self.apply_retain(message, seq),
+            ShardMsg::DurableStamp { from, seq } => self.handle_durable_stamp(from, seq),
+            ShardMsg::SessionSettled {
+                client_id,
+                generation,
+            } => self.handle_session_settled(client_id, generation),
             ShardMsg::Interest {
                 filter,
                 group,
@@ -385,6 +394,21 @@ impl ShardCore {
     /// Connections throttled now (for tests and the stall detector).
     pub fn throttled_conns(&self) -> usize {
         self.outboxes.throttled.len()
+    }
+
+    /// The mesh, if any.
+    pub(crate) fn outboxes_mesh(&self) -> Option<&Mesh> {
+        self.outboxes.mesh.as_ref()
+    }
+
+    /// Restore: retained stamps continue above `seq`, the highest one found in the logs.
+    pub(crate) fn raise_retain_seq(&mut self, seq: u64) {
+        match &self.outboxes.mesh {
+            Some(mesh) => mesh.raise_retain_seq(seq),
+            None => {
+                self.outboxes.local_retain_seq = self.outboxes.local_retain_seq.max(seq);
+            }
+        }
     }
 
     /// The next retained-update sequence number: one counter for all shards (in the mesh).

@@ -132,6 +132,7 @@ impl ShardCore {
         match s.inflight_position(id) {
             Some(pos) if s.inflight[pos].out.qos == QoS::AtLeastOnce => {
                 s.inflight.remove(pos);
+                durable::hooks::acked(self.durable.as_deref_mut(), s, id);
             }
             _ => debug!(client_id = %s.client_id, id, "PUBACK for unknown packet id"),
         }
@@ -154,10 +155,12 @@ impl ShardCore {
                 if ack.reason_code.is_error() {
                     // A PUBREC with an error code ends the exchange: no PUBREL [MQTT-4.3.3-4].
                     s.inflight.remove(pos);
+                    durable::hooks::acked(self.durable.as_deref_mut(), s, id);
                     self.fill_window(sidx, now);
                     return;
                 }
                 s.inflight[pos].state = InflightState::Released;
+                durable::hooks::released(self.durable.as_deref_mut(), s, id);
                 write_packet(conn, &Packet::PubRel(PubResp::new(id, ReasonCode::SUCCESS)));
             }
             _ => {
@@ -184,6 +187,7 @@ impl ShardCore {
             && s.inflight[pos].state == InflightState::Released
         {
             s.inflight.remove(pos);
+            durable::hooks::acked(self.durable.as_deref_mut(), s, id);
         }
         self.fill_window(sidx, now);
     }
@@ -198,11 +202,22 @@ impl ShardCore {
             return;
         };
         let rc = if s.incoming_qos2.remove(&id.get()) {
+            if let Some(d) = self.durable.as_deref_mut()
+                && s.durable
+            {
+                d.inbound(&s.client_id, id, false);
+            }
             ReasonCode::SUCCESS
         } else {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
         };
+        let durable = s.durable;
         write_packet(conn, &Packet::PubComp(PubResp::new(id, rc)));
+        if durable {
+            // After PUBCOMP the client may reuse the packet id: its release must be on disk
+            // first, or a restart would take the new message for a duplicate.
+            self.gate_output(index);
+        }
     }
 
     pub(crate) fn ack_properties(&self, index: ConnId, reason: &str) -> AckProperties {

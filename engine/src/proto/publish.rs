@@ -86,6 +86,11 @@ impl ShardCore {
                     ReasonCode::TOPIC_NAME_INVALID,
                     "topic exceeds max_topic_length or max_topic_levels",
                 ))
+            } else if qos != ringmq_codec::QoS::AtMostOnce && self.storage_full() {
+                Some((
+                    ReasonCode::QUOTA_EXCEEDED,
+                    "storage full: the write-ahead log reached storage.max_disk_bytes",
+                ))
             } else if !authorized {
                 Some((ReasonCode::NOT_AUTHORIZED, "publish not authorized"))
             } else if topic.as_bytes().starts_with(b"$SYS") {
@@ -116,6 +121,7 @@ impl ShardCore {
                     .get_mut(index)
                     .ok_or_else(|| fail(ReasonCode::UNSPECIFIED_ERROR, "gone"))?;
                 write_packet(conn, &Packet::PubRec(PubResp::new(id, ReasonCode::SUCCESS)));
+                self.gate_output(index);
                 return Ok(());
             }
             if refusal.is_none() && s.incoming_qos2.len() >= usize::from(receive_maximum) {
@@ -163,6 +169,8 @@ impl ShardCore {
                     if let Some(s) = self.sessions.get_mut(sidx) {
                         s.incoming_qos2.insert(id.get());
                     }
+                    self.durable_inbound(sidx, id, true);
+                    self.gate_output(index);
                 }
                 _ => return Err(fail(reason, why)),
             }
@@ -188,13 +196,14 @@ impl ShardCore {
             self.retain_everywhere(&message);
         }
         self.route(message, now);
+        let routed = self.take_routed();
 
         let conn = self
             .conns
             .get_mut(index)
             .ok_or_else(|| fail(ReasonCode::UNSPECIFIED_ERROR, "gone"))?;
         match p.qos_pid {
-            QosPid::AtMostOnce => {}
+            QosPid::AtMostOnce => return Ok(()),
             QosPid::AtLeastOnce(id) => {
                 write_packet(conn, &Packet::PubAck(PubResp::new(id, ReasonCode::SUCCESS)))
             }
@@ -203,8 +212,12 @@ impl ShardCore {
                     s.incoming_qos2.insert(id.get());
                 }
                 write_packet(conn, &Packet::PubRec(PubResp::new(id, ReasonCode::SUCCESS)));
+                self.durable_inbound(sidx, id, true);
             }
         }
+        // The acknowledgement goes out once what the message caused is on disk, here and on
+        // every shard it was routed to.
+        self.gate_output_routed(index, routed);
         Ok(())
     }
 
@@ -214,6 +227,7 @@ impl ShardCore {
         // The store keeps it indefinitely: one compact copy, shared by every replica.
         let message = message.compact();
         let seq = self.next_retain_seq();
+        self.durable_retained(seq, &message);
         for to in ShardId::all(self.shards) {
             if to != self.id {
                 self.send(

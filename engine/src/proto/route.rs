@@ -285,6 +285,7 @@ impl ShardCore {
         let me = self.id;
         let all_targets = targets;
         let stamp = self.forwarding.next_stamp(me);
+        self.durable_routed(all_targets, stamp.seq);
         // Sessions that just left this shard: their new shard may not be in `targets` yet.
         if self.forwarding.any() {
             self.forward_moved(&message, all_targets, stamp, now);
@@ -309,12 +310,14 @@ impl ShardCore {
             if shard == me {
                 self.deliver_shared_local(&message, &filter, &group, now);
             } else {
+                self.durable_routed_shared(shard, stamp.seq);
                 self.send(
                     shard,
                     ShardMsg::DeliverShared {
                         message: message.clone(),
                         filter,
                         group,
+                        stamp,
                     },
                 );
             }

@@ -97,6 +97,11 @@ pub struct Session {
     /// This session's queue limits (by client type: `limits` or `limits.application`).
     pub max_queued_messages: usize,
     pub max_queued_bytes: usize,
+    /// Persistent (storage on and expiry above zero): its changes are written to the log.
+    pub durable: bool,
+    /// While it travels to another shard: the shard it left (whose log still holds a copy,
+    /// removed there once the new shard's copy is durable).
+    pub moved_from: Option<crate::ids::ShardId>,
 }
 
 impl Session {
@@ -119,6 +124,8 @@ impl Session {
             dropped: 0,
             max_queued_messages: crate::config::Limits::default().max_queued_messages,
             max_queued_bytes: crate::config::Limits::default().max_queued_bytes,
+            durable: false,
+            moved_from: None,
         }
     }
 
@@ -183,13 +190,18 @@ impl Session {
     /// session's message or byte limit is reached: new messages are refused, queued ones kept.
     pub fn enqueue(&mut self, out: Outgoing, max_messages: usize, max_bytes: usize) -> bool {
         let weight = out.message.weight();
-        if self.queue.len() >= max_messages || self.queued_bytes + weight > max_bytes {
+        if !self.has_room(&out, max_messages, max_bytes) {
             self.dropped += 1;
             return false;
         }
         self.queued_bytes += weight;
         self.queue.push_back(out);
         true
+    }
+
+    /// Whether [`Session::enqueue`] would take `out`.
+    pub fn has_room(&self, out: &Outgoing, max_messages: usize, max_bytes: usize) -> bool {
+        self.queue.len() < max_messages && self.queued_bytes + out.message.weight() <= max_bytes
     }
 
     pub fn dequeue(&mut self) -> Option<Outgoing> {

@@ -115,6 +115,10 @@ impl ShardCore {
             reason_codes: codes,
         };
         write_packet(conn, &Packet::SubAck(ack));
+        if self.sessions.get(sidx).is_some_and(|s| s.durable) {
+            self.durable_session_changed(sidx, false);
+            self.gate_output(index);
+        }
         for (filter, options) in retained_for {
             self.send_retained(sidx, &filter, options, s.subscription_id, now);
         }
@@ -190,6 +194,7 @@ impl ShardCore {
         if !v5 {
             codes.clear();
         }
+        self.durable_session_changed(sidx, false);
         let conn = self
             .conns
             .get_mut(index)

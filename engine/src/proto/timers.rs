@@ -103,6 +103,7 @@ impl ShardCore {
                 .and_then(|s| s.pending_will.take())
             {
                 self.publish_will(*p.will, now);
+                self.durable_session_changed(sidx, false);
             }
         }
         for sidx in ended {

@@ -83,9 +83,18 @@ pub enum ShardMsg {
         message: Message,
         filter: Bytes,
         group: Bytes,
+        /// The routing stamp of the message (persistence: the publisher's PUBACK waits until
+        /// this shard has on disk what it handled up to it).
+        stamp: Stamp,
     },
     /// Update this shard's replica of the retained store (highest `seq` wins per topic).
     Retain { message: Message, seq: u64 },
+    /// Persistence: shard `from` has on disk what it handled from the receiver up to routing
+    /// stamp `seq` (the receiver's PUBACKs for messages routed there wait for it).
+    DurableStamp { from: ShardId, seq: u64 },
+    /// Persistence: the session of `client_id` that left the receiver is durable on the
+    /// sender under `generation`: the receiver removes the copy its log still holds.
+    SessionSettled { client_id: Str, generation: u64 },
     /// `shard` gained its first (`add`) or lost its last subscriber to `filter` (in `group`).
     Interest {
         filter: Bytes,
@@ -167,6 +176,8 @@ impl ShardMsg {
         match self {
             ShardMsg::Interest { .. }
             | ShardMsg::Retain { .. }
+            | ShardMsg::DurableStamp { .. }
+            | ShardMsg::SessionSettled { .. }
             | ShardMsg::Claim { .. }
             | ShardMsg::ClaimRefused { .. }
             | ShardMsg::Release { .. }
@@ -206,6 +217,9 @@ pub struct Mesh {
     inboxes: Arc<[Inbox]>,
     /// Orders retained updates across shards (see `ShardCore::apply_retain`).
     retain_seq: Arc<AtomicU64>,
+    /// Persistence: orders the records of a session across shards (its generation; a
+    /// session's copy written after it moved has a higher one than the copy it left behind).
+    session_generation: Arc<AtomicU64>,
     /// Connection counts in all and per client IP, consulted on every shard's accept path
     /// (see `quota.rs` for why this one structure is shared under striped locks).
     conn_quotas: Arc<crate::shard::quota::ConnQuotas>,
@@ -234,6 +248,7 @@ impl Mesh {
         Mesh {
             inboxes,
             retain_seq: Arc::new(AtomicU64::new(0)),
+            session_generation: Arc::new(AtomicU64::new(0)),
             conn_quotas: Arc::new(crate::shard::quota::ConnQuotas::new()),
         }
     }
@@ -246,6 +261,16 @@ impl Mesh {
     /// The next retained-update sequence number (shared by all shards, lock-free).
     pub fn next_retain_seq(&self) -> u64 {
         self.retain_seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The counter of session generations, shared by all shards (see `proto/durable`).
+    pub fn session_generation(&self) -> Arc<AtomicU64> {
+        self.session_generation.clone()
+    }
+
+    /// Retained stamps continue above `seq` (restore after a restart).
+    pub fn raise_retain_seq(&self, seq: u64) {
+        self.retain_seq.fetch_max(seq, Ordering::Relaxed);
     }
 
     pub fn shards(&self) -> usize {

@@ -26,6 +26,8 @@ pub(crate) struct Host {
     backlog: Option<Waker>,
     /// This shard's number and the pool that runs its off-shard authentications.
     auth_pool: Option<(usize, crate::authpool::AuthPool)>,
+    /// The shard's log, when storage is on: the core's records go there after every input.
+    persist: Option<crate::transport::storage::Persist>,
 }
 
 impl Host {
@@ -35,6 +37,7 @@ impl Host {
             writers: Vec::new(),
             backlog: None,
             auth_pool: None,
+            persist: None,
         }
     }
 
@@ -73,6 +76,7 @@ impl Host {
         };
         let handled = self.core.handle(input, now());
         self.submit_auth_requests();
+        self.drain_to_log();
         if let Some(conn) = released
             && let Some(slot) = self.writers.get_mut(conn.slot())
         {
@@ -82,6 +86,27 @@ impl Host {
         }
         self.wake_ready();
         handled
+    }
+
+    /// Storage on: the core's records go to `persist` after every input.
+    pub fn set_persist(&mut self, persist: crate::transport::storage::Persist) {
+        self.persist = Some(persist);
+        self.drain_to_log();
+    }
+
+    /// Appends what the core emitted to the log (nothing without storage).
+    pub fn drain_to_log(&mut self) {
+        if let Some(p) = self.persist.as_mut() {
+            p.drain(&mut self.core);
+        }
+    }
+
+    /// The log is durable through sequence number `through`: held acknowledgements go out.
+    pub fn log_durable(&mut self, through: u64) {
+        let upto = self.persist.as_mut().and_then(|p| p.durable(through));
+        if let Some(upto) = upto {
+            let _ = self.handle(Input::Durable { upto });
+        }
     }
 
     fn wake_ready(&mut self) {

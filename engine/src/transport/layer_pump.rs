@@ -82,7 +82,7 @@ pub(crate) async fn connection<L: Layer + 'static>(
                 let drained = write_core
                     .borrow()
                     .conn(index)
-                    .is_none_or(|c| c.pending_bytes() == 0);
+                    .is_none_or(|c| c.writable_bytes() == 0);
                 if closing && drained && !close_sent {
                     layer.close(write_core.borrow().is_shutting_down(), pending);
                     close_sent = true;

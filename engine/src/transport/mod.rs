@@ -8,6 +8,7 @@ pub(crate) mod layer_pump;
 pub(crate) mod plain_pump;
 pub mod probe;
 pub mod runtime;
+pub(crate) mod storage;
 // The one module allowed unsafe code (`#![deny(unsafe_code)]` in lib.rs); each block says why
 // it is sound in a `// SAFETY:` comment.
 #[allow(unsafe_code)]

@@ -236,7 +236,7 @@ impl Pump {
             }
             let closing = match self.core.borrow().conn(self.index()) {
                 None => return Turn::Done(Finish::Flushed),
-                Some(conn) if conn.is_closing() && conn.pending_bytes() == 0 => {
+                Some(conn) if conn.is_closing() && conn.writable_bytes() == 0 => {
                     return Turn::Done(Finish::Flushed);
                 }
                 Some(conn) => conn.is_closing(),
@@ -430,7 +430,7 @@ impl Pump {
             // Blocked on the socket, the writable wait above wakes the task; otherwise it
             // waits for output from the core (listed once it comes, see `Host::park_writer`).
             Some(conn) if !self.write_blocked => {
-                let has_output = conn.pending_bytes() > 0 || conn.is_closing();
+                let has_output = conn.writable_bytes() > 0 || conn.is_closing();
                 if has_output || !c.park_writer(self.index(), cx.waker()) {
                     ready = true;
                 }

@@ -65,6 +65,8 @@ pub enum StartError {
     AuthPool(crate::authpool::PoolError),
     #[error("shard {0} stopped during startup")]
     Lost(usize),
+    #[error("{0}")]
+    Storage(String),
     #[error("metrics.bind {addr}: cannot listen: {source}")]
     Metrics {
         addr: std::net::SocketAddr,
@@ -161,6 +163,13 @@ impl Server {
             metrics.clone(),
         )
         .map_err(StartError::Thread)?;
+        // The store is opened (directory, lock, shard count) before any shard starts; each
+        // shard recovers its log before its listeners open (`transport/storage.rs`).
+        let (exchange, mut shard_storage) =
+            match crate::transport::storage::open(&config, shards, driver, &metrics)? {
+                Some((x, per_shard)) => (Some(x), per_shard.into_iter().map(Some).collect()),
+                None => (None, Vec::new()),
+            };
         let mesh = Mesh::new(shards, config.limits.shard_queue_capacity);
         let pulses = Pulses::new(shards);
         let shutdown = Shutdown(health.clone());
@@ -185,6 +194,7 @@ impl Server {
                 shutdown: shutdown.clone(),
                 ready: ready_tx,
                 stopped: stopped_tx.clone(),
+                storage: shard_storage.get_mut(shard).and_then(Option::take),
             };
             let core_id = if config.server.pin_cores && !cores.is_empty() {
                 cores.get(shard % cores.len()).copied()
@@ -201,6 +211,9 @@ impl Server {
                 })
                 .map_err(StartError::Thread)?;
             threads.push(handle);
+        }
+        if let Some(exchange) = exchange {
+            exchange.coordinate()?;
         }
         for (shard, ready_rx) in ready.iter().enumerate() {
             match ready_rx.recv() {
@@ -359,6 +372,8 @@ struct ShardSetup {
     shutdown: Shutdown,
     ready: Ready,
     stopped: mpsc::Sender<usize>,
+    /// The shard's log, when `[storage] dir` is set.
+    storage: Option<crate::transport::storage::ShardStorage>,
 }
 
 fn run_shard(setup: ShardSetup, driver: Driver) {
@@ -396,7 +411,25 @@ async fn shard_main(setup: ShardSetup) {
         shutdown,
         ready,
         stopped,
+        storage,
     } = setup;
+    let shard_metrics = metrics.clone();
+    let mut core = ShardCore::with_metrics(
+        shard,
+        Some(mesh.clone()),
+        config.limits.clone(),
+        auth,
+        metrics,
+    );
+    // Recovered and restored before the listeners open.
+    let log = match storage.map(|s| s.recover(shard, &mut core)) {
+        Some(Ok(log)) => Some(log),
+        Some(Err(e)) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+        None => None,
+    };
     let mut listeners = Vec::new();
     for (l, tls) in config.listeners.iter().zip(tls) {
         let ws = || {
@@ -430,14 +463,6 @@ async fn shard_main(setup: ShardSetup) {
             }
         }
     }
-    let shard_metrics = metrics.clone();
-    let mut core = ShardCore::with_metrics(
-        shard,
-        Some(mesh.clone()),
-        config.limits.clone(),
-        auth,
-        metrics,
-    );
     if shard == 0 && config.metrics.sys_interval_secs > 0 {
         core.publish_sys_every(Duration::from_secs(u64::from(
             config.metrics.sys_interval_secs,
@@ -454,6 +479,16 @@ async fn shard_main(setup: ShardSetup) {
     if let Some(pool) = auth_pool {
         monoio::spawn(auth_result_loop(shard, pool, core.clone()));
     }
+    let log = log.map(|log| {
+        let persist = crate::transport::storage::Persist::new(log);
+        let log = persist.log();
+        core.borrow_mut().set_persist(persist);
+        monoio::spawn(crate::transport::storage::flusher(
+            core.clone(),
+            log.clone(),
+        ));
+        log
+    });
     let gate = match TurnGate::install(pulse.clone()) {
         Ok(gate) => gate,
         Err(source) => {
@@ -484,7 +519,12 @@ async fn shard_main(setup: ShardSetup) {
     // monoio polls its main future again at once whenever it wakes itself, without a driver
     // turn in between, so a main future that yields between batches of a never-empty inbox
     // would starve every connection of the shard.
-    monoio::spawn(inbox_loop(shard, mesh, core)).await;
+    monoio::spawn(inbox_loop(shard, mesh, core.clone())).await;
+    if let Some(log) = &log {
+        // A graceful stop keeps everything: the last records are on disk before the shard
+        // reports it has stopped.
+        crate::transport::storage::flush_all(&core, log).await;
+    }
     debug!(shard, "shard stopped");
     // Reported before the runtime is torn down (see `Server::stopped`).
     let _ = stopped.send(shard);

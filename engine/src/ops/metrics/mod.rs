@@ -469,6 +469,8 @@ pub struct Metrics {
     /// shard's single-writer counter).
     stalls: Box<[AtomicU64]>,
     started: Instant,
+    /// Every shard's log counters, set once the store is open (`[storage] dir`).
+    pub storage: std::sync::OnceLock<Box<[Arc<ringmq_storage::LogStats>]>>,
 }
 
 impl Metrics {
@@ -482,6 +484,7 @@ impl Metrics {
             auth: AuthMetrics::default(),
             stalls: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             started: Instant::now(),
+            storage: std::sync::OnceLock::new(),
         }
     }
 

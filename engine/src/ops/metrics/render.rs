@@ -56,6 +56,32 @@ impl Metrics {
             &s.quota_rejections
         });
         self.render_auth(&mut w);
+        self.render_storage(&mut w);
+    }
+
+    /// The write-ahead logs, per shard (only with `[storage] dir`).
+    fn render_storage(&self, w: &mut Writer<'_>) {
+        let Some(stats) = self.storage.get() else {
+            return;
+        };
+        let read: Vec<ringmq_storage::StatsSnapshot> = stats.iter().map(|s| s.read()).collect();
+        let per_shard =
+            |w: &mut Writer<'_>, f: &Family, pick: fn(&ringmq_storage::StatsSnapshot) -> u64| {
+                w.by(
+                    f,
+                    "shard",
+                    read.iter()
+                        .enumerate()
+                        .map(|(i, s)| (i.to_string(), pick(s))),
+                );
+            };
+        per_shard(w, &STORAGE_DISK, |s| s.disk_bytes);
+        per_shard(w, &STORAGE_RECORDS, |s| s.records);
+        per_shard(w, &STORAGE_FSYNCS, |s| s.fsyncs);
+        per_shard(w, &STORAGE_SYNCED, |s| s.records_synced);
+        per_shard(w, &STORAGE_TORN, |s| s.torn_tails);
+        per_shard(w, &STORAGE_FULL, |s| s.full_refusals);
+        per_shard(w, &STORAGE_SNAPSHOTS, |s| s.snapshots);
     }
 
     fn render_auth(&self, w: &mut Writer<'_>) {
@@ -196,6 +222,13 @@ families! {
     REGISTRY_RELOADS counter "ringmq_registry_reloads_total" "Registry reloads, by result.";
     JWKS_FETCHES counter "ringmq_jwks_fetches_total" "JWKS fetches, by issuer and result.";
     JWKS_UP gauge "ringmq_jwks_up" "1 when the last JWKS fetch of the issuer succeeded.";
+    STORAGE_DISK gauge "ringmq_storage_disk_bytes" "Bytes of write-ahead log segments on disk, per shard.";
+    STORAGE_RECORDS counter "ringmq_storage_records_total" "Records appended to the write-ahead log, per shard.";
+    STORAGE_FSYNCS counter "ringmq_storage_fsyncs_total" "fdatasync calls on the write-ahead log, per shard.";
+    STORAGE_SYNCED counter "ringmq_storage_records_synced_total" "Records made durable by those fdatasyncs (divided by ringmq_storage_fsyncs_total: records per fsync).";
+    STORAGE_TORN counter "ringmq_storage_torn_tails_total" "Torn tails cut off at recovery, per shard.";
+    STORAGE_FULL counter "ringmq_storage_full_total" "Appends refused because the log reached storage.max_disk_bytes.";
+    STORAGE_SNAPSHOTS counter "ringmq_storage_snapshots_total" "Snapshots (compactions) completed, per shard.";
     JWKS_AGE gauge "ringmq_jwks_age_seconds" "Seconds since the issuer's keys were last fetched.";
 }
 

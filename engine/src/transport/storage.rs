@@ -1,0 +1,389 @@
+//! The runtime's side of persistence (docs/storage.md): the store opened before the shards
+//! start, every shard's log recovered on its own thread and replayed, the replays merged and
+//! each shard's part restored before any listener accepts, then per shard: the records the
+//! core emits appended to its log after every input ([`Persist::drain`], in `Host::handle`),
+//! a flusher task that writes and syncs one batch at a time and feeds the core "durable up to
+//! N" (`Input::Durable`), and snapshots when the log asks for one.
+//!
+//! What it must never do: tell the core a record is durable before the log said so (the core
+//! numbers records from 1 each run, the log across runs: [`Persist`] maps one to the other),
+//! or let an append that failed be followed by a release (from then on nothing is released
+//! and the error is logged: clients see no acknowledgement rather than a false one).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::{Arc, mpsc};
+use std::task::Poll;
+use std::time::Instant;
+
+use ringmq_storage::{AppendError, ShardLog, Store};
+use tracing::{error, info, warn};
+
+use crate::config::{Config, Driver};
+use crate::proto::durable::replay::{Replay, ShardRestore, merge};
+use crate::proto::{ShardCore, directory_shard_of};
+use crate::transport::runtime::{Core, StartError};
+
+/// What a shard thread needs to recover and persist.
+pub(crate) struct ShardStorage {
+    store: Arc<Store>,
+    to_main: mpsc::Sender<(usize, Result<Replay, String>)>,
+    from_main: mpsc::Receiver<ShardRestore>,
+}
+
+/// The main thread's end of the startup exchange.
+pub(crate) struct Exchange {
+    replays: mpsc::Receiver<(usize, Result<Replay, String>)>,
+    parts: Vec<mpsc::Sender<ShardRestore>>,
+    shards: usize,
+}
+
+/// Opens the store (none without `[storage] dir`) and prepares one [`ShardStorage`] per
+/// shard. Blocking; before the shards start.
+pub(crate) fn open(
+    config: &Config,
+    shards: usize,
+    driver: Driver,
+    metrics: &crate::ops::metrics::Metrics,
+) -> Result<Option<(Exchange, Vec<ShardStorage>)>, StartError> {
+    let Some(store_config) = config.storage.store_config(driver) else {
+        return Ok(None);
+    };
+    let dir = store_config.dir.clone();
+    let store =
+        Store::open(store_config, shards).map_err(|e| StartError::Storage(e.to_string()))?;
+    info!(dir = %dir.display(), shards, fsync = ?config.storage.fsync, "storage opened");
+    let store = Arc::new(store);
+    let stats: Box<[_]> = (0..shards).filter_map(|i| store.stats(i)).collect();
+    let _ = metrics.storage.set(stats);
+    let (to_main, replays) = mpsc::channel();
+    let mut parts = Vec::with_capacity(shards);
+    let mut per_shard = Vec::with_capacity(shards);
+    for _ in 0..shards {
+        let (tx, rx) = mpsc::channel();
+        parts.push(tx);
+        per_shard.push(ShardStorage {
+            store: store.clone(),
+            to_main: to_main.clone(),
+            from_main: rx,
+        });
+    }
+    Ok(Some((
+        Exchange {
+            replays,
+            parts,
+            shards,
+        },
+        per_shard,
+    )))
+}
+
+impl Exchange {
+    /// Waits for every shard's replay, merges them and hands each shard its part. Recovery
+    /// runs on the shard threads in parallel; this is the one step that sees all of them
+    /// (retained messages are merged by stamp, sessions go to their directory shard).
+    pub(crate) fn coordinate(self) -> Result<(), StartError> {
+        let started = Instant::now();
+        let mut replays: Vec<Option<Replay>> = (0..self.shards).map(|_| None).collect();
+        for _ in 0..self.shards {
+            let (shard, replay) = self
+                .replays
+                .recv()
+                .map_err(|_| StartError::Storage("a shard stopped during recovery".into()))?;
+            let replay = replay.map_err(|e| StartError::Storage(format!("shard {shard}: {e}")))?;
+            if let Some(slot) = replays.get_mut(shard) {
+                *slot = Some(replay);
+            }
+        }
+        let replays: Vec<Replay> = replays.into_iter().flatten().collect();
+        let records: u64 = replays.iter().map(|r| r.records).sum();
+        let skipped: u64 = replays.iter().map(|r| r.skipped).sum();
+        let shards = self.shards;
+        let parts = merge(replays, shards, |id| directory_shard_of(id, shards).slot());
+        let sessions: usize = parts.iter().map(|p| p.sessions.len()).sum();
+        for (tx, part) in self.parts.iter().zip(parts) {
+            tx.send(part)
+                .map_err(|_| StartError::Storage("a shard stopped during recovery".into()))?;
+        }
+        info!(
+            records,
+            skipped,
+            sessions,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "storage recovered"
+        );
+        Ok(())
+    }
+}
+
+impl ShardStorage {
+    /// On the shard's thread, before its listeners open: recovers the log, replays it, waits
+    /// for this shard's part of the merged state and restores it into `core`.
+    pub(crate) fn recover(
+        self,
+        shard: usize,
+        core: &mut ShardCore,
+    ) -> Result<ShardLog, StartError> {
+        let fail = |e: String| StartError::Storage(format!("shard {shard}: {e}"));
+        let ShardStorage {
+            store,
+            to_main,
+            from_main,
+        } = self;
+        let recovered = match store.recover(shard) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = to_main.send((shard, Err(e.to_string())));
+                return Err(fail(e.to_string()));
+            }
+        };
+        let mut log_stream = recovered.replay;
+        if let Some(torn) = &recovered.torn_tail {
+            warn!(shard, "storage: {torn}");
+        }
+        let mut replay = Replay::new(shard);
+        loop {
+            match log_stream.next_record() {
+                Ok(Some(record)) => {
+                    if let Err(e) = replay.apply(record.payload) {
+                        warn!(shard, seq = record.seq, "storage: record skipped: {e}");
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = to_main.send((shard, Err(e.to_string())));
+                    return Err(fail(e.to_string()));
+                }
+            }
+        }
+        let _ = to_main.send((shard, Ok(replay)));
+        // Dropped before waiting: if a shard dies before it reports, the main thread's wait
+        // ends (every sender gone) instead of lasting for ever.
+        drop(to_main);
+        let part = from_main
+            .recv()
+            .map_err(|_| fail("recovery was abandoned".into()))?;
+        core.enable_durable();
+        let _ = core.restore(part, crate::transport::host::now());
+        Ok(recovered.log)
+    }
+}
+
+/// Drained batches waiting for a flush to cover them, at most (see [`Persist::marks`]).
+const MAX_MARKS: usize = 1 << 16;
+
+/// A shard's log as the host uses it: appends after every input, and the map from the core's
+/// record numbers to the log's sequence numbers.
+pub(crate) struct Persist {
+    log: Rc<RefCell<ShardLog>>,
+    /// (last core record, its log sequence number) of each drained batch, oldest first.
+    marks: VecDeque<(u64, u64)>,
+    /// Core records drained so far.
+    drained: u64,
+    /// An append failed: nothing from this core record on is ever reported durable.
+    failed_at: Option<u64>,
+}
+
+impl Persist {
+    pub(crate) fn new(log: ShardLog) -> Persist {
+        Persist {
+            log: Rc::new(RefCell::new(log)),
+            marks: VecDeque::new(),
+            drained: 0,
+            failed_at: None,
+        }
+    }
+
+    pub(crate) fn log(&self) -> Rc<RefCell<ShardLog>> {
+        self.log.clone()
+    }
+
+    /// Appends what the core emitted; starts a snapshot when the log wants one.
+    pub(crate) fn drain(&mut self, core: &mut ShardCore) {
+        self.append_all(core, false);
+        let wants = {
+            let log = self.log.borrow();
+            log.wants_snapshot() && !log.snapshot_in_progress()
+        };
+        if wants && self.failed_at.is_none() {
+            self.snapshot(core);
+        }
+    }
+
+    fn append_all(&mut self, core: &mut ShardCore, reserved: bool) {
+        let mut log = self.log.borrow_mut();
+        let mut n = self.drained;
+        let mut last = None;
+        let failed_at = &mut self.failed_at;
+        let shard = log.shard();
+        // `Some(true)`: an ordinary append was refused for want of room; `Some(false)`: one
+        // was taken (room again).
+        let mut full = None;
+        core.drain_records(|record| {
+            n += 1;
+            let appended = if reserved {
+                log.append_reserved(record)
+            } else {
+                // Past the limit for ordinary records, the reserve takes it rather than lose a
+                // record the core already counts on (`AppendError::Full` is then the hard
+                // limit), and the core refuses new messages until there is room again.
+                match log.append(record) {
+                    Err(AppendError::Full) => {
+                        full = Some(true);
+                        log.append_reserved(record)
+                    }
+                    r => {
+                        if r.is_ok() && full.is_none() {
+                            full = Some(false);
+                        }
+                        r
+                    }
+                }
+            };
+            match appended {
+                Ok(seq) if failed_at.is_none() => last = Some((n, seq)),
+                Ok(_) => {}
+                Err(e) => {
+                    if failed_at.is_none() {
+                        error!(shard, "storage: append failed: {e}; acknowledgements that need the log are held from now on");
+                        *failed_at = Some(n);
+                    }
+                }
+            }
+        });
+        self.drained = n;
+        if let Some(mark) = last {
+            let full = self.marks.len() >= MAX_MARKS;
+            match self.marks.back_mut() {
+                // Bounded: at the bound (flushes stalled) the last mark covers more, which
+                // only delays the release of what it covers.
+                Some(back) if full => *back = mark,
+                _ => self.marks.push_back(mark),
+            }
+        }
+        if let Some(full) = full
+            && full != core.storage_full()
+        {
+            if full {
+                warn!(
+                    shard,
+                    "storage full (storage.max_disk_bytes): new QoS 1/2 messages are refused with 0x97 until compaction makes room"
+                );
+            } else {
+                info!(
+                    shard,
+                    "storage has room again: QoS 1/2 messages are accepted"
+                );
+            }
+            core.set_storage_full(full);
+        }
+    }
+
+    /// Compaction: a begin marker, the core's whole live state, an end marker (the log deletes
+    /// the segments before the begin marker once the end marker is durable).
+    fn snapshot(&mut self, core: &mut ShardCore) {
+        if let Err(e) = self.log.borrow_mut().begin_snapshot() {
+            warn!("storage: cannot begin a snapshot: {e}");
+            return;
+        }
+        core.snapshot_records();
+        self.append_all(core, true);
+        let mut log = self.log.borrow_mut();
+        if self.failed_at.is_some() {
+            log.abort_snapshot();
+            return;
+        }
+        if let Err(e) = log.end_snapshot() {
+            warn!("storage: cannot end a snapshot: {e}");
+            log.abort_snapshot();
+        }
+    }
+
+    /// The log is durable through sequence number `through`: the core records that covers.
+    pub(crate) fn durable(&mut self, through: u64) -> Option<u64> {
+        let mut upto = None;
+        while let Some(&(n, seq)) = self.marks.front() {
+            if seq > through {
+                break;
+            }
+            upto = Some(n);
+            self.marks.pop_front();
+        }
+        upto
+    }
+}
+
+/// The flusher of one shard: one batch in flight at a time (group commit: whatever is
+/// appended meanwhile forms the next batch); after each, the core learns how far the log is
+/// durable. Ends when the log fails (logged) or is closed and drained.
+pub(crate) async fn flusher(core: Core, log: Rc<RefCell<ShardLog>>) {
+    loop {
+        wait_for_work(&log).await;
+        let flush = log.borrow_mut().start_flush();
+        let Some(flush) = flush else {
+            if log.borrow().is_closed() && !log.borrow().flush_in_flight() {
+                return;
+            }
+            continue;
+        };
+        let done = flush.run().await;
+        let result = log.borrow_mut().finish_flush(done);
+        match result {
+            Ok(durable) => core.borrow_mut().log_durable(durable.through),
+            Err(e) => {
+                error!(
+                    "storage: flush failed: {e}; acknowledgements that need the log are held from now on (restart to recover)"
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// Until the log has a batch to flush, or a sync falls due (`fsync = "interval"`).
+async fn wait_for_work(log: &Rc<RefCell<ShardLog>>) {
+    let deadline = log.borrow().sync_deadline();
+    let mut sleep = deadline.map(|at| {
+        Box::pin(monoio::time::sleep(
+            at.saturating_duration_since(Instant::now()),
+        ))
+    });
+    std::future::poll_fn(|cx| {
+        if log.borrow_mut().poll_flush_ready(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        if let Some(s) = sleep.as_mut()
+            && s.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    })
+    .await;
+}
+
+/// At the end of a graceful shutdown: everything appended is written and synced before the
+/// shard reports it has stopped.
+pub(crate) async fn flush_all(core: &Core, log: &Rc<RefCell<ShardLog>>) {
+    // What the last inputs emitted.
+    core.borrow_mut().drain_to_log();
+    log.borrow_mut().close();
+    // Bounded (10 s of 1 ms waits for a flush the flusher task has in flight); the shutdown
+    // timeout bounds the whole stop anyway.
+    for _ in 0..10_000 {
+        let flush = log.borrow_mut().start_flush();
+        let Some(flush) = flush else {
+            if !log.borrow().flush_in_flight() {
+                return;
+            }
+            monoio::time::sleep(std::time::Duration::from_millis(1)).await;
+            continue;
+        };
+        let done = flush.run().await;
+        if let Err(e) = log.borrow_mut().finish_flush(done) {
+            error!("storage: final flush failed: {e}");
+            return;
+        }
+    }
+}
