@@ -671,6 +671,11 @@ fn deploy_config_parses() {
     let metrics = c.metrics.bind.unwrap();
     assert!(metrics.ip().is_loopback(), "{metrics}");
     assert_eq!(c.metrics.sys_interval_secs, 10);
+    // Production persists (issue 14): the unit's StateDirectory, fsync before acknowledging.
+    assert_eq!(c.storage.dir.as_deref(), Some(Path::new("/var/lib/ringmq")));
+    assert_eq!(c.storage.fsync, ringmq::config::FsyncMode::Always);
+    let unit = include_str!("../../deploy/ringmq.service");
+    assert!(unit.contains("StateDirectory=ringmq"), "{unit}");
     // Every commented-out section is marked as planned.
     for line in text.lines().filter(|l| l.starts_with("# [")) {
         let i = text.find(line).unwrap();
