@@ -9,7 +9,7 @@ use ringmq_codec::{Packet, PubResp, PublishHeader, QoS, QosPid, ReasonCode, Str,
 use tracing::{debug, warn};
 
 use crate::ids::SessionId;
-use crate::ops::metrics::{DropCause, ShardMetrics};
+use crate::ops::metrics::{DropCause, PacketType, ShardMetrics};
 use crate::proto::forward::handled_after;
 use crate::proto::message::Message;
 use crate::proto::route::*;
@@ -242,6 +242,7 @@ impl ShardCore {
                 write_packet(
                     conn,
                     &Packet::PubRel(PubResp::new(f.packet_id, ReasonCode::SUCCESS)),
+                    &self.metrics,
                 );
             }
         }
@@ -392,5 +393,12 @@ pub(crate) fn write_publish(
             .insert(m.topic.as_bytes_shared().clone(), alias);
     }
     metrics.message_out(qos_pid.qos());
+    metrics.packet_sent(PacketType::Publish);
+    if !dup && let Some(at) = m.published_at {
+        // `now` is the time of the input being handled on this shard: the subscriber's.
+        metrics
+            .delivery_latency
+            .observe(now.saturating_duration_since(at));
+    }
     true
 }

@@ -73,7 +73,7 @@ impl ShardCore {
             Packet::Unsubscribe(u) => self.handle_unsubscribe(index, u),
             Packet::PingReq => {
                 if let Some(conn) = self.conns.get_mut(index) {
-                    write_packet(conn, &Packet::PingResp);
+                    write_packet(conn, &Packet::PingResp, &self.metrics);
                 }
                 Ok(())
             }
@@ -158,12 +158,16 @@ impl ShardCore {
                     return;
                 }
                 s.inflight[pos].state = InflightState::Released;
-                write_packet(conn, &Packet::PubRel(PubResp::new(id, ReasonCode::SUCCESS)));
+                write_packet(
+                    conn,
+                    &Packet::PubRel(PubResp::new(id, ReasonCode::SUCCESS)),
+                    &self.metrics,
+                );
             }
             _ => {
                 // Unknown id: PUBREL with 0x92 (MQTT 5.0 section 3.6.2.1).
                 let rc = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
-                write_packet(conn, &Packet::PubRel(PubResp::new(id, rc)));
+                write_packet(conn, &Packet::PubRel(PubResp::new(id, rc)), &self.metrics);
             }
         }
     }
@@ -202,7 +206,7 @@ impl ShardCore {
         } else {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
         };
-        write_packet(conn, &Packet::PubComp(PubResp::new(id, rc)));
+        write_packet(conn, &Packet::PubComp(PubResp::new(id, rc)), &self.metrics);
     }
 
     pub(crate) fn ack_properties(&self, index: ConnId, reason: &str) -> AckProperties {

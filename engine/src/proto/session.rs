@@ -252,6 +252,7 @@ mod tests {
                 properties: Default::default(),
                 expires_at: None,
                 origin: Bytes::new(),
+                published_at: None,
             },
             qos: QoS::AtLeastOnce,
             retain: false,

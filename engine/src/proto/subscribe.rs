@@ -114,7 +114,7 @@ impl ShardCore {
             properties: Default::default(),
             reason_codes: codes,
         };
-        write_packet(conn, &Packet::SubAck(ack));
+        write_packet(conn, &Packet::SubAck(ack), &self.metrics);
         for (filter, options) in retained_for {
             self.send_retained(sidx, &filter, options, s.subscription_id, now);
         }
@@ -201,6 +201,7 @@ impl ShardCore {
                 properties: Default::default(),
                 reason_codes: codes,
             }),
+            &self.metrics,
         );
         Ok(())
     }
