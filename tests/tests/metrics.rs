@@ -585,3 +585,94 @@ fn jwks_fetch_metrics() {
     assert!(age < 60, "{age}");
     assert_eq!(m.count("ringmq_jwks_age_seconds"), 1, "{m:?}");
 }
+
+/// The families operators expect of any Prometheus target, and the per-packet-type and latency
+/// ones: `process_*` read from the broker's /proc, `ringmq_build_info` with the commit it was
+/// built from, packets counted exactly by type both ways after known traffic, and the delivery
+/// latency histogram's count equal to the deliveries.
+#[test]
+fn process_build_packet_and_latency_families() {
+    let port = free_port();
+    let b = Broker::start(BrokerOpts::new().config(&metrics_config(port, "sys_interval_secs = 0")));
+    let http = local(port);
+    let m = Scrape::get(http);
+    assert!(m.value("process_open_fds", &[]) > 0);
+    assert!(m.value("process_max_fds", &[]) >= m.value("process_open_fds", &[]));
+    assert!(m.value("process_resident_memory_bytes", &[]) > 0);
+    assert!(
+        m.value("process_virtual_memory_bytes", &[])
+            >= m.value("process_resident_memory_bytes", &[])
+    );
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let started = m.value("process_start_time_seconds", &[]);
+    assert!(started <= now && started + 600 > now, "{started} vs {now}");
+    assert_eq!(m.count("process_cpu_seconds_total"), 1);
+    let (labels, one) = m
+        .samples
+        .iter()
+        .find(|((n, _), _)| n == "ringmq_build_info")
+        .map(|((_, l), v)| (l.clone(), *v))
+        .expect("ringmq_build_info");
+    assert_eq!(one, 1.0);
+    assert_eq!(
+        labels[0],
+        ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())
+    );
+    assert_eq!(labels[1].0, "commit");
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(workspace_root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    match head {
+        Some(head) if std::env::var_os("RINGMQ_BIN").is_none() => assert_eq!(labels[1].1, head),
+        _ => assert!(!labels[1].1.is_empty()),
+    }
+
+    let mut sub = b.v5("p-sub");
+    sub.subscribe_ok("p/#", QoS::AtLeastOnce);
+    let mut publisher = b.v5("p-pub");
+    for i in 0..30 {
+        publisher.publish(msg("p/zero", format!("{i}")));
+    }
+    for i in 0..10 {
+        let one = msg("p/one", format!("{i}")).qos(QoS::AtLeastOnce);
+        assert_eq!(publisher.publish(one), Some(ReasonCode::SUCCESS));
+    }
+    // The test client acknowledges QoS 1 itself.
+    assert_eq!(sub.expect_publishes(40).len(), 40);
+    publisher.send(&Packet::PingReq);
+    assert!(matches!(publisher.expect_packet(WAIT), Packet::PingResp));
+    let m = scrape_until(http, "the acknowledgements and the ping counted", |m| {
+        m.value("ringmq_packets_received_total", &[("type", "puback")]) == 10
+            && m.value("ringmq_packets_received_total", &[("type", "pingreq")]) == 1
+    });
+    let rx = |t| m.value("ringmq_packets_received_total", &[("type", t)]);
+    let tx = |t| m.value("ringmq_packets_sent_total", &[("type", t)]);
+    assert_eq!((rx("connect"), rx("subscribe"), rx("publish")), (2, 1, 40));
+    assert_eq!((rx("pubrec"), rx("disconnect"), rx("auth")), (0, 0, 0));
+    assert_eq!((tx("connack"), tx("suback"), tx("publish")), (2, 1, 40));
+    assert_eq!((tx("puback"), tx("pingresp"), tx("disconnect")), (10, 1, 0));
+    assert_eq!(m.count("ringmq_packets_sent_total"), 15);
+    // One observation per delivery; cumulative buckets ending at the count.
+    let count = m.value("ringmq_delivery_latency_seconds_count", &[]);
+    assert_eq!(count, 40);
+    assert_eq!(count, m.total("ringmq_messages_sent_total"));
+    let buckets: Vec<u64> = m
+        .samples
+        .iter()
+        .filter(|((n, _), _)| n == "ringmq_delivery_latency_seconds_bucket")
+        .map(|(_, v)| *v as u64)
+        .collect();
+    assert_eq!(buckets.len(), 20);
+    assert_eq!(
+        m.value("ringmq_delivery_latency_seconds_bucket", &[("le", "+Inf")]),
+        40
+    );
+    assert!(m.value("ringmq_delivery_latency_seconds_bucket", &[("le", "10")]) <= 40);
+}

@@ -6,6 +6,7 @@ pub(crate) mod host;
 pub(crate) mod layer;
 pub(crate) mod layer_pump;
 pub(crate) mod plain_pump;
+pub mod proxy;
 pub mod runtime;
 // The one module allowed unsafe code (`#![deny(unsafe_code)]` in lib.rs); each block says why
 // it is sound in a `// SAFETY:` comment.
