@@ -676,3 +676,88 @@ fn process_build_packet_and_latency_families() {
     );
     assert!(m.value("ringmq_delivery_latency_seconds_bucket", &[("le", "10")]) <= 40);
 }
+
+/// deploy/grafana-dashboard.json cannot silently rot: it is a JSON model with a Prometheus
+/// data source variable that every panel uses, and every metric name its queries use (panels
+/// and template variables) is a family or sample name of a live scrape.
+#[test]
+fn grafana_dashboard_queries_existing_families() {
+    let path = workspace_root().join("deploy/grafana-dashboard.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&read_text(&path))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let vars = dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating.list");
+    assert!(
+        vars.iter().any(|v| v["name"] == "datasource"
+            && v["type"] == "datasource"
+            && v["query"] == "prometheus"),
+        "no Prometheus data source variable"
+    );
+    let mut exprs = Vec::new();
+    for v in vars {
+        if let Some(q) = v["query"]["query"].as_str() {
+            exprs.push(q.to_owned());
+        }
+    }
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut titles = std::collections::BTreeSet::new();
+    for p in panels.iter().filter(|p| p["type"] != "row") {
+        let title = p["title"].as_str().expect("panel title");
+        assert!(titles.insert(title), "two panels titled {title}");
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "panel {title}");
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "panel {title} queries nothing");
+        for t in targets {
+            assert_eq!(t["datasource"]["uid"], "${datasource}", "panel {title}");
+            exprs.push(t["expr"].as_str().expect("expr").to_owned());
+        }
+    }
+    let used: std::collections::BTreeSet<String> = exprs
+        .iter()
+        .flat_map(|e| {
+            e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                .filter(|w| w.starts_with("ringmq_") || w.starts_with("process_"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    // What the dashboard is for: these must be on it.
+    for needed in [
+        "ringmq_connections",
+        "ringmq_messages_received_total",
+        "ringmq_messages_sent_total",
+        "ringmq_messages_dropped_total",
+        "ringmq_delivery_latency_seconds_bucket",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_cpu_seconds_total",
+        "ringmq_shard_stalls_total",
+        "ringmq_auth_failures_total",
+    ] {
+        assert!(
+            used.contains(needed),
+            "the dashboard does not show {needed}"
+        );
+    }
+
+    let port = free_port();
+    let _b =
+        Broker::start(BrokerOpts::new().config(&metrics_config(port, "sys_interval_secs = 0")));
+    let (status, text) = http_get(local(port), "/metrics");
+    assert_eq!(status, 200);
+    let mut exported = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let name = match line.strip_prefix("# TYPE ") {
+            Some(rest) => rest.split(' ').next(),
+            None if line.starts_with('#') => None,
+            None => line.split(['{', ' ']).next(),
+        };
+        exported.extend(name.map(str::to_owned));
+    }
+    let missing: Vec<&String> = used.difference(&exported).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries {missing:?}, which /metrics does not export"
+    );
+}
