@@ -11,12 +11,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ringmq_codec::*;
+use ringmq_tests::pki::Pki;
 use ringmq_tests::*;
 
 struct ProxyBroker {
     child: Child,
     mqtt: u16,
     ws: u16,
+    mqtts: u16,
+    pki: Pki,
     http: u16,
     log: PathBuf,
 }
@@ -32,16 +35,20 @@ impl Drop for ProxyBroker {
 }
 
 impl ProxyBroker {
-    /// A plain and a `ws` listener, both with `proxy_protocol`, one connection per client
-    /// address, a one-second header timeout, and the metrics endpoint.
+    /// A plain, a `ws` and an `mqtts` listener, all with `proxy_protocol`, one connection per
+    /// client address, a one-second header timeout, and the metrics endpoint.
     fn start() -> ProxyBroker {
+        let pki = Pki::new();
         let dir = temp_dir("proxy");
-        let (mqtt, ws, http) = (free_port(), free_port(), free_port());
+        let (mqtt, ws, mqtts, http) = (free_port(), free_port(), free_port(), free_port());
+        let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
         let shards = std::env::var("RINGMQ_TEST_SHARDS").unwrap_or_else(|_| "2".to_owned());
         let config = format!(
             "[server]\nshards = {shards}\n\
              [[listener]]\nbind = \"127.0.0.1:{mqtt}\"\nproxy_protocol = true\n\
              [[listener]]\nbind = \"127.0.0.1:{ws}\"\nprotocol = \"ws\"\nproxy_protocol = true\n\
+             [[listener]]\nbind = \"127.0.0.1:{mqtts}\"\nprotocol = \"mqtts\"\nproxy_protocol = true\n\
+             cert = \"{cert}\"\nkey = \"{key}\"\n\
              [limits]\nmax_connections_per_ip = 1\nconnect_timeout_secs = 1\n\
              [metrics]\nbind = \"127.0.0.1:{http}\"\nsys_interval_secs = 0\n"
         );
@@ -64,6 +71,8 @@ impl ProxyBroker {
             child,
             mqtt,
             ws,
+            mqtts,
+            pki,
             http,
             log,
         };
@@ -233,4 +242,39 @@ Sec-WebSocket-Protocol: mqtt\r\n\r\n",
     let n = s.read(&mut buf).unwrap();
     let head = String::from_utf8_lossy(&buf[..n]);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+}
+
+/// On an `mqtts` listener the header precedes the TLS handshake: Python's `ssl` client sends a
+/// v1 header in clear, then handshakes and speaks MQTT 3.1.1; a second connection carrying the
+/// same address is over the per-IP quota (CONNACK return code 0x03), so the address the TLS
+/// connection counted under is the carried one.
+#[test]
+fn tls_after_the_header() {
+    let b = ProxyBroker::start();
+    let script = r#"
+import socket, ssl, sys
+port, ca = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(cafile=ca)
+def connect(cid):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"PROXY TCP4 192.0.2.55 127.0.0.1 4242 8883\r\n")
+    t = ctx.wrap_socket(s, server_hostname="localhost")
+    body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(cid).to_bytes(2, "big") + cid
+    t.sendall(bytes([0x10, len(body)]) + body)
+    return t, t.recv(4).hex()
+first, a = connect(b"px-tls-1")
+second, b = connect(b"px-tls-2")
+print(a, b)
+"#;
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(b.mqtts.to_string())
+        .arg(b.pki.path("ca.pem"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{out}");
+    assert_eq!(out.trim(), "20020000 20020003", "{out}");
 }
