@@ -758,7 +758,8 @@ fn deploy_config_parses() {
 
 /// The cores count packets by type in both directions and time each delivery of a live
 /// PUBLISH on the fake clock: five QoS 1 messages read on shard 0 at t, delivered on shard 1 at
-/// t + 3 ms, land in the 5 ms bucket; a retained copy replayed on SUBSCRIBE is a delivery
+/// t + 3 ms, land in the 5 ms bucket, and at 0 to a subscriber on shard 0 (delivered within
+/// the publisher's input); a retained copy replayed on SUBSCRIBE is a delivery
 /// (a PUBLISH sent) but not a latency observation.
 #[test]
 fn cores_count_packets_by_type_and_time_deliveries() {
@@ -769,6 +770,9 @@ fn cores_count_packets_by_type_and_time_deliveries() {
     let mut c = Cluster::new(2);
     let (mut sub, _) = c.connect(1, "sub", true, 0);
     c.subscribe(&mut sub, "t/#", QoS::AtMostOnce);
+    // On the publisher's shard: delivered within the publisher's input, latency 0.
+    let (mut near, _) = c.connect(0, "near", true, 0);
+    c.subscribe(&mut near, "t/#", QoS::AtMostOnce);
     let (publisher, _) = c.connect(0, "pub", true, 0);
     for i in 1..=5 {
         let mut buf = bytes::BytesMut::new();
@@ -787,6 +791,7 @@ fn cores_count_packets_by_type_and_time_deliveries() {
     c.pump();
     let got = c.recv(&mut sub);
     assert_eq!(got.len(), 5, "{got:?}");
+    assert_eq!(c.recv(&mut near).len(), 5);
     // A retained message, then a second subscriber that gets it on SUBSCRIBE.
     let retained = Packet::Publish(ringmq_codec::Publish {
         retain: true,
@@ -809,17 +814,19 @@ fn cores_count_packets_by_type_and_time_deliveries() {
     };
     let rx = |t| sum(|s| &s.packets_received, t);
     let tx = |t| sum(|s| &s.packets_sent, t);
-    assert_eq!(rx(PacketType::Connect), 3);
-    assert_eq!(rx(PacketType::Subscribe), 2);
+    assert_eq!(rx(PacketType::Connect), 4);
+    assert_eq!(rx(PacketType::Subscribe), 3);
     assert_eq!(rx(PacketType::Publish), 6);
-    assert_eq!(tx(PacketType::Connack), 3);
-    assert_eq!(tx(PacketType::Suback), 2);
+    assert_eq!(tx(PacketType::Connack), 4);
+    assert_eq!(tx(PacketType::Suback), 3);
     assert_eq!(tx(PacketType::Puback), 5);
-    assert_eq!(tx(PacketType::Publish), 6);
+    assert_eq!(tx(PacketType::Publish), 11);
     assert_eq!(tx(PacketType::Pingresp), 0);
     let h = &m.shard(1).delivery_latency;
     assert_eq!(h.count(), 5, "the retained replay is not timed");
-    assert_eq!(m.shard(0).delivery_latency.count(), 0);
+    let near = &m.shard(0).delivery_latency;
+    assert_eq!((near.count(), near.sum_nanos()), (5, 0));
+    assert_eq!(near.bucket_counts().next(), Some(5));
     assert_eq!(h.sum_nanos(), 15_000_000);
     let buckets: Vec<u64> = h.bucket_counts().collect();
     let five_ms = LATENCY_BOUNDS_NANOS
