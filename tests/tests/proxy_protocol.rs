@@ -278,3 +278,17 @@ print(a, b)
     assert!(o.status.success(), "{out}");
     assert_eq!(out.trim(), "20020000 20020003", "{out}");
 }
+
+/// A v2 `LOCAL` header (a balancer's own health check) and a v1 `UNKNOWN` one carry no client
+/// address: the socket's (127.0.0.1) is used, so with one connection per address the second is
+/// over the quota.
+#[test]
+fn local_and_unknown_keep_the_socket_address() {
+    let b = ProxyBroker::start();
+    let local = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
+    let (_first, ack) = connect_through(&b, local, "px-local");
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    let (mut second, ack) = connect_through(&b, b"PROXY UNKNOWN\r\n", "px-unknown");
+    assert_eq!(ack.reason_code, ReasonCode::QUOTA_EXCEEDED);
+    second.expect_closed(WAIT);
+}
