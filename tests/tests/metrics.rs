@@ -629,8 +629,15 @@ fn process_build_packet_and_latency_families() {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    match head {
-        Some(head) if std::env::var_os("RINGMQ_BIN").is_none() => assert_eq!(labels[1].1, head),
+    // build.rs: RINGMQ_BUILD_COMMIT when set at build time, else git's HEAD, else "unknown".
+    let expected = std::env::var("RINGMQ_BUILD_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .or(head);
+    match expected {
+        Some(commit) if std::env::var_os("RINGMQ_BIN").is_none() => {
+            assert_eq!(labels[1].1, commit)
+        }
         _ => assert!(!labels[1].1.is_empty()),
     }
 
