@@ -183,6 +183,7 @@ fn bench_mesh(c: &mut Criterion) {
         properties: PublishProperties::default(),
         expires_at: None,
         origin: Bytes::from_static(b"publisher"),
+        published_at: None,
     };
     let mut group = c.benchmark_group("mesh");
     group.throughput(Throughput::Elements(64));

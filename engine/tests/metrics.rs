@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime};
 
+mod common;
+
 use ringmq::config::{ClientCertificateMode, Config, ListenerProtocol};
 use ringmq::ops::metrics::*;
 use ringmq_codec::QoS;
@@ -71,6 +73,14 @@ fn busy_metrics() -> Metrics {
     b.auth_cache_totals(AuthCache::Jwt, 6, 2);
     a.auth_failed(AuthMethod::Unknown, AuthFailure::BadMethod);
     b.quota_rejected(Quota::ConnectionsPerIp);
+    a.packet_sent(PacketType::Connack);
+    b.packet_sent(PacketType::Connack);
+    b.packet_sent(PacketType::Pubrel);
+    a.delivery_latency.observe(Duration::ZERO);
+    a.delivery_latency.observe(Duration::from_micros(10));
+    b.delivery_latency.observe(Duration::from_millis(3));
+    b.delivery_latency.observe(Duration::from_secs(60));
+    b.proxy_failed(ProxyFailure::Timeout);
     m.auth.registry_reloaded(3);
     m.auth.registry_reload_failed();
     m
@@ -153,7 +163,10 @@ fn parse_exposition(text: &str) -> Exposition {
         if let Some(rest) = line.strip_prefix("# HELP ") {
             let (name, help) = rest.split_once(' ').expect("HELP name text");
             assert!(is_metric_name(name), "{line}");
-            assert!(name.starts_with("ringmq_"), "{line}");
+            assert!(
+                name.starts_with("ringmq_") || name.starts_with("process_"),
+                "{line}"
+            );
             assert!(!help.is_empty(), "{line}");
             assert!(
                 e.help.insert(name.into(), help.into()).is_none(),
@@ -167,24 +180,37 @@ fn parse_exposition(text: &str) -> Exposition {
                 Some(name),
                 "TYPE follows its HELP: {line}"
             );
-            assert!(matches!(kind, "counter" | "gauge"), "{line}");
+            assert!(matches!(kind, "counter" | "gauge" | "histogram"), "{line}");
             assert_eq!(
                 kind == "counter",
                 name.ends_with("_total"),
                 "counters and only counters end in _total: {line}"
             );
+            if kind == "histogram" {
+                assert!(name.ends_with("_seconds"), "histograms in seconds: {line}");
+            }
             assert!(e.kind.insert(name.into(), kind.into()).is_none(), "{line}");
         } else {
             assert!(!line.starts_with('#'), "unknown comment: {line}");
             let name_end = line.find(['{', ' ']).expect("sample has a value");
             let name = &line[..name_end];
             assert!(is_metric_name(name), "{line}");
-            assert_eq!(
-                current.as_deref(),
-                Some(name),
+            // A histogram's samples are its name with _bucket, _sum or _count.
+            let family = current.as_deref().filter(|f| {
+                *f == name
+                    || (e.kind.get(*f).is_some_and(|k| k == "histogram")
+                        && ["_bucket", "_sum", "_count"]
+                            .iter()
+                            .any(|s| name.strip_suffix(s) == Some(*f)))
+            });
+            assert!(
+                family.is_some(),
                 "sample belongs to the family declared above it: {line}"
             );
-            assert!(e.kind.contains_key(name), "sample before TYPE: {line}");
+            assert!(
+                family.is_some_and(|f| e.kind.contains_key(f)),
+                "sample before TYPE: {line}"
+            );
             let (labels, rest) = parse_labels(&line[name_end..]);
             let value = rest.strip_prefix(' ').expect("one space before the value");
             let value: f64 = value
@@ -294,11 +320,62 @@ fn rendering_parses_back_with_the_counted_values() {
         1.0
     );
 
+    let sent = |t| e.value("ringmq_packets_sent_total", &[("type", t)]);
+    assert_eq!(
+        (sent("connack"), sent("pubrel"), sent("auth")),
+        (2.0, 1.0, 0.0)
+    );
+    assert_eq!(
+        e.value("ringmq_packets_received_total", &[("type", "publish")]),
+        0.0
+    );
+    // Buckets are cumulative; 10 µs is in the first (le is inclusive), 60 s only in +Inf.
+    let le = |b| e.value("ringmq_delivery_latency_seconds_bucket", &[("le", b)]);
+    assert_eq!((le("0.00001"), le("0.0025"), le("0.005")), (2.0, 2.0, 3.0));
+    assert_eq!((le("10"), le("+Inf")), (3.0, 4.0));
+    assert_eq!(e.value("ringmq_delivery_latency_seconds_count", &[]), 4.0);
+    let sum = e.value("ringmq_delivery_latency_seconds_sum", &[]);
+    assert!((sum - 60.00301).abs() < 1e-9, "{sum}");
+    assert_eq!(
+        e.value(
+            "ringmq_proxy_protocol_failures_total",
+            &[("reason", "timeout")]
+        ),
+        1.0
+    );
+    let build = e
+        .samples
+        .iter()
+        .find(|((n, _), _)| n == "ringmq_build_info")
+        .expect("ringmq_build_info");
+    assert_eq!(*build.1, 1.0);
+    let labels: Vec<&str> = build.0.1.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(labels, ["commit", "version"]);
+    assert_eq!(build.0.1[1].1, env!("CARGO_PKG_VERSION"));
+    assert!(!build.0.1[0].1.is_empty());
+    // The process families, read from /proc.
+    assert!(e.value("process_open_fds", &[]) >= 3.0);
+    assert!(e.value("process_max_fds", &[]) >= e.value("process_open_fds", &[]));
+    assert!(e.value("process_resident_memory_bytes", &[]) > 0.0);
+    assert!(
+        e.value("process_virtual_memory_bytes", &[])
+            >= e.value("process_resident_memory_bytes", &[])
+    );
+    assert!(e.value("process_cpu_seconds_total", &[]) >= 0.0);
+    assert!(e.value("process_start_time_seconds", &[]) > 1_577_836_800.0);
+
     // Every fixed label value is present even at zero (absent series break rate()).
     let families: BTreeSet<&str> = e.samples.keys().map(|(n, _)| n.as_str()).collect();
-    for f in e.kind.keys() {
+    for (f, kind) in &e.kind {
+        let sample = match kind.as_str() {
+            "histogram" => format!("{f}_count"),
+            _ => f.clone(),
+        };
         if !f.starts_with("ringmq_jwks_") {
-            assert!(families.contains(f.as_str()), "family {f} has no sample");
+            assert!(
+                families.contains(sample.as_str()),
+                "family {f} has no sample"
+            );
         }
     }
     assert_eq!(
@@ -682,4 +759,85 @@ fn deploy_config_parses() {
         let section = &text[i..text[i..].find("\n\n").map_or(text.len(), |e| i + e)];
         assert!(section.contains("planned"), "{section}");
     }
+}
+
+/// The cores count packets by type in both directions and time each delivery of a live
+/// PUBLISH on the fake clock: five QoS 1 messages read on shard 0 at t, delivered on shard 1 at
+/// t + 3 ms, land in the 5 ms bucket, and at 0 to a subscriber on shard 0 (delivered within
+/// the publisher's input); a retained copy replayed on SUBSCRIBE is a delivery
+/// (a PUBLISH sent) but not a latency observation.
+#[test]
+fn cores_count_packets_by_type_and_time_deliveries() {
+    use common::*;
+    use ringmq::proto::Input;
+    use ringmq_codec::{Packet, QosPid};
+
+    let mut c = Cluster::new(2);
+    let (mut sub, _) = c.connect(1, "sub", true, 0);
+    c.subscribe(&mut sub, "t/#", QoS::AtMostOnce);
+    // On the publisher's shard: delivered within the publisher's input, latency 0.
+    let (mut near, _) = c.connect(0, "near", true, 0);
+    c.subscribe(&mut near, "t/#", QoS::AtMostOnce);
+    let (publisher, _) = c.connect(0, "pub", true, 0);
+    for i in 1..=5 {
+        let mut buf = bytes::BytesMut::new();
+        let p = publish("t/a", b"x", QosPid::AtLeastOnce(pid(i)));
+        ringmq_codec::encode(&p, publisher.version, &mut buf).unwrap();
+        // Read on the publisher's shard, not pumped yet.
+        let _ = c.input(
+            0,
+            Input::Read {
+                conn: publisher.index,
+                bytes: &mut buf,
+            },
+        );
+    }
+    c.now += Duration::from_millis(3);
+    c.pump();
+    let got = c.recv(&mut sub);
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert_eq!(c.recv(&mut near).len(), 5);
+    // A retained message, then a second subscriber that gets it on SUBSCRIBE.
+    let retained = Packet::Publish(ringmq_codec::Publish {
+        retain: true,
+        ..match publish("r/x", b"kept", QosPid::AtMostOnce) {
+            Packet::Publish(p) => p,
+            _ => unreachable!(),
+        }
+    });
+    c.send(&publisher, &retained);
+    let (mut late, _) = c.connect(1, "late", true, 0);
+    c.subscribe(&mut late, "r/#", QoS::AtMostOnce);
+    assert_eq!(c.recv(&mut late).len(), 1);
+
+    let m = &c.metrics;
+    let sum = |f: fn(&ShardMetrics) -> &[Counter; PacketType::COUNT], t: PacketType| {
+        m.shards()
+            .iter()
+            .map(|s| f(s)[t as usize].get())
+            .sum::<u64>()
+    };
+    let rx = |t| sum(|s| &s.packets_received, t);
+    let tx = |t| sum(|s| &s.packets_sent, t);
+    assert_eq!(rx(PacketType::Connect), 4);
+    assert_eq!(rx(PacketType::Subscribe), 3);
+    assert_eq!(rx(PacketType::Publish), 6);
+    assert_eq!(tx(PacketType::Connack), 4);
+    assert_eq!(tx(PacketType::Suback), 3);
+    assert_eq!(tx(PacketType::Puback), 5);
+    assert_eq!(tx(PacketType::Publish), 11);
+    assert_eq!(tx(PacketType::Pingresp), 0);
+    let h = &m.shard(1).delivery_latency;
+    assert_eq!(h.count(), 5, "the retained replay is not timed");
+    let near = &m.shard(0).delivery_latency;
+    assert_eq!((near.count(), near.sum_nanos()), (5, 0));
+    assert_eq!(near.bucket_counts().next(), Some(5));
+    assert_eq!(h.sum_nanos(), 15_000_000);
+    let buckets: Vec<u64> = h.bucket_counts().collect();
+    let five_ms = LATENCY_BOUNDS_NANOS
+        .iter()
+        .position(|&b| b == 5_000_000)
+        .unwrap();
+    assert_eq!(buckets[five_ms], 5, "{buckets:?}");
+    assert_eq!(buckets.iter().sum::<u64>(), 5);
 }

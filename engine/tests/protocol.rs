@@ -600,6 +600,7 @@ fn retain_update(payload: &'static [u8], seq: u64) -> ShardMsg {
             properties: PublishProperties::default(),
             expires_at: None,
             origin: Bytes::new(),
+            published_at: None,
         },
         seq,
     }

@@ -585,3 +585,186 @@ fn jwks_fetch_metrics() {
     assert!(age < 60, "{age}");
     assert_eq!(m.count("ringmq_jwks_age_seconds"), 1, "{m:?}");
 }
+
+/// The families operators expect of any Prometheus target, and the per-packet-type and latency
+/// ones: `process_*` read from the broker's /proc, `ringmq_build_info` with the commit it was
+/// built from, packets counted exactly by type both ways after known traffic, and the delivery
+/// latency histogram's count equal to the deliveries.
+#[test]
+fn process_build_packet_and_latency_families() {
+    let port = free_port();
+    let b = Broker::start(BrokerOpts::new().config(&metrics_config(port, "sys_interval_secs = 0")));
+    let http = local(port);
+    let m = Scrape::get(http);
+    assert!(m.value("process_open_fds", &[]) > 0);
+    assert!(m.value("process_max_fds", &[]) >= m.value("process_open_fds", &[]));
+    assert!(m.value("process_resident_memory_bytes", &[]) > 0);
+    assert!(
+        m.value("process_virtual_memory_bytes", &[])
+            >= m.value("process_resident_memory_bytes", &[])
+    );
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let started = m.value("process_start_time_seconds", &[]);
+    assert!(started <= now && started + 600 > now, "{started} vs {now}");
+    assert_eq!(m.count("process_cpu_seconds_total"), 1);
+    let (labels, one) = m
+        .samples
+        .iter()
+        .find(|((n, _), _)| n == "ringmq_build_info")
+        .map(|((_, l), v)| (l.clone(), *v))
+        .expect("ringmq_build_info");
+    assert_eq!(one, 1.0);
+    assert_eq!(
+        labels[0],
+        ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())
+    );
+    assert_eq!(labels[1].0, "commit");
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(workspace_root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    // build.rs: RINGMQ_BUILD_COMMIT when set at build time, else git's HEAD, else "unknown".
+    let expected = std::env::var("RINGMQ_BUILD_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .or(head);
+    match expected {
+        Some(commit) if std::env::var_os("RINGMQ_BIN").is_none() => {
+            assert_eq!(labels[1].1, commit)
+        }
+        _ => assert!(!labels[1].1.is_empty()),
+    }
+
+    let mut sub = b.v5("p-sub");
+    sub.subscribe_ok("p/#", QoS::AtLeastOnce);
+    let mut publisher = b.v5("p-pub");
+    for i in 0..30 {
+        publisher.publish(msg("p/zero", format!("{i}")));
+    }
+    for i in 0..10 {
+        let one = msg("p/one", format!("{i}")).qos(QoS::AtLeastOnce);
+        assert_eq!(publisher.publish(one), Some(ReasonCode::SUCCESS));
+    }
+    // The test client acknowledges QoS 1 itself.
+    assert_eq!(sub.expect_publishes(40).len(), 40);
+    publisher.send(&Packet::PingReq);
+    assert!(matches!(publisher.expect_packet(WAIT), Packet::PingResp));
+    let m = scrape_until(http, "the acknowledgements and the ping counted", |m| {
+        m.value("ringmq_packets_received_total", &[("type", "puback")]) == 10
+            && m.value("ringmq_packets_received_total", &[("type", "pingreq")]) == 1
+    });
+    let rx = |t| m.value("ringmq_packets_received_total", &[("type", t)]);
+    let tx = |t| m.value("ringmq_packets_sent_total", &[("type", t)]);
+    assert_eq!((rx("connect"), rx("subscribe"), rx("publish")), (2, 1, 40));
+    assert_eq!((rx("pubrec"), rx("disconnect"), rx("auth")), (0, 0, 0));
+    assert_eq!((tx("connack"), tx("suback"), tx("publish")), (2, 1, 40));
+    assert_eq!((tx("puback"), tx("pingresp"), tx("disconnect")), (10, 1, 0));
+    assert_eq!(m.count("ringmq_packets_sent_total"), 15);
+    // One observation per delivery; cumulative buckets ending at the count.
+    let count = m.value("ringmq_delivery_latency_seconds_count", &[]);
+    assert_eq!(count, 40);
+    assert_eq!(count, m.total("ringmq_messages_sent_total"));
+    let buckets: Vec<u64> = m
+        .samples
+        .iter()
+        .filter(|((n, _), _)| n == "ringmq_delivery_latency_seconds_bucket")
+        .map(|(_, v)| *v as u64)
+        .collect();
+    assert_eq!(buckets.len(), 20);
+    assert_eq!(
+        m.value("ringmq_delivery_latency_seconds_bucket", &[("le", "+Inf")]),
+        40
+    );
+    assert!(m.value("ringmq_delivery_latency_seconds_bucket", &[("le", "10")]) <= 40);
+}
+
+/// deploy/grafana-dashboard.json cannot silently rot: it is a JSON model with a Prometheus
+/// data source variable that every panel uses, and every metric name its queries use (panels
+/// and template variables) is a family or sample name of a live scrape.
+#[test]
+fn grafana_dashboard_queries_existing_families() {
+    let path = workspace_root().join("deploy/grafana-dashboard.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&read_text(&path))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let vars = dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating.list");
+    assert!(
+        vars.iter().any(|v| v["name"] == "datasource"
+            && v["type"] == "datasource"
+            && v["query"] == "prometheus"),
+        "no Prometheus data source variable"
+    );
+    let mut exprs = Vec::new();
+    for v in vars {
+        if let Some(q) = v["query"]["query"].as_str() {
+            exprs.push(q.to_owned());
+        }
+    }
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut titles = std::collections::BTreeSet::new();
+    for p in panels.iter().filter(|p| p["type"] != "row") {
+        let title = p["title"].as_str().expect("panel title");
+        assert!(titles.insert(title), "two panels titled {title}");
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "panel {title}");
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "panel {title} queries nothing");
+        for t in targets {
+            assert_eq!(t["datasource"]["uid"], "${datasource}", "panel {title}");
+            exprs.push(t["expr"].as_str().expect("expr").to_owned());
+        }
+    }
+    let used: std::collections::BTreeSet<String> = exprs
+        .iter()
+        .flat_map(|e| {
+            e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                .filter(|w| w.starts_with("ringmq_") || w.starts_with("process_"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    // What the dashboard is for: these must be on it.
+    for needed in [
+        "ringmq_connections",
+        "ringmq_messages_received_total",
+        "ringmq_messages_sent_total",
+        "ringmq_messages_dropped_total",
+        "ringmq_delivery_latency_seconds_bucket",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_cpu_seconds_total",
+        "ringmq_shard_stalls_total",
+        "ringmq_auth_failures_total",
+    ] {
+        assert!(
+            used.contains(needed),
+            "the dashboard does not show {needed}"
+        );
+    }
+
+    let port = free_port();
+    let _b =
+        Broker::start(BrokerOpts::new().config(&metrics_config(port, "sys_interval_secs = 0")));
+    let (status, text) = http_get(local(port), "/metrics");
+    assert_eq!(status, 200);
+    let mut exported = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let name = match line.strip_prefix("# TYPE ") {
+            Some(rest) => rest.split(' ').next(),
+            None if line.starts_with('#') => None,
+            None => line.split(['{', ' ']).next(),
+        };
+        exported.extend(name.map(str::to_owned));
+    }
+    let missing: Vec<&String> = used.difference(&exported).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries {missing:?}, which /metrics does not export"
+    );
+}

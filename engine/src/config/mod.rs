@@ -129,6 +129,11 @@ pub struct ListenerConfig {
     /// `ws` and `wss`: the HTTP path of the endpoint.
     #[serde(default = "default_ws_path")]
     pub path: String,
+    /// Every connection starts with a PROXY protocol v1 or v2 header (from HAProxy or a load
+    /// balancer), whose client address is used instead of the socket's; a connection without
+    /// a valid one within `limits.connect_timeout_secs` is closed.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 fn default_ws_path() -> String {
@@ -144,6 +149,7 @@ impl ListenerConfig {
             key: None,
             client_certificate: ClientCertificateMode::None,
             path: default_ws_path(),
+            proxy_protocol: false,
         }
     }
 }

@@ -196,7 +196,7 @@ impl ShardCore {
                 ..Default::default()
             },
         };
-        write_packet(conn, &Packet::Auth(reply));
+        write_packet(conn, &Packet::Auth(reply), &self.metrics);
         self.drop_unpermitted_subscriptions(index, now);
         Ok(())
     }

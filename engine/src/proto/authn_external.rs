@@ -594,7 +594,7 @@ impl ShardCore {
                 ..Default::default()
             },
         };
-        write_packet(conn, &Packet::Auth(reply));
+        write_packet(conn, &Packet::Auth(reply), &self.metrics);
         self.drop_unpermitted_subscriptions(index, now);
         Ok(())
     }
@@ -673,7 +673,7 @@ impl ShardCore {
                 return;
             };
             warn!(client_id = %client_id, peer = %conn.peer, reason = %f.reason, "CONNECT refused: {}", f.message);
-            write_connack_refusal(conn, &f);
+            write_connack_refusal(conn, &f, &self.metrics);
             self.close_conn(index, false, now);
         }
     }

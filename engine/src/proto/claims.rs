@@ -241,7 +241,7 @@ impl ShardCore {
             return;
         };
         warn!(client_id = %conn.client_id, peer = %conn.peer, reason = %f.reason, quota = f.quota.map(Quota::label), "CONNECT refused: {}", f.message);
-        write_connack_refusal(conn, &f);
+        write_connack_refusal(conn, &f, &self.metrics);
         self.close_conn(index, false, now);
     }
 

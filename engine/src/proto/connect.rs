@@ -34,7 +34,7 @@ impl ShardCore {
             note_client_limits(conn, &connect);
             let f = connection_quota_refusal(quota);
             warn!(client_id = %connect.client_id, peer = %conn.peer, reason = %f.reason, quota = quota.label(), "CONNECT refused: {}", f.message);
-            write_connack_refusal(conn, &f);
+            write_connack_refusal(conn, &f, &self.metrics);
             self.close_conn(index, false, now);
             return Ok(());
         }
@@ -43,7 +43,7 @@ impl ShardCore {
                 return Ok(());
             };
             warn!(client_id = %conn.client_id, peer = %conn.peer, reason = %f.reason, "CONNECT refused: {}", f.message);
-            write_connack_refusal(conn, &f);
+            write_connack_refusal(conn, &f, &self.metrics);
             self.close_conn(index, false, now);
         }
         Ok(())
@@ -189,7 +189,7 @@ impl ShardCore {
                 reason_code: ReasonCode::SESSION_TAKEN_OVER,
                 properties: Default::default(),
             };
-            write_packet(conn, &Packet::Disconnect(d));
+            write_packet(conn, &Packet::Disconnect(d), &self.metrics);
         }
         // The session does not end: it passes to the new connection. Detach it first so
         // closing the old connection neither expires nor releases it.
@@ -540,7 +540,7 @@ impl ShardCore {
             }
         }
         let before = conn.pending_bytes();
-        write_packet(conn, &Packet::ConnAck(ack));
+        write_packet(conn, &Packet::ConnAck(ack), &self.metrics);
         if conn.pending_bytes() == before {
             // Even without its optional properties the CONNACK exceeds the client's Maximum
             // Packet Size, which the server must not exceed [MQTT-3.1.2-25]: without a CONNACK

@@ -27,7 +27,9 @@ pub struct Now {
 /// Something that happened to the shard.
 #[derive(Debug)]
 pub enum Input<'a> {
-    /// A connection was accepted on listener number `listener` (config order).
+    /// A connection was accepted on listener number `listener` (config order) from `peer`:
+    /// the client's address (on a `proxy_protocol` listener, the one its PROXY header carried;
+    /// the header is read before this input, `transport/proxy.rs`).
     Accept { listener: usize, peer: SocketAddr },
     /// Bytes arrived on a connection. A frame that is not complete stays in `bytes` for the
     /// runtime to continue with the next read.

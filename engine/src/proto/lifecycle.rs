@@ -142,6 +142,7 @@ impl ShardCore {
             match ringmq_codec::decode(buf, &self.codec_limits, version) {
                 Ok(Some(packet)) => {
                     conn.last_rx = now;
+                    self.metrics.packet_received(&packet);
                     if let Err(f) = self.handle_packet(index, packet, now) {
                         self.fail_conn(index, f, now);
                     }
@@ -220,13 +221,14 @@ impl ShardCore {
                         reason_code: f.reason,
                         ..Default::default()
                     }),
+                    &self.metrics,
                 );
             }
             ConnState::AwaitConnect { .. } => {
                 // A CONNECT that did not decode: close without CONNACK [MQTT-3.1.4-1], since
                 // the client's protocol version is not known.
             }
-            ConnState::Claiming { .. } => write_connack_refusal(conn, &f),
+            ConnState::Claiming { .. } => write_connack_refusal(conn, &f, &self.metrics),
             ConnState::Connected => {
                 if conn.version.is_v5() {
                     let d = Disconnect {
@@ -236,7 +238,7 @@ impl ShardCore {
                             ..Default::default()
                         },
                     };
-                    write_packet(conn, &Packet::Disconnect(d));
+                    write_packet(conn, &Packet::Disconnect(d), &self.metrics);
                 }
             }
             ConnState::Closing => {}

@@ -19,6 +19,9 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// The publisher's client id, for No Local [MQTT-3.8.3-3]. Empty for server messages.
     pub origin: Bytes,
+    /// When the publisher's PUBLISH was read, for `ringmq_delivery_latency_seconds`; `None`
+    /// for what is not a client's live PUBLISH (retained copies, wills, `$SYS`).
+    pub published_at: Option<Instant>,
 }
 
 impl Message {
@@ -88,6 +91,8 @@ impl Message {
             properties: compact_properties(&self.properties),
             expires_at: self.expires_at,
             origin: Bytes::new(),
+            // A retained copy replayed on SUBSCRIBE is not a delivery of the live PUBLISH.
+            published_at: None,
         }
     }
 }
@@ -132,6 +137,7 @@ mod tests {
             },
             expires_at: None,
             origin: Bytes::from_static(b"c"),
+            published_at: None,
         };
         let c = m.compact();
         assert_eq!(c.topic, m.topic);

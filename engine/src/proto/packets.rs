@@ -73,7 +73,7 @@ impl ShardCore {
             Packet::Unsubscribe(u) => self.handle_unsubscribe(index, u),
             Packet::PingReq => {
                 if let Some(conn) = self.conns.get_mut(index) {
-                    write_packet(conn, &Packet::PingResp);
+                    write_packet(conn, &Packet::PingResp, &self.metrics);
                 }
                 Ok(())
             }
@@ -161,12 +161,16 @@ impl ShardCore {
                 }
                 s.inflight[pos].state = InflightState::Released;
                 durable::hooks::released(self.durable.as_deref_mut(), s, id);
-                write_packet(conn, &Packet::PubRel(PubResp::new(id, ReasonCode::SUCCESS)));
+                write_packet(
+                    conn,
+                    &Packet::PubRel(PubResp::new(id, ReasonCode::SUCCESS)),
+                    &self.metrics,
+                );
             }
             _ => {
                 // Unknown id: PUBREL with 0x92 (MQTT 5.0 section 3.6.2.1).
                 let rc = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
-                write_packet(conn, &Packet::PubRel(PubResp::new(id, rc)));
+                write_packet(conn, &Packet::PubRel(PubResp::new(id, rc)), &self.metrics);
             }
         }
     }
@@ -212,7 +216,7 @@ impl ShardCore {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
         };
         let durable = s.durable;
-        write_packet(conn, &Packet::PubComp(PubResp::new(id, rc)));
+        write_packet(conn, &Packet::PubComp(PubResp::new(id, rc)), &self.metrics);
         if durable {
             // After PUBCOMP the client may reuse the packet id: its release must be on disk
             // first, or a restart would take the new message for a duplicate.

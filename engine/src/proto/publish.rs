@@ -120,7 +120,11 @@ impl ShardCore {
                     .conns
                     .get_mut(index)
                     .ok_or_else(|| fail(ReasonCode::UNSPECIFIED_ERROR, "gone"))?;
-                write_packet(conn, &Packet::PubRec(PubResp::new(id, ReasonCode::SUCCESS)));
+                write_packet(
+                    conn,
+                    &Packet::PubRec(PubResp::new(id, ReasonCode::SUCCESS)),
+                    &self.metrics,
+                );
                 self.gate_output(index);
                 return Ok(());
             }
@@ -152,19 +156,25 @@ impl ShardCore {
             match p.qos_pid {
                 QosPid::AtMostOnce => {}
                 QosPid::AtLeastOnce(id) if conn.version.is_v5() => {
-                    write_packet(conn, &Packet::PubAck(ack(id)))
+                    write_packet(conn, &Packet::PubAck(ack(id)), &self.metrics)
                 }
                 QosPid::ExactlyOnce(id) if conn.version.is_v5() => {
-                    write_packet(conn, &Packet::PubRec(ack(id)))
+                    write_packet(conn, &Packet::PubRec(ack(id)), &self.metrics)
                 }
                 // 3.1.1 has no negative acknowledgement: an unauthorized publish is
                 // acknowledged normally and dropped (as Mosquitto does), so the client does not
                 // resend it forever; any other refusal closes the connection [MQTT-3.3.5-2].
-                QosPid::AtLeastOnce(id) if reason == ReasonCode::NOT_AUTHORIZED => {
-                    write_packet(conn, &Packet::PubAck(PubResp::new(id, ReasonCode::SUCCESS)))
-                }
+                QosPid::AtLeastOnce(id) if reason == ReasonCode::NOT_AUTHORIZED => write_packet(
+                    conn,
+                    &Packet::PubAck(PubResp::new(id, ReasonCode::SUCCESS)),
+                    &self.metrics,
+                ),
                 QosPid::ExactlyOnce(id) if reason == ReasonCode::NOT_AUTHORIZED => {
-                    write_packet(conn, &Packet::PubRec(PubResp::new(id, ReasonCode::SUCCESS)));
+                    write_packet(
+                        conn,
+                        &Packet::PubRec(PubResp::new(id, ReasonCode::SUCCESS)),
+                        &self.metrics,
+                    );
                     // The PUBREL that follows completes normally.
                     if let Some(s) = self.sessions.get_mut(sidx) {
                         s.incoming_qos2.insert(id.get());
@@ -190,6 +200,7 @@ impl ShardCore {
             properties,
             expires_at,
             origin: client_id.into_bytes(),
+            published_at: Some(now),
         };
         self.metrics.message_in(qos);
         if message.retain {
@@ -204,14 +215,20 @@ impl ShardCore {
             .ok_or_else(|| fail(ReasonCode::UNSPECIFIED_ERROR, "gone"))?;
         match p.qos_pid {
             QosPid::AtMostOnce => return Ok(()),
-            QosPid::AtLeastOnce(id) => {
-                write_packet(conn, &Packet::PubAck(PubResp::new(id, ReasonCode::SUCCESS)))
-            }
+            QosPid::AtLeastOnce(id) => write_packet(
+                conn,
+                &Packet::PubAck(PubResp::new(id, ReasonCode::SUCCESS)),
+                &self.metrics,
+            ),
             QosPid::ExactlyOnce(id) => {
                 if let Some(s) = self.sessions.get_mut(sidx) {
                     s.incoming_qos2.insert(id.get());
                 }
-                write_packet(conn, &Packet::PubRec(PubResp::new(id, ReasonCode::SUCCESS)));
+                write_packet(
+                    conn,
+                    &Packet::PubRec(PubResp::new(id, ReasonCode::SUCCESS)),
+                    &self.metrics,
+                );
                 self.durable_inbound(sidx, id, true);
             }
         }
@@ -297,6 +314,7 @@ impl ShardCore {
             properties: props,
             expires_at,
             origin: Bytes::new(),
+            published_at: None,
         };
         debug!(topic = %message.topic, "publishing will");
         if message.retain {

@@ -264,6 +264,7 @@ mod tests {
                 properties: Default::default(),
                 expires_at: None,
                 origin: Bytes::new(),
+                published_at: None,
             },
             qos: QoS::AtLeastOnce,
             retain: false,

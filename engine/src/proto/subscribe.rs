@@ -114,7 +114,7 @@ impl ShardCore {
             properties: Default::default(),
             reason_codes: codes,
         };
-        write_packet(conn, &Packet::SubAck(ack));
+        write_packet(conn, &Packet::SubAck(ack), &self.metrics);
         if self.sessions.get(sidx).is_some_and(|s| s.durable) {
             self.durable_session_changed(sidx, false);
             self.gate_output(index);
@@ -206,6 +206,7 @@ impl ShardCore {
                 properties: Default::default(),
                 reason_codes: codes,
             }),
+            &self.metrics,
         );
         Ok(())
     }

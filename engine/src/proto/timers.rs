@@ -152,6 +152,7 @@ impl ShardCore {
                 properties: Default::default(),
                 expires_at: None,
                 origin: Bytes::new(),
+                published_at: None,
             };
             self.retain_everywhere(&message);
             self.route(message, now);
@@ -186,7 +187,7 @@ impl ShardCore {
                     reason_code: ReasonCode::SERVER_SHUTTING_DOWN,
                     properties: Default::default(),
                 };
-                write_packet(conn, &Packet::Disconnect(d));
+                write_packet(conn, &Packet::Disconnect(d), &self.metrics);
             }
             self.close_conn(index, false, now);
         }

@@ -4,7 +4,7 @@
 use ringmq_codec::{ConnAck, ConnAckProperties, DecodeError, Packet, ReasonCode, Str};
 use tracing::{debug, warn};
 
-use crate::ops::metrics::Quota;
+use crate::ops::metrics::{PacketType, Quota, ShardMetrics};
 use crate::proto::conn::Conn;
 
 /// Why a connection is being closed by the server.
@@ -45,9 +45,13 @@ pub(crate) fn over_quota(quota: Quota, reason: ReasonCode, message: impl Into<St
 /// are left out (CONNACK [MQTT-3.2.2-19] [MQTT-3.2.2-20], and the same rule on every
 /// acknowledgement, DISCONNECT and AUTH), and a packet too large even without them is not
 /// sent. Before CONNECT is read no limit is known (`client_max_packet` is the protocol's).
-pub(crate) fn write_packet(conn: &mut Conn, packet: &Packet) {
+pub(crate) fn write_packet(conn: &mut Conn, packet: &Packet, metrics: &ShardMetrics) {
     let max = conn.client_max_packet;
-    match ringmq_codec::encode_within(packet, conn.version, max, &mut conn.out) {
+    let written = ringmq_codec::encode_within(packet, conn.version, max, &mut conn.out);
+    if written.is_ok() {
+        metrics.packet_sent(PacketType::of(packet));
+    }
+    match written {
         Ok(omitted) if omitted.any() => {
             debug!(client_id = %conn.client_id, packet = packet.name(), max, ?omitted, "optional properties left out to fit the client's Maximum Packet Size");
         }
@@ -58,7 +62,7 @@ pub(crate) fn write_packet(conn: &mut Conn, packet: &Packet) {
 
 /// CONNECT was understood: the refusal goes in CONNACK [MQTT-3.2.2-6]. 3.1.1 has return codes
 /// for only a few causes [MQTT-3.2.2-5]; for the rest the connection is just closed.
-pub(crate) fn write_connack_refusal(conn: &mut Conn, f: &Failure) {
+pub(crate) fn write_connack_refusal(conn: &mut Conn, f: &Failure, metrics: &ShardMetrics) {
     let v3_code = f.reason.to_v3_connack();
     if conn.version.is_v5() || v3_code != 0x05 || f.reason == ReasonCode::NOT_AUTHORIZED {
         let properties = ConnAckProperties {
@@ -70,7 +74,7 @@ pub(crate) fn write_connack_refusal(conn: &mut Conn, f: &Failure) {
             reason_code: f.reason,
             properties,
         };
-        write_packet(conn, &Packet::ConnAck(ack));
+        write_packet(conn, &Packet::ConnAck(ack), metrics);
     }
 }
 

@@ -7,6 +7,7 @@ pub(crate) mod layer;
 pub(crate) mod layer_pump;
 pub(crate) mod plain_pump;
 pub mod probe;
+pub mod proxy;
 pub mod runtime;
 pub(crate) mod storage;
 // The one module allowed unsafe code (`#![deny(unsafe_code)]` in lib.rs); each block says why

@@ -25,6 +25,7 @@ use crate::transport::host::Host;
 use crate::transport::layer::{Bare, Tls};
 use crate::transport::layer_pump;
 use crate::transport::plain_pump::connection;
+use crate::transport::proxy::{ProxyListener, spawn_after_header};
 use crate::transport::tls::ListenerTls;
 use crate::transport::turn::{TurnGate, next_turn};
 use crate::transport::ws::{WsConfig, WsServer};
@@ -451,8 +452,12 @@ async fn shard_main(setup: ShardSetup) {
             .reuse_port(true)
             .reuse_addr(true)
             .backlog(4096);
+        let proxy = l.proxy_protocol.then(|| {
+            let timeout = Duration::from_secs(u64::from(config.limits.connect_timeout_secs.max(1)));
+            ProxyListener::new(l.bind.to_string(), timeout)
+        });
         match TcpListener::bind_with_config(l.bind, &opts) {
-            Ok(listener) => listeners.push((listener, transport)),
+            Ok(listener) => listeners.push((listener, transport, proxy)),
             Err(source) => {
                 let _ = ready.send(Err(StartError::Bind {
                     shard,
@@ -501,7 +506,7 @@ async fn shard_main(setup: ShardSetup) {
         }
     };
     monoio::spawn(gate.run());
-    for (number, (listener, transport)) in listeners.into_iter().enumerate() {
+    for (number, (listener, transport, proxy)) in listeners.into_iter().enumerate() {
         let metrics = shard_metrics.clone();
         monoio::spawn(accept_loop(
             listener,
@@ -509,6 +514,7 @@ async fn shard_main(setup: ShardSetup) {
             core.clone(),
             transport,
             metrics,
+            proxy,
         ));
     }
     monoio::spawn(tick_loop(core.clone(), mesh.clone(), shutdown, pulse));
@@ -610,13 +616,15 @@ enum Transport {
     Wss(Arc<ListenerTls>, Arc<WsConfig>),
 }
 
-/// Accepts connections of listener `number` (config order, for per-listener metrics).
+/// Accepts connections of listener `number` (config order, for per-listener metrics); with
+/// `proxy`, each connection's PROXY protocol header is read first (`proxy.rs`).
 async fn accept_loop(
     listener: TcpListener,
     number: usize,
     core: Core,
     transport: Transport,
     metrics: ShardHandle,
+    proxy: Option<Rc<ProxyListener>>,
 ) {
     let addr = listener
         .local_addr()
@@ -649,34 +657,57 @@ async fn accept_loop(
             continue; // dropping the stream closes it
         }
         let _ = stream.set_nodelay(true);
-        let handled = core.borrow_mut().handle(Input::Accept {
-            listener: number,
-            peer,
-        });
-        let Handled::Accepted(token) = handled else {
-            continue;
-        };
-        let index = token.conn;
-        let core = core.clone();
-        match &transport {
-            Transport::Plain => {
-                monoio::spawn(connection(stream, index, core));
+        match &proxy {
+            None => start_connection(stream, peer, number, &core, &transport),
+            Some(proxy) => {
+                let (core, transport) = (core.clone(), transport.clone());
+                spawn_after_header(proxy, stream, peer, &metrics, move |stream, client| {
+                    start_connection(stream, client, number, &core, &transport)
+                });
             }
-            Transport::Ws(ws) => {
-                let layer = WsServer::new(ws.clone());
+        }
+    }
+}
+
+/// Hands an accepted connection from `peer` (the client's address) to the core and starts its
+/// tasks.
+fn start_connection(
+    stream: monoio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    number: usize,
+    core: &Core,
+    transport: &Transport,
+) {
+    if core.borrow().is_shutting_down() {
+        return; // dropping the stream closes it
+    }
+    let handled = core.borrow_mut().handle(Input::Accept {
+        listener: number,
+        peer,
+    });
+    let Handled::Accepted(token) = handled else {
+        return;
+    };
+    let index = token.conn;
+    let core = core.clone();
+    match transport {
+        Transport::Plain => {
+            monoio::spawn(connection(stream, index, core));
+        }
+        Transport::Ws(ws) => {
+            let layer = WsServer::new(ws.clone());
+            monoio::spawn(layer_pump::connection(stream, index, core, layer));
+        }
+        Transport::Tls(tls) => {
+            if let Some(session) = tls_session(tls, peer, &core, index) {
+                let layer = Tls::new(session, Bare);
                 monoio::spawn(layer_pump::connection(stream, index, core, layer));
             }
-            Transport::Tls(tls) => {
-                if let Some(session) = tls_session(tls, peer, &core, index) {
-                    let layer = Tls::new(session, Bare);
-                    monoio::spawn(layer_pump::connection(stream, index, core, layer));
-                }
-            }
-            Transport::Wss(tls, ws) => {
-                if let Some(session) = tls_session(tls, peer, &core, index) {
-                    let layer = Tls::new(session, WsServer::new(ws.clone()));
-                    monoio::spawn(layer_pump::connection(stream, index, core, layer));
-                }
+        }
+        Transport::Wss(tls, ws) => {
+            if let Some(session) = tls_session(tls, peer, &core, index) {
+                let layer = Tls::new(session, WsServer::new(ws.clone()));
+                monoio::spawn(layer_pump::connection(stream, index, core, layer));
             }
         }
     }

@@ -77,11 +77,21 @@ pub fn shutdown_write(fd: BorrowedFd<'_>) {
 /// most `max` bytes) and appends it to `buf`. `Ok(0)` is end of stream; nothing to read is
 /// `ErrorKind::WouldBlock`, whatever the descriptor's blocking mode.
 pub fn recv_into(fd: BorrowedFd<'_>, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+    recv_with(fd, buf, max, libc::MSG_DONTWAIT)
+}
+
+/// As [`recv_into`], but the bytes stay queued in the socket (`MSG_PEEK`): the next read
+/// returns them again (the PROXY protocol header is peeked so that nothing after it is read).
+pub fn peek_into(fd: BorrowedFd<'_>, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+    recv_with(fd, buf, max, libc::MSG_DONTWAIT | libc::MSG_PEEK)
+}
+
+fn recv_with(fd: BorrowedFd<'_>, buf: &mut BytesMut, max: usize, flags: i32) -> io::Result<usize> {
     let spare = buf.spare_capacity_mut();
     let len = spare.len().min(max);
     // A zero-length read would look like end of stream.
     assert!(len > 0, "recv_into needs spare capacity");
-    let n = socket2::SockRef::from(&fd).recv_with_flags(&mut spare[..len], libc::MSG_DONTWAIT)?;
+    let n = socket2::SockRef::from(&fd).recv_with_flags(&mut spare[..len], flags)?;
     let n = n.min(len);
     // SAFETY: recv initialised the first `n` bytes of the spare capacity (n ≤ len ≤ spare).
     unsafe { buf.set_len(buf.len() + n) };

@@ -24,11 +24,19 @@ use arc_swap::ArcSwap;
 use crate::config::ListenerConfig;
 
 mod http;
+mod process;
 mod render;
 
 pub use http::{
     Health, MAX_HTTP_WORKERS, MAX_REQUEST_HEAD, REQUEST_TIMEOUT, serve_http, spawn_http,
 };
+pub use process::ProcessStats;
+
+/// The commit the binary was built from (`git rev-parse` at build time, see `build.rs`), or
+/// `unknown` when it was built outside a git checkout (a source package).
+pub const BUILD_COMMIT: &str = env!("RINGMQ_BUILD_COMMIT");
+/// The crate version, for `ringmq_build_info`.
+pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 // ---- counters and gauges ------------------------------------------------------------------
 
@@ -172,6 +180,123 @@ label_enum!(
     }
 );
 
+label_enum!(
+    /// An MQTT control packet type, for the per-type packet counters.
+    PacketType {
+        Connect = "connect",
+        Connack = "connack",
+        Publish = "publish",
+        Puback = "puback",
+        Pubrec = "pubrec",
+        Pubrel = "pubrel",
+        Pubcomp = "pubcomp",
+        Subscribe = "subscribe",
+        Suback = "suback",
+        Unsubscribe = "unsubscribe",
+        Unsuback = "unsuback",
+        Pingreq = "pingreq",
+        Pingresp = "pingresp",
+        Disconnect = "disconnect",
+        Auth = "auth",
+    }
+);
+
+impl PacketType {
+    #[inline]
+    pub fn of(p: &ringmq_codec::Packet) -> PacketType {
+        use ringmq_codec::Packet;
+        match p {
+            Packet::Connect(_) => PacketType::Connect,
+            Packet::ConnAck(_) => PacketType::Connack,
+            Packet::Publish(_) => PacketType::Publish,
+            Packet::PubAck(_) => PacketType::Puback,
+            Packet::PubRec(_) => PacketType::Pubrec,
+            Packet::PubRel(_) => PacketType::Pubrel,
+            Packet::PubComp(_) => PacketType::Pubcomp,
+            Packet::Subscribe(_) => PacketType::Subscribe,
+            Packet::SubAck(_) => PacketType::Suback,
+            Packet::Unsubscribe(_) => PacketType::Unsubscribe,
+            Packet::UnsubAck(_) => PacketType::Unsuback,
+            Packet::PingReq => PacketType::Pingreq,
+            Packet::PingResp => PacketType::Pingresp,
+            Packet::Disconnect(_) => PacketType::Disconnect,
+            Packet::Auth(_) => PacketType::Auth,
+        }
+    }
+}
+
+label_enum!(
+    /// Why a connection on a `proxy_protocol` listener was closed before MQTT.
+    ProxyFailure {
+        /// Not a PROXY protocol v1 or v2 header, or a malformed one.
+        Invalid = "invalid",
+        /// No complete header within `limits.connect_timeout_secs`.
+        Timeout = "timeout",
+        /// The client closed (or the socket failed) before the header was complete.
+        Closed = "closed",
+        /// Too many connections of the shard were waiting for their header.
+        TooManyPending = "too_many_pending",
+    }
+);
+
+/// Upper bounds (inclusive, nanoseconds) of the delivery latency histogram's buckets; one
+/// more bucket above them is `+Inf`. From 10 µs (a delivery on the publisher's own shard
+/// within one input) to 10 s (a queued message delivered long after).
+pub const LATENCY_BOUNDS_NANOS: [u64; 19] = [
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// A histogram with fixed buckets, written by one thread: one counter per bucket (not
+/// cumulative; the exporter adds them up) and the sum in nanoseconds.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [Counter; LATENCY_BOUNDS_NANOS.len() + 1],
+    sum_nanos: Counter,
+}
+
+impl Histogram {
+    /// Records one observation: a binary search over 19 bounds and two counter bumps, no
+    /// allocation.
+    #[inline]
+    pub fn observe(&self, d: Duration) {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let i = LATENCY_BOUNDS_NANOS.partition_point(|&b| b < nanos);
+        self.buckets[i].inc();
+        self.sum_nanos.add(nanos);
+    }
+
+    /// Observations per bucket (not cumulative), the last one `+Inf`.
+    pub fn bucket_counts(&self) -> impl Iterator<Item = u64> + '_ {
+        self.buckets.iter().map(Counter::get)
+    }
+
+    pub fn count(&self) -> u64 {
+        self.bucket_counts().fold(0u64, u64::wrapping_add)
+    }
+
+    pub fn sum_nanos(&self) -> u64 {
+        self.sum_nanos.get()
+    }
+}
+
 impl From<ringmq_auth::identity::Method> for AuthMethod {
     fn from(m: ringmq_auth::identity::Method) -> AuthMethod {
         use ringmq_auth::identity::Method;
@@ -270,6 +395,14 @@ pub struct ShardMetrics {
     /// Indexed `[cache * 2 + (0 = hit, 1 = miss)]`.
     pub auth_cache: [Counter; AuthCache::COUNT * 2],
     pub quota_rejections: [Counter; Quota::COUNT],
+    /// MQTT control packets decoded from clients / encoded to clients, by type.
+    pub packets_received: [Counter; PacketType::COUNT],
+    pub packets_sent: [Counter; PacketType::COUNT],
+    /// From a client's PUBLISH read (on the publisher's shard) to a copy of it encoded for a
+    /// subscriber (on the subscriber's shard); see `proto::deliver::write_publish`.
+    pub delivery_latency: Histogram,
+    /// Connections closed before MQTT on a `proxy_protocol` listener.
+    pub proxy_failures: [Counter; ProxyFailure::COUNT],
 }
 
 impl ShardMetrics {
@@ -334,6 +467,20 @@ impl ShardMetrics {
 
     pub fn quota_rejected(&self, quota: Quota) {
         self.quota_rejections[quota as usize].inc();
+    }
+
+    #[inline]
+    pub fn packet_received(&self, p: &ringmq_codec::Packet) {
+        self.packets_received[PacketType::of(p) as usize].inc();
+    }
+
+    #[inline]
+    pub fn packet_sent(&self, t: PacketType) {
+        self.packets_sent[t as usize].inc();
+    }
+
+    pub fn proxy_failed(&self, why: ProxyFailure) {
+        self.proxy_failures[why as usize].inc();
     }
 }
 

@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{
-    AuthCache, AuthFailure, AuthMethod, Counter, DropCause, ListenerMetrics, Metrics, Quota,
+    AuthCache, AuthFailure, AuthMethod, BUILD_COMMIT, BUILD_VERSION, Counter, DropCause,
+    LATENCY_BOUNDS_NANOS, ListenerMetrics, Metrics, PacketType, ProcessStats, ProxyFailure, Quota,
     ShardMetrics,
 };
 
@@ -57,6 +58,24 @@ impl Metrics {
         });
         self.render_auth(&mut w);
         self.render_storage(&mut w);
+        self.by_index(&mut w, &PACKETS_RECEIVED, "type", PacketType::LABELS, |s| {
+            &s.packets_received
+        });
+        self.by_index(&mut w, &PACKETS_SENT, "type", PacketType::LABELS, |s| {
+            &s.packets_sent
+        });
+        self.render_latency(&mut w);
+        self.by_index(
+            &mut w,
+            &PROXY_FAILURES,
+            "reason",
+            ProxyFailure::LABELS,
+            |s| &s.proxy_failures,
+        );
+        w.family(&BUILD_INFO);
+        let build = [("version", BUILD_VERSION), ("commit", BUILD_COMMIT)];
+        w.sample(BUILD_INFO.name, &build, 1);
+        render_process(&mut w, &ProcessStats::read());
     }
 
     /// The write-ahead logs, per shard (only with `[storage] dir`).
@@ -82,6 +101,33 @@ impl Metrics {
         per_shard(w, &STORAGE_TORN, |s| s.torn_tails);
         per_shard(w, &STORAGE_FULL, |s| s.full_refusals);
         per_shard(w, &STORAGE_SNAPSHOTS, |s| s.snapshots);
+    }
+
+    /// `ringmq_delivery_latency_seconds`: the shards' buckets added up, then made cumulative
+    /// as the format wants.
+    fn render_latency(&self, w: &mut Writer<'_>) {
+        let f = &DELIVERY_LATENCY;
+        w.family(f);
+        let mut buckets = [0u64; LATENCY_BOUNDS_NANOS.len() + 1];
+        let mut sum_nanos = 0u64;
+        for s in self.shards.iter() {
+            for (b, n) in buckets.iter_mut().zip(s.delivery_latency.bucket_counts()) {
+                *b = b.wrapping_add(n);
+            }
+            sum_nanos = sum_nanos.wrapping_add(s.delivery_latency.sum_nanos());
+        }
+        let bucket = format!("{}_bucket", f.name);
+        let mut cumulative = 0u64;
+        for (i, n) in buckets.iter().enumerate() {
+            cumulative = cumulative.wrapping_add(*n);
+            let le = match LATENCY_BOUNDS_NANOS.get(i) {
+                Some(&b) => (b as f64 / 1e9).to_string(),
+                None => "+Inf".to_owned(),
+            };
+            w.sample(&bucket, &[("le", &le)], cumulative);
+        }
+        w.sample(&format!("{}_sum", f.name), &[], sum_nanos as f64 / 1e9);
+        w.sample(&format!("{}_count", f.name), &[], cumulative);
     }
 
     fn render_auth(&self, w: &mut Writer<'_>) {
@@ -177,6 +223,29 @@ impl Metrics {
     }
 }
 
+/// The `process_*` families, each only when its value could be read.
+fn render_process(w: &mut Writer<'_>, p: &ProcessStats) {
+    let ints = [
+        (&RESIDENT_MEMORY, p.resident_memory_bytes),
+        (&VIRTUAL_MEMORY, p.virtual_memory_bytes),
+        (&OPEN_FDS, p.open_fds),
+        (&MAX_FDS, p.max_fds),
+    ];
+    for (f, v) in ints {
+        if let Some(v) = v {
+            w.single(f, v);
+        }
+    }
+    for (f, v) in [
+        (&CPU_SECONDS, p.cpu_seconds),
+        (&START_TIME, p.start_time_seconds),
+    ] {
+        if let Some(v) = v {
+            w.single(f, v);
+        }
+    }
+}
+
 /// A metric family: name, type and help text.
 #[derive(Debug)]
 struct Family {
@@ -230,6 +299,17 @@ families! {
     STORAGE_FULL counter "ringmq_storage_full_total" "Appends refused because the log reached storage.max_disk_bytes.";
     STORAGE_SNAPSHOTS counter "ringmq_storage_snapshots_total" "Snapshots (compactions) completed, per shard.";
     JWKS_AGE gauge "ringmq_jwks_age_seconds" "Seconds since the issuer's keys were last fetched.";
+    PACKETS_RECEIVED counter "ringmq_packets_received_total" "MQTT control packets received from clients, by type.";
+    PACKETS_SENT counter "ringmq_packets_sent_total" "MQTT control packets sent to clients, by type.";
+    DELIVERY_LATENCY histogram "ringmq_delivery_latency_seconds" "Time from a client's PUBLISH being read to a copy being written for a subscriber (queued messages included; retained replays, wills and $SYS not).";
+    PROXY_FAILURES counter "ringmq_proxy_protocol_failures_total" "Connections closed on a proxy_protocol listener before MQTT, by reason.";
+    BUILD_INFO gauge "ringmq_build_info" "Always 1; the version and the commit the binary was built from.";
+    RESIDENT_MEMORY gauge "process_resident_memory_bytes" "Resident memory size in bytes.";
+    VIRTUAL_MEMORY gauge "process_virtual_memory_bytes" "Virtual memory size in bytes.";
+    OPEN_FDS gauge "process_open_fds" "Number of open file descriptors.";
+    MAX_FDS gauge "process_max_fds" "Maximum number of open file descriptors (the soft limit).";
+    CPU_SECONDS counter "process_cpu_seconds_total" "Total user and system CPU time spent in seconds.";
+    START_TIME gauge "process_start_time_seconds" "Start time of the process since unix epoch in seconds.";
 }
 
 /// Writes exposition lines; writing to a `String` cannot fail.
@@ -244,7 +324,7 @@ impl Writer<'_> {
     }
 
     /// A family with one sample and no labels.
-    fn single(&mut self, f: &Family, value: u64) {
+    fn single(&mut self, f: &Family, value: impl std::fmt::Display) {
         self.family(f);
         self.sample(f.name, &[], value);
     }
@@ -262,7 +342,7 @@ impl Writer<'_> {
         }
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
         self.out.push_str(name);
         if !labels.is_empty() {
             self.out.push('{');

@@ -52,6 +52,8 @@ fn message_of(m: StoredMessage, now: Now, relative_expiry: bool) -> Option<Messa
         properties,
         expires_at,
         origin: Bytes::new(),
+        // Not timed: a restored message's arrival was before the restart.
+        published_at: None,
     })
 }
 
