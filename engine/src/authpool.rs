@@ -196,6 +196,22 @@ impl AuthPool {
     }
 }
 
+impl crate::ops::metrics::AuthPoolGauges for AuthPool {
+    fn queued(&self) -> u64 {
+        self.jobs.len() as u64
+    }
+
+    fn decided(&self) -> u64 {
+        AuthPool::decided(self)
+    }
+
+    fn breaker_open(&self) -> Option<bool> {
+        let webhook = self.shared.webhook.load();
+        let webhook = webhook.as_ref()?;
+        Some(webhook.breaker().is_open(SystemTime::now()))
+    }
+}
+
 fn load_passwords(path: &std::path::Path) -> Result<PasswordFile, PoolError> {
     PasswordFile::load(path).map_err(|e| PoolError::PasswordFile {
         file: path.display().to_string(),

@@ -366,3 +366,54 @@ fn plain_http_to_a_remote_endpoint_stops_startup() {
         "{out}"
     );
 }
+
+/// `GET /metrics` from the broker's metrics listener on `port` (the body).
+fn metrics_text(port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// The pool shows in /metrics: a CONNECT waiting for the webhook is counted as pending on its
+/// shard while it waits; decisions are counted; the queue and the breaker are reported.
+#[test]
+fn pending_authentications_and_the_pool_are_in_metrics() {
+    let pki = Pki::new();
+    // The slow answer comes after 60 s: the CONNECT stays pending for the whole test.
+    let hook = Hook::start(&pki, "60");
+    let port = free_port();
+    let config = format!(
+        "{}[metrics]\nbind = \"127.0.0.1:{port}\"\n",
+        webhook_config(&pki, Some(&hook.url()), "timeout_ms = 120000\n")
+    );
+    let b = Broker::start(BrokerOpts::new().shards(1).config(&config));
+    assert_eq!(
+        connack(&b, ProtocolVersion::V5, "m-ok", "allow-a"),
+        ReasonCode::SUCCESS
+    );
+    let mut slow = Client::open(b.addr(), ProtocolVersion::V5);
+    slow.send(&Opts::v5("m-slow").login("slow", b"pw").into_packet());
+    assert!(wait_until(WAIT, || hook.requests("slow") == 1));
+    let mut text = String::new();
+    assert!(
+        wait_until(WAIT, || {
+            text = metrics_text(port);
+            text.contains("ringmq_auth_pending{shard=\"0\"} 1")
+        }),
+        "{text}"
+    );
+    assert!(
+        text.contains("ringmq_auth_pool_decided_total 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("ringmq_auth_pool_queued 0\n"), "{text}");
+    assert!(text.contains("ringmq_webhook_breaker_open 0\n"), "{text}");
+    assert!(!hook.tool.stdout_so_far().contains("DONE slow"));
+}

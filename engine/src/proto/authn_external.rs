@@ -262,6 +262,11 @@ pub fn cache_key(source: ExternalSource, creds: &Credentials<'_>) -> [u8; 32] {
 }
 
 impl External {
+    /// Authentications parked until the pool answers.
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
     /// The cached decision for `key`, if still valid at `wall`.
     fn cached(
         &mut self,

@@ -134,6 +134,9 @@ impl ShardCore {
         self.metrics
             .mesh_outbox_depth
             .set(self.outboxes.depth() as u64);
+        self.metrics
+            .auth_pending
+            .set(self.external.pending_len() as u64);
     }
 
     /// Publishes the `$SYS/broker/...` values as retained QoS 0 messages through the normal

@@ -135,6 +135,9 @@ impl Server {
         let auth = ringmq_auth::SharedSnapshot::new(loaded.snapshot);
         let auth_pool = crate::authpool::AuthPool::start(&config, shards, auth.clone())
             .map_err(StartError::AuthPool)?;
+        if let Some(pool) = &auth_pool {
+            let _ = metrics.auth_pool.set(Arc::new(pool.clone()));
+        }
         // One TLS configuration per listener, shared by the shards and swapped by reloads.
         let mut tls = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {

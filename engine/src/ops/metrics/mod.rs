@@ -379,6 +379,8 @@ pub struct ShardMetrics {
     pub mesh_overflow: Counter,
     /// Messages waiting in this shard's mesh outboxes, both lanes, all destinations (sampled).
     pub mesh_outbox_depth: Gauge,
+    /// CONNECTs and re-authentications parked until the authentication pool answers (sampled).
+    pub auth_pending: Gauge,
     /// Connections closed for a protocol violation or decode error.
     pub protocol_errors: Counter,
     /// Broken internal invariants met in a release build (a bug: each is logged as an error;
@@ -618,6 +620,19 @@ pub struct Metrics {
     started: Instant,
     /// Every shard's log counters, set once the store is open (`[storage] dir`).
     pub storage: std::sync::OnceLock<Box<[Arc<ringmq_storage::LogStats>]>>,
+    /// The authentication pool's gauges (only when the pool runs: a password file, a webhook
+    /// or a registry).
+    pub auth_pool: std::sync::OnceLock<Arc<dyn AuthPoolGauges>>,
+}
+
+/// What the authentication pool reports at each scrape (`authpool.rs`).
+pub trait AuthPoolGauges: Send + Sync + std::fmt::Debug {
+    /// Requests waiting for a worker thread.
+    fn queued(&self) -> u64;
+    /// Requests decided since start.
+    fn decided(&self) -> u64;
+    /// The webhook's circuit breaker: `None` without a webhook, else whether it is open now.
+    fn breaker_open(&self) -> Option<bool>;
 }
 
 impl Metrics {
@@ -632,6 +647,7 @@ impl Metrics {
             stalls: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             started: Instant::now(),
             storage: std::sync::OnceLock::new(),
+            auth_pool: std::sync::OnceLock::new(),
         }
     }
 

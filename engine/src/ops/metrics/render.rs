@@ -152,6 +152,14 @@ impl Metrics {
                 w.sample(AUTH_CACHE.name, &[("cache", cache), ("result", result)], v);
             }
         }
+        self.by_shard(w, &AUTH_PENDING, |s| s.auth_pending.get());
+        if let Some(pool) = self.auth_pool.get() {
+            w.single(&AUTH_POOL_QUEUED, pool.queued());
+            w.single(&AUTH_POOL_DECIDED, pool.decided());
+            if let Some(open) = pool.breaker_open() {
+                w.single(&WEBHOOK_BREAKER_OPEN, u64::from(open));
+            }
+        }
         let a = &self.auth;
         w.single(&REGISTRY_VERSION, a.registry_version.load(Relaxed));
         let reloads = [
@@ -290,6 +298,10 @@ families! {
     REGISTRY_VERSION gauge "ringmq_registry_version" "Version of the registry in force (1 = loaded at startup).";
     REGISTRY_RELOADS counter "ringmq_registry_reloads_total" "Registry reloads, by result.";
     JWKS_FETCHES counter "ringmq_jwks_fetches_total" "JWKS fetches, by issuer and result.";
+    AUTH_PENDING gauge "ringmq_auth_pending" "CONNECTs and re-authentications waiting for the authentication pool (password file, webhook), per shard.";
+    AUTH_POOL_QUEUED gauge "ringmq_auth_pool_queued" "Authentication requests waiting for a pool thread (auth.pool.queue_capacity bounds it).";
+    AUTH_POOL_DECIDED counter "ringmq_auth_pool_decided_total" "Authentication requests the pool decided (password checks and webhook calls).";
+    WEBHOOK_BREAKER_OPEN gauge "ringmq_webhook_breaker_open" "1 while the webhook's circuit breaker refuses calls (0x88 at once).";
     JWKS_UP gauge "ringmq_jwks_up" "1 when the last JWKS fetch of the issuer succeeded.";
     STORAGE_DISK gauge "ringmq_storage_disk_bytes" "Bytes of write-ahead log segments on disk, per shard.";
     STORAGE_RECORDS counter "ringmq_storage_records_total" "Records appended to the write-ahead log, per shard.";
