@@ -252,21 +252,7 @@ fn clients_spread_over_several_targets() {
 /// A Mosquitto with a password file (made by the real mosquitto_passwd) of per-device users
 /// `device-0` … `device-3` with passwords `secret-0` … `secret-3`, anonymous access off.
 fn mosquitto_with_passwords(dir: &Path) -> (Process, u16) {
-    let passwd = dir.join("passwd");
-    for i in 0..4 {
-        let mut cmd = Command::new("mosquitto_passwd");
-        if i == 0 {
-            cmd.arg("-c");
-        }
-        let out = cmd
-            .arg("-b")
-            .arg(&passwd)
-            .arg(format!("device-{i}"))
-            .arg(format!("secret-{i}"))
-            .output()
-            .expect("mosquitto_passwd (Debian package mosquitto)");
-        assert!(out.status.success(), "{out:?}");
-    }
+    let passwd = device_passwords(dir);
     let port = free_port();
     let conf = dir.join("mosquitto.conf");
     fs::write(
@@ -283,12 +269,51 @@ fn mosquitto_with_passwords(dir: &Path) -> (Process, u16) {
     (Process::start(cmd, dir.join("mosquitto.log"), port), port)
 }
 
+/// The password file of users `device-0` … `device-3` (password `secret-<i>`), written by
+/// the real `mosquitto_passwd`.
+fn device_passwords(dir: &Path) -> std::path::PathBuf {
+    let passwd = dir.join("passwd");
+    for i in 0..4 {
+        let mut cmd = Command::new("mosquitto_passwd");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let out = cmd
+            .arg("-b")
+            .arg(&passwd)
+            .arg(format!("device-{i}"))
+            .arg(format!("secret-{i}"))
+            .output()
+            .expect("mosquitto_passwd (Debian package mosquitto)");
+        assert!(out.status.success(), "{out:?}");
+    }
+    passwd
+}
+
+/// ringmq with `[auth] password_file` = [`device_passwords`].
+fn ringmq_with_passwords(dir: &Path) -> (Process, u16) {
+    let passwd = device_passwords(dir);
+    let port = free_port();
+    let conf = dir.join("ringmq.toml");
+    fs::write(
+        &conf,
+        format!(
+            "[[listener]]\nbind = \"127.0.0.1:{port}\"\n[auth]\npassword_file = {:?}\n",
+            passwd.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(broker_binary());
+    cmd.arg("--config").arg(&conf).arg("--shards").arg("2");
+    if let Ok(driver) = std::env::var("RINGMQ_TEST_DRIVER") {
+        cmd.arg("--driver").arg(driver);
+    }
+    (Process::start(cmd, dir.join("ringmq.log"), port), port)
+}
+
 /// `-u device-%i -P secret-%i`: every connection logs in as its own user; with a fixed
 /// password only device-0's is right and the three others are refused.
-#[test]
-fn per_device_usernames_and_passwords() {
-    let dir = temp_dir("bench-passwords");
-    let (_mosquitto, port) = mosquitto_with_passwords(&dir);
+fn per_device_logins(dir: &Path, port: u16) {
     let port = port.to_string();
     let common = [
         "-p",
@@ -338,6 +363,21 @@ fn per_device_usernames_and_passwords() {
     .report()
     .clone();
     assert_eq!(r["delivered"], 200, "{r:#}");
+}
+
+#[test]
+fn per_device_usernames_and_passwords_against_mosquitto() {
+    let dir = temp_dir("bench-passwords");
+    let (_mosquitto, port) = mosquitto_with_passwords(&dir);
+    per_device_logins(&dir, port);
+}
+
+/// The same against ringmq's Mosquitto-compatible password file.
+#[test]
+fn per_device_usernames_and_passwords_against_ringmq() {
+    let dir = temp_dir("bench-passwords-ringmq");
+    let (_ringmq, port) = ringmq_with_passwords(&dir);
+    per_device_logins(&dir, port);
 }
 
 /// A registry whose clients `device-0` … `device-3` authenticate with a certificate whose CN
