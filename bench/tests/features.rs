@@ -327,13 +327,13 @@ fn per_device_logins(dir: &Path, port: u16) {
     ];
     let mut args = common.to_vec();
     args.extend(["-P", "secret-%i"]);
-    let r = bench(&dir, "conn", &args).report().clone();
+    let r = bench(dir, "conn", &args).report().clone();
     assert_eq!(r["connections"]["ok"], 4, "{r:#}");
     assert_eq!(r["connections"]["failed"], 0, "{r:#}");
 
     let mut args = common.to_vec();
     args.extend(["-P", "secret-0"]);
-    let run = bench(&dir, "conn", &args);
+    let run = bench(dir, "conn", &args);
     let r = run.report();
     assert_eq!(r["connections"]["ok"], 1, "{r:#}");
     assert_eq!(r["connections"]["failed"], 3, "{r:#}");
@@ -341,7 +341,7 @@ fn per_device_logins(dir: &Path, port: u16) {
 
     // p2p with per-device users: subscribers are devices 0-1, publishers 2-3.
     let r = bench(
-        &dir,
+        dir,
         "p2p",
         &[
             "-p",
