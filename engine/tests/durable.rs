@@ -810,3 +810,221 @@ fn a_session_removed_after_it_moved_stays_removed_when_its_shard_compacts() {
     let (_, ack) = connect_synced(&mut next, &mut nlogs, 0, "dev", false, 3600);
     assert!(!ack.session_present, "the copy left on shard 0 came back");
 }
+
+// ---- incremental snapshots -----------------------------------------------------------------
+
+const TOPICS: [&str; 10] = [
+    "t/0", "t/1", "t/2", "t/3", "t/4", "t/5", "t/6", "t/7", "t/8", "t/9",
+];
+
+/// Replays `records` (one shard's log) into its merged state, with the session generations
+/// zeroed (a snapshot writes a session's image under a new generation) and sorted, so two
+/// logs that describe the same state compare equal.
+fn replayed_state(
+    records: &[Vec<u8>],
+) -> (
+    Vec<ringmq::proto::durable::replay::ReplayedSession>,
+    Vec<(Bytes, Bytes)>,
+) {
+    let mut r = Replay::new(0);
+    for rec in records {
+        r.apply(rec).expect("records decode");
+    }
+    let mut part = merge(vec![r], 1, |_| 0).remove(0);
+    for s in &mut part.sessions {
+        s.meta.generation = 0;
+    }
+    part.sessions
+        .sort_by(|a, b| a.meta.client_id.as_bytes().cmp(b.meta.client_id.as_bytes()));
+    let mut retained: Vec<(Bytes, Bytes)> = part
+        .retained
+        .iter()
+        .map(|(_, m)| (m.topic.as_bytes_shared().clone(), m.payload.clone()))
+        .collect();
+    retained.sort();
+    (part.sessions, retained)
+}
+
+/// Ends the session `id` (Clean Start 1, expiry 0, then gone).
+fn end_session(cl: &mut Cluster, logs: &mut Logs, id: &str) {
+    let (c, _) = connect_synced(cl, logs, 0, id, true, 0);
+    cl.drop_conn(&c);
+    logs.sync(cl);
+}
+
+/// One snapshot step; returns what it did and how many records it emitted (drained and made
+/// durable, as the runtime does).
+fn step(cl: &mut Cluster, logs: &mut Logs) -> (ringmq::proto::durable::SnapshotProgress, usize) {
+    logs.sync(cl);
+    let before = logs.shards[0].len();
+    let progress = cl.cores[0].snapshot_step();
+    logs.sync(cl);
+    (progress, logs.shards[0].len() - before)
+}
+
+#[test]
+fn an_incremental_snapshot_interleaved_with_changes_replays_to_the_live_state() {
+    use ringmq::proto::durable::{SNAPSHOT_RETAINED_PER_STEP, SNAPSHOT_SESSIONS_PER_STEP};
+    let n = 2 * SNAPSHOT_SESSIONS_PER_STEP + 50;
+    let mut cl = durable_cluster(1);
+    let mut logs = Logs::new(1);
+    for i in 0..n {
+        let (mut c, _) = connect_synced(&mut cl, &mut logs, 0, &format!("s-{i}"), false, 3600);
+        subscribe_synced(&mut cl, &mut logs, &mut c, TOPICS[i % 10], QoS::AtLeastOnce);
+        cl.drop_conn(&c);
+    }
+    let (mut publisher, _) = connect_synced(&mut cl, &mut logs, 0, "pub", true, 0);
+    let mut next_pid = 1u16;
+    let send = |cl: &mut Cluster, logs: &mut Logs, p: Packet, publisher: &mut Client| {
+        cl.send(publisher, &p);
+        logs.sync(cl);
+        let _ = cl.recv(publisher);
+    };
+    let mut qos1 = |topic: &'static str, payload: &'static [u8]| {
+        next_pid += 1;
+        publish(topic, payload, QosPid::new(QoS::AtLeastOnce, pid(next_pid)))
+    };
+    send(&mut cl, &mut logs, qos1("t/0", b"before"), &mut publisher);
+    send(&mut cl, &mut logs, qos1("t/1", b"before"), &mut publisher);
+    for topic in ["r/a", "r/b"] {
+        let p = publish_retained(topic, b"old", QosPid::AtMostOnce);
+        send(&mut cl, &mut logs, p, &mut publisher);
+    }
+
+    // The log as compaction leaves it: from the begin marker on.
+    let begin = logs.shards[0].len();
+    cl.cores[0].start_snapshot();
+    assert!(cl.cores[0].snapshot_in_progress());
+    let (first, records) = step(&mut cl, &mut logs);
+    assert_eq!(first.sessions, SNAPSHOT_SESSIONS_PER_STEP);
+    assert!(!first.done);
+    // Sessions have at most a few queued messages: an image is at most 4 records here.
+    assert!(
+        records <= 4 * SNAPSHOT_SESSIONS_PER_STEP,
+        "{records} records in one step"
+    );
+
+    // Between chunks: one imaged session ends, one not yet reached ends, a new one starts, a
+    // message is queued for imaged and not-yet-imaged sessions, an imaged session takes and
+    // acknowledges one, a not-yet-imaged one changes its subscriptions, retained changes.
+    end_session(&mut cl, &mut logs, "s-0");
+    end_session(&mut cl, &mut logs, &format!("s-{}", n - 1));
+    let (mut fresh, _) = connect_synced(&mut cl, &mut logs, 0, "new-1", false, 3600);
+    subscribe_synced(&mut cl, &mut logs, &mut fresh, "t/0", QoS::AtLeastOnce);
+    cl.drop_conn(&fresh);
+    send(&mut cl, &mut logs, qos1("t/0", b"during"), &mut publisher);
+    let (mut taker, ack) = connect_synced(&mut cl, &mut logs, 0, "s-10", false, 3600);
+    assert!(ack.session_present);
+    let got = publishes(&std::mem::take(&mut taker.pending));
+    assert_eq!(got.len(), 2, "{got:?}");
+    if let QosPid::AtLeastOnce(id) = got[0].2 {
+        cl.send(
+            &taker,
+            &Packet::PubAck(PubResp::new(id, ReasonCode::SUCCESS)),
+        );
+    }
+    logs.sync(&mut cl);
+    let (mut changer, _) =
+        connect_synced(&mut cl, &mut logs, 0, &format!("s-{}", n - 3), false, 3600);
+    subscribe_synced(&mut cl, &mut logs, &mut changer, "extra", QoS::ExactlyOnce);
+    cl.drop_conn(&changer);
+    let p = publish_retained("r/a", b"", QosPid::AtMostOnce);
+    send(&mut cl, &mut logs, p, &mut publisher);
+    let p = publish_retained("r/c", b"new", QosPid::AtMostOnce);
+    send(&mut cl, &mut logs, p, &mut publisher);
+
+    let mut steps = 1;
+    let mut late = 0;
+    loop {
+        let (progress, records) = step(&mut cl, &mut logs);
+        steps += 1;
+        assert!(progress.sessions <= SNAPSHOT_SESSIONS_PER_STEP);
+        assert!(progress.retained <= SNAPSHOT_RETAINED_PER_STEP);
+        assert!(
+            records <= 4 * SNAPSHOT_SESSIONS_PER_STEP + SNAPSHOT_RETAINED_PER_STEP,
+            "{records} records in one step"
+        );
+        if progress.done {
+            break;
+        }
+        // More changes between later chunks.
+        end_session(&mut cl, &mut logs, "s-1");
+        send(&mut cl, &mut logs, qos1("t/1", b"late"), &mut publisher);
+        late += 1;
+        assert!(steps < 100, "the walk does not end");
+    }
+    assert!(steps >= 3, "spread over several inputs: {steps}");
+    assert!(!cl.cores[0].snapshot_in_progress());
+    // Changes after the end marker are ordinary records of the new log.
+    send(&mut cl, &mut logs, qos1("t/2", b"after"), &mut publisher);
+    end_session(&mut cl, &mut logs, "s-2");
+
+    let (sessions, retained) = replayed_state(&logs.shards[0][begin..]);
+    let (expected, expected_retained) = replayed_state(&logs.shards[0]);
+    assert_eq!(sessions.len(), expected.len());
+    assert_eq!(
+        sessions, expected,
+        "the compacted log replays to another state"
+    );
+    assert_eq!(retained, expected_retained);
+    let names: Vec<&[u8]> = sessions
+        .iter()
+        .map(|s| s.meta.client_id.as_bytes())
+        .collect();
+    for gone in [
+        "s-0".to_string(),
+        "s-1".into(),
+        "s-2".into(),
+        format!("s-{}", n - 1),
+    ] {
+        assert!(!names.contains(&gone.as_bytes()), "{gone} came back");
+    }
+    assert_eq!(names.len(), n - 4 + 1, "every other session, and new-1");
+    let find = |id: &str| {
+        sessions
+            .iter()
+            .find(|s| s.meta.client_id.as_bytes() == id.as_bytes())
+            .unwrap_or_else(|| panic!("{id} missing"))
+    };
+    assert_eq!(
+        find("new-1").queue.len(),
+        1,
+        "new-1 got the message sent during the walk"
+    );
+    let s10 = find("s-10");
+    assert_eq!(
+        (s10.inflight.len(), s10.queue.len()),
+        (1, 0),
+        "s-10: one acknowledged, one in flight"
+    );
+    assert_eq!(find(&format!("s-{}", n - 3)).meta.subs.len(), 2);
+    assert_eq!(
+        find("s-11").queue.len(),
+        1 + late,
+        "before, then every late one"
+    );
+    let topics: Vec<&[u8]> = retained
+        .iter()
+        .filter(|(_, p)| !p.is_empty())
+        .map(|(t, _)| &t[..])
+        .collect();
+    assert_eq!(topics, [&b"r/b"[..], b"r/c"]);
+
+    // And a broker restarted from the compacted log alone serves it.
+    let mut compacted = Logs::new(1);
+    compacted.shards[0] = logs.shards[0][begin..].to_vec();
+    let mut next = restart(&cl, &compacted, 1, Duration::from_secs(1));
+    let mut nlogs = compacted.continued();
+    let (c, ack) = connect_synced(&mut next, &mut nlogs, 0, "s-20", false, 3600);
+    assert!(ack.session_present);
+    let payloads: Vec<Bytes> = publishes(&c.pending)
+        .into_iter()
+        .map(|(p, _, _)| p)
+        .collect();
+    assert_eq!(
+        payloads,
+        [Bytes::from_static(b"before"), Bytes::from_static(b"during")]
+    );
+    let (_, ack) = connect_synced(&mut next, &mut nlogs, 0, "s-0", false, 3600);
+    assert!(!ack.session_present, "s-0 was removed after its image");
+}

@@ -199,15 +199,25 @@ impl Persist {
         self.log.clone()
     }
 
-    /// Appends what the core emitted; starts a snapshot when the log wants one.
+    /// Appends what the core emitted; starts a snapshot when the log wants one, and writes
+    /// the next chunk of the one in progress (each chunk's flush is an input that brings the
+    /// next, so an idle shard's snapshot also runs to its end).
     pub(crate) fn drain(&mut self, core: &mut ShardCore) {
         self.append_all(core, false);
-        let wants = {
+        if self.failed_at.is_some() {
+            return;
+        }
+        let (wants, in_progress) = {
             let log = self.log.borrow();
-            log.wants_snapshot() && !log.snapshot_in_progress()
+            (log.wants_snapshot(), log.snapshot_in_progress())
         };
-        if wants && self.failed_at.is_none() {
-            self.snapshot(core);
+        match (in_progress, core.snapshot_in_progress()) {
+            (true, true) => self.snapshot_step(core),
+            // One side lost track (cannot happen; if it did, a later snapshot starts over).
+            (true, false) => self.log.borrow_mut().abort_snapshot(),
+            (false, true) => core.cancel_snapshot(),
+            (false, false) if wants => self.snapshot(core),
+            (false, false) => {}
         }
     }
 
@@ -280,18 +290,29 @@ impl Persist {
         }
     }
 
-    /// Compaction: a begin marker, the core's whole live state, an end marker (the log deletes
-    /// the segments before the begin marker once the end marker is durable).
+    /// Compaction: a begin marker, the core's live state in chunks over the following inputs
+    /// (`proto/durable/snapshot.rs`), an end marker (the log deletes the segments before the
+    /// begin marker once the end marker is durable).
     fn snapshot(&mut self, core: &mut ShardCore) {
         if let Err(e) = self.log.borrow_mut().begin_snapshot() {
             warn!("storage: cannot begin a snapshot: {e}");
             return;
         }
-        core.snapshot_records();
+        core.start_snapshot();
+        self.snapshot_step(core);
+    }
+
+    /// One chunk of the snapshot in progress; the end marker after the last.
+    fn snapshot_step(&mut self, core: &mut ShardCore) {
+        let progress = core.snapshot_step();
         self.append_all(core, true);
         let mut log = self.log.borrow_mut();
         if self.failed_at.is_some() {
             log.abort_snapshot();
+            core.cancel_snapshot();
+            return;
+        }
+        if !progress.done {
             return;
         }
         if let Err(e) = log.end_snapshot() {

@@ -17,8 +17,10 @@ mod hold;
 pub mod record;
 pub mod replay;
 mod restore;
+mod snapshot;
 
 pub use restore::Restored;
+pub use snapshot::{SNAPSHOT_RETAINED_PER_STEP, SNAPSHOT_SESSIONS_PER_STEP, SnapshotProgress};
 
 use std::collections::VecDeque;
 use std::num::NonZeroU16;
@@ -87,6 +89,8 @@ pub struct Durable {
     pub records_total: u64,
     /// The log is full for ordinary records (`ShardCore::set_storage_full`).
     full: bool,
+    /// The snapshot in progress (`snapshot.rs`).
+    snapshot: Option<snapshot::SnapshotWalk>,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -340,36 +344,6 @@ impl ShardCore {
         d.emitted
     }
 
-    /// Emits the whole live state as records (a snapshot for compaction): every persistent
-    /// session's image and the retained store, tombstones included. Replayed after the
-    /// records that preceded it, it leaves the same state (records are upserts).
-    pub fn snapshot_records(&mut self) {
-        let Some(mut d) = self.durable.take() else {
-            return;
-        };
-        for (_, s) in self.sessions.iter() {
-            if !s.durable {
-                continue;
-            }
-            let will = s
-                .conn
-                .and_then(|c| self.conns.get(c))
-                .and_then(|c| c.will.as_deref());
-            d.session_image(s, will);
-        }
-        let mut retained = Vec::new();
-        use crate::shard::retain::RetainStore;
-        self.retained
-            .for_each_matching(b"#", &mut |_, r: &crate::proto::route::Retained| {
-                retained.push((r.seq, r.message.clone()));
-            });
-        for (seq, m) in retained {
-            let message = d.stored(&m);
-            d.push(&Record::Retained { seq, message });
-        }
-        self.durable = Some(d);
-    }
-
     /// Called at the start of every input with its clock.
     pub(crate) fn durable_clock(&mut self, mono: Instant, wall: SystemTime) {
         if let Some(d) = self.durable.as_deref_mut() {
@@ -577,6 +551,7 @@ impl ShardCore {
                 assert!(d.gated.contains(&id), "{id}: held but not listed");
             }
         }
+        self.check_snapshot_invariants(d);
     }
 }
 
