@@ -304,7 +304,12 @@ impl Persist {
 
     /// One chunk of the snapshot in progress; the end marker after the last.
     fn snapshot_step(&mut self, core: &mut ShardCore) {
-        let progress = core.snapshot_step();
+        // A step that wrote nothing (it passed over empty slots only) would leave no flush to
+        // bring the next one: step again (bounded by the slots left).
+        let mut progress = core.snapshot_step();
+        while !progress.done && progress.sessions == 0 && progress.retained == 0 {
+            progress = core.snapshot_step();
+        }
         self.append_all(core, true);
         let mut log = self.log.borrow_mut();
         if self.failed_at.is_some() {
