@@ -128,7 +128,7 @@ impl ShardLog {
             waker: None,
             closed: false,
             failed: false,
-            dir: crate::dir::shard_dir(&config.dir, position.shard).into(),
+            dir: crate::dir::shard_dir(&config.dir, shared.layout, position.shard).into(),
             _shared: shared,
         };
         log.update_disk_stats();
