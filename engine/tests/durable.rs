@@ -72,7 +72,17 @@ fn durable_cluster(shards: usize) -> Cluster {
 /// A new cluster of `shards` cores restored from `logs` (each shard's log as written),
 /// `downtime` after `cl`'s clock.
 fn restart(cl: &Cluster, logs: &Logs, shards: usize, downtime: Duration) -> Cluster {
-    let mut next = durable_cluster(shards);
+    restart_into(durable_cluster(shards), cl, logs, shards, downtime)
+}
+
+/// [`restart`] into the (durable, empty) cluster `next`.
+fn restart_into(
+    mut next: Cluster,
+    cl: &Cluster,
+    logs: &Logs,
+    shards: usize,
+    downtime: Duration,
+) -> Cluster {
     next.wall = cl.wall + downtime;
     let replays = logs
         .shards
@@ -1027,4 +1037,102 @@ fn an_incremental_snapshot_interleaved_with_changes_replays_to_the_live_state() 
     );
     let (_, ack) = connect_synced(&mut next, &mut nlogs, 0, "s-0", false, 3600);
     assert!(!ack.session_present, "s-0 was removed after its image");
+}
+
+// ---- sessions per authentication name -------------------------------------------------------
+
+/// Two durable shards enforcing a registry with one certificate client, `truck-17`, whose
+/// authentication name may hold one session (`maxClientSessionsPerAuthenticationName`'s
+/// default).
+fn name_limited_cluster(ca: &common::pki::Ca) -> Cluster {
+    let registry = serde_json::json!({
+        "namespace": { "clientAuthentication": {
+            "alternativeAuthenticationNameSources": ["ClientCertificateSubject"]
+        }},
+        "caCertificates": [{ "name": "fleet-ca", "encodedCertificate": ca.pem() }],
+        "clients": [
+            { "name": "truck-17", "authenticationName": "truck-17",
+              "clientCertificateAuthentication": { "validationScheme": "SubjectMatchesAuthenticationName" } }
+        ]
+    });
+    let mut warnings = Vec::new();
+    let registry =
+        ringmq_auth::registry::Registry::parse(&registry.to_string(), &mut warnings).unwrap();
+    let policy = ringmq_auth::Snapshot {
+        version: 1,
+        allow_anonymous: false,
+        registry: Some(registry),
+        files: Default::default(),
+    };
+    let mut cl = Cluster::with_policy(2, ringmq::config::Limits::default(), policy);
+    for c in &mut cl.cores {
+        c.enable_durable();
+    }
+    cl
+}
+
+/// A persistent CONNECT as `id` with the certificate `cert`, made durable.
+fn connect_cert(
+    cl: &mut Cluster,
+    logs: &mut Logs,
+    shard: usize,
+    id: &str,
+    cert: &rustls_pki_types::CertificateDer<'static>,
+) -> (Client, ConnAck) {
+    let mut c = cl.open(shard);
+    cl.set_peer_certificates(&c, vec![cert.clone()]);
+    let mut connect = connect_packet(id, ProtocolVersion::V5);
+    connect.clean_start = false;
+    connect.properties.session_expiry_secs = Some(3600);
+    c.version = ProtocolVersion::V5;
+    cl.send(&c, &Packet::Connect(Box::new(connect)));
+    logs.sync(cl);
+    match cl.recv_one(&mut c) {
+        Packet::ConnAck(a) => (c, a),
+        p => panic!("expected CONNACK, got {p:?}"),
+    }
+}
+
+#[test]
+fn sessions_per_authentication_name_are_counted_again_after_a_restart() {
+    let ca = common::pki::root("fleet root");
+    let truck = common::pki::leaf("truck-17", &ca);
+    let mut cl = name_limited_cluster(&ca);
+    let mut logs = Logs::new(2);
+    let (c, ack) = connect_cert(&mut cl, &mut logs, 0, "truck-a", &truck);
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    cl.drop_conn(&c);
+    logs.sync(&mut cl);
+    let (c, ack) = connect_cert(&mut cl, &mut logs, 1, "truck-b", &truck);
+    assert_eq!(
+        ack.reason_code,
+        ReasonCode::QUOTA_EXCEEDED,
+        "before the restart"
+    );
+    cl.drop_conn(&c);
+    logs.sync(&mut cl);
+
+    let next = name_limited_cluster(&ca);
+    let mut next = restart_into(next, &cl, &logs, 2, Duration::from_secs(1));
+    let mut nlogs = logs.continued();
+    let (c, ack) = connect_cert(&mut next, &mut nlogs, 1, "truck-b", &truck);
+    assert_eq!(
+        ack.reason_code,
+        ReasonCode::QUOTA_EXCEEDED,
+        "the restored session of truck-a holds the name's one slot"
+    );
+    next.drop_conn(&c);
+    let (c, ack) = connect_cert(&mut next, &mut nlogs, 1, "truck-a", &truck);
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS, "its own session");
+    assert!(ack.session_present);
+    // Ended (Clean Start 1, expiry 0): the slot is free again.
+    next.drop_conn(&c);
+    let mut c = next.open(0);
+    next.set_peer_certificates(&c, vec![truck.clone()]);
+    let ack = next.connect_with(&mut c, connect_packet("truck-a", ProtocolVersion::V5));
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    next.drop_conn(&c);
+    nlogs.sync(&mut next);
+    let (_, ack) = connect_cert(&mut next, &mut nlogs, 1, "truck-b", &truck);
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS, "slot released");
 }
