@@ -1136,3 +1136,91 @@ fn sessions_per_authentication_name_are_counted_again_after_a_restart() {
     let (_, ack) = connect_cert(&mut next, &mut nlogs, 1, "truck-b", &truck);
     assert_eq!(ack.reason_code, ReasonCode::SUCCESS, "slot released");
 }
+
+// ---- forwarded copies ------------------------------------------------------------------------
+
+/// `p` from `c`, handled by its shard alone (`Cluster::send` pumps every shard after it).
+fn send_unpumped(cl: &mut Cluster, c: &Client, p: &Packet) {
+    let mut buf = bytes::BytesMut::new();
+    encode(p, c.version, &mut buf).unwrap();
+    let _ = cl.input(
+        c.shard,
+        Input::Read {
+            conn: c.index,
+            bytes: &mut buf,
+        },
+    );
+}
+
+/// A client id whose directory shard (of 3) is not `avoid`.
+fn id_not_directed_to(avoid: usize) -> String {
+    (0..)
+        .map(|i| format!("mover-{i}"))
+        .find(|id| directory_shard_of(id.as_bytes(), 3).slot() != avoid)
+        .unwrap()
+}
+
+/// A session moves from shard 0 to shard 1 while the publisher's shard 2 still routes its
+/// topic to shard 0 only (shard 1's interest has not reached it): shard 0 forwards the copy
+/// (`forward.rs`), and the PUBACK waits until shard 1 has it on disk, not only shards 0 and 2.
+#[test]
+fn puback_waits_for_a_copy_forwarded_to_a_session_that_moved() {
+    let id = id_not_directed_to(2);
+    let mut cl = durable_cluster(3);
+    let mut logs = Logs::new(3);
+    let (mut s, _) = connect_synced(&mut cl, &mut logs, 0, &id, false, 3600);
+    subscribe_synced(&mut cl, &mut logs, &mut s, "t", QoS::AtLeastOnce);
+    cl.drop_conn(&s);
+    let (mut publisher, _) = connect_synced(&mut cl, &mut logs, 2, "pub", true, 0);
+    logs.sync(&mut cl);
+
+    // The session moves to shard 1: shard 1 claims it, shard 0 (the directory's answer
+    // handled there) gives it up and sends it on — and before shard 1 has it (so before its
+    // interest exists), the publisher's shard routes a message to shard 0 only.
+    let mut moved = cl.open(1);
+    let mut connect = connect_packet(&id, ProtocolVersion::V5);
+    connect.clean_start = false;
+    connect.properties.session_expiry_secs = Some(3600);
+    send_unpumped(&mut cl, &moved, &Packet::Connect(Box::new(connect)));
+    let _ = cl.input(0, Input::Inbox { max: usize::MAX });
+    assert_eq!(cl.cores[0].counts().1, 0, "shard 0 gave the session up");
+    let p = publish("t", b"moved", QosPid::new(QoS::AtLeastOnce, pid(7)));
+    send_unpumped(&mut cl, &publisher, &p);
+    // Shard 0 gets it after the session left: it forwards a copy to shard 1.
+    let _ = cl.input(0, Input::Inbox { max: usize::MAX });
+    assert_eq!(
+        cl.cores[0].stats.forwarded_after_move, 1,
+        "shard 0 forwarded a copy"
+    );
+    cl.pump();
+    logs.drain(&mut cl);
+    assert!(
+        cl.cores[1].records_emitted() > cl.cores[1].records_durable(),
+        "shard 1 wrote the forwarded copy"
+    );
+    // Shards 0 and 2 durable, shard 1 not: no PUBACK.
+    for shard in [0, 2] {
+        let upto = (logs.shards[shard].len() - logs.base[shard]) as u64;
+        let _ = cl.input(shard, Input::Durable { upto });
+    }
+    cl.pump();
+    let early = cl.recv(&mut publisher);
+    assert!(
+        early.is_empty(),
+        "PUBACK before the forwarded copy is durable: {early:?}"
+    );
+    logs.sync(&mut cl);
+    let acks = cl.recv(&mut publisher);
+    assert!(
+        acks.iter()
+            .any(|p| matches!(p, Packet::PubAck(a) if a.packet_id == pid(7))),
+        "{acks:?}"
+    );
+    // And the session has the message, once.
+    let got = publishes(&cl.recv(&mut moved));
+    assert_eq!(
+        got.iter().filter(|(p, _, _)| &p[..] == b"moved").count(),
+        1,
+        "{got:?}"
+    );
+}

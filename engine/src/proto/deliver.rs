@@ -30,6 +30,7 @@ impl ShardCore {
         hops: u8,
         targets: u64,
         stamp: Stamp,
+        relay: Option<Stamp>,
         now: Instant,
     ) {
         if let Some(&sidx) = self.by_client_id.get(client_id.as_bytes()) {
@@ -58,6 +59,9 @@ impl ShardCore {
             Some((_, true)) => self.stats.forwarded_duplicates += 1,
             Some((to, false)) if hops < MAX_FORWARD_HOPS => {
                 let hops = hops.saturating_add(1);
+                // The shard before this one waits for `relay`: this one reports it only once
+                // the next has the copy on disk.
+                let relay = relay.and_then(|r| self.durable_relay(r, to));
                 self.send(
                     to,
                     ShardMsg::DeliverTo {
@@ -66,6 +70,7 @@ impl ShardCore {
                         hops,
                         targets,
                         stamp,
+                        relay,
                     },
                 )
             }

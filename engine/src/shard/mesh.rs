@@ -77,6 +77,11 @@ pub enum ShardMsg {
         /// The original delivery's targets and stamp.
         targets: u64,
         stamp: Stamp,
+        /// Persistence on: the forwarding shard's stamp for this copy. The receiver reports
+        /// it durable (`DurableStamp`) like a delivery of its own, and the forwarding shard
+        /// holds back its report of the original stamp until then, so the publisher's
+        /// acknowledgement waits for the copy (`proto/durable/hold.rs`).
+        relay: Option<Stamp>,
     },
     /// Deliver to one member of the shared subscription `$share/{group}/{filter}`.
     DeliverShared {

@@ -91,6 +91,12 @@ pub struct Durable {
     full: bool,
     /// The snapshot in progress (`snapshot.rs`).
     snapshot: Option<snapshot::SnapshotWalk>,
+    /// Copies forwarded to moved sessions, not yet durable on their new shard (`hold.rs`).
+    relays: VecDeque<hold::Relay>,
+    /// Relay waits given up at the bound (see `durable_relay`).
+    pub relays_dropped: u64,
+    /// The stamps last ready to publish (before the relay caps), for when a cap lifts.
+    stamps_ready: Vec<u64>,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -536,6 +542,15 @@ impl ShardCore {
             d.stamp_marks.len() <= MAX_STAMP_MARKS,
             "stamp marks over their bound"
         );
+        assert!(d.relays.len() <= MAX_STAMP_MARKS, "relays over their bound");
+        for r in &d.relays {
+            assert!(r.to != self.id, "a copy relayed to this shard itself");
+            assert!(
+                r.origin.from != self.id,
+                "a relay wait for this shard's own stamp"
+            );
+            assert!(r.origin.seq > 0, "relay of an unstamped message");
+        }
         for &id in &d.gated {
             if let Some(e) = self.conns.get(id).and_then(|c| c.extra()) {
                 assert!(e.held, "{id}: listed as held but not held");
