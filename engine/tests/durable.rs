@@ -1224,3 +1224,48 @@ fn puback_waits_for_a_copy_forwarded_to_a_session_that_moved() {
         "{got:?}"
     );
 }
+
+/// The full-log rule across shards: a QoS 1/2 message is refused with 0x97 when the log of
+/// any shard it would be written on is full — here the subscriber's shard, not the
+/// publisher's; a message that shard would not receive is taken.
+#[test]
+fn a_full_log_on_a_subscribers_shard_refuses_messages_for_it_with_0x97() {
+    let mut cl = durable_cluster(2);
+    let mut logs = Logs::new(2);
+    let (mut sub, _) = connect_synced(&mut cl, &mut logs, 0, "sub", false, 3600);
+    subscribe_synced(&mut cl, &mut logs, &mut sub, "to-full", QoS::AtLeastOnce);
+    cl.drop_conn(&sub);
+    let (mut publisher, _) = connect_synced(&mut cl, &mut logs, 1, "pub", true, 0);
+    cl.cores[0].set_storage_full(true);
+    assert!(
+        !cl.cores[1].storage_full(),
+        "the publisher's own log has room"
+    );
+    let code = |cl: &mut Cluster, logs: &mut Logs, publisher: &mut Client, topic, id| {
+        cl.send(
+            publisher,
+            &publish(topic, b"m", QosPid::new(QoS::AtLeastOnce, pid(id))),
+        );
+        logs.sync(cl);
+        match cl.recv_one(publisher) {
+            Packet::PubAck(a) => a.reason_code,
+            p => panic!("{p:?}"),
+        }
+    };
+    assert_eq!(
+        code(&mut cl, &mut logs, &mut publisher, "to-full", 1),
+        ReasonCode::QUOTA_EXCEEDED,
+        "the subscriber's shard cannot take it"
+    );
+    assert_eq!(
+        code(&mut cl, &mut logs, &mut publisher, "elsewhere", 2),
+        ReasonCode::SUCCESS,
+        "no full log is needed"
+    );
+    cl.cores[0].set_storage_full(false);
+    assert_eq!(
+        code(&mut cl, &mut logs, &mut publisher, "to-full", 3),
+        ReasonCode::SUCCESS,
+        "room again"
+    );
+}

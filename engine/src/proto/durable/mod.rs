@@ -89,6 +89,8 @@ pub struct Durable {
     pub records_total: u64,
     /// The log is full for ordinary records (`ShardCore::set_storage_full`).
     full: bool,
+    /// Every shard's `full`, a bit each (shared through the mesh; alone: this shard's).
+    full_shards: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// The snapshot in progress (`snapshot.rs`).
     snapshot: Option<snapshot::SnapshotWalk>,
     /// Copies forwarded to moved sessions, not yet durable on their new shard (`hold.rs`).
@@ -294,6 +296,7 @@ impl ShardCore {
         let mut d = Box::<Durable>::default();
         if let Some(mesh) = self.outboxes_mesh() {
             d.generation = mesh.session_generation();
+            d.full_shards = mesh.storage_full();
         }
         self.durable = Some(d);
     }
@@ -306,14 +309,50 @@ impl ShardCore {
     /// The log refused an ordinary append for want of room (`storage.max_disk_bytes`): new
     /// QoS 1/2 messages are refused (0x97 Quota exceeded) until it takes appends again.
     pub fn set_storage_full(&mut self, full: bool) {
+        let bit = self.id.bit();
         if let Some(d) = self.durable.as_deref_mut() {
             d.full = full;
+            if full {
+                d.full_shards
+                    .fetch_or(bit, std::sync::atomic::Ordering::Relaxed);
+            } else {
+                d.full_shards
+                    .fetch_and(!bit, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 
-    /// Whether new QoS 1/2 messages are refused (see [`ShardCore::set_storage_full`]).
+    /// Whether this shard's log is full (see [`ShardCore::set_storage_full`]).
     pub fn storage_full(&self) -> bool {
         self.durable.as_deref().is_some_and(|d| d.full)
+    }
+
+    /// Whether a new QoS 1/2 message on `topic` is refused (0x97) for want of log room. The
+    /// rule: when the log of any shard that would write records for it is full — this shard
+    /// (the publisher's session, a retained message, its own subscribers) or a shard whose
+    /// subscribers the topic reaches (every shard of a matching shared group counts, as any
+    /// may be picked). Those are the logs a PUBACK waits for; a full one would take the
+    /// records from its reserve. Costs one atomic load while no log is full.
+    pub(crate) fn storage_refuses(&self, topic: &[u8]) -> bool {
+        let Some(d) = self.durable.as_deref() else {
+            return false;
+        };
+        if d.full {
+            return true;
+        }
+        let others = d.full_shards.load(std::sync::atomic::Ordering::Relaxed) & !self.id.bit();
+        if others == 0 {
+            return false;
+        }
+        let mut targets = 0u64;
+        self.interest
+            .for_each_match(topic, |i: &crate::proto::route::Interest| {
+                targets |= i.shards;
+                for g in &i.shared {
+                    targets |= g.shards;
+                }
+            });
+        targets & others != 0
     }
 
     /// Records emitted so far (the number of the last one; the first is 1).
