@@ -9,8 +9,8 @@
 //! # What it must never do
 //! - Block a shard thread in steady state: `append` copies into a buffer and returns; the write
 //!   and the `fdatasync` go through io_uring ([`IoMode::IoUring`]) or run on a helper thread
-//!   ([`IoMode::Thread`], for the epoll driver). Only [`Store::open`] and [`Store::recover`]
-//!   (startup) block.
+//!   ([`IoMode::Thread`], for the epoll driver). Only [`Store::open`], [`Store::recover`],
+//!   [`Store::recover_previous`] and [`Store::commit_reshard`] (startup) block.
 //! - Allocate per record in steady state: the batch buffers are reused (double buffering).
 //! - Report a record durable before its bytes were written and (with [`FsyncPolicy::Always`])
 //!   `fdatasync`ed, or corrupt the log at a size limit (`append` refuses with
