@@ -1269,3 +1269,45 @@ fn a_full_log_on_a_subscribers_shard_refuses_messages_for_it_with_0x97() {
         "room again"
     );
 }
+
+/// The same on two shards, the publisher on the shard the session left: that shard forwards
+/// its own message, and the PUBACK waits for the session's new shard.
+#[test]
+fn puback_waits_for_a_copy_the_publishers_own_shard_forwarded() {
+    let mut cl = durable_cluster(2);
+    let mut logs = Logs::new(2);
+    let (mut s, _) = connect_synced(&mut cl, &mut logs, 0, "mover", false, 3600);
+    subscribe_synced(&mut cl, &mut logs, &mut s, "t", QoS::AtLeastOnce);
+    cl.drop_conn(&s);
+    let (mut publisher, _) = connect_synced(&mut cl, &mut logs, 0, "pub", true, 0);
+    logs.sync(&mut cl);
+    let moved = cl.open(1);
+    let mut connect = connect_packet("mover", ProtocolVersion::V5);
+    connect.clean_start = false;
+    connect.properties.session_expiry_secs = Some(3600);
+    send_unpumped(&mut cl, &moved, &Packet::Connect(Box::new(connect)));
+    let _ = cl.input(0, Input::Inbox { max: usize::MAX });
+    assert_eq!(
+        cl.cores[0].counts().1,
+        1,
+        "only the publisher's session is left"
+    );
+    let p = publish("t", b"moved", QosPid::new(QoS::AtLeastOnce, pid(3)));
+    send_unpumped(&mut cl, &publisher, &p);
+    assert_eq!(
+        cl.cores[0].stats.forwarded_after_move, 1,
+        "shard 0 forwarded it"
+    );
+    cl.pump();
+    logs.drain(&mut cl);
+    let upto = (logs.shards[0].len() - logs.base[0]) as u64;
+    let _ = cl.input(0, Input::Durable { upto });
+    cl.pump();
+    let early = cl.recv(&mut publisher);
+    assert!(
+        early.is_empty(),
+        "PUBACK before shard 1 is durable: {early:?}"
+    );
+    logs.sync(&mut cl);
+    assert!(matches!(cl.recv_one(&mut publisher), Packet::PubAck(a) if a.packet_id == pid(3)));
+}
