@@ -72,7 +72,17 @@ fn durable_cluster(shards: usize) -> Cluster {
 /// A new cluster of `shards` cores restored from `logs` (each shard's log as written),
 /// `downtime` after `cl`'s clock.
 fn restart(cl: &Cluster, logs: &Logs, shards: usize, downtime: Duration) -> Cluster {
-    let mut next = durable_cluster(shards);
+    restart_into(durable_cluster(shards), cl, logs, shards, downtime)
+}
+
+/// [`restart`] into the (durable, empty) cluster `next`.
+fn restart_into(
+    mut next: Cluster,
+    cl: &Cluster,
+    logs: &Logs,
+    shards: usize,
+    downtime: Duration,
+) -> Cluster {
     next.wall = cl.wall + downtime;
     let replays = logs
         .shards
@@ -809,4 +819,495 @@ fn a_session_removed_after_it_moved_stays_removed_when_its_shard_compacts() {
     let mut nlogs = Logs::new(2);
     let (_, ack) = connect_synced(&mut next, &mut nlogs, 0, "dev", false, 3600);
     assert!(!ack.session_present, "the copy left on shard 0 came back");
+}
+
+// ---- incremental snapshots -----------------------------------------------------------------
+
+const TOPICS: [&str; 10] = [
+    "t/0", "t/1", "t/2", "t/3", "t/4", "t/5", "t/6", "t/7", "t/8", "t/9",
+];
+
+/// Replays `records` (one shard's log) into its merged state, with the session generations
+/// zeroed (a snapshot writes a session's image under a new generation) and sorted, so two
+/// logs that describe the same state compare equal.
+fn replayed_state(
+    records: &[Vec<u8>],
+) -> (
+    Vec<ringmq::proto::durable::replay::ReplayedSession>,
+    Vec<(Bytes, Bytes)>,
+) {
+    let mut r = Replay::new(0);
+    for rec in records {
+        r.apply(rec).expect("records decode");
+    }
+    let mut part = merge(vec![r], 1, |_| 0).remove(0);
+    for s in &mut part.sessions {
+        s.meta.generation = 0;
+    }
+    part.sessions
+        .sort_by(|a, b| a.meta.client_id.as_bytes().cmp(b.meta.client_id.as_bytes()));
+    let mut retained: Vec<(Bytes, Bytes)> = part
+        .retained
+        .iter()
+        .map(|(_, m)| (m.topic.as_bytes_shared().clone(), m.payload.clone()))
+        .collect();
+    retained.sort();
+    (part.sessions, retained)
+}
+
+/// Ends the session `id` (Clean Start 1, expiry 0, then gone).
+fn end_session(cl: &mut Cluster, logs: &mut Logs, id: &str) {
+    let (c, _) = connect_synced(cl, logs, 0, id, true, 0);
+    cl.drop_conn(&c);
+    logs.sync(cl);
+}
+
+/// One snapshot step; returns what it did and how many records it emitted (drained and made
+/// durable, as the runtime does).
+fn step(cl: &mut Cluster, logs: &mut Logs) -> (ringmq::proto::durable::SnapshotProgress, usize) {
+    logs.sync(cl);
+    let before = logs.shards[0].len();
+    let progress = cl.cores[0].snapshot_step();
+    logs.sync(cl);
+    (progress, logs.shards[0].len() - before)
+}
+
+#[test]
+fn an_incremental_snapshot_interleaved_with_changes_replays_to_the_live_state() {
+    use ringmq::proto::durable::{SNAPSHOT_RETAINED_PER_STEP, SNAPSHOT_SESSIONS_PER_STEP};
+    let n = 2 * SNAPSHOT_SESSIONS_PER_STEP + 50;
+    let mut cl = durable_cluster(1);
+    let mut logs = Logs::new(1);
+    for i in 0..n {
+        let (mut c, _) = connect_synced(&mut cl, &mut logs, 0, &format!("s-{i}"), false, 3600);
+        subscribe_synced(&mut cl, &mut logs, &mut c, TOPICS[i % 10], QoS::AtLeastOnce);
+        cl.drop_conn(&c);
+    }
+    let (mut publisher, _) = connect_synced(&mut cl, &mut logs, 0, "pub", true, 0);
+    let mut next_pid = 1u16;
+    let send = |cl: &mut Cluster, logs: &mut Logs, p: Packet, publisher: &mut Client| {
+        cl.send(publisher, &p);
+        logs.sync(cl);
+        let _ = cl.recv(publisher);
+    };
+    let mut qos1 = |topic: &'static str, payload: &'static [u8]| {
+        next_pid += 1;
+        publish(topic, payload, QosPid::new(QoS::AtLeastOnce, pid(next_pid)))
+    };
+    send(&mut cl, &mut logs, qos1("t/0", b"before"), &mut publisher);
+    send(&mut cl, &mut logs, qos1("t/1", b"before"), &mut publisher);
+    for topic in ["r/a", "r/b"] {
+        let p = publish_retained(topic, b"old", QosPid::AtMostOnce);
+        send(&mut cl, &mut logs, p, &mut publisher);
+    }
+
+    // The log as compaction leaves it: from the begin marker on.
+    let begin = logs.shards[0].len();
+    cl.cores[0].start_snapshot();
+    assert!(cl.cores[0].snapshot_in_progress());
+    let (first, records) = step(&mut cl, &mut logs);
+    assert_eq!(first.sessions, SNAPSHOT_SESSIONS_PER_STEP);
+    assert!(!first.done);
+    // Sessions have at most a few queued messages: an image is at most 4 records here.
+    assert!(
+        records <= 4 * SNAPSHOT_SESSIONS_PER_STEP,
+        "{records} records in one step"
+    );
+
+    // Between chunks: one imaged session ends, one not yet reached ends, a new one starts, a
+    // message is queued for imaged and not-yet-imaged sessions, an imaged session takes and
+    // acknowledges one, a not-yet-imaged one changes its subscriptions, retained changes.
+    end_session(&mut cl, &mut logs, "s-0");
+    end_session(&mut cl, &mut logs, &format!("s-{}", n - 1));
+    let (mut fresh, _) = connect_synced(&mut cl, &mut logs, 0, "new-1", false, 3600);
+    subscribe_synced(&mut cl, &mut logs, &mut fresh, "t/0", QoS::AtLeastOnce);
+    cl.drop_conn(&fresh);
+    send(&mut cl, &mut logs, qos1("t/0", b"during"), &mut publisher);
+    let (mut taker, ack) = connect_synced(&mut cl, &mut logs, 0, "s-10", false, 3600);
+    assert!(ack.session_present);
+    let got = publishes(&std::mem::take(&mut taker.pending));
+    assert_eq!(got.len(), 2, "{got:?}");
+    if let QosPid::AtLeastOnce(id) = got[0].2 {
+        cl.send(
+            &taker,
+            &Packet::PubAck(PubResp::new(id, ReasonCode::SUCCESS)),
+        );
+    }
+    logs.sync(&mut cl);
+    let (mut changer, _) =
+        connect_synced(&mut cl, &mut logs, 0, &format!("s-{}", n - 3), false, 3600);
+    subscribe_synced(&mut cl, &mut logs, &mut changer, "extra", QoS::ExactlyOnce);
+    cl.drop_conn(&changer);
+    let p = publish_retained("r/a", b"", QosPid::AtMostOnce);
+    send(&mut cl, &mut logs, p, &mut publisher);
+    let p = publish_retained("r/c", b"new", QosPid::AtMostOnce);
+    send(&mut cl, &mut logs, p, &mut publisher);
+
+    let mut steps = 1;
+    let mut late = 0;
+    loop {
+        let (progress, records) = step(&mut cl, &mut logs);
+        steps += 1;
+        assert!(progress.sessions <= SNAPSHOT_SESSIONS_PER_STEP);
+        assert!(progress.retained <= SNAPSHOT_RETAINED_PER_STEP);
+        assert!(
+            records <= 4 * SNAPSHOT_SESSIONS_PER_STEP + SNAPSHOT_RETAINED_PER_STEP,
+            "{records} records in one step"
+        );
+        if progress.done {
+            break;
+        }
+        // More changes between later chunks.
+        end_session(&mut cl, &mut logs, "s-1");
+        send(&mut cl, &mut logs, qos1("t/1", b"late"), &mut publisher);
+        late += 1;
+        assert!(steps < 100, "the walk does not end");
+    }
+    assert!(steps >= 3, "spread over several inputs: {steps}");
+    assert!(!cl.cores[0].snapshot_in_progress());
+    // Changes after the end marker are ordinary records of the new log.
+    send(&mut cl, &mut logs, qos1("t/2", b"after"), &mut publisher);
+    end_session(&mut cl, &mut logs, "s-2");
+
+    let (sessions, retained) = replayed_state(&logs.shards[0][begin..]);
+    let (expected, expected_retained) = replayed_state(&logs.shards[0]);
+    assert_eq!(sessions.len(), expected.len());
+    assert_eq!(
+        sessions, expected,
+        "the compacted log replays to another state"
+    );
+    assert_eq!(retained, expected_retained);
+    let names: Vec<&[u8]> = sessions
+        .iter()
+        .map(|s| s.meta.client_id.as_bytes())
+        .collect();
+    for gone in [
+        "s-0".to_string(),
+        "s-1".into(),
+        "s-2".into(),
+        format!("s-{}", n - 1),
+    ] {
+        assert!(!names.contains(&gone.as_bytes()), "{gone} came back");
+    }
+    assert_eq!(names.len(), n - 4 + 1, "every other session, and new-1");
+    let find = |id: &str| {
+        sessions
+            .iter()
+            .find(|s| s.meta.client_id.as_bytes() == id.as_bytes())
+            .unwrap_or_else(|| panic!("{id} missing"))
+    };
+    assert_eq!(
+        find("new-1").queue.len(),
+        1,
+        "new-1 got the message sent during the walk"
+    );
+    let s10 = find("s-10");
+    assert_eq!(
+        (s10.inflight.len(), s10.queue.len()),
+        (1, 0),
+        "s-10: one acknowledged, one in flight"
+    );
+    assert_eq!(find(&format!("s-{}", n - 3)).meta.subs.len(), 2);
+    assert_eq!(
+        find("s-11").queue.len(),
+        1 + late,
+        "before, then every late one"
+    );
+    let topics: Vec<&[u8]> = retained
+        .iter()
+        .filter(|(_, p)| !p.is_empty())
+        .map(|(t, _)| &t[..])
+        .collect();
+    assert_eq!(topics, [&b"r/b"[..], b"r/c"]);
+
+    // And a broker restarted from the compacted log alone serves it.
+    let mut compacted = Logs::new(1);
+    compacted.shards[0] = logs.shards[0][begin..].to_vec();
+    let mut next = restart(&cl, &compacted, 1, Duration::from_secs(1));
+    let mut nlogs = compacted.continued();
+    let (c, ack) = connect_synced(&mut next, &mut nlogs, 0, "s-20", false, 3600);
+    assert!(ack.session_present);
+    let payloads: Vec<Bytes> = publishes(&c.pending)
+        .into_iter()
+        .map(|(p, _, _)| p)
+        .collect();
+    assert_eq!(
+        payloads,
+        [Bytes::from_static(b"before"), Bytes::from_static(b"during")]
+    );
+    let (_, ack) = connect_synced(&mut next, &mut nlogs, 0, "s-0", false, 3600);
+    assert!(!ack.session_present, "s-0 was removed after its image");
+}
+
+// ---- sessions per authentication name -------------------------------------------------------
+
+/// Two durable shards enforcing a registry with one certificate client, `truck-17`, whose
+/// authentication name may hold one session (`maxClientSessionsPerAuthenticationName`'s
+/// default).
+fn name_limited_cluster(ca: &common::pki::Ca) -> Cluster {
+    let registry = serde_json::json!({
+        "namespace": { "clientAuthentication": {
+            "alternativeAuthenticationNameSources": ["ClientCertificateSubject"]
+        }},
+        "caCertificates": [{ "name": "fleet-ca", "encodedCertificate": ca.pem() }],
+        "clients": [
+            { "name": "truck-17", "authenticationName": "truck-17",
+              "clientCertificateAuthentication": { "validationScheme": "SubjectMatchesAuthenticationName" } }
+        ]
+    });
+    let mut warnings = Vec::new();
+    let registry =
+        ringmq_auth::registry::Registry::parse(&registry.to_string(), &mut warnings).unwrap();
+    let policy = ringmq_auth::Snapshot {
+        version: 1,
+        allow_anonymous: false,
+        registry: Some(registry),
+        files: Default::default(),
+    };
+    let mut cl = Cluster::with_policy(2, ringmq::config::Limits::default(), policy);
+    for c in &mut cl.cores {
+        c.enable_durable();
+    }
+    cl
+}
+
+/// A persistent CONNECT as `id` with the certificate `cert`, made durable.
+fn connect_cert(
+    cl: &mut Cluster,
+    logs: &mut Logs,
+    shard: usize,
+    id: &str,
+    cert: &rustls_pki_types::CertificateDer<'static>,
+) -> (Client, ConnAck) {
+    let mut c = cl.open(shard);
+    cl.set_peer_certificates(&c, vec![cert.clone()]);
+    let mut connect = connect_packet(id, ProtocolVersion::V5);
+    connect.clean_start = false;
+    connect.properties.session_expiry_secs = Some(3600);
+    c.version = ProtocolVersion::V5;
+    cl.send(&c, &Packet::Connect(Box::new(connect)));
+    logs.sync(cl);
+    match cl.recv_one(&mut c) {
+        Packet::ConnAck(a) => (c, a),
+        p => panic!("expected CONNACK, got {p:?}"),
+    }
+}
+
+#[test]
+fn sessions_per_authentication_name_are_counted_again_after_a_restart() {
+    let ca = common::pki::root("fleet root");
+    let truck = common::pki::leaf("truck-17", &ca);
+    let mut cl = name_limited_cluster(&ca);
+    let mut logs = Logs::new(2);
+    let (c, ack) = connect_cert(&mut cl, &mut logs, 0, "truck-a", &truck);
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    cl.drop_conn(&c);
+    logs.sync(&mut cl);
+    let (c, ack) = connect_cert(&mut cl, &mut logs, 1, "truck-b", &truck);
+    assert_eq!(
+        ack.reason_code,
+        ReasonCode::QUOTA_EXCEEDED,
+        "before the restart"
+    );
+    cl.drop_conn(&c);
+    logs.sync(&mut cl);
+
+    let next = name_limited_cluster(&ca);
+    let mut next = restart_into(next, &cl, &logs, 2, Duration::from_secs(1));
+    let mut nlogs = logs.continued();
+    let (c, ack) = connect_cert(&mut next, &mut nlogs, 1, "truck-b", &truck);
+    assert_eq!(
+        ack.reason_code,
+        ReasonCode::QUOTA_EXCEEDED,
+        "the restored session of truck-a holds the name's one slot"
+    );
+    next.drop_conn(&c);
+    let (c, ack) = connect_cert(&mut next, &mut nlogs, 1, "truck-a", &truck);
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS, "its own session");
+    assert!(ack.session_present);
+    // Ended (Clean Start 1, expiry 0): the slot is free again.
+    next.drop_conn(&c);
+    let mut c = next.open(0);
+    next.set_peer_certificates(&c, vec![truck.clone()]);
+    let ack = next.connect_with(&mut c, connect_packet("truck-a", ProtocolVersion::V5));
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    next.drop_conn(&c);
+    nlogs.sync(&mut next);
+    let (_, ack) = connect_cert(&mut next, &mut nlogs, 1, "truck-b", &truck);
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS, "slot released");
+}
+
+// ---- forwarded copies ------------------------------------------------------------------------
+
+/// `p` from `c`, handled by its shard alone (`Cluster::send` pumps every shard after it).
+fn send_unpumped(cl: &mut Cluster, c: &Client, p: &Packet) {
+    let mut buf = bytes::BytesMut::new();
+    encode(p, c.version, &mut buf).unwrap();
+    let _ = cl.input(
+        c.shard,
+        Input::Read {
+            conn: c.index,
+            bytes: &mut buf,
+        },
+    );
+}
+
+/// A client id whose directory shard (of 3) is not `avoid`.
+fn id_not_directed_to(avoid: usize) -> String {
+    (0..)
+        .map(|i| format!("mover-{i}"))
+        .find(|id| directory_shard_of(id.as_bytes(), 3).slot() != avoid)
+        .unwrap()
+}
+
+/// A session moves from shard 0 to shard 1 while the publisher's shard 2 still routes its
+/// topic to shard 0 only (shard 1's interest has not reached it): shard 0 forwards the copy
+/// (`forward.rs`), and the PUBACK waits until shard 1 has it on disk, not only shards 0 and 2.
+#[test]
+fn puback_waits_for_a_copy_forwarded_to_a_session_that_moved() {
+    let id = id_not_directed_to(2);
+    let mut cl = durable_cluster(3);
+    let mut logs = Logs::new(3);
+    let (mut s, _) = connect_synced(&mut cl, &mut logs, 0, &id, false, 3600);
+    subscribe_synced(&mut cl, &mut logs, &mut s, "t", QoS::AtLeastOnce);
+    cl.drop_conn(&s);
+    let (mut publisher, _) = connect_synced(&mut cl, &mut logs, 2, "pub", true, 0);
+    logs.sync(&mut cl);
+
+    // The session moves to shard 1: shard 1 claims it, shard 0 (the directory's answer
+    // handled there) gives it up and sends it on — and before shard 1 has it (so before its
+    // interest exists), the publisher's shard routes a message to shard 0 only.
+    let mut moved = cl.open(1);
+    let mut connect = connect_packet(&id, ProtocolVersion::V5);
+    connect.clean_start = false;
+    connect.properties.session_expiry_secs = Some(3600);
+    send_unpumped(&mut cl, &moved, &Packet::Connect(Box::new(connect)));
+    let _ = cl.input(0, Input::Inbox { max: usize::MAX });
+    assert_eq!(cl.cores[0].counts().1, 0, "shard 0 gave the session up");
+    let p = publish("t", b"moved", QosPid::new(QoS::AtLeastOnce, pid(7)));
+    send_unpumped(&mut cl, &publisher, &p);
+    // Shard 0 gets it after the session left: it forwards a copy to shard 1.
+    let _ = cl.input(0, Input::Inbox { max: usize::MAX });
+    assert_eq!(
+        cl.cores[0].stats.forwarded_after_move, 1,
+        "shard 0 forwarded a copy"
+    );
+    cl.pump();
+    logs.drain(&mut cl);
+    assert!(
+        cl.cores[1].records_emitted() > cl.cores[1].records_durable(),
+        "shard 1 wrote the forwarded copy"
+    );
+    // Shards 0 and 2 durable, shard 1 not: no PUBACK.
+    for shard in [0, 2] {
+        let upto = (logs.shards[shard].len() - logs.base[shard]) as u64;
+        let _ = cl.input(shard, Input::Durable { upto });
+    }
+    cl.pump();
+    let early = cl.recv(&mut publisher);
+    assert!(
+        early.is_empty(),
+        "PUBACK before the forwarded copy is durable: {early:?}"
+    );
+    logs.sync(&mut cl);
+    let acks = cl.recv(&mut publisher);
+    assert!(
+        acks.iter()
+            .any(|p| matches!(p, Packet::PubAck(a) if a.packet_id == pid(7))),
+        "{acks:?}"
+    );
+    // And the session has the message, once.
+    let got = publishes(&cl.recv(&mut moved));
+    assert_eq!(
+        got.iter().filter(|(p, _, _)| &p[..] == b"moved").count(),
+        1,
+        "{got:?}"
+    );
+}
+
+/// The full-log rule across shards: a QoS 1/2 message is refused with 0x97 when the log of
+/// any shard it would be written on is full — here the subscriber's shard, not the
+/// publisher's; a message that shard would not receive is taken.
+#[test]
+fn a_full_log_on_a_subscribers_shard_refuses_messages_for_it_with_0x97() {
+    let mut cl = durable_cluster(2);
+    let mut logs = Logs::new(2);
+    let (mut sub, _) = connect_synced(&mut cl, &mut logs, 0, "sub", false, 3600);
+    subscribe_synced(&mut cl, &mut logs, &mut sub, "to-full", QoS::AtLeastOnce);
+    cl.drop_conn(&sub);
+    let (mut publisher, _) = connect_synced(&mut cl, &mut logs, 1, "pub", true, 0);
+    cl.cores[0].set_storage_full(true);
+    assert!(
+        !cl.cores[1].storage_full(),
+        "the publisher's own log has room"
+    );
+    let code = |cl: &mut Cluster, logs: &mut Logs, publisher: &mut Client, topic, id| {
+        cl.send(
+            publisher,
+            &publish(topic, b"m", QosPid::new(QoS::AtLeastOnce, pid(id))),
+        );
+        logs.sync(cl);
+        match cl.recv_one(publisher) {
+            Packet::PubAck(a) => a.reason_code,
+            p => panic!("{p:?}"),
+        }
+    };
+    assert_eq!(
+        code(&mut cl, &mut logs, &mut publisher, "to-full", 1),
+        ReasonCode::QUOTA_EXCEEDED,
+        "the subscriber's shard cannot take it"
+    );
+    assert_eq!(
+        code(&mut cl, &mut logs, &mut publisher, "elsewhere", 2),
+        ReasonCode::SUCCESS,
+        "no full log is needed"
+    );
+    cl.cores[0].set_storage_full(false);
+    assert_eq!(
+        code(&mut cl, &mut logs, &mut publisher, "to-full", 3),
+        ReasonCode::SUCCESS,
+        "room again"
+    );
+}
+
+/// The same on two shards, the publisher on the shard the session left: that shard forwards
+/// its own message, and the PUBACK waits for the session's new shard.
+#[test]
+fn puback_waits_for_a_copy_the_publishers_own_shard_forwarded() {
+    let mut cl = durable_cluster(2);
+    let mut logs = Logs::new(2);
+    let (mut s, _) = connect_synced(&mut cl, &mut logs, 0, "mover", false, 3600);
+    subscribe_synced(&mut cl, &mut logs, &mut s, "t", QoS::AtLeastOnce);
+    cl.drop_conn(&s);
+    let (mut publisher, _) = connect_synced(&mut cl, &mut logs, 0, "pub", true, 0);
+    logs.sync(&mut cl);
+    let moved = cl.open(1);
+    let mut connect = connect_packet("mover", ProtocolVersion::V5);
+    connect.clean_start = false;
+    connect.properties.session_expiry_secs = Some(3600);
+    send_unpumped(&mut cl, &moved, &Packet::Connect(Box::new(connect)));
+    let _ = cl.input(0, Input::Inbox { max: usize::MAX });
+    assert_eq!(
+        cl.cores[0].counts().1,
+        1,
+        "only the publisher's session is left"
+    );
+    let p = publish("t", b"moved", QosPid::new(QoS::AtLeastOnce, pid(3)));
+    send_unpumped(&mut cl, &publisher, &p);
+    assert_eq!(
+        cl.cores[0].stats.forwarded_after_move, 1,
+        "shard 0 forwarded it"
+    );
+    cl.pump();
+    logs.drain(&mut cl);
+    let upto = (logs.shards[0].len() - logs.base[0]) as u64;
+    let _ = cl.input(0, Input::Durable { upto });
+    cl.pump();
+    let early = cl.recv(&mut publisher);
+    assert!(
+        early.is_empty(),
+        "PUBACK before shard 1 is durable: {early:?}"
+    );
+    logs.sync(&mut cl);
+    assert!(matches!(cl.recv_one(&mut publisher), Packet::PubAck(a) if a.packet_id == pid(3)));
 }

@@ -14,12 +14,27 @@ const META_FILE: &str = "META";
 const LOCK_FILE: &str = "LOCK";
 const META_HEADER: &str = "ringmq-storage 1";
 
+/// The logs a changed shard count is re-homed from (see [`Shared::open`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Previous {
+    pub shard_count: usize,
+    pub layout: u64,
+}
+
 /// What every shard's log shares: the configuration, the lock (released when the last holder
 /// drops) and the counters.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub config: StoreConfig,
     pub shard_count: usize,
+    /// The layout of the shard folders the logs are appended in ([`shard_dir`]).
+    pub layout: u64,
+    /// Re-sharding: the layout `META` still names, with its shard count, until
+    /// [`Shared::commit_reshard`]; its logs are only read ([`crate::Store::recover_previous`]).
+    pub previous: Option<Previous>,
+    pub previous_claimed: Vec<AtomicBool>,
+    /// Re-sharding was committed (`META` now names `layout`).
+    pub committed: AtomicBool,
     pub stats: Vec<Arc<LogStats>>,
     /// Set once a shard was recovered: a second `recover` would give two appenders one log.
     pub claimed: Vec<AtomicBool>,
@@ -28,13 +43,36 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Opens the directory for `shard_count` shards. When `META` records another count N, the
+    /// logs of that layout stay as they are (read later through `recover_previous`) and this
+    /// store appends to fresh folders of the next layout, which nothing names yet: a crash
+    /// before [`Shared::commit_reshard`] leaves `META` and the N old logs untouched (the
+    /// unnamed folders are deleted at the next open), one after it finds the new layout whole.
     pub fn open(config: StoreConfig, shard_count: usize) -> Result<Shared, StorageError> {
         let dir = config.dir.clone();
         ensure_dir(&dir)?;
         let lock = lock(&dir)?;
-        check_meta(&dir, shard_count)?;
+        let recorded = check_meta(&dir, shard_count)?;
+        let (layout, previous) = match recorded {
+            Some(m) if m.shard_count != shard_count => (
+                m.layout + 1,
+                Some(Previous {
+                    shard_count: m.shard_count,
+                    layout: m.layout,
+                }),
+            ),
+            Some(m) => (m.layout, None),
+            None => (0, None),
+        };
+        // Folders of no layout in use: left by an interrupted re-sharding (before or after its
+        // commit), or by a committed one whose old folders were not all deleted. A
+        // re-sharding starts its new layout empty (an earlier attempt's folders go).
+        collect_garbage(&dir, |l| match previous {
+            Some(p) => l == p.layout,
+            None => l == layout,
+        })?;
         for shard in 0..shard_count {
-            let path = shard_dir(&dir, shard);
+            let path = shard_dir(&dir, layout, shard);
             match fs::create_dir(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::AlreadyExists && path.is_dir() => {}
@@ -42,14 +80,71 @@ impl Shared {
             }
         }
         sync_dir(&dir)?;
+        let previous_count = previous.map_or(0, |p| p.shard_count);
         Ok(Shared {
             config,
             shard_count,
+            layout,
+            previous,
+            previous_claimed: (0..previous_count)
+                .map(|_| AtomicBool::new(false))
+                .collect(),
+            committed: AtomicBool::new(false),
             stats: (0..shard_count).map(|_| Arc::default()).collect(),
             claimed: (0..shard_count).map(|_| AtomicBool::new(false)).collect(),
             _lock: lock,
         })
     }
+
+    /// Re-sharding: every new log holds its whole state, durable. Switches `META` to the new
+    /// count and layout (written to a temporary name, synced, renamed: the one atomic step),
+    /// then deletes the old layout's folders (what a crash leaves of them goes at the next
+    /// open). Nothing to do without a re-sharding, or a second time.
+    pub fn commit_reshard(&self) -> Result<(), StorageError> {
+        let Some(previous) = self.previous else {
+            return Ok(());
+        };
+        if self
+            .committed
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return Ok(());
+        }
+        let dir = &self.config.dir;
+        write_meta(dir, self.shard_count, self.layout)?;
+        for shard in 0..previous.shard_count {
+            let path = shard_dir(dir, previous.layout, shard);
+            match fs::remove_dir_all(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io("delete directory", &path, e)),
+            }
+        }
+        sync_dir(dir)
+    }
+}
+
+/// Deletes the shard folders of `dir` whose layout `keep` refuses (only names [`shard_dir`]
+/// makes; anything else is left alone).
+fn collect_garbage(dir: &Path, keep: impl Fn(u64) -> bool) -> Result<(), StorageError> {
+    let entries = fs::read_dir(dir).map_err(|e| StorageError::io("read directory", dir, e))?;
+    let mut removed = false;
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let Some((layout, _)) = parse_shard_dir(&name.to_string_lossy()) else {
+            continue;
+        };
+        if keep(layout) {
+            continue;
+        }
+        let path = entry.path();
+        fs::remove_dir_all(&path).map_err(|e| StorageError::io("delete directory", &path, e))?;
+        removed = true;
+    }
+    if removed {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// What a look at a store's directory finds, without creating, locking or writing anything
@@ -147,13 +242,8 @@ pub fn inspect(dir: &Path, shard_count: usize) -> Result<Inspection, StorageErro
                 .and_then(|l| l.strip_prefix("shards "))
                 .and_then(|n| n.trim().parse::<usize>().ok())
                 .ok_or_else(|| bad("no `shards N` line".into()))?;
-            if recorded != shard_count {
-                return Err(StorageError::ShardCountChanged {
-                    dir: dir.to_owned(),
-                    recorded,
-                    configured: shard_count,
-                });
-            }
+            // A different count is re-homed at startup (`Shared::open`).
+            let _ = shard_count;
             Some(recorded)
         }
         Err(e) if e.kind() == ErrorKind::NotFound => None,
@@ -166,9 +256,27 @@ pub fn inspect(dir: &Path, shard_count: usize) -> Result<Inspection, StorageErro
     })
 }
 
-/// `dir/shard-NNN`.
-pub(crate) fn shard_dir(dir: &Path, shard: usize) -> PathBuf {
-    dir.join(format!("shard-{shard:03}"))
+/// `dir/shard-NNN` (layout 0, the layout of a store never re-sharded) or `dir/shard-NNN.gK`
+/// (layout K: written by the K-th change of the shard count).
+pub(crate) fn shard_dir(dir: &Path, layout: u64, shard: usize) -> PathBuf {
+    if layout == 0 {
+        dir.join(format!("shard-{shard:03}"))
+    } else {
+        dir.join(format!("shard-{shard:03}.g{layout}"))
+    }
+}
+
+/// (layout, shard) of a folder name made by [`shard_dir`], or none.
+pub(crate) fn parse_shard_dir(name: &str) -> Option<(u64, usize)> {
+    let rest = name.strip_prefix("shard-")?;
+    let (shard, layout) = match rest.split_once(".g") {
+        Some((shard, layout)) => (shard, layout.parse::<u64>().ok().filter(|&l| l > 0)?),
+        None => (rest, 0),
+    };
+    if shard.len() < 3 || !shard.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((layout, shard.parse().ok()?))
 }
 
 /// `SSSSSSSSSSSSSSSSSSSS.log`: the segment number, so that names sort in log order.
@@ -267,7 +375,15 @@ fn lock(dir: &Path) -> Result<File, StorageError> {
     Ok(file)
 }
 
-fn check_meta(dir: &Path, shard_count: usize) -> Result<(), StorageError> {
+/// What `META` records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Meta {
+    shard_count: usize,
+    layout: u64,
+}
+
+/// Reads `META` (`None`: a new directory, for which it is written now with `shard_count`).
+fn check_meta(dir: &Path, shard_count: usize) -> Result<Option<Meta>, StorageError> {
     let path = dir.join(META_FILE);
     let bad = |problem: String| StorageError::BadDirectory {
         dir: dir.to_owned(),
@@ -286,15 +402,19 @@ fn check_meta(dir: &Path, shard_count: usize) -> Result<(), StorageError> {
                 .next()
                 .and_then(|l| l.strip_prefix("shards "))
                 .and_then(|n| n.trim().parse::<usize>().ok())
+                .filter(|&n| n > 0)
                 .ok_or_else(|| bad("no `shards N` line".into()))?;
-            if recorded != shard_count {
-                return Err(StorageError::ShardCountChanged {
-                    dir: dir.to_owned(),
-                    recorded,
-                    configured: shard_count,
-                });
-            }
-            Ok(())
+            let layout = match lines.next().filter(|l| !l.is_empty()) {
+                None => 0,
+                Some(l) => l
+                    .strip_prefix("layout ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .ok_or_else(|| bad(format!("unreadable line `{l}` (expected `layout K`)")))?,
+            };
+            Ok(Some(Meta {
+                shard_count: recorded,
+                layout,
+            }))
         }
         Err(e) if e.kind() == ErrorKind::NotFound => {
             if let Some(stray) = fs::read_dir(dir)
@@ -307,23 +427,32 @@ fn check_meta(dir: &Path, shard_count: usize) -> Result<(), StorageError> {
                     stray.path().display()
                 )));
             }
-            // Written to a temporary name, synced, renamed: META is whole or absent.
-            let tmp = dir.join("META.tmp");
-            let text = format!("{META_HEADER}\nshards {shard_count}\n");
-            File::create(&tmp)
-                .and_then(|mut f| {
-                    f.write_all(text.as_bytes())?;
-                    f.sync_all()
-                })
-                .and_then(|()| fs::rename(&tmp, &path))
-                .map_err(|source| StorageError::NotWritable {
-                    dir: dir.to_owned(),
-                    source,
-                })?;
-            sync_dir(dir)
+            write_meta(dir, shard_count, 0)?;
+            Ok(None)
         }
         Err(e) => Err(StorageError::io("read", &path, e)),
     }
+}
+
+/// Writes `META` to a temporary name, syncs it and renames it: `META` is whole, old or new.
+fn write_meta(dir: &Path, shard_count: usize, layout: u64) -> Result<(), StorageError> {
+    let path = dir.join(META_FILE);
+    let tmp = dir.join("META.tmp");
+    let mut text = format!("{META_HEADER}\nshards {shard_count}\n");
+    if layout > 0 {
+        text.push_str(&format!("layout {layout}\n"));
+    }
+    File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        })
+        .and_then(|()| fs::rename(&tmp, &path))
+        .map_err(|source| StorageError::NotWritable {
+            dir: dir.to_owned(),
+            source,
+        })?;
+    sync_dir(dir)
 }
 
 #[cfg(test)]
@@ -338,5 +467,25 @@ mod tests {
         assert_eq!(parse_segment_name("42.log"), None);
         assert_eq!(parse_segment_name("0000000000000000004x.log"), None);
         assert!(segment_name(9) < segment_name(10));
+    }
+
+    #[test]
+    fn shard_folder_names_parse() {
+        let d = Path::new("/x");
+        for (layout, shard) in [(0, 0), (0, 7), (1, 3), (12, 1000)] {
+            let p = shard_dir(d, layout, shard);
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            assert_eq!(parse_shard_dir(&name), Some((layout, shard)), "{name}");
+        }
+        for bad in [
+            "shard-",
+            "shard-1",
+            "shard-001.g0",
+            "shard-001.gx",
+            "shard-abc",
+            "other",
+        ] {
+            assert_eq!(parse_shard_dir(bad), None, "{bad}");
+        }
     }
 }

@@ -9,8 +9,8 @@
 //! # What it must never do
 //! - Block a shard thread in steady state: `append` copies into a buffer and returns; the write
 //!   and the `fdatasync` go through io_uring ([`IoMode::IoUring`]) or run on a helper thread
-//!   ([`IoMode::Thread`], for the epoll driver). Only [`Store::open`] and [`Store::recover`]
-//!   (startup) block.
+//!   ([`IoMode::Thread`], for the epoll driver). Only [`Store::open`], [`Store::recover`],
+//!   [`Store::recover_previous`] and [`Store::commit_reshard`] (startup) block.
 //! - Allocate per record in steady state: the batch buffers are reused (double buffering).
 //! - Report a record durable before its bytes were written and (with [`FsyncPolicy::Always`])
 //!   `fdatasync`ed, or corrupt the log at a size limit (`append` refuses with
@@ -19,8 +19,8 @@
 //!
 //! # Design (docs/storage.md has the full text and the reasons)
 //! - **Directory.** `dir/LOCK` (an exclusive `flock` held for the life of the [`Store`]),
-//!   `dir/META` (format version and shard count, written once), and one folder per shard,
-//!   `dir/shard-NNN/`, holding segment files `SSSSSSSSSSSSSSSSSSSS.log` (the segment number,
+//!   `dir/META` (format version, shard count and layout), and one folder per shard,
+//!   `dir/shard-NNN/` (`dir/shard-NNN.gK/` once the shard count changed K times), holding segment files `SSSSSSSSSSSSSSSSSSSS.log` (the segment number,
 //!   20 digits, so names sort in log order).
 //! - **Segments** are preallocated to `segment_bytes` (`fallocate`) when created and start with a
 //!   40-byte header (magic, CRC32C, version, shard, segment number, first sequence number). A
@@ -41,6 +41,11 @@
 //!   the begin marker opens a fresh segment; the core then appends its live state, interleaved
 //!   with ordinary records; once the end marker is durable every segment before the begin
 //!   marker's is deleted. [`ShardLog::wants_snapshot`] says when one is worth it.
+//! - **A changed shard count** (`META` records N, the store is opened for M): the N old logs
+//!   are read ([`Store::recover_previous`]), the new shards write their whole state into fresh
+//!   folders of the next layout, and [`Store::commit_reshard`] switches `META` (an atomic
+//!   rename) and deletes the old folders. A crash before the switch leaves the old state, one
+//!   after it the new; the folders of no layout in use are deleted at the next open.
 //! - **Limits.** `max_disk_bytes` is shared equally by the shards. Ordinary appends
 //!   ([`ShardLog::append`]) may fill half of a shard's share; the other half is kept for
 //!   records that shrink state or compact it ([`ShardLog::append_reserved`], snapshots), so a
@@ -189,16 +194,6 @@ pub enum StorageError {
         "storage.dir `{dir}`: locked by another process (another ringmq using this directory? lock file `{lock}`)"
     )]
     Locked { dir: PathBuf, lock: PathBuf },
-    #[error(
-        "storage.dir `{dir}`: holds the logs of {recorded} shards but {configured} are configured; \
-         set server.shards = {recorded} to use it (sessions are not re-homed between shard counts), \
-         or move the directory away to start empty"
-    )]
-    ShardCountChanged {
-        dir: PathBuf,
-        recorded: usize,
-        configured: usize,
-    },
     #[error("storage.dir `{dir}`: `{file}`: {problem}")]
     BadDirectory {
         dir: PathBuf,
@@ -277,6 +272,30 @@ impl Store {
     /// A shard can be recovered once per `Store`.
     pub fn recover(&self, shard: usize) -> Result<Recovered, StorageError> {
         recover::recover(&self.shared, shard)
+    }
+
+    /// Re-sharding: `META` records this other shard count. Recover each of those logs with
+    /// [`Store::recover_previous`], give every new shard its part, have each write its whole
+    /// state into its (new, empty) log and make it durable, then [`Store::commit_reshard`].
+    /// Until then the old logs are the store's state: a crash before the commit leaves them
+    /// as they were.
+    pub fn previous_shard_count(&self) -> Option<usize> {
+        self.shared.previous.map(|p| p.shard_count)
+    }
+
+    /// Re-sharding: the records of old shard `shard`'s log (read only; a torn tail is cut off
+    /// as at any recovery). Each old shard once.
+    pub fn recover_previous(
+        &self,
+        shard: usize,
+    ) -> Result<(Replay, Option<TornTail>), StorageError> {
+        recover::recover_previous(&self.shared, shard)
+    }
+
+    /// Re-sharding: every new shard's log holds its whole state and is durable; switches
+    /// `META` to the new shard count (atomically) and deletes the old logs.
+    pub fn commit_reshard(&self) -> Result<(), StorageError> {
+        self.shared.commit_reshard()
     }
 
     pub fn shard_count(&self) -> usize {

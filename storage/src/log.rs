@@ -79,6 +79,8 @@ pub struct ShardLog {
     /// Records up to here were written in the last flush, not synced yet (interval mode).
     written_through: u64,
     last_sync: Instant,
+    /// A sync was asked for ([`ShardLog::request_sync`]): the next flush syncs.
+    sync_requested: bool,
     /// Bytes appended since the log was opened (for snapshot sizes).
     appended_bytes: u64,
     last_snapshot_bytes: u64,
@@ -117,6 +119,7 @@ impl ShardLog {
             synced_through: position.last_seq,
             written_through: position.last_seq,
             last_sync: Instant::now(),
+            sync_requested: false,
             appended_bytes: 0,
             last_snapshot_bytes: position.last_snapshot_bytes,
             pending: Batch::default(),
@@ -128,7 +131,7 @@ impl ShardLog {
             waker: None,
             closed: false,
             failed: false,
-            dir: crate::dir::shard_dir(&config.dir, position.shard).into(),
+            dir: crate::dir::shard_dir(&config.dir, shared.layout, position.shard).into(),
             _shared: shared,
         };
         log.update_disk_stats();
@@ -225,6 +228,13 @@ impl ShardLog {
     /// The largest payload a record can have (`storage.segment_bytes` less the headers).
     pub fn max_payload(&self) -> usize {
         self.segment_bytes as usize - frame::SEGMENT_HEADER_BYTES - frame::RECORD_HEADER_BYTES
+    }
+
+    /// Makes the next flush `fdatasync` whatever is written, whatever the policy (under
+    /// `fsync = "interval"` too): a re-sharding switches `META` only once the new logs are on
+    /// disk.
+    pub fn request_sync(&mut self) {
+        self.sync_requested = true;
     }
 
     pub fn snapshot_in_progress(&self) -> bool {
@@ -362,6 +372,7 @@ impl ShardLog {
             );
             self.synced_through = self.written_through;
             self.last_sync = Instant::now();
+            self.sync_requested = false;
         }
         self.durable_through = match self.fsync {
             FsyncPolicy::Always => self.synced_through,
@@ -449,6 +460,9 @@ impl ShardLog {
     }
 
     fn sync_due(&self, now: Instant) -> bool {
+        if self.sync_requested {
+            return true;
+        }
         match self.fsync {
             FsyncPolicy::Always => true,
             FsyncPolicy::Interval(d) => now >= self.last_sync + d,

@@ -214,7 +214,38 @@ pub(crate) fn recover(shared: &Arc<Shared>, shard: usize) -> Result<Recovered, S
     if !claimed {
         return Err(StorageError::ShardUnavailable { shard });
     }
-    let dir = shard_dir(&shared.config.dir, shard);
+    let dir = shard_dir(&shared.config.dir, shared.layout, shard);
+    let (scan, first_kept) = check(shared, &dir, shard, Some(&shared.stats[shard]))?;
+    finish(shared, shard, scan, first_kept)
+}
+
+/// Re-sharding: the records of old shard `shard` (see [`crate::Store::recover_previous`]).
+pub(crate) fn recover_previous(
+    shared: &Arc<Shared>,
+    shard: usize,
+) -> Result<(Replay, Option<TornTail>), StorageError> {
+    let claimed = shared
+        .previous_claimed
+        .get(shard)
+        .is_some_and(|c| !c.swap(true, Ordering::AcqRel));
+    let Some(previous) = shared.previous.filter(|_| claimed) else {
+        return Err(StorageError::ShardUnavailable { shard });
+    };
+    let dir = shard_dir(&shared.config.dir, previous.layout, shard);
+    let (scan, _) = check(shared, &dir, shard, None)?;
+    let torn = scan.torn.clone();
+    Ok((replay_of(&scan)?, torn))
+}
+
+/// Checks a shard's segments: cuts off a torn tail, deletes obsolete segments; returns the
+/// scan and the first segment kept.
+fn check(
+    shared: &Arc<Shared>,
+    dir: &Path,
+    shard: usize,
+    stats: Option<&Arc<LogStats>>,
+) -> Result<(Scan, u64), StorageError> {
+    let dir = dir.to_path_buf();
     let numbers = list_segments(&dir)?;
     // Only a contiguous run of segments is a log; a gap can only be left by an interrupted
     // compaction, and then a complete snapshot after it makes the older ones obsolete.
@@ -247,7 +278,9 @@ pub(crate) fn recover(shared: &Arc<Shared>, shard: usize) -> Result<Recovered, S
                 t.segments_dropped = dropped.len();
             }
             sync_dir(&dir)?;
-            LogStats::add(&shared.stats[shard].torn_tails, 1);
+            if let Some(stats) = stats {
+                LogStats::add(&stats.torn_tails, 1);
+            }
             break;
         }
     }
@@ -305,7 +338,48 @@ pub(crate) fn recover(shared: &Arc<Shared>, shard: usize) -> Result<Recovered, S
     if !obsolete.is_empty() {
         sync_dir(&dir)?;
     }
-    finish(shared, shard, scan, first_kept)
+    Ok((scan, first_kept))
+}
+
+/// The replay of a checked scan (read only: for an old log of a re-sharding).
+fn replay_of(scan: &Scan) -> Result<Replay, StorageError> {
+    let (replay_from, replay_seq, remaining) = match scan.complete {
+        Some((begin, _)) => (
+            (begin.segment, begin.offset),
+            begin.seq,
+            scan.data - begin.data_before,
+        ),
+        None => (
+            (0, frame::SEGMENT_HEADER_BYTES as u64),
+            scan.segments.first().map_or(1, |s| s.first_seq),
+            scan.data,
+        ),
+    };
+    let mut replay = Replay {
+        segments: VecDeque::new(),
+        buf: Vec::new(),
+        pos: 0,
+        path: PathBuf::new(),
+        expected_seq: replay_seq,
+        remaining,
+    };
+    for (i, s) in scan.segments.iter().enumerate().skip(replay_from.0) {
+        let start = if i == replay_from.0 {
+            replay_from.1
+        } else {
+            frame::SEGMENT_HEADER_BYTES as u64
+        };
+        if s.end > start {
+            let file = s
+                .file
+                .try_clone()
+                .map_err(|e| StorageError::io("open", &s.path, e))?;
+            replay
+                .segments
+                .push_back((file, s.path.clone(), start, s.end));
+        }
+    }
+    Ok(replay)
 }
 
 /// Builds the replay and the log from a finished scan.

@@ -525,3 +525,65 @@ fn snapshot_compaction_keeps_the_state() {
     drop(b);
     let _ = std::fs::remove_dir_all(&store);
 }
+
+/// Publishes `n` QoS 1 and `n` QoS 2 messages with mosquitto_pub (each acknowledged).
+fn publish_batch(b: &Broker, tag: &str, n: usize) -> Acked {
+    let mut acked = Acked::default();
+    for i in 0..n {
+        let p = format!("{tag}-{i}");
+        mosquitto_pub(b, &["-q", "1", "-t", "crash/q1/r", "-m", &p]).assert_success();
+        acked.qos1.insert(p);
+        let p = format!("{tag}2-{i}");
+        mosquitto_pub(b, &["-q", "2", "-t", "crash/q2/r", "-m", &p]).assert_success();
+        acked.qos2.insert(p);
+    }
+    acked
+}
+
+/// A changed `server.shards` between runs re-homes every session (docs/storage.md): 2 shards
+/// holding persistent sessions with queued messages and retained messages, killed, restarted
+/// with 4, then with 1 — sessions present, queues and retained messages exact each time.
+#[test]
+fn a_changed_shard_count_rehomes_sessions_queues_and_retained() {
+    let store = temp_dir("crash-store");
+    let with = |shards: usize| opts(&store).shards(shards);
+    let mut b = Broker::start(with(2));
+    make_subscribers(&b);
+    probe_session(&b);
+    let retained = set_retained(&b);
+    let first = publish_batch(&b, "two", 10);
+    b.kill();
+
+    let mut b = Broker::start(with(4));
+    assert!(
+        b.log().contains("re-homed sessions from 2 to 4 shards"),
+        "{}",
+        b.log()
+    );
+    assert!(store.join("shard-003.g1").is_dir() && !store.join("shard-000").exists());
+    assert_probe_present(&b);
+    assert_eq!(retained_now(&b), retained);
+    let got = drain_subscribers(&b);
+    check_delivered(&first, &got);
+    for id in ["crash-s1", "crash-s2", "crash-s3"] {
+        assert_eq!(got[id].len(), 10, "{id}: exactly what was queued: {got:?}");
+    }
+    let second = publish_batch(&b, "four", 7);
+    b.kill();
+
+    let b = Broker::start(with(1));
+    assert!(
+        b.log().contains("re-homed sessions from 4 to 1 shards"),
+        "{}",
+        b.log()
+    );
+    assert_probe_present(&b);
+    assert_eq!(retained_now(&b), retained);
+    let got = drain_subscribers(&b);
+    check_delivered(&second, &got);
+    for id in ["crash-s1", "crash-s2", "crash-s3"] {
+        assert_eq!(got[id].len(), 7, "{id}: exactly what was queued: {got:?}");
+    }
+    drop(b);
+    let _ = std::fs::remove_dir_all(&store);
+}

@@ -21,6 +21,15 @@ use crate::shard::mesh::{ShardMsg, Stamp};
 /// the session left while the copy was on its way).
 pub(crate) const MAX_FORWARD_HOPS: u8 = 64;
 
+/// Where a forwarded copy (`ShardMsg::DeliverTo`) comes from: the original delivery's
+/// targets and stamp, and the relay stamp the forwarding shard waits on (persistence).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Forwarded {
+    pub targets: u64,
+    pub stamp: Stamp,
+    pub relay: Option<Stamp>,
+}
+
 impl ShardCore {
     /// A forwarded delivery for a session that moved here (or moved on again).
     pub(crate) fn handle_deliver_to(
@@ -28,10 +37,14 @@ impl ShardCore {
         client_id: Str,
         out: Outgoing,
         hops: u8,
-        targets: u64,
-        stamp: Stamp,
+        origin: Forwarded,
         now: Instant,
     ) {
+        let Forwarded {
+            targets,
+            stamp,
+            relay,
+        } = origin;
         if let Some(&sidx) = self.by_client_id.get(client_id.as_bytes()) {
             // This shard handled the message after its claim started: the session has it.
             if self
@@ -58,6 +71,9 @@ impl ShardCore {
             Some((_, true)) => self.stats.forwarded_duplicates += 1,
             Some((to, false)) if hops < MAX_FORWARD_HOPS => {
                 let hops = hops.saturating_add(1);
+                // The shard before this one waits for `relay`: this one reports it only once
+                // the next has the copy on disk.
+                let relay = relay.and_then(|r| self.durable_relay(r, to));
                 self.send(
                     to,
                     ShardMsg::DeliverTo {
@@ -66,6 +82,7 @@ impl ShardCore {
                         hops,
                         targets,
                         stamp,
+                        relay,
                     },
                 )
             }

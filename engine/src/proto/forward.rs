@@ -261,11 +261,16 @@ impl ShardCore {
                         hops: 1,
                         targets,
                         stamp,
+                        relay: None,
                     },
                 ));
             }
         }
-        for (to, msg) in sends {
+        for (to, mut msg) in sends {
+            if let ShardMsg::DeliverTo { relay, .. } = &mut msg {
+                // Persistence on: the publisher's acknowledgement waits for the copy too.
+                *relay = self.durable_relay(stamp, to);
+            }
             self.stats.forwarded_after_move += 1;
             self.send(to, msg);
         }

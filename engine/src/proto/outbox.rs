@@ -184,7 +184,19 @@ impl ShardCore {
                 hops,
                 targets,
                 stamp,
-            } => self.handle_deliver_to(client_id, out, hops, targets, stamp, now),
+                relay,
+            } => {
+                let origin = crate::proto::deliver::Forwarded {
+                    targets,
+                    stamp,
+                    relay,
+                };
+                self.handle_deliver_to(client_id, out, hops, origin, now);
+                if let Some(relay) = relay {
+                    // Reported durable to the forwarding shard with this input's records.
+                    self.durable_note_shared(relay);
+                }
+            }
             ShardMsg::DeliverShared {
                 message,
                 filter,

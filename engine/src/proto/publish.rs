@@ -80,34 +80,35 @@ impl ShardCore {
         };
 
         let authorized = conn.may_publish(topic.as_bytes());
-        let refusal =
-            if topic.len() > max_len || topic::levels(topic.as_bytes()).count() > max_levels {
-                Some((
-                    ReasonCode::TOPIC_NAME_INVALID,
-                    "topic exceeds max_topic_length or max_topic_levels",
-                ))
-            } else if qos != ringmq_codec::QoS::AtMostOnce && self.storage_full() {
-                Some((
-                    ReasonCode::QUOTA_EXCEEDED,
-                    "storage full: the write-ahead log reached storage.max_disk_bytes",
-                ))
-            } else if !authorized {
-                Some((ReasonCode::NOT_AUTHORIZED, "publish not authorized"))
-            } else if topic.as_bytes().starts_with(b"$SYS") {
-                Some((
-                    ReasonCode::NOT_AUTHORIZED,
-                    "clients may not publish to $SYS topics",
-                ))
-            } else if p.properties.payload_format_utf8 == Some(true)
-                && std::str::from_utf8(&p.payload).is_err()
-            {
-                Some((
-                    ReasonCode::PAYLOAD_FORMAT_INVALID,
-                    "[MQTT-3.3.2-4] payload is not UTF-8",
-                ))
-            } else {
-                None
-            };
+        let refusal = if topic.len() > max_len
+            || topic::levels(topic.as_bytes()).count() > max_levels
+        {
+            Some((
+                ReasonCode::TOPIC_NAME_INVALID,
+                "topic exceeds max_topic_length or max_topic_levels",
+            ))
+        } else if qos != ringmq_codec::QoS::AtMostOnce && self.storage_refuses(topic.as_bytes()) {
+            Some((
+                ReasonCode::QUOTA_EXCEEDED,
+                "storage full: a write-ahead log the message needs reached storage.max_disk_bytes",
+            ))
+        } else if !authorized {
+            Some((ReasonCode::NOT_AUTHORIZED, "publish not authorized"))
+        } else if topic.as_bytes().starts_with(b"$SYS") {
+            Some((
+                ReasonCode::NOT_AUTHORIZED,
+                "clients may not publish to $SYS topics",
+            ))
+        } else if p.properties.payload_format_utf8 == Some(true)
+            && std::str::from_utf8(&p.payload).is_err()
+        {
+            Some((
+                ReasonCode::PAYLOAD_FORMAT_INVALID,
+                "[MQTT-3.3.2-4] payload is not UTF-8",
+            ))
+        } else {
+            None
+        };
 
         if let QosPid::ExactlyOnce(id) = p.qos_pid {
             let Some(s) = self.sessions.get_mut(sidx) else {

@@ -247,6 +247,12 @@ impl Sessions {
     pub fn len(&self) -> usize {
         self.0.len()
     }
+
+    /// Slots below this may hold a session: a walk over `0..slot_bound()` with [`Self::get`]
+    /// visits every session (an incremental snapshot keeps its place as a slot number).
+    pub fn slot_bound(&self) -> usize {
+        self.0.capacity()
+    }
 }
 
 #[cfg(test)]

@@ -77,6 +77,11 @@ pub enum ShardMsg {
         /// The original delivery's targets and stamp.
         targets: u64,
         stamp: Stamp,
+        /// Persistence on: the forwarding shard's stamp for this copy. The receiver reports
+        /// it durable (`DurableStamp`) like a delivery of its own, and the forwarding shard
+        /// holds back its report of the original stamp until then, so the publisher's
+        /// acknowledgement waits for the copy (`proto/durable/hold.rs`).
+        relay: Option<Stamp>,
     },
     /// Deliver to one member of the shared subscription `$share/{group}/{filter}`.
     DeliverShared {
@@ -220,6 +225,9 @@ pub struct Mesh {
     /// Persistence: orders the records of a session across shards (its generation; a
     /// session's copy written after it moved has a higher one than the copy it left behind).
     session_generation: Arc<AtomicU64>,
+    /// Persistence: a bit per shard whose log is full for ordinary records (a QoS 1/2 message
+    /// any of them would receive is refused, see `proto/durable`).
+    storage_full: Arc<AtomicU64>,
     /// Connection counts in all and per client IP, consulted on every shard's accept path
     /// (see `quota.rs` for why this one structure is shared under striped locks).
     conn_quotas: Arc<crate::shard::quota::ConnQuotas>,
@@ -249,6 +257,7 @@ impl Mesh {
             inboxes,
             retain_seq: Arc::new(AtomicU64::new(0)),
             session_generation: Arc::new(AtomicU64::new(0)),
+            storage_full: Arc::new(AtomicU64::new(0)),
             conn_quotas: Arc::new(crate::shard::quota::ConnQuotas::new()),
         }
     }
@@ -261,6 +270,11 @@ impl Mesh {
     /// The next retained-update sequence number (shared by all shards, lock-free).
     pub fn next_retain_seq(&self) -> u64 {
         self.retain_seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The shards whose logs are full, a bit each (see `proto/durable`).
+    pub fn storage_full(&self) -> Arc<AtomicU64> {
+        self.storage_full.clone()
     }
 
     /// The counter of session generations, shared by all shards (see `proto/durable`).

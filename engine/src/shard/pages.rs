@@ -55,7 +55,8 @@ impl<T> PagedSlab<T> {
         self.len == 0
     }
 
-    fn capacity(&self) -> usize {
+    /// Indices below this may hold an entry (an incremental walk's end, see `durable/`).
+    pub fn capacity(&self) -> usize {
         self.pages.len() * Self::PAGE
     }
 

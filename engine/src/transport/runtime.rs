@@ -426,12 +426,14 @@ async fn shard_main(setup: ShardSetup) {
         metrics,
     );
     // Recovered and restored before the listeners open.
-    let log = match storage.map(|s| s.recover(shard, &mut core)) {
-        Some(Ok(log)) => Some(log),
-        Some(Err(e)) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
+    let log = match storage {
+        Some(s) => match s.recover(shard, &mut core).await {
+            Ok(log) => Some(log),
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        },
         None => None,
     };
     let mut listeners = Vec::new();
@@ -487,8 +489,8 @@ async fn shard_main(setup: ShardSetup) {
     if let Some(pool) = auth_pool {
         monoio::spawn(auth_result_loop(shard, pool, core.clone()));
     }
-    let log = log.map(|log| {
-        let persist = crate::transport::storage::Persist::new(log);
+    let log = log.map(|recovered| {
+        let persist = crate::transport::storage::Persist::new(recovered.log, recovered.drained);
         let log = persist.log();
         core.borrow_mut().set_persist(persist);
         monoio::spawn(crate::transport::storage::flusher(

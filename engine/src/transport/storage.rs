@@ -30,13 +30,27 @@ pub(crate) struct ShardStorage {
     store: Arc<Store>,
     to_main: mpsc::Sender<(usize, Result<Replay, String>)>,
     from_main: mpsc::Receiver<ShardRestore>,
+    /// Re-sharding: "my whole state is durable in my new log" to the main thread, and its
+    /// "the store switched" back (see [`Exchange::coordinate`]).
+    written: mpsc::Sender<(usize, Result<(), String>)>,
+    switched: mpsc::Receiver<()>,
 }
 
 /// The main thread's end of the startup exchange.
 pub(crate) struct Exchange {
+    store: Arc<Store>,
     replays: mpsc::Receiver<(usize, Result<Replay, String>)>,
     parts: Vec<mpsc::Sender<ShardRestore>>,
+    written: mpsc::Receiver<(usize, Result<(), String>)>,
+    switched: Vec<mpsc::Sender<()>>,
     shards: usize,
+}
+
+/// What [`ShardStorage::recover`] hands the shard: its log, and the core records already
+/// appended to it (and durable) during recovery.
+pub(crate) struct RecoveredLog {
+    pub log: ShardLog,
+    pub drained: u64,
 }
 
 /// Opens the store (none without `[storage] dir`) and prepares one [`ShardStorage`] per
@@ -54,25 +68,41 @@ pub(crate) fn open(
     let store =
         Store::open(store_config, shards).map_err(|e| StartError::Storage(e.to_string()))?;
     info!(dir = %dir.display(), shards, fsync = ?config.storage.fsync, "storage opened");
+    if let Some(previous) = store.previous_shard_count() {
+        info!(
+            from = previous,
+            to = shards,
+            "storage: the shard count changed: re-homing the sessions of {previous} shards into {shards}"
+        );
+    }
     let store = Arc::new(store);
     let stats: Box<[_]> = (0..shards).filter_map(|i| store.stats(i)).collect();
     let _ = metrics.storage.set(stats);
     let (to_main, replays) = mpsc::channel();
+    let (written_tx, written) = mpsc::channel();
     let mut parts = Vec::with_capacity(shards);
+    let mut switched = Vec::with_capacity(shards);
     let mut per_shard = Vec::with_capacity(shards);
     for _ in 0..shards {
         let (tx, rx) = mpsc::channel();
+        let (switched_tx, switched_rx) = mpsc::channel();
         parts.push(tx);
+        switched.push(switched_tx);
         per_shard.push(ShardStorage {
             store: store.clone(),
             to_main: to_main.clone(),
             from_main: rx,
+            written: written_tx.clone(),
+            switched: switched_rx,
         });
     }
     Ok(Some((
         Exchange {
+            store,
             replays,
             parts,
+            written,
+            switched,
             shards,
         },
         per_shard,
@@ -96,7 +126,14 @@ impl Exchange {
                 *slot = Some(replay);
             }
         }
-        let replays: Vec<Replay> = replays.into_iter().flatten().collect();
+        let mut replays: Vec<Replay> = replays.into_iter().flatten().collect();
+        let previous = self.store.previous_shard_count();
+        if let Some(previous) = previous {
+            // Re-sharding: the state is in the old logs (the new ones are empty).
+            for old in 0..previous {
+                replays.push(replay_previous(&self.store, old)?);
+            }
+        }
         let records: u64 = replays.iter().map(|r| r.records).sum();
         let skipped: u64 = replays.iter().map(|r| r.skipped).sum();
         let shards = self.shards;
@@ -113,23 +150,82 @@ impl Exchange {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "storage recovered"
         );
+        if let Some(previous) = previous {
+            self.switch(previous, sessions)?;
+        }
+        Ok(())
+    }
+
+    /// Re-sharding, once every shard restored its part: waits until each has its whole state
+    /// durable in its new log, switches the store to the new shard count (one atomic rename;
+    /// a crash before it leaves the old logs as they were), then lets the shards go on to
+    /// open their listeners.
+    fn switch(self, previous: usize, sessions: usize) -> Result<(), StartError> {
+        for _ in 0..self.shards {
+            let (shard, result) = self
+                .written
+                .recv()
+                .map_err(|_| StartError::Storage("a shard stopped during re-sharding".into()))?;
+            result.map_err(|e| StartError::Storage(format!("shard {shard}: {e}")))?;
+        }
+        self.store
+            .commit_reshard()
+            .map_err(|e| StartError::Storage(e.to_string()))?;
+        info!(
+            from = previous,
+            to = self.shards,
+            sessions,
+            "storage: re-homed sessions from {previous} to {} shards",
+            self.shards
+        );
+        for tx in &self.switched {
+            tx.send(())
+                .map_err(|_| StartError::Storage("a shard stopped during re-sharding".into()))?;
+        }
         Ok(())
     }
 }
 
+/// Re-sharding: one old shard's log replayed (on the main thread, before the new shards
+/// serve anyone).
+fn replay_previous(store: &Store, old: usize) -> Result<Replay, StartError> {
+    let fail = |e: String| StartError::Storage(format!("old shard {old}: {e}"));
+    let (mut stream, torn) = store
+        .recover_previous(old)
+        .map_err(|e| fail(e.to_string()))?;
+    if let Some(torn) = &torn {
+        warn!(old_shard = old, "storage: {torn}");
+    }
+    let mut replay = Replay::new(old);
+    while let Some(record) = stream.next_record().map_err(|e| fail(e.to_string()))? {
+        if let Err(e) = replay.apply(record.payload) {
+            warn!(
+                old_shard = old,
+                seq = record.seq,
+                "storage: record skipped: {e}"
+            );
+        }
+    }
+    Ok(replay)
+}
+
 impl ShardStorage {
     /// On the shard's thread, before its listeners open: recovers the log, replays it, waits
-    /// for this shard's part of the merged state and restores it into `core`.
-    pub(crate) fn recover(
+    /// for this shard's part of the merged state and restores it into `core`. Re-sharding:
+    /// then writes the whole state into the new log, makes it durable and waits for the
+    /// store's switch.
+    pub(crate) async fn recover(
         self,
         shard: usize,
         core: &mut ShardCore,
-    ) -> Result<ShardLog, StartError> {
+    ) -> Result<RecoveredLog, StartError> {
         let fail = |e: String| StartError::Storage(format!("shard {shard}: {e}"));
         let ShardStorage {
             store,
             to_main,
             from_main,
+            written,
+            switched,
         } = self;
         let recovered = match store.recover(shard) {
             Ok(r) => r,
@@ -166,8 +262,63 @@ impl ShardStorage {
             .map_err(|_| fail("recovery was abandoned".into()))?;
         core.enable_durable();
         let _ = core.restore(part, crate::transport::host::now());
-        Ok(recovered.log)
+        let mut log = recovered.log;
+        let mut drained = 0;
+        if store.previous_shard_count().is_some() {
+            let result = write_whole_state(core, &mut log).await;
+            if let Ok(n) = result {
+                drained = n;
+            }
+            let _ = written.send((shard, result.clone().map(|_| ())));
+            drop(written);
+            result.map_err(fail)?;
+            switched
+                .recv()
+                .map_err(|_| fail("re-sharding was abandoned".into()))?;
+        }
+        Ok(RecoveredLog { log, drained })
     }
+}
+
+/// Re-sharding: the core's whole state (what restore emitted, then a snapshot) appended to
+/// its new, empty log and made durable (synced whatever `fsync` says). Returns the core
+/// records appended.
+async fn write_whole_state(core: &mut ShardCore, log: &mut ShardLog) -> Result<u64, String> {
+    core.snapshot_records();
+    let mut failed = None;
+    let drained = core.drain_records(|record| {
+        if failed.is_some() {
+            return;
+        }
+        let appended = match log.append(record) {
+            Err(AppendError::Full) => log.append_reserved(record),
+            r => r,
+        };
+        if let Err(e) = appended {
+            failed = Some(e.to_string());
+        }
+    });
+    if let Some(e) = failed {
+        return Err(format!("writing the re-homed state: {e}"));
+    }
+    log.request_sync();
+    // Bounded: each flush takes the whole pending batch, so two suffice; the bound only
+    // guards against a log that keeps reporting work.
+    for _ in 0..16 {
+        let Some(flush) = log.start_flush() else {
+            break;
+        };
+        let done = flush.run().await;
+        log.finish_flush(done).map_err(|e| e.to_string())?;
+    }
+    if log.durable_through() + 1 < log.next_seq() || log.synced_through() < log.durable_through() {
+        return Err("the re-homed state did not reach the disk".into());
+    }
+    let _ = core.handle(
+        crate::proto::Input::Durable { upto: drained },
+        crate::transport::host::now(),
+    );
+    Ok(drained)
 }
 
 /// Drained batches waiting for a flush to cover them, at most (see [`Persist::marks`]).
@@ -186,11 +337,12 @@ pub(crate) struct Persist {
 }
 
 impl Persist {
-    pub(crate) fn new(log: ShardLog) -> Persist {
+    /// `drained`: core records already in the log (and durable) when it starts.
+    pub(crate) fn new(log: ShardLog, drained: u64) -> Persist {
         Persist {
             log: Rc::new(RefCell::new(log)),
             marks: VecDeque::new(),
-            drained: 0,
+            drained,
             failed_at: None,
         }
     }
@@ -199,15 +351,25 @@ impl Persist {
         self.log.clone()
     }
 
-    /// Appends what the core emitted; starts a snapshot when the log wants one.
+    /// Appends what the core emitted; starts a snapshot when the log wants one, and writes
+    /// the next chunk of the one in progress (each chunk's flush is an input that brings the
+    /// next, so an idle shard's snapshot also runs to its end).
     pub(crate) fn drain(&mut self, core: &mut ShardCore) {
         self.append_all(core, false);
-        let wants = {
+        if self.failed_at.is_some() {
+            return;
+        }
+        let (wants, in_progress) = {
             let log = self.log.borrow();
-            log.wants_snapshot() && !log.snapshot_in_progress()
+            (log.wants_snapshot(), log.snapshot_in_progress())
         };
-        if wants && self.failed_at.is_none() {
-            self.snapshot(core);
+        match (in_progress, core.snapshot_in_progress()) {
+            (true, true) => self.snapshot_step(core),
+            // One side lost track (cannot happen; if it did, a later snapshot starts over).
+            (true, false) => self.log.borrow_mut().abort_snapshot(),
+            (false, true) => core.cancel_snapshot(),
+            (false, false) if wants => self.snapshot(core),
+            (false, false) => {}
         }
     }
 
@@ -280,18 +442,34 @@ impl Persist {
         }
     }
 
-    /// Compaction: a begin marker, the core's whole live state, an end marker (the log deletes
-    /// the segments before the begin marker once the end marker is durable).
+    /// Compaction: a begin marker, the core's live state in chunks over the following inputs
+    /// (`proto/durable/snapshot.rs`), an end marker (the log deletes the segments before the
+    /// begin marker once the end marker is durable).
     fn snapshot(&mut self, core: &mut ShardCore) {
         if let Err(e) = self.log.borrow_mut().begin_snapshot() {
             warn!("storage: cannot begin a snapshot: {e}");
             return;
         }
-        core.snapshot_records();
+        core.start_snapshot();
+        self.snapshot_step(core);
+    }
+
+    /// One chunk of the snapshot in progress; the end marker after the last.
+    fn snapshot_step(&mut self, core: &mut ShardCore) {
+        // A step that wrote nothing (it passed over empty slots only) would leave no flush to
+        // bring the next one: step again (bounded by the slots left).
+        let mut progress = core.snapshot_step();
+        while !progress.done && progress.sessions == 0 && progress.retained == 0 {
+            progress = core.snapshot_step();
+        }
         self.append_all(core, true);
         let mut log = self.log.borrow_mut();
         if self.failed_at.is_some() {
             log.abort_snapshot();
+            core.cancel_snapshot();
+            return;
+        }
+        if !progress.done {
             return;
         }
         if let Err(e) = log.end_snapshot() {

@@ -109,6 +109,17 @@ pub(super) fn check_storage(file: &Path, config: &Config, report: &mut Report) {
                     ),
                 );
             }
+            if let Some(recorded) = found.recorded_shards.filter(|&n| n != shards) {
+                report.warning(
+                    file,
+                    "storage.dir",
+                    format!(
+                        "{}: holds the logs of {recorded} shards; the next start re-homes the \
+                         sessions into {shards} (docs/storage.md, \"A changed shard count\")",
+                        dir.display()
+                    ),
+                );
+            }
         }
         Err(e) => report.error(file, "storage.dir", e.to_string()),
     }

@@ -5,6 +5,16 @@
 
 use super::*;
 
+/// A copy forwarded to a moved session's new shard, not yet reported durable there.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Relay {
+    /// The stamp of the message as this shard got it (from its sender).
+    pub origin: crate::shard::mesh::Stamp,
+    /// The shard the copy went to, and the stamp it carries.
+    pub to: crate::ids::ShardId,
+    pub relay: u64,
+}
+
 impl ShardCore {
     /// The log is on disk up to record `upto`: held output goes out, and the senders of what
     /// those records hold learn it.
@@ -120,7 +130,9 @@ impl ShardCore {
         }
     }
 
-    /// Tells each sender how far this shard has on disk what it handled from it.
+    /// Tells each sender how far this shard has on disk what it handled from it — short of
+    /// a message it forwarded to a moved session whose new shard has not reported the copy
+    /// durable yet (`relays`).
     fn publish_stamps(&mut self, seen: &[u64]) {
         let me = self.id;
         let Some(d) = self.durable.as_deref_mut() else {
@@ -129,9 +141,20 @@ impl ShardCore {
         if d.stamps_published.len() < seen.len() {
             d.stamps_published.resize(seen.len(), 0);
         }
+        d.stamps_ready.clear();
+        d.stamps_ready.extend_from_slice(seen);
         let mut to_send = Vec::new();
         for (i, &s) in seen.iter().enumerate() {
             let p = crate::ids::ShardId::from_slot(i);
+            // Below the oldest stamp from `p` whose forwarded copy is not durable yet.
+            let cap = d
+                .relays
+                .iter()
+                .filter(|r| r.origin.from == p)
+                .map(|r| r.origin.seq - 1)
+                .min()
+                .unwrap_or(u64::MAX);
+            let s = s.min(cap);
             if p != me && d.stamps_published[i] < s {
                 d.stamps_published[i] = s;
                 to_send.push((p, s));
@@ -155,6 +178,45 @@ impl ShardCore {
             d.remote_durable.resize(slot + 1, 0);
         }
         d.remote_durable[slot] = d.remote_durable[slot].max(seq);
+        // Forwarded copies `from` now has on disk: the stamps they held back may go out.
+        let before = d.relays.len();
+        d.relays.retain(|r| !(r.to == from && r.relay <= seq));
+        if d.relays.len() != before {
+            let ready = std::mem::take(&mut d.stamps_ready);
+            self.publish_stamps(&ready);
+        }
+    }
+
+    /// A copy of the message stamped `origin` is forwarded to `to` (a session moved there):
+    /// returns the stamp the copy carries (`ShardMsg::DeliverTo::relay`), which `to` reports
+    /// durable like a delivery of this shard's own. Until it does, this shard's report of
+    /// `origin` to its sender waits; for a message routed here (`origin` is this shard's),
+    /// the publisher's acknowledgement waits for `to` directly. `None` without persistence.
+    pub(crate) fn durable_relay(
+        &mut self,
+        origin: crate::shard::mesh::Stamp,
+        to: crate::ids::ShardId,
+    ) -> Option<crate::shard::mesh::Stamp> {
+        self.durable.as_deref()?;
+        let me = self.id;
+        if origin.from == me {
+            self.durable_routed_shared(to, origin.seq);
+            return Some(origin);
+        }
+        let relay = self.forwarding.next_stamp(me);
+        let d = self.durable.as_deref_mut()?;
+        if d.relays.len() >= MAX_STAMP_MARKS {
+            // A log that stopped flushing on `to` for that many forwards: the oldest wait is
+            // given up (counted), rather than grow without a bound.
+            d.relays.pop_front();
+            d.relays_dropped += 1;
+        }
+        d.relays.push_back(Relay {
+            origin,
+            to,
+            relay: relay.seq,
+        });
+        Some(relay)
     }
 
     /// Releases every held connection whose records (here and on other shards) are durable.

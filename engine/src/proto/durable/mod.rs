@@ -17,8 +17,10 @@ mod hold;
 pub mod record;
 pub mod replay;
 mod restore;
+mod snapshot;
 
 pub use restore::Restored;
+pub use snapshot::{SNAPSHOT_RETAINED_PER_STEP, SNAPSHOT_SESSIONS_PER_STEP, SnapshotProgress};
 
 use std::collections::VecDeque;
 use std::num::NonZeroU16;
@@ -87,6 +89,16 @@ pub struct Durable {
     pub records_total: u64,
     /// The log is full for ordinary records (`ShardCore::set_storage_full`).
     full: bool,
+    /// Every shard's `full`, a bit each (shared through the mesh; alone: this shard's).
+    full_shards: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The snapshot in progress (`snapshot.rs`).
+    snapshot: Option<snapshot::SnapshotWalk>,
+    /// Copies forwarded to moved sessions, not yet durable on their new shard (`hold.rs`).
+    relays: VecDeque<hold::Relay>,
+    /// Relay waits given up at the bound (see `durable_relay`).
+    pub relays_dropped: u64,
+    /// The stamps last ready to publish (before the relay caps), for when a cap lifts.
+    stamps_ready: Vec<u64>,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -284,6 +296,7 @@ impl ShardCore {
         let mut d = Box::<Durable>::default();
         if let Some(mesh) = self.outboxes_mesh() {
             d.generation = mesh.session_generation();
+            d.full_shards = mesh.storage_full();
         }
         self.durable = Some(d);
     }
@@ -296,14 +309,50 @@ impl ShardCore {
     /// The log refused an ordinary append for want of room (`storage.max_disk_bytes`): new
     /// QoS 1/2 messages are refused (0x97 Quota exceeded) until it takes appends again.
     pub fn set_storage_full(&mut self, full: bool) {
+        let bit = self.id.bit();
         if let Some(d) = self.durable.as_deref_mut() {
             d.full = full;
+            if full {
+                d.full_shards
+                    .fetch_or(bit, std::sync::atomic::Ordering::Relaxed);
+            } else {
+                d.full_shards
+                    .fetch_and(!bit, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 
-    /// Whether new QoS 1/2 messages are refused (see [`ShardCore::set_storage_full`]).
+    /// Whether this shard's log is full (see [`ShardCore::set_storage_full`]).
     pub fn storage_full(&self) -> bool {
         self.durable.as_deref().is_some_and(|d| d.full)
+    }
+
+    /// Whether a new QoS 1/2 message on `topic` is refused (0x97) for want of log room. The
+    /// rule: when the log of any shard that would write records for it is full — this shard
+    /// (the publisher's session, a retained message, its own subscribers) or a shard whose
+    /// subscribers the topic reaches (every shard of a matching shared group counts, as any
+    /// may be picked). Those are the logs a PUBACK waits for; a full one would take the
+    /// records from its reserve. Costs one atomic load while no log is full.
+    pub(crate) fn storage_refuses(&self, topic: &[u8]) -> bool {
+        let Some(d) = self.durable.as_deref() else {
+            return false;
+        };
+        if d.full {
+            return true;
+        }
+        let others = d.full_shards.load(std::sync::atomic::Ordering::Relaxed) & !self.id.bit();
+        if others == 0 {
+            return false;
+        }
+        let mut targets = 0u64;
+        self.interest
+            .for_each_match(topic, |i: &crate::proto::route::Interest| {
+                targets |= i.shards;
+                for g in &i.shared {
+                    targets |= g.shards;
+                }
+            });
+        targets & others != 0
     }
 
     /// Records emitted so far (the number of the last one; the first is 1).
@@ -338,36 +387,6 @@ impl ShardCore {
         // may start a snapshot between batches).
         d.last_message = None;
         d.emitted
-    }
-
-    /// Emits the whole live state as records (a snapshot for compaction): every persistent
-    /// session's image and the retained store, tombstones included. Replayed after the
-    /// records that preceded it, it leaves the same state (records are upserts).
-    pub fn snapshot_records(&mut self) {
-        let Some(mut d) = self.durable.take() else {
-            return;
-        };
-        for (_, s) in self.sessions.iter() {
-            if !s.durable {
-                continue;
-            }
-            let will = s
-                .conn
-                .and_then(|c| self.conns.get(c))
-                .and_then(|c| c.will.as_deref());
-            d.session_image(s, will);
-        }
-        let mut retained = Vec::new();
-        use crate::shard::retain::RetainStore;
-        self.retained
-            .for_each_matching(b"#", &mut |_, r: &crate::proto::route::Retained| {
-                retained.push((r.seq, r.message.clone()));
-            });
-        for (seq, m) in retained {
-            let message = d.stored(&m);
-            d.push(&Record::Retained { seq, message });
-        }
-        self.durable = Some(d);
     }
 
     /// Called at the start of every input with its clock.
@@ -562,6 +581,15 @@ impl ShardCore {
             d.stamp_marks.len() <= MAX_STAMP_MARKS,
             "stamp marks over their bound"
         );
+        assert!(d.relays.len() <= MAX_STAMP_MARKS, "relays over their bound");
+        for r in &d.relays {
+            assert!(r.to != self.id, "a copy relayed to this shard itself");
+            assert!(
+                r.origin.from != self.id,
+                "a relay wait for this shard's own stamp"
+            );
+            assert!(r.origin.seq > 0, "relay of an unstamped message");
+        }
         for &id in &d.gated {
             if let Some(e) = self.conns.get(id).and_then(|c| c.extra()) {
                 assert!(e.held, "{id}: listed as held but not held");
@@ -577,6 +605,7 @@ impl ShardCore {
                 assert!(d.gated.contains(&id), "{id}: held but not listed");
             }
         }
+        self.check_snapshot_invariants(d);
     }
 }
 

@@ -1,7 +1,8 @@
 //! Restore: installs what replay found for this shard (see `replay.rs`) before the listeners
 //! open — sessions (subscription tries and interest follow from `insert_session`), their
 //! directory entries (each session is restored on its client id's directory shard), queues,
-//! in-flight and inbound QoS 2 state, pending wills, and the retained store. What expired
+//! in-flight and inbound QoS 2 state, pending wills, the retained store, and the slots the
+//! sessions hold of their authentication names' session limit. What expired
 //! while the broker was down (absolute deadlines) is dropped here, and the pending will of a
 //! session that ended meanwhile is published.
 
@@ -110,6 +111,13 @@ impl ShardCore {
             self.apply_retain(message, seq);
         }
         let wall_ms = unix_ms_of(now.wall);
+        // `maxClientSessionsPerAuthenticationName` counts restored sessions too.
+        let name_limit = self
+            .auth
+            .load()
+            .registry
+            .as_ref()
+            .map(|r| r.max_client_sessions_per_authentication_name());
         let mut serial = u64::MAX;
         let mut wills = Vec::new();
         for rs in part.sessions {
@@ -210,6 +218,9 @@ impl ShardCore {
             if let Some(s) = self.sessions.get_mut(sidx) {
                 s.durable = true;
             }
+            if let (Some(name), Some(_)) = (owner.clone(), name_limit) {
+                self.restore_name_holder(name, client_id.clone(), claim);
+            }
             self.restore_directory_entry(client_id, claim, owner);
             if rehomed {
                 // Written again in this shard's log, with a newer generation than the copy
@@ -228,5 +239,29 @@ impl ShardCore {
             info!(shard = %self.id, sessions = done.sessions, expired = done.expired, queued = done.queued, inflight = done.inflight, retained = done.retained, "state restored from the log");
         }
         done
+    }
+
+    /// A restored session holds one of its authentication name's slots: registered on the
+    /// name's shard as a connection's CONNECT registers it (`NameAcquire`, here without a
+    /// limit: the session existed). The answer comes back for `claim`, which no connection
+    /// is claiming (restored claims count down from `u64::MAX`), and is dropped.
+    fn restore_name_holder(
+        &mut self,
+        name: std::sync::Arc<str>,
+        client_id: ringmq_codec::Str,
+        claim: ConnToken,
+    ) {
+        let to = self.directory_shard(name.as_bytes());
+        let shard = self.id;
+        self.send(
+            to,
+            crate::shard::mesh::ShardMsg::NameAcquire {
+                name,
+                client_id,
+                shard,
+                token: claim,
+                limit: u32::MAX,
+            },
+        );
     }
 }
