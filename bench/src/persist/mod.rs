@@ -23,7 +23,7 @@ pub mod conn;
 pub mod fill;
 pub mod report;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -196,7 +196,14 @@ pub fn decode_ids(payload: &[u8]) -> Option<(u32, u64)> {
 /// ids it sent PUBREC for until their PUBREL (across reconnects, as the spec asks).
 #[derive(Debug, Default)]
 pub struct Receiver {
-    qos2_pending: HashSet<u16>,
+    /// QoS 2 packet ids PUBREC'd and not yet released, with the message each carried.
+    qos2_pending: HashMap<u16, (u32, u64)>,
+    /// The last released QoS 2 messages (packet id, publisher, sequence), to explain a QoS 2
+    /// duplicate when one is seen.
+    released: VecDeque<(u16, u32, u64)>,
+    /// QoS 2 messages delivered again after a first delivery (an exactly-once violation);
+    /// the first few are printed to stderr with what is known about them.
+    pub qos2_duplicates: u64,
     pub received: u64,
     pub with_dup_flag: u64,
 }
@@ -212,7 +219,12 @@ impl Receiver {
         match packet {
             Packet::Publish(p) => self.publish(conn, p, tracker),
             Packet::PubRel(r) => {
-                self.qos2_pending.remove(&r.packet_id.get());
+                if let Some((p, seq)) = self.qos2_pending.remove(&r.packet_id.get()) {
+                    if self.released.len() >= 4096 {
+                        self.released.pop_front();
+                    }
+                    self.released.push_back((r.packet_id.get(), p, seq));
+                }
                 conn.ack(AckKind::PubComp, r.packet_id)?;
                 Ok(false)
             }
@@ -237,7 +249,22 @@ impl Receiver {
             }
             QosPid::ExactlyOnce(id) => {
                 conn.ack(AckKind::PubRec, id)?;
-                self.qos2_pending.insert(id.get())
+                let ids = decode_ids(&p.payload).unwrap_or((u32::MAX, u64::MAX));
+                let new = !self.qos2_pending.contains_key(&id.get());
+                if new {
+                    self.qos2_pending.insert(id.get(), ids);
+                    if tracker.count(ids.0, ids.1) > 0 {
+                        self.qos2_duplicates += 1;
+                        if self.qos2_duplicates <= 3 {
+                            let before = self.released.iter().find(|r| (r.1, r.2) == ids);
+                            eprintln!(
+                                "QoS 2 duplicate: publisher {} seq {} packet id {} dup flag {}; released before as {:?} (packet id, publisher, seq)",
+                                ids.0, ids.1, id, p.dup, before
+                            );
+                        }
+                    }
+                }
+                new
             }
         };
         if new {
