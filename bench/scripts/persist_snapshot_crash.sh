@@ -3,16 +3,17 @@
 # "Problems found"): a broker restarted on a large log snapshots right after it restored its
 # state; killed during that snapshot, the next start cuts a torn tail and restores fewer queued
 # messages than were acknowledged. Fills SESSIONS sessions with MESSAGES queued QoS 1 messages,
-# kill -9, restart; DELAY seconds after both shards logged "state restored" the broker is
+# kill -9, restart; DELAY seconds after both shards logged "state restored" and a new segment
+# appeared (the snapshot's begin marker opens one) the broker is
 # stopped (SIGSTOP), its directory copied (a crash image: what a kill -9 at that instant
 # leaves), and killed; a broker started on the image must restore MESSAGES queued messages.
-# On 8 December 2026 every image taken 0.6-0.8 s after the restore, while the snapshot was
-# being written, restored 4-15 fewer (with and without a torn tail).
+# On 8 December 2026 every image taken while the snapshot was being written restored 4-15
+# fewer (with and without a torn tail).
 #
-# Environment: SESSIONS (100000), MESSAGES (1000000), DELAY (0.8), as persist_recovery.sh.
+# Environment: SESSIONS (100000), MESSAGES (1000000), DELAY (0.1), as persist_recovery.sh.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-sessions="${SESSIONS:-100000}"; messages="${MESSAGES:-1000000}"; delay="${DELAY:-0.8}"
+sessions="${SESSIONS:-100000}"; messages="${MESSAGES:-1000000}"; delay="${DELAY:-0.1}"
 ringmq="${RINGMQ:-$root/target/release/ringmq}"
 bench="${RINGMQ_BENCH:-$root/target/release/ringmq-bench}"
 work="$(mktemp -d -t ringmq-snapcrash-XXXXXX)"
@@ -40,6 +41,10 @@ fill --phases create,publish
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true
 start
 until [[ "$(restored)" -ge $((restored0 + 2)) ]]; do sleep 0.01; done
+# The snapshot's begin marker opens a new segment: wait for one (bounded), then DELAY more.
+segments() { find "$work/store" -name '*.log' | wc -l; }
+before=$(segments)
+for _ in $(seq 1 3000); do [[ "$(segments)" -gt "$before" ]] && break; sleep 0.01; done
 sleep "$delay"
 kill -STOP "$pid"
 cp -a "$work/store" "$work/image"
