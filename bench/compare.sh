@@ -7,6 +7,9 @@
 #   bench/compare.sh --scenarios quick    # seconds-long smoke run
 #   bench/compare.sh --scenarios p2p-qos0,latency
 #   bench/compare.sh --scenarios p2p-qos0,p2p-tls   # plain and TLS side by side
+#   bench/compare.sh --persistence        # persistent sessions: ringmq fsync always, ringmq
+#                                         # memory only, mosquitto persistence true (issue 14;
+#                                         # bench/scripts/persist_compare.sh, its env applies)
 #
 # Environment: CARGO_TARGET_DIR (default: target/), RINGMQ_SHARDS (default: nproc),
 # MOSQUITTO (default: mosquitto on PATH, else /usr/sbin/mosquitto), RUMQTTD (default: rumqttd
@@ -15,6 +18,10 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+if [[ "${1:-}" == --persistence ]]; then
+  cargo build --release -p ringmq -p ringmq-bench
+  exec bench/scripts/persist_compare.sh
+fi
 target="${CARGO_TARGET_DIR:-$root/target}"
 shards="${RINGMQ_SHARDS:-$(nproc)}"
 

@@ -38,6 +38,13 @@ pub enum Command {
     Flood(FloodArgs),
     /// Start each broker in turn, run the same scenarios, write a markdown report and SVG chart.
     Compare(CompareArgs),
+    /// Persistent sessions (Clean Start 0 + expiry, or 3.1.1 clean session 0), QoS 1 or 2:
+    /// subscribers go away and come back; losses, duplicates, PUBACK latency, and with
+    /// --metrics ringmq's fsyncs per second and records per fsync.
+    Persist(crate::persist::args::PersistArgs),
+    /// The recovery data set: create N persistent sessions (in waves), queue M QoS 1 messages
+    /// for them, and (phase verify, after a restart) check each is delivered once.
+    PersistFill(crate::persist::args::FillArgs),
 }
 
 impl Command {
@@ -50,7 +57,10 @@ impl Command {
             Command::FanIn(a) => Ok((Scenario::FanIn, a)),
             Command::FanOut(a) => Ok((Scenario::FanOut, a)),
             Command::Latency(a) => Ok((Scenario::Latency, a)),
-            other @ (Command::Flood(_) | Command::Compare(_)) => Err(Box::new(other)),
+            other @ (Command::Flood(_)
+            | Command::Compare(_)
+            | Command::Persist(_)
+            | Command::PersistFill(_)) => Err(Box::new(other)),
         }
     }
 }

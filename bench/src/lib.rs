@@ -21,6 +21,7 @@ pub mod compare;
 pub mod config;
 pub mod flood;
 pub mod outbox;
+pub mod persist;
 pub mod probe;
 pub mod report;
 pub mod run;
@@ -49,6 +50,10 @@ pub enum BenchError {
     Compare(#[from] compare::CompareError),
     #[error(transparent)]
     Flood(#[from] flood::FloodError),
+    #[error(transparent)]
+    Persist(#[from] persist::PersistError),
+    #[error("{0}")]
+    Args(String),
     #[error("cannot write {path}: {source}")]
     Write {
         path: String,
@@ -64,6 +69,8 @@ pub fn execute(cli: Cli) -> Result<(), BenchError> {
             return match *command {
                 Command::Compare(a) => Ok(compare::compare(&a)?),
                 Command::Flood(a) => run_flood(&a),
+                Command::Persist(a) => run_persist(&a),
+                Command::PersistFill(a) => run_fill(&a),
                 // into_load returns every other command as a load scenario.
                 other => unreachable!("not a load command: {other:?}"),
             };
@@ -86,6 +93,39 @@ fn run_flood(args: &FloodArgs) -> Result<(), BenchError> {
     print!("{}", report.render());
     if let Some(path) = &args.json {
         write_json(path, &report)?;
+    }
+    Ok(())
+}
+
+/// `ringmq-bench persist`: runs it, prints the report, writes the JSON.
+fn run_persist(args: &persist::args::PersistArgs) -> Result<(), BenchError> {
+    crate::sysinfo::raise_nofile_limit();
+    let cfg = args.config().map_err(BenchError::Args)?;
+    let report = persist::run(&cfg)?;
+    print!("{}", report.render());
+    if let Some(path) = &args.common.json {
+        write_json(path, &report)?;
+    }
+    Ok(())
+}
+
+/// `ringmq-bench persist-fill`: the chosen phases in order, one line each; JSON with all.
+fn run_fill(args: &persist::args::FillArgs) -> Result<(), BenchError> {
+    crate::sysinfo::raise_nofile_limit();
+    let cfg = args.config().map_err(BenchError::Args)?;
+    let mut out = std::collections::BTreeMap::new();
+    for phase in args.phases.split(',').map(str::trim) {
+        let r = match phase {
+            "create" => persist::fill::create_sessions(&cfg),
+            "publish" => persist::fill::publish(&cfg)?,
+            "verify" => persist::fill::verify(&cfg),
+            other => return Err(BenchError::Args(format!("unknown phase {other:?}"))),
+        };
+        print!("{}", r.render(phase));
+        out.insert(phase.to_owned(), r);
+    }
+    if let Some(path) = &args.common.json {
+        write_json(path, &out)?;
     }
     Ok(())
 }

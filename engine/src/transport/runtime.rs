@@ -113,7 +113,7 @@ impl Server {
         // listening socket here would take connections in its backlog and reset them.
         for l in &config.listeners {
             if l.bind.port() != 0
-                && let Err(source) = bind_only(l.bind)
+                && let Err(source) = bind_only_settled(l.bind)
             {
                 return Err(StartError::Bind {
                     shard: 0,
@@ -309,6 +309,27 @@ impl Server {
 
     pub fn shutdown_handle(&self) -> Shutdown {
         self.shutdown.clone()
+    }
+}
+
+/// How long [`bind_only_settled`] waits for a dead process's listeners to go.
+const BIND_SETTLE: Duration = Duration::from_secs(1);
+
+/// [`bind_only`], retried for up to [`BIND_SETTLE`] while the address is in use. The listening
+/// sockets of a process killed a moment ago (kill -9, a crash) outlive it by some milliseconds
+/// because io_uring releases a dead process's files asynchronously, after its parent's `wait`
+/// has returned: an immediate restart (a supervisor, a script) was refused "address in use".
+/// A live listener there still fails the check, one second later.
+fn bind_only_settled(addr: std::net::SocketAddr) -> std::io::Result<()> {
+    let deadline = Instant::now() + BIND_SETTLE;
+    // Bounded by the deadline.
+    loop {
+        match bind_only(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r,
+        }
     }
 }
 
