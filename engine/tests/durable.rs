@@ -236,6 +236,9 @@ fn sample_records() -> Vec<Record> {
         Record::Dropped {
             client_id: c.clone(),
         },
+        Record::ImageEnd {
+            client_id: c.clone(),
+        },
         Record::Acked {
             client_id: c.clone(),
             packet_id: pid(1),
@@ -1310,4 +1313,101 @@ fn puback_waits_for_a_copy_the_publishers_own_shard_forwarded() {
     );
     logs.sync(&mut cl);
     assert!(matches!(cl.recv_one(&mut publisher), Packet::PubAck(a) if a.packet_id == pid(3)));
+}
+
+/// The queue of session `id` in the merged replay of `log` (one shard).
+fn replayed_queue(log: &[Record], id: &str) -> Option<Vec<Bytes>> {
+    let mut r = Replay::new(0);
+    for rec in log {
+        r.apply(&rec.to_vec()).expect("records decode");
+    }
+    let parts = merge(vec![r], 1, |_| 0);
+    parts[0]
+        .sessions
+        .iter()
+        .find(|s| s.meta.client_id.as_str() == id)
+        .map(|s| s.queue.iter().map(|o| o.message.payload.clone()).collect())
+}
+
+/// A session's image: `Session` with `reset`, its queued messages, `ImageEnd`.
+fn image(id: &'static str, generation: u64, payloads: &[&'static [u8]]) -> Vec<Record> {
+    let c = Str::from_static(id);
+    let mut out = vec![Record::Session(SessionRecord {
+        client_id: c.clone(),
+        generation,
+        expiry_secs: 3600,
+        expires_unix_ms: None,
+        reset: true,
+        owner: None,
+        subs: Vec::new(),
+        will: None,
+    })];
+    for (i, p) in payloads.iter().enumerate() {
+        let id = generation * 100 + i as u64;
+        out.push(Record::Message {
+            id,
+            message: StoredMessage {
+                payload: Bytes::from_static(p),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                expires_unix_ms: None,
+                properties: Default::default(),
+                ..sample_message()
+            },
+        });
+        out.push(Record::Enqueued {
+            client_id: c.clone(),
+            message: id,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            sub_ids: Vec::new(),
+        });
+    }
+    out.push(Record::ImageEnd { client_id: c });
+    out
+}
+
+/// Found by the 100 000-session recovery benchmark: a crash in the middle of writing a
+/// session's image (a snapshot after a restart) lost the queued messages the image had not
+/// reached yet, because the image's `reset` emptied the queue that the older records had
+/// rebuilt. An image now counts only once its `ImageEnd` is read; one cut short is undone,
+/// whether the log ends there or the next run's records follow it.
+#[test]
+fn a_session_image_cut_short_by_a_crash_keeps_the_state_it_would_replace() {
+    let full = image("s", 1, &[b"m1", b"m2", b"m3"]);
+    let expect = Some(vec![
+        Bytes::from_static(b"m1"),
+        Bytes::from_static(b"m2"),
+        Bytes::from_static(b"m3"),
+    ]);
+    assert_eq!(replayed_queue(&full, "s"), expect);
+    // The next image, cut after its first message (no ImageEnd).
+    let second = image("s", 2, &[b"m1", b"m2", b"m3"]);
+    for cut in 1..second.len() {
+        let mut log = full.clone();
+        log.extend_from_slice(&second[..cut]);
+        assert_eq!(
+            replayed_queue(&log, "s"),
+            expect,
+            "image cut after {cut} records"
+        );
+        // After a restart the next run's records follow the cut image.
+        log.extend(image("t", 3, &[b"x"]));
+        assert_eq!(
+            replayed_queue(&log, "s"),
+            expect,
+            "cut after {cut}, then more"
+        );
+        assert_eq!(
+            replayed_queue(&log, "t"),
+            Some(vec![Bytes::from_static(b"x")])
+        );
+    }
+    // A complete image still replaces the state (what a snapshot relies on).
+    let mut log = full.clone();
+    log.extend(image("s", 2, &[b"m3"]));
+    assert_eq!(
+        replayed_queue(&log, "s"),
+        Some(vec![Bytes::from_static(b"m3")])
+    );
 }

@@ -263,6 +263,9 @@ impl Durable {
                 });
             }
         }
+        self.push(&Record::ImageEnd {
+            client_id: client_id.clone(),
+        });
     }
 
     fn enqueued(&mut self, client_id: &Str, out: &Outgoing) {

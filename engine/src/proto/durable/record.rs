@@ -116,6 +116,10 @@ pub enum Record {
     },
     /// The front of the session's queue is dropped (expired, or not deliverable).
     Dropped { client_id: Str },
+    /// The end of the session's image (the `Session` record with `reset` and what follows
+    /// it): replay applies an image only once it has seen its end, so an image cut short by a
+    /// crash leaves the state it would have replaced.
+    ImageEnd { client_id: Str },
     /// The in-flight message `packet_id` is complete (PUBACK, PUBCOMP, PUBREC with an error).
     Acked {
         client_id: Str,
@@ -146,6 +150,7 @@ const K_ACKED: u8 = 7;
 const K_RELEASED: u8 = 8;
 const K_INBOUND: u8 = 9;
 const K_RETAINED: u8 = 10;
+const K_IMAGE_END: u8 = 11;
 
 // ---- encoding ------------------------------------------------------------------------------
 
@@ -300,6 +305,10 @@ impl Record {
                 put_u8(out, K_DROPPED);
                 put_client(out, client_id);
             }
+            Record::ImageEnd { client_id } => {
+                put_u8(out, K_IMAGE_END);
+                put_client(out, client_id);
+            }
             Record::Acked {
                 client_id,
                 packet_id,
@@ -435,6 +444,9 @@ impl Record {
                 packet_id: r.packet_id()?,
             },
             K_DROPPED => Record::Dropped {
+                client_id: r.client()?,
+            },
+            K_IMAGE_END => Record::ImageEnd {
                 client_id: r.client()?,
             },
             K_ACKED => Record::Acked {

@@ -56,11 +56,24 @@ pub struct Replay {
     sessions: FxHashMap<Bytes, ReplayedSession>,
     /// Sessions removed, with the generation of the removal.
     removed: FxHashMap<Bytes, u64>,
+    /// The session image being read (a `Session` record with `reset` not yet followed by its
+    /// `ImageEnd`), with what it replaced: put back if the image turns out cut short.
+    open_image: Option<OpenImage>,
     messages: FxHashMap<u64, StoredMessage>,
     retained: FxHashMap<Bytes, (u64, StoredMessage)>,
     /// Records applied, and records that did not decode or did not fit the state (skipped).
     pub records: u64,
     pub skipped: u64,
+    /// Session images cut short by a crash and undone.
+    pub images_undone: u64,
+}
+
+/// An image whose end has not been read yet, and the state it replaced.
+#[derive(Debug)]
+struct OpenImage {
+    key: Bytes,
+    prior: Option<ReplayedSession>,
+    prior_removed: Option<u64>,
 }
 
 impl Replay {
@@ -93,7 +106,63 @@ impl Replay {
         s
     }
 
+    /// An image's records are written together (one `session_image` call), so only the last
+    /// one of a log can be cut short by a crash; after a restart, records of the next run
+    /// follow it. So an open image ends at its `ImageEnd` (applied), or at the first record
+    /// that cannot belong to it, or at the end of the log (both: cut short, undone).
+    fn close_image_before(&mut self, record: &Record) -> bool {
+        let Some(open) = &self.open_image else {
+            return false;
+        };
+        let ours = |client_id: &ringmq_codec::Str| client_id.as_bytes() == &open.key[..];
+        match record {
+            Record::ImageEnd { client_id } if ours(client_id) => {
+                self.open_image = None;
+                return true;
+            }
+            Record::Message { .. } => return false,
+            Record::Enqueued { client_id, .. }
+            | Record::Sent { client_id, .. }
+            | Record::Released { client_id, .. }
+            | Record::Inbound { client_id, .. }
+                if ours(client_id) =>
+            {
+                return false;
+            }
+            _ => {}
+        }
+        self.undo_open_image();
+        false
+    }
+
+    /// Puts back what a cut-short image replaced.
+    fn undo_open_image(&mut self) {
+        let Some(open) = self.open_image.take() else {
+            return;
+        };
+        match open.prior {
+            Some(prior) => {
+                self.sessions.insert(open.key.clone(), prior);
+            }
+            None => {
+                self.sessions.remove(&open.key);
+            }
+        }
+        if let Some(g) = open.prior_removed {
+            self.removed.insert(open.key, g);
+        }
+        self.images_undone += 1;
+    }
+
+    /// The end of the log: an image still open was cut short.
+    pub fn finish(&mut self) {
+        self.undo_open_image();
+    }
+
     fn apply_record(&mut self, record: Record) {
+        if self.close_image_before(&record) {
+            return;
+        }
         match record {
             Record::Session(meta) => {
                 let key = meta.client_id.as_bytes_shared().clone();
@@ -104,12 +173,13 @@ impl Replay {
                 {
                     return;
                 }
-                self.removed.remove(&key);
+                let prior_removed = self.removed.remove(&key);
                 match self.sessions.get_mut(&key) {
                     Some(s) if !meta.reset => s.meta = meta,
                     _ => {
-                        self.sessions.insert(
-                            key,
+                        let reset = meta.reset;
+                        let prior = self.sessions.insert(
+                            key.clone(),
                             ReplayedSession {
                                 meta,
                                 inflight: VecDeque::new(),
@@ -118,9 +188,17 @@ impl Replay {
                                 from_shard: self.shard,
                             },
                         );
+                        if reset {
+                            self.open_image = Some(OpenImage {
+                                key,
+                                prior,
+                                prior_removed,
+                            });
+                        }
                     }
                 }
             }
+            Record::ImageEnd { .. } => {}
             Record::SessionRemoved {
                 client_id,
                 generation,
@@ -248,7 +326,8 @@ pub fn merge(
     let mut removed: FxHashMap<Bytes, u64> = FxHashMap::default();
     let mut retained: FxHashMap<Bytes, (u64, StoredMessage)> = FxHashMap::default();
     let mut max_generation = 0;
-    for r in replays {
+    for mut r in replays {
+        r.finish();
         for (k, g) in r.removed {
             max_generation = max_generation.max(g);
             let e = removed.entry(k).or_insert(g);
