@@ -13,6 +13,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::task::Poll;
 use std::time::Instant;
@@ -34,6 +35,32 @@ pub(crate) struct ShardStorage {
     /// "the store switched" back (see [`Exchange::coordinate`]).
     written: mpsc::Sender<(usize, Result<(), String>)>,
     switched: mpsc::Receiver<()>,
+    /// How many shards have restored their part: no shard opens its listeners before all
+    /// have, or a client accepted early could claim a session still being restored.
+    restored: Arc<Restored>,
+}
+
+/// The startup barrier of [`ShardStorage::recover`].
+#[derive(Debug)]
+struct Restored {
+    count: AtomicUsize,
+    shards: usize,
+    /// A shard failed its recovery: the others stop waiting (startup fails anyway).
+    failed: AtomicBool,
+}
+
+/// Marks a shard's recovery failed unless it arrived at the barrier.
+struct Arrival<'a> {
+    restored: &'a Restored,
+    arrived: bool,
+}
+
+impl Drop for Arrival<'_> {
+    fn drop(&mut self) {
+        if !self.arrived {
+            self.restored.failed.store(true, Ordering::Release);
+        }
+    }
 }
 
 /// The main thread's end of the startup exchange.
@@ -83,6 +110,11 @@ pub(crate) fn open(
     let mut parts = Vec::with_capacity(shards);
     let mut switched = Vec::with_capacity(shards);
     let mut per_shard = Vec::with_capacity(shards);
+    let restored = Arc::new(Restored {
+        count: AtomicUsize::new(0),
+        shards,
+        failed: AtomicBool::new(false),
+    });
     for _ in 0..shards {
         let (tx, rx) = mpsc::channel();
         let (switched_tx, switched_rx) = mpsc::channel();
@@ -94,6 +126,7 @@ pub(crate) fn open(
             from_main: rx,
             written: written_tx.clone(),
             switched: switched_rx,
+            restored: restored.clone(),
         });
     }
     Ok(Some((
@@ -226,7 +259,12 @@ impl ShardStorage {
             from_main,
             written,
             switched,
+            restored,
         } = self;
+        let mut arrival = Arrival {
+            restored: &restored,
+            arrived: false,
+        };
         let recovered = match store.recover(shard) {
             Ok(r) => r,
             Err(e) => {
@@ -275,6 +313,16 @@ impl ShardStorage {
             switched
                 .recv()
                 .map_err(|_| fail("re-sharding was abandoned".into()))?;
+        }
+        // The barrier: every shard restored before any listener opens. The wait is short
+        // (the shards restore in parallel) and bounded by the slowest shard's restore.
+        arrival.arrived = true;
+        restored.count.fetch_add(1, Ordering::AcqRel);
+        while restored.count.load(Ordering::Acquire) < restored.shards {
+            if restored.failed.load(Ordering::Acquire) {
+                return Err(fail("another shard failed its recovery".into()));
+            }
+            monoio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
         Ok(RecoveredLog { log, drained })
     }
