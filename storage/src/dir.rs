@@ -160,10 +160,9 @@ pub struct Inspection {
 }
 
 /// Checks what [`Shared::open`] would check, read-only: the directory (or its parent) exists,
-/// is a directory and is writable; its `META` is readable and records `shard_count` shards.
-/// A lock held by another process is reported, not an error: it is the normal state of a
-/// directory whose broker is running.
-pub fn inspect(dir: &Path, shard_count: usize) -> Result<Inspection, StorageError> {
+/// is a directory and is writable; its `META` is readable. A lock held by another process is
+/// reported, not an error: it is the normal state of a directory whose broker is running.
+pub fn inspect(dir: &Path) -> Result<Inspection, StorageError> {
     let writable = |path: &Path| {
         rustix::fs::access(
             path,
@@ -174,85 +173,26 @@ pub fn inspect(dir: &Path, shard_count: usize) -> Result<Inspection, StorageErro
             source: e.into(),
         })
     };
-    match fs::metadata(dir) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Err(StorageError::NotADirectory {
-                dir: dir.to_owned(),
-            });
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            let parent = match dir.parent() {
-                Some(p) if p.as_os_str().is_empty() => Path::new("."),
-                Some(p) => p,
-                None => Path::new("/"),
-            };
-            match fs::metadata(parent) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    return Err(StorageError::NotADirectory {
-                        dir: parent.to_owned(),
-                    });
-                }
-                Err(_) => {
-                    return Err(StorageError::ParentMissing {
-                        dir: dir.to_owned(),
-                    });
-                }
-            }
-            writable(parent)?;
-            return Ok(Inspection {
-                exists: false,
-                locked: false,
-                recorded_shards: None,
-            });
-        }
-        Err(source) => {
-            return Err(StorageError::NotWritable {
-                dir: dir.to_owned(),
-                source,
-            });
-        }
+    if let Some(parent) = absent_with_parent(dir)? {
+        writable(parent)?;
+        return Ok(Inspection {
+            exists: false,
+            locked: false,
+            recorded_shards: None,
+        });
     }
     writable(dir)?;
-    let lock_path = dir.join(LOCK_FILE);
-    let locked = match File::open(&lock_path) {
+    let locked = match File::open(dir.join(LOCK_FILE)) {
         Ok(file) => matches!(
             rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared),
             Err(e) if e == rustix::io::Errno::WOULDBLOCK
         ),
         Err(_) => false,
     };
-    let meta = dir.join(META_FILE);
-    let recorded_shards = match fs::read_to_string(&meta) {
-        Ok(text) => {
-            let mut lines = text.lines();
-            let bad = |problem: String| StorageError::BadDirectory {
-                dir: dir.to_owned(),
-                file: meta.clone(),
-                problem,
-            };
-            if lines.next() != Some(META_HEADER) {
-                return Err(bad(format!(
-                    "not a ringmq storage directory of this version (first line is not `{META_HEADER}`)"
-                )));
-            }
-            let recorded = lines
-                .next()
-                .and_then(|l| l.strip_prefix("shards "))
-                .and_then(|n| n.trim().parse::<usize>().ok())
-                .ok_or_else(|| bad("no `shards N` line".into()))?;
-            // A different count is re-homed at startup (`Shared::open`).
-            let _ = shard_count;
-            Some(recorded)
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => None,
-        Err(e) => return Err(StorageError::io("read", &meta, e)),
-    };
     Ok(Inspection {
         exists: true,
         locked,
-        recorded_shards,
+        recorded_shards: read_meta(dir)?.map(|m| m.shard_count),
     })
 }
 
@@ -300,9 +240,12 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
         .map_err(|e| StorageError::io("fsync directory", dir, e))
 }
 
-fn ensure_dir(dir: &Path) -> Result<(), StorageError> {
+/// `None` when `dir` is a directory; its parent when `dir` is absent and the parent is a
+/// directory (the parent must exist: creating a whole tree would hide a typo in the path);
+/// an error naming the problem otherwise.
+fn absent_with_parent(dir: &Path) -> Result<Option<&Path>, StorageError> {
     match fs::metadata(dir) {
-        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(m) if m.is_dir() => return Ok(None),
         Ok(_) => {
             return Err(StorageError::NotADirectory {
                 dir: dir.to_owned(),
@@ -316,25 +259,26 @@ fn ensure_dir(dir: &Path) -> Result<(), StorageError> {
             });
         }
     }
-    // The parent must exist: creating a whole tree would hide a typo in the path.
     let parent = match dir.parent() {
         Some(p) if p.as_os_str().is_empty() => Path::new("."),
         Some(p) => p,
         None => Path::new("/"),
     };
     match fs::metadata(parent) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Err(StorageError::NotADirectory {
-                dir: parent.to_owned(),
-            });
-        }
-        Err(_) => {
-            return Err(StorageError::ParentMissing {
-                dir: dir.to_owned(),
-            });
-        }
+        Ok(m) if m.is_dir() => Ok(Some(parent)),
+        Ok(_) => Err(StorageError::NotADirectory {
+            dir: parent.to_owned(),
+        }),
+        Err(_) => Err(StorageError::ParentMissing {
+            dir: dir.to_owned(),
+        }),
     }
+}
+
+fn ensure_dir(dir: &Path) -> Result<(), StorageError> {
+    let Some(parent) = absent_with_parent(dir)? else {
+        return Ok(());
+    };
     fs::create_dir(dir).map_err(|source| StorageError::NotWritable {
         dir: dir.to_owned(),
         source,
@@ -382,56 +326,65 @@ struct Meta {
     layout: u64,
 }
 
-/// Reads `META` (`None`: a new directory, for which it is written now with `shard_count`).
-fn check_meta(dir: &Path, shard_count: usize) -> Result<Option<Meta>, StorageError> {
+/// Reads `META`; `None` when there is none.
+fn read_meta(dir: &Path) -> Result<Option<Meta>, StorageError> {
     let path = dir.join(META_FILE);
     let bad = |problem: String| StorageError::BadDirectory {
         dir: dir.to_owned(),
         file: path.clone(),
         problem,
     };
-    match fs::read_to_string(&path) {
-        Ok(text) => {
-            let mut lines = text.lines();
-            if lines.next() != Some(META_HEADER) {
-                return Err(bad(format!(
-                    "not a ringmq storage directory of this version (first line is not `{META_HEADER}`)"
-                )));
-            }
-            let recorded = lines
-                .next()
-                .and_then(|l| l.strip_prefix("shards "))
-                .and_then(|n| n.trim().parse::<usize>().ok())
-                .filter(|&n| n > 0)
-                .ok_or_else(|| bad("no `shards N` line".into()))?;
-            let layout = match lines.next().filter(|l| !l.is_empty()) {
-                None => 0,
-                Some(l) => l
-                    .strip_prefix("layout ")
-                    .and_then(|n| n.trim().parse::<u64>().ok())
-                    .ok_or_else(|| bad(format!("unreadable line `{l}` (expected `layout K`)")))?,
-            };
-            Ok(Some(Meta {
-                shard_count: recorded,
-                layout,
-            }))
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            if let Some(stray) = fs::read_dir(dir)
-                .map_err(|e| StorageError::io("read directory", dir, e))?
-                .filter_map(Result::ok)
-                .find(|e| e.file_name().to_string_lossy().starts_with("shard-"))
-            {
-                return Err(bad(format!(
-                    "missing, yet `{}` exists: refusing to guess the shard count",
-                    stray.path().display()
-                )));
-            }
-            write_meta(dir, shard_count, 0)?;
-            Ok(None)
-        }
-        Err(e) => Err(StorageError::io("read", &path, e)),
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StorageError::io("read", &path, e)),
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some(META_HEADER) {
+        return Err(bad(format!(
+            "not a ringmq storage directory of this version (first line is not `{META_HEADER}`)"
+        )));
     }
+    let recorded = lines
+        .next()
+        .and_then(|l| l.strip_prefix("shards "))
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| bad("no `shards N` line".into()))?;
+    let layout = match lines.next().filter(|l| !l.is_empty()) {
+        None => 0,
+        Some(l) => l
+            .strip_prefix("layout ")
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .ok_or_else(|| bad(format!("unreadable line `{l}` (expected `layout K`)")))?,
+    };
+    Ok(Some(Meta {
+        shard_count: recorded,
+        layout,
+    }))
+}
+
+/// Reads `META` (`None`: a new directory, for which it is written now with `shard_count`).
+fn check_meta(dir: &Path, shard_count: usize) -> Result<Option<Meta>, StorageError> {
+    if let Some(meta) = read_meta(dir)? {
+        return Ok(Some(meta));
+    }
+    if let Some(stray) = fs::read_dir(dir)
+        .map_err(|e| StorageError::io("read directory", dir, e))?
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().starts_with("shard-"))
+    {
+        return Err(StorageError::BadDirectory {
+            dir: dir.to_owned(),
+            file: dir.join(META_FILE),
+            problem: format!(
+                "missing, yet `{}` exists: refusing to guess the shard count",
+                stray.path().display()
+            ),
+        });
+    }
+    write_meta(dir, shard_count, 0)?;
+    Ok(None)
 }
 
 /// Writes `META` to a temporary name, syncs it and renames it: `META` is whole, old or new.

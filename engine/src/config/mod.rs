@@ -54,6 +54,19 @@ pub enum LogFormat {
     Json,
 }
 
+impl ServerConfig {
+    /// The shards the broker runs: `shards`, or one per core (at most `MAX_SHARDS`) for 0.
+    pub fn shard_count(&self) -> usize {
+        if self.shards == 0 {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(crate::MAX_SHARDS)
+        } else {
+            self.shards
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {

@@ -98,13 +98,7 @@ pub struct Server {
 impl Server {
     /// Starts every shard and returns once all are listening (or the first failure).
     pub fn start(config: Config) -> Result<Server, StartError> {
-        let shards = if config.server.shards == 0 {
-            std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(crate::MAX_SHARDS)
-        } else {
-            config.server.shards
-        };
+        let shards = config.server.shard_count();
         // First: a fallback to epoll is the first log line (transport/probe.rs).
         let driver = crate::transport::probe::choose_driver(config.server.driver);
         // Shards bind with SO_REUSEPORT, which would let a second ringmq (or anything else

@@ -89,14 +89,8 @@ pub(super) fn check_storage(file: &Path, config: &Config, report: &mut Report) {
     let Some(dir) = &config.storage.dir else {
         return;
     };
-    let shards = if config.server.shards == 0 {
-        std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(ringmq::MAX_SHARDS)
-    } else {
-        config.server.shards
-    };
-    match ringmq_storage::inspect(dir, shards) {
+    let shards = config.server.shard_count();
+    match ringmq_storage::inspect(dir) {
         Ok(found) => {
             if found.locked {
                 report.warning(
