@@ -14,6 +14,7 @@
 
 pub mod acl;
 pub mod authz;
+mod https;
 pub mod identity;
 pub mod jwt;
 pub mod passwd;

@@ -338,7 +338,6 @@ pub fn check_url(url: &str) -> Result<(), String> {
 impl Webhook {
     pub fn new(url: &str, settings: WebhookSettings) -> Result<Webhook, String> {
         check_url(url)?;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let roots = match &settings.ca_file {
             None => ureq::tls::RootCerts::WebPki,
             Some(path) => {
@@ -356,13 +355,8 @@ impl Webhook {
                 ureq::tls::RootCerts::Specific(Arc::new(certs))
             }
         };
-        let tls = ureq::tls::TlsConfig::builder()
-            .provider(ureq::tls::TlsProvider::Rustls)
-            .root_certs(roots)
-            .unversioned_rustls_crypto_provider(provider)
-            .build();
         let agent: ureq::Agent = ureq::Agent::config_builder()
-            .tls_config(tls)
+            .tls_config(crate::https::tls_config(roots))
             .https_only(false)
             .http_status_as_error(false)
             .timeout_global(Some(settings.timeout))

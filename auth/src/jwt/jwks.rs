@@ -236,7 +236,6 @@ impl Jwks {
             url: url.clone(),
             problem: e.to_string(),
         };
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let roots = match self.trusted_ca() {
             None => ureq::tls::RootCerts::WebPki,
             Some(cas) => ureq::tls::RootCerts::from(
@@ -244,13 +243,8 @@ impl Jwks {
                     .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned()),
             ),
         };
-        let tls = ureq::tls::TlsConfig::builder()
-            .provider(ureq::tls::TlsProvider::Rustls)
-            .root_certs(roots)
-            .unversioned_rustls_crypto_provider(provider)
-            .build();
         let agent: ureq::Agent = ureq::Agent::config_builder()
-            .tls_config(tls)
+            .tls_config(crate::https::tls_config(roots))
             .https_only(!self.config.allow_insecure_http)
             .http_status_as_error(false)
             .timeout_global(Some(FETCH_TIMEOUT))
