@@ -389,28 +389,10 @@ fn finish(
     scan: Scan,
     first_kept: u64,
 ) -> Result<Recovered, StorageError> {
-    let (replay_from, replay_seq, remaining, last_snapshot_bytes) = match scan.complete {
-        Some((begin, end_bytes)) => (
-            (begin.segment, begin.offset),
-            begin.seq,
-            scan.data - begin.data_before,
-            end_bytes - begin.bytes_before,
-        ),
-        None => (
-            (0, frame::SEGMENT_HEADER_BYTES as u64),
-            scan.segments.first().map_or(1, |s| s.first_seq),
-            scan.data,
-            0,
-        ),
-    };
-    let mut replay = Replay {
-        segments: VecDeque::new(),
-        buf: Vec::new(),
-        pos: 0,
-        path: PathBuf::new(),
-        expected_seq: replay_seq,
-        remaining,
-    };
+    let replay = replay_of(&scan)?;
+    let last_snapshot_bytes = scan
+        .complete
+        .map_or(0, |(begin, end_bytes)| end_bytes - begin.bytes_before);
     let mut segments = VecDeque::new();
     let mut active = None;
     let last_index = scan.segments.len().checked_sub(1);
@@ -423,22 +405,6 @@ fn finish(
             used: s.end,
             capacity: s.capacity,
         });
-        if i >= replay_from.0 {
-            let start = if i == replay_from.0 {
-                replay_from.1
-            } else {
-                frame::SEGMENT_HEADER_BYTES as u64
-            };
-            let file = s
-                .file
-                .try_clone()
-                .map_err(|e| StorageError::io("open", &s.path, e))?;
-            if s.end > start {
-                replay
-                    .segments
-                    .push_back((file, s.path.clone(), start, s.end));
-            }
-        }
         if Some(i) == last_index {
             active = Some((s.number, s.file));
         }
